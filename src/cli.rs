@@ -1,0 +1,128 @@
+//! Command-line arguments (clap only; no behaviour here).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A declarative, content-addressed DAG orchestrator.
+#[derive(Debug, Parser)]
+#[command(name = "orch", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// Run as if started in DIR.
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Use FILE as the Orchfile (relative to DIR).
+    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Say more: skipped instances, reasons, commands.
+    #[arg(short = 'v', long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Say only what failed.
+    #[arg(short = 'q', long, global = true)]
+    pub quiet: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build stale instances of the targets (default: everything).
+    Build(BuildArgs),
+    /// Show what would run, and why.
+    Plan(PlanArgs),
+    /// Show every instance: up to date, stale (with reasons), failed or blocked.
+    Status(StatusArgs),
+    /// Explain, key by key, how an instance differs from its last successful run.
+    Explain(ExplainArgs),
+    /// Print the dependency graph.
+    Graph(GraphArgs),
+    /// Validate the Orchfile.
+    Check,
+    /// Create a starter Orchfile.toml in the current (or -C) directory.
+    Init,
+    /// Print the JSON Schema of the Orchfile.
+    Schema,
+}
+
+/// `orch build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Phases (`phase`) or instances (`phase[axis=value]`); default: all.
+    pub targets: Vec<String>,
+    /// Run at most N instances at once (default: `orch.jobs`, else the number of CPUs).
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+    /// Keep building everything not blocked after a failure.
+    #[arg(short = 'k', long)]
+    pub keep_going: bool,
+    /// Rerun every selected instance.
+    #[arg(long)]
+    pub force: bool,
+    /// Rerun PHASE and everything downstream of it (repeatable).
+    #[arg(long, value_name = "PHASE")]
+    pub from: Vec<String>,
+    /// Print the plan and run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Neither restore from nor store into the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Use ID as the run id instead of the derived one.
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Print events on stdout as JSON Lines (the human display goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `orch plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Phases or instances; default: all.
+    pub targets: Vec<String>,
+    /// Plan as if `--force` were given.
+    #[arg(long)]
+    pub force: bool,
+    /// Plan as if `--from PHASE` were given.
+    #[arg(long, value_name = "PHASE")]
+    pub from: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `orch status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `orch explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A phase or instance.
+    pub target: String,
+}
+
+/// Graph output formats.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz.
+    Dot,
+    /// Mermaid flowchart.
+    Mermaid,
+    /// JSON.
+    Json,
+}
+
+/// `orch graph`.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "dot")]
+    pub format: GraphFormat,
+}

@@ -1,0 +1,188 @@
+//! `orch build`: plan under the build lock, then execute and record the run.
+
+use std::sync::Arc;
+
+use crate::cli::BuildArgs;
+use crate::events::human::{Human, Verbosity};
+use crate::events::sink::{JsonFile, JsonStdout};
+use crate::events::{EventKind, EventLog};
+use crate::exec::{self, ExecOptions, ProcessRunner};
+use crate::plan::plan_static;
+use crate::snapshot::Snapshot;
+use crate::store::{BuildLock, Layout, RunRecord, Store};
+use crate::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK};
+
+use super::{Global, load, plan, report_diagnostic, report_error, selection};
+
+/// Runs `orch build`.
+pub fn run(g: &Global, a: BuildArgs) -> i32 {
+    let l = match load(g) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let (selected, forced) = match selection(&l, &a.targets, a.force, &a.from) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let layout = Layout::new(&l.project.root);
+    if a.dry_run {
+        return plan::print_plan(
+            &l,
+            &layout,
+            &selected,
+            forced,
+            &a.targets,
+            false,
+            g.verbosity,
+        );
+    }
+    if let Err(e) = layout.ensure() {
+        return report_error("cannot create `.orch/`", &e);
+    }
+    let _lock = match BuildLock::acquire(&layout.lock(), || {
+        let holder = BuildLock::holder_pid(&layout.lock())
+            .map(|p| format!(" (pid {p})"))
+            .unwrap_or_default();
+        eprintln!("orch: waiting for another build to finish{holder}; it holds `.orch/lock`");
+    }) {
+        Ok(l) => l,
+        Err(e) => return report_diagnostic(&e, EXIT_FAILED),
+    };
+    let (mut store, warning) = match Store::open(&layout) {
+        Ok(s) => s,
+        Err(e) => return report_diagnostic(&e, EXIT_FAILED),
+    };
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    let snap = match Snapshot::take(&l.project, &l.graph, &selected, forced, &store) {
+        Ok(s) => s,
+        Err(e) => return report_diagnostic(&e, EXIT_FAILED),
+    };
+    let planned = plan_static(&snap.order, &snap);
+    let stale = planned.values().filter(|e| e.stale).count();
+
+    let jobs = a
+        .jobs
+        .map(|j| j as usize)
+        .or(l.project.jobs)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let options = [
+        ("force", a.force.to_string()),
+        ("from", a.from.join(",")),
+        ("keep_going", a.keep_going.to_string()),
+    ];
+    let plan_digest = snap.plan_digest(&a.targets, &options);
+    let run_id = match &a.run_id {
+        Some(id) => id.clone(),
+        None => unique_run_id(&layout, &plan_digest.to_hex()[..8]),
+    };
+    let started_at = crate::fs::now_ns();
+    let record = RunRecord {
+        run_id: run_id.clone(),
+        plan_digest: plan_digest.to_hex(),
+        targets: a.targets.clone(),
+        started_at_ns: started_at,
+        finished_at_ns: None,
+        status: None,
+        summary: None,
+    };
+    if let Err(e) = store
+        .begin_run(&record)
+        .and_then(|_| store.write_digests(&snap.digest_updates))
+    {
+        return report_diagnostic(&e, EXIT_FAILED);
+    }
+
+    let mut events = EventLog::new(run_id.clone());
+    match JsonFile::create(&layout.events(&run_id)) {
+        Ok(f) => events.add(Box::new(f)),
+        Err(e) => return report_error("cannot write the event log", &e),
+    }
+    if a.json {
+        events.add(Box::new(JsonStdout::new()));
+        events.add(Box::new(Human::new(
+            std::io::stderr(),
+            l.project.root.clone(),
+            g.verbosity.min(Verbosity::Quiet),
+        )));
+    } else {
+        events.add(Box::new(Human::new(
+            std::io::stdout(),
+            l.project.root.clone(),
+            g.verbosity,
+        )));
+    }
+    events.emit(
+        None,
+        EventKind::RunStarted {
+            plan_digest: plan_digest.to_hex(),
+            targets: a.targets.clone(),
+            jobs,
+            keep_going: a.keep_going,
+        },
+    );
+    events.emit(
+        None,
+        EventKind::PlanReady {
+            total: selected.len(),
+            stale,
+            up_to_date: selected.len() - stale,
+        },
+    );
+
+    exec::signal::install();
+    let opts = ExecOptions {
+        jobs,
+        keep_going: a.keep_going,
+        run_id: run_id.clone(),
+    };
+    let report = match exec::execute(
+        &snap,
+        &planned,
+        &selected,
+        &mut store,
+        &layout,
+        Arc::new(ProcessRunner::default()),
+        &mut events,
+        &opts,
+    ) {
+        Ok(r) => r,
+        Err(e) => return report_error("the build could not run", &e),
+    };
+    drop(events);
+
+    let status = if report.interrupted {
+        "interrupted"
+    } else if report.counts.failed > 0 || report.counts.blocked > 0 {
+        "failed"
+    } else {
+        "succeeded"
+    };
+    let summary = serde_json::json!({ "counts": report.counts, "failed": report.failed, "blocked": report.blocked }).to_string();
+    if let Err(e) = store.finish_run(&run_id, crate::fs::now_ns(), status, &summary) {
+        eprintln!("warning: could not record the end of the run: {e}");
+    }
+    if report.interrupted {
+        EXIT_INTERRUPTED
+    } else if status == "failed" {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ-` and 8 hex digits of the plan digest; a suffix keeps two runs of
+/// the same state within one second apart.
+fn unique_run_id(layout: &Layout, short_digest: &str) -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let compact: String = now.chars().filter(|c| *c != '-' && *c != ':').collect();
+    let base = format!("{compact}-{short_digest}");
+    if !layout.run_dir(&base).exists() {
+        return base;
+    }
+    (2..)
+        .map(|n| format!("{base}.{n}"))
+        .find(|id| !layout.run_dir(id).exists())
+        .unwrap_or(base)
+}

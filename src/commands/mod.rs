@@ -1,0 +1,168 @@
+//! One short file per subcommand: wiring between the CLI and the library, and the
+//! shared steps (find and load the project, render diagnostics).
+
+mod build;
+mod check;
+mod explain;
+mod graph_cmd;
+mod init;
+mod plan;
+mod schema;
+mod status;
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use miette::{GraphicalReportHandler, GraphicalTheme};
+
+use crate::cli::{Cli, Command};
+use crate::events::human::Verbosity;
+use crate::graph::{self, Graph};
+use crate::model::{self, Project};
+use crate::orchfile::{self, ConfigError, ConfigFailure, Sources};
+use crate::{EXIT_FAILED, EXIT_USAGE};
+
+/// Runs the parsed command line and returns the exit status.
+pub fn dispatch(cli: Cli) -> i32 {
+    let verbosity = if cli.quiet {
+        Verbosity::Quiet
+    } else if cli.verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    };
+    let g = Global {
+        dir: cli.dir,
+        file: cli.file,
+        verbosity,
+    };
+    match cli.command {
+        Command::Build(a) => build::run(&g, a),
+        Command::Plan(a) => plan::run(&g, a),
+        Command::Status(a) => status::run(&g, a),
+        Command::Explain(a) => explain::run(&g, a),
+        Command::Graph(a) => graph_cmd::run(&g, a),
+        Command::Check => check::run(&g),
+        Command::Init => init::run(&g),
+        Command::Schema => schema::run(),
+    }
+}
+
+/// Options every command shares.
+pub struct Global {
+    /// `-C`.
+    pub dir: Option<PathBuf>,
+    /// `-f`.
+    pub file: Option<PathBuf>,
+    /// `-q` / `-v`.
+    pub verbosity: Verbosity,
+}
+
+impl Global {
+    /// The directory orch works in.
+    pub fn start_dir(&self) -> PathBuf {
+        match &self.dir {
+            Some(d) => d.clone(),
+            None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        }
+    }
+}
+
+/// A loaded, validated project with its graph.
+pub struct Loaded {
+    /// The project.
+    pub project: Project,
+    /// Its graph.
+    pub graph: Graph,
+}
+
+/// Finds, loads and validates the project; on error prints diagnostics and returns the
+/// exit status.
+pub fn load(g: &Global) -> Result<Loaded, i32> {
+    let start = g.start_dir();
+    if !start.is_dir() {
+        eprintln!("error: `{}` is not a directory", start.display());
+        return Err(EXIT_USAGE);
+    }
+    let path = orchfile::find_orchfile(&start, g.file.as_deref())
+        .map_err(|e| report(vec![*e], &Sources::default()))?;
+    let raw = orchfile::load(&path).map_err(report_failure)?;
+    let project = model::validate(raw).map_err(report_failure)?;
+    let graph = graph::build(&project).map_err(|errs| report(errs, &project.sources))?;
+    Ok(Loaded { project, graph })
+}
+
+fn report_failure(f: ConfigFailure) -> i32 {
+    report(f.errors, &f.sources)
+}
+
+/// Prints configuration errors and returns the usage exit status.
+pub fn report(errors: Vec<ConfigError>, sources: &Sources) -> i32 {
+    let n = errors.len();
+    let handler = handler();
+    for e in errors {
+        let rendered = e.render(sources);
+        let mut out = String::new();
+        if handler.render_report(&mut out, &rendered).is_err() {
+            out = format!("error: {rendered}");
+        }
+        eprintln!("{}", out.trim_end());
+    }
+    if n > 1 {
+        eprintln!("orch: {n} configuration errors; nothing was run");
+    }
+    EXIT_USAGE
+}
+
+/// Prints any other diagnostic and returns `status`.
+pub fn report_diagnostic(d: &dyn miette::Diagnostic, status: i32) -> i32 {
+    let mut out = String::new();
+    if handler().render_report(&mut out, d).is_err() {
+        out = format!("error: {d}");
+    }
+    eprintln!("{}", out.trim_end());
+    status
+}
+
+/// Prints an I/O or internal error and returns the failure status.
+pub fn report_error(what: &str, e: &dyn std::fmt::Display) -> i32 {
+    eprintln!("error: {what}: {e}");
+    EXIT_FAILED
+}
+
+fn handler() -> GraphicalReportHandler {
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    GraphicalReportHandler::new_themed(theme).with_context_lines(1)
+}
+
+/// Resolves targets (all when empty) plus everything they depend on, and the instances
+/// `--force` / `--from` select.
+pub fn selection(
+    l: &Loaded,
+    targets: &[String],
+    force: bool,
+    from: &[String],
+) -> Result<(BTreeSet<usize>, BTreeSet<usize>), i32> {
+    let named = graph::resolve_targets(&l.project, targets)
+        .map_err(|e| report(vec![*e], &l.project.sources))?;
+    let selected = graph::with_upstream(&l.project, &named);
+    let forced = if force {
+        selected.clone()
+    } else if !from.is_empty() {
+        let from = graph::resolve_targets(&l.project, from)
+            .map_err(|e| report(vec![*e], &l.project.sources))?;
+        graph::with_downstream(&l.graph, &from)
+            .intersection(&selected)
+            .copied()
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    Ok((selected, forced))
+}

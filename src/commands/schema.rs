@@ -1,0 +1,9 @@
+//! `orch schema`: print the Orchfile JSON Schema.
+
+use crate::EXIT_OK;
+
+/// Runs `orch schema`.
+pub fn run() -> i32 {
+    print!("{}", crate::orchfile::raw::json_schema());
+    EXIT_OK
+}

@@ -1,0 +1,244 @@
+//! The plain display for people and CI logs, driven only by events: one line per
+//! finished instance (`[12/40] translate[lang=fr] ok 1.2s`), a failed instance's whole log
+//! as one block, and a summary line.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::{BlockReason, Event, EventKind, FailureKind, Sink};
+
+/// How much the display says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// Failures and their logs only.
+    Quiet,
+    /// One line per instance that ran, and a summary.
+    Normal,
+    /// Also skipped instances, reasons and commands.
+    Verbose,
+}
+
+/// Longest log printed in full; longer logs show their tail.
+const MAX_LOG_LINES: usize = 400;
+
+/// Plain-text display.
+pub struct Human<W: Write> {
+    out: W,
+    root: PathBuf,
+    verbosity: Verbosity,
+    done: usize,
+    total: usize,
+}
+
+impl<W: Write> Human<W> {
+    /// A display writing to `out`; logs are read relative to `root`.
+    pub fn new(out: W, root: PathBuf, verbosity: Verbosity) -> Human<W> {
+        Human {
+            out,
+            root,
+            verbosity,
+            done: 0,
+            total: 0,
+        }
+    }
+
+    fn counter(&mut self) -> String {
+        self.done += 1;
+        self.total = self.total.max(self.done);
+        format!("[{}/{}]", self.done, self.total)
+    }
+
+    fn print_log(&mut self, name: &str, log: &str) {
+        let text = std::fs::read_to_string(self.root.join(log)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let _ = writeln!(self.out, "──── output of {name} ({log}) ────");
+        if lines.len() > MAX_LOG_LINES {
+            let _ = writeln!(
+                self.out,
+                "… {} earlier lines in the log file",
+                lines.len() - MAX_LOG_LINES
+            );
+        }
+        for l in &lines[lines.len().saturating_sub(MAX_LOG_LINES)..] {
+            let _ = writeln!(self.out, "{l}");
+        }
+        if lines.is_empty() {
+            let _ = writeln!(self.out, "(no output)");
+        }
+        let _ = writeln!(self.out, "────");
+    }
+}
+
+/// `850ms`, `1.2s`, `2m05s`.
+pub fn duration(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+impl<W: Write> Sink for Human<W> {
+    fn event(&mut self, e: &Event) {
+        let name = e.instance.as_deref().unwrap_or("");
+        let normal = self.verbosity >= Verbosity::Normal;
+        let verbose = self.verbosity >= Verbosity::Verbose;
+        match &e.kind {
+            EventKind::PlanReady { stale, .. } => self.total = *stale,
+            EventKind::InstanceInvalidated { details, .. } if verbose => {
+                let why: Vec<String> = details.iter().map(ToString::to_string).collect();
+                let _ = writeln!(self.out, "{name}: stale: {}", why.join(", "));
+            }
+            EventKind::InstanceStarted { command, .. } if verbose => {
+                let _ = writeln!(self.out, "{name}: $ {command}");
+            }
+            EventKind::InstanceSkipped {
+                early_cutoff: true, ..
+            } if normal => {
+                let c = self.counter();
+                let _ = writeln!(
+                    self.out,
+                    "{c} {name} up to date (upstream outputs unchanged)"
+                );
+            }
+            EventKind::InstanceSkipped {
+                early_cutoff: true, ..
+            } => {
+                self.done += 1;
+            }
+            EventKind::InstanceSkipped { .. } if verbose => {
+                let _ = writeln!(self.out, "{name} up to date");
+            }
+            EventKind::InstanceCompleted { duration_ms, .. } => {
+                let c = self.counter();
+                if normal {
+                    let _ = writeln!(self.out, "{c} {name} ok {}", duration(*duration_ms));
+                }
+            }
+            EventKind::InstanceFailed {
+                kind,
+                exit_code,
+                signal,
+                message,
+                log,
+                duration_ms,
+            } => {
+                let c = self.counter();
+                let what = match (kind, exit_code, signal) {
+                    (FailureKind::Exit, Some(code), _) => format!("exit {code}"),
+                    (FailureKind::Signal, _, Some(sig)) => format!("signal {sig}"),
+                    (FailureKind::Timeout, _, _) => "timeout".to_owned(),
+                    (FailureKind::MissingOutput, _, _) => "missing output".to_owned(),
+                    (FailureKind::Schema, _, _) => "schema".to_owned(),
+                    _ => "error".to_owned(),
+                };
+                let _ = writeln!(
+                    self.out,
+                    "{c} {name} FAILED ({what}) {}: {message}",
+                    duration(*duration_ms)
+                );
+                let (name, log) = (name.to_owned(), log.clone());
+                self.print_log(&name, &log);
+            }
+            EventKind::InstanceBlocked { reason, blocked_by } => {
+                let why = match reason {
+                    BlockReason::UpstreamFailed => {
+                        format!("upstream {} failed", quote_list(blocked_by))
+                    }
+                    BlockReason::UpstreamBlocked => {
+                        format!("upstream {} is blocked", quote_list(blocked_by))
+                    }
+                    BlockReason::StoppedAfterFailure => {
+                        "not started: the build stops after a failure (use -k to keep going)"
+                            .to_owned()
+                    }
+                    BlockReason::Interrupted => "not started: interrupted".to_owned(),
+                };
+                if normal || *reason != BlockReason::StoppedAfterFailure {
+                    let _ = writeln!(self.out, "[-] {name} blocked: {why}");
+                }
+            }
+            EventKind::SoftDependencyUnmet {
+                upstream,
+                upstream_status,
+            } => {
+                let _ = writeln!(
+                    self.out,
+                    "warning: {name} runs without its soft dependency `{upstream}` ({upstream_status})"
+                );
+            }
+            EventKind::RunCompleted {
+                counts,
+                duration_ms,
+            } if normal => {
+                if counts.succeeded == 0 {
+                    let _ = writeln!(
+                        self.out,
+                        "orch: nothing to do ({} up to date)",
+                        counts.up_to_date
+                    );
+                } else {
+                    let _ = writeln!(
+                        self.out,
+                        "orch: {} built, {} up to date in {}",
+                        counts.succeeded,
+                        counts.up_to_date,
+                        duration(*duration_ms)
+                    );
+                }
+            }
+            EventKind::RunFailed {
+                counts,
+                failed,
+                interrupted,
+                duration_ms,
+                ..
+            } => {
+                let head = if *interrupted {
+                    "interrupted"
+                } else {
+                    "build failed"
+                };
+                let _ = writeln!(
+                    self.out,
+                    "orch: {head}: {} failed, {} blocked, {} built, {} up to date in {}",
+                    counts.failed,
+                    counts.blocked,
+                    counts.succeeded,
+                    counts.up_to_date,
+                    duration(*duration_ms)
+                );
+                if !failed.is_empty() {
+                    let _ = writeln!(self.out, "orch: failed: {}", failed.join(", "));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
+}
+
+fn quote_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(15), "15ms");
+        assert_eq!(duration(1234), "1.2s");
+        assert_eq!(duration(125_000), "2m05s");
+    }
+}

@@ -1,0 +1,216 @@
+//! Run events (v1): their types, the JSON Lines they serialize to, and the sinks that
+//! receive them (`events.jsonl`, `--json` on stdout, the human display).
+//!
+//! Fields are only ever added within v1, never renamed or removed. Everything that
+//! varies between two runs of the same state lives in `ts` and `*_ms` fields, so with
+//! `-j 1` two builds emit the same events apart from those.
+
+pub mod human;
+pub mod sink;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::plan::{Reason, Why};
+
+pub use sink::{EventLog, Sink};
+
+/// Event schema version.
+pub const EVENT_VERSION: u32 = 1;
+
+/// Counts of instances by outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Selected instances.
+    pub total: usize,
+    /// Ran and succeeded.
+    pub succeeded: usize,
+    /// Already up to date (including early cutoff).
+    pub up_to_date: usize,
+    /// Failed.
+    pub failed: usize,
+    /// Blocked.
+    pub blocked: usize,
+}
+
+/// How an instance failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Exited non-zero.
+    Exit,
+    /// Killed by a signal.
+    Signal,
+    /// Ran longer than its timeout.
+    Timeout,
+    /// Did not produce a declared output.
+    MissingOutput,
+    /// An output failed its schema.
+    Schema,
+    /// Could not be started.
+    Spawn,
+}
+
+/// Why an instance did not run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockReason {
+    /// A hard dependency failed.
+    UpstreamFailed,
+    /// A hard dependency was blocked.
+    UpstreamBlocked,
+    /// Another instance failed and the build stops after failures (no `-k`).
+    StoppedAfterFailure,
+    /// The build was interrupted.
+    Interrupted,
+}
+
+impl BlockReason {
+    /// The public code.
+    pub fn code(self) -> &'static str {
+        match self {
+            BlockReason::UpstreamFailed => "upstream_failed",
+            BlockReason::UpstreamBlocked => "upstream_blocked",
+            BlockReason::StoppedAfterFailure => "stopped_after_failure",
+            BlockReason::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// The body of an event; its variant name is the event `type`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The run began; nothing has run yet.
+    RunStarted {
+        /// The plan digest.
+        plan_digest: String,
+        /// Targets as given (empty: all).
+        targets: Vec<String>,
+        /// Parallel jobs.
+        jobs: usize,
+        /// `-k`.
+        keep_going: bool,
+    },
+    /// The plan is known.
+    PlanReady {
+        /// Selected instances.
+        total: usize,
+        /// Instances that will run (or may, after early cutoff).
+        stale: usize,
+        /// Instances already up to date.
+        up_to_date: usize,
+    },
+    /// An instance was found up to date and not run.
+    InstanceSkipped {
+        /// Always `up_to_date`.
+        reason: &'static str,
+        /// Its action key.
+        action_key: String,
+        /// Planned to run, but its upstreams reproduced identical outputs.
+        early_cutoff: bool,
+    },
+    /// An instance is stale and will run.
+    InstanceInvalidated {
+        /// Reason codes.
+        reasons: Vec<Reason>,
+        /// Reasons with what they are about.
+        details: Vec<Why>,
+    },
+    /// An instance's command started.
+    InstanceStarted {
+        /// 1 for the first attempt.
+        attempt: u32,
+        /// The expanded command.
+        command: String,
+    },
+    /// An instance succeeded.
+    InstanceCompleted {
+        /// Its action key.
+        action_key: String,
+        /// Output path → digest.
+        outputs: BTreeMap<String, String>,
+        /// Wall time.
+        duration_ms: u64,
+    },
+    /// An instance failed.
+    InstanceFailed {
+        /// How.
+        kind: FailureKind,
+        /// Exit code, for `exit`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        /// Signal number, for `signal`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+        /// One line for humans.
+        message: String,
+        /// The captured output, project-relative.
+        log: String,
+        /// Wall time.
+        duration_ms: u64,
+    },
+    /// An instance did not run because of others.
+    InstanceBlocked {
+        /// Why.
+        reason: BlockReason,
+        /// The instances that blocked it (empty for `stopped_after_failure`).
+        blocked_by: Vec<String>,
+    },
+    /// A soft dependency failed or was blocked; the instance runs without it.
+    SoftDependencyUnmet {
+        /// The upstream instance.
+        upstream: String,
+        /// `failed` or `blocked`.
+        upstream_status: &'static str,
+    },
+    /// Progress after an instance finished.
+    Progress {
+        /// Finished instances that were planned to run.
+        done: usize,
+        /// Instances planned to run.
+        total: usize,
+        /// Instances running now.
+        running: usize,
+    },
+    /// The run ended without failures.
+    RunCompleted {
+        /// By outcome.
+        counts: Counts,
+        /// Wall time.
+        duration_ms: u64,
+    },
+    /// The run ended with failures, blocked instances or an interruption.
+    RunFailed {
+        /// By outcome.
+        counts: Counts,
+        /// Failed instances.
+        failed: Vec<String>,
+        /// Blocked instances.
+        blocked: Vec<String>,
+        /// Stopped by a signal.
+        interrupted: bool,
+        /// Wall time.
+        duration_ms: u64,
+    },
+}
+
+/// One event as written.
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    /// Schema version.
+    pub v: u32,
+    /// 1, 2, … within a run.
+    pub seq: u64,
+    /// RFC 3339 UTC time with milliseconds.
+    pub ts: String,
+    /// The run.
+    pub run_id: String,
+    /// Type and body.
+    #[serde(flatten)]
+    pub kind: EventKind,
+    /// The instance it is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}

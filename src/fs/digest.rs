@@ -1,0 +1,462 @@
+//! Content digests: the BLAKE3 `Digest` type, and hashing of byte slices, files and directory trees.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use walkdir::WalkDir;
+
+/// A BLAKE3 content digest.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+impl Digest {
+    /// The digest as 64 lowercase hex characters.
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push(HEX[usize::from(b >> 4)] as char);
+            s.push(HEX[usize::from(b & 0x0f)] as char);
+        }
+        s
+    }
+
+    /// Parses exactly 64 hex characters (either case); `None` for anything else.
+    pub fn from_hex(s: &str) -> Option<Digest> {
+        let bytes = s.as_bytes();
+        if bytes.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            *o = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
+        }
+        Some(Digest(out))
+    }
+
+    /// The first 12 hex characters, for human-facing output.
+    pub fn short(&self) -> String {
+        let mut s = self.to_hex();
+        s.truncate(12);
+        s
+    }
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({}…)", self.short())
+    }
+}
+
+impl From<blake3::Hash> for Digest {
+    fn from(h: blake3::Hash) -> Self {
+        Digest(*h.as_bytes())
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HexVisitor;
+        impl serde::de::Visitor<'_> for HexVisitor {
+            type Value = Digest;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a 64-character hex BLAKE3 digest")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Digest, E> {
+                Digest::from_hex(v)
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+            }
+        }
+        deserializer.deserialize_str(HexVisitor)
+    }
+}
+
+/// BLAKE3 digest of an in-memory byte slice.
+pub fn hash_bytes(bytes: &[u8]) -> Digest {
+    blake3::hash(bytes).into()
+}
+
+/// Streams the file through BLAKE3; the digest equals `hash_bytes` of its contents.
+pub fn hash_file(path: &Path) -> io::Result<Digest> {
+    // `update_mmap_rayon` would need blake3's `mmap`/`rayon` features, which the crate does not
+    // enable; `update_reader` streams through an internal buffer sized for the SIMD backends.
+    let file = fs::File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(file)?;
+    Ok(hasher.finalize().into())
+}
+
+/// Separates tree digests from plain content digests, so a file whose bytes happen to equal a
+/// tree encoding can never share that tree's digest. Bump the version if the encoding changes.
+const TREE_CONTEXT: &str = "orch 2024-01-01 directory tree digest v1";
+
+const KIND_FILE: u8 = b'f';
+const KIND_DIR: u8 = b'd';
+const KIND_SYMLINK: u8 = b'l';
+/// Sockets, FIFOs and devices: recorded by name only, never opened (reading a FIFO would block).
+const KIND_OTHER: u8 = b'o';
+
+/// One walked entry, before file contents are hashed.
+enum TreeEntry {
+    File {
+        rel: Vec<u8>,
+        exec: bool,
+        path: PathBuf,
+    },
+    Dir {
+        rel: Vec<u8>,
+    },
+    Symlink {
+        rel: Vec<u8>,
+        target: Vec<u8>,
+    },
+    Other {
+        rel: Vec<u8>,
+    },
+}
+
+/// Writes one length-prefixed field, so adjacent fields can never be re-split differently.
+fn put_field(hasher: &mut blake3::Hasher, bytes: &[u8]) {
+    hasher.update(&(bytes.len() as u64).to_le_bytes());
+    hasher.update(bytes);
+}
+
+/// Digest of a directory tree: names, kinds, exec bits, file contents and symlink targets.
+pub fn hash_tree(dir: &Path) -> io::Result<Digest> {
+    // Otherwise a file root would walk as zero entries and alias the empty directory.
+    if !fs::metadata(dir)?.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("{}: not a directory", dir.display()),
+        ));
+    }
+    let mut entries = Vec::new();
+    // min_depth(1): the root itself is implied; its name must not affect the digest.
+    for entry in WalkDir::new(dir)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1)
+    {
+        let entry = entry?;
+        let rel = entry
+            .path()
+            .strip_prefix(dir)
+            .map_err(io::Error::other)?
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
+        let ft = entry.file_type();
+        entries.push(if ft.is_dir() {
+            TreeEntry::Dir { rel }
+        } else if ft.is_symlink() {
+            let target = fs::read_link(entry.path())?;
+            TreeEntry::Symlink {
+                rel,
+                target: target.as_os_str().as_bytes().to_vec(),
+            }
+        } else if ft.is_file() {
+            let mode = entry.metadata()?.permissions().mode();
+            TreeEntry::File {
+                rel,
+                exec: mode & 0o111 != 0,
+                path: entry.into_path(),
+            }
+        } else {
+            TreeEntry::Other { rel }
+        });
+    }
+
+    // The walk is cheap and sequential; file contents dominate, so hash them in parallel and
+    // then feed everything to the tree hasher in walk order.
+    let file_digests = entries
+        .par_iter()
+        .map(|e| match e {
+            TreeEntry::File { path, .. } => hash_file(path).map(Some),
+            _ => Ok(None),
+        })
+        .collect::<io::Result<Vec<Option<Digest>>>>()?;
+
+    let mut hasher = blake3::Hasher::new_derive_key(TREE_CONTEXT);
+    for (entry, digest) in entries.iter().zip(file_digests) {
+        match entry {
+            TreeEntry::File { rel, exec, .. } => {
+                put_field(&mut hasher, &[KIND_FILE]);
+                put_field(&mut hasher, rel);
+                put_field(&mut hasher, &[u8::from(*exec)]);
+                let digest = digest.ok_or_else(|| io::Error::other("file digest missing"))?;
+                put_field(&mut hasher, &digest.0);
+            }
+            TreeEntry::Dir { rel } => {
+                put_field(&mut hasher, &[KIND_DIR]);
+                put_field(&mut hasher, rel);
+            }
+            TreeEntry::Symlink { rel, target } => {
+                put_field(&mut hasher, &[KIND_SYMLINK]);
+                put_field(&mut hasher, rel);
+                put_field(&mut hasher, target);
+            }
+            TreeEntry::Other { rel } => {
+                put_field(&mut hasher, &[KIND_OTHER]);
+                put_field(&mut hasher, rel);
+            }
+        }
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// `hash_tree` for directories, `hash_file` for everything else (symlinks are followed).
+pub fn hash_path(path: &Path) -> io::Result<Digest> {
+    if fs::metadata(path)?.is_dir() {
+        hash_tree(path)
+    } else {
+        hash_file(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn write(dir: &Path, rel: &str, content: &str) {
+        let p = dir.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+
+    fn sample_tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        write(t.path(), "a.txt", "alpha");
+        write(t.path(), "sub/b.txt", "beta");
+        write(t.path(), "sub/deeper/c.txt", "gamma");
+        t
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let d = hash_bytes(b"hello");
+        let hex = d.to_hex();
+        assert_eq!(hex.len(), 64);
+        assert!(
+            hex.bytes()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+        );
+        assert_eq!(hex, blake3::hash(b"hello").to_hex().as_str());
+        assert_eq!(Digest::from_hex(&hex), Some(d));
+        assert_eq!(Digest::from_hex(&hex.to_uppercase()), Some(d));
+        assert_eq!(d.short(), &hex[..12]);
+        assert_eq!(d.to_string(), hex);
+        assert_eq!(format!("{d:?}"), format!("Digest({}…)", &hex[..12]));
+    }
+
+    #[test]
+    fn from_hex_rejects_bad_input() {
+        assert_eq!(Digest::from_hex(""), None);
+        assert_eq!(Digest::from_hex(&"a".repeat(63)), None);
+        assert_eq!(Digest::from_hex(&"a".repeat(65)), None);
+        assert_eq!(Digest::from_hex(&"g".repeat(64)), None);
+        // 32 two-byte chars: right byte length, not hex.
+        assert_eq!(Digest::from_hex(&"é".repeat(32)), None);
+    }
+
+    #[test]
+    fn serde_as_hex_string() {
+        let d = hash_bytes(b"serde");
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, format!("\"{}\"", d.to_hex()));
+        let back: Digest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, d);
+        assert!(serde_json::from_str::<Digest>("\"nothex\"").is_err());
+        assert!(serde_json::from_str::<Digest>("42").is_err());
+        // Non-borrowed input path (toml deserializes owned strings).
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct W {
+            d: Digest,
+        }
+        let w = W { d };
+        let s = toml::to_string(&w).unwrap();
+        assert_eq!(toml::from_str::<W>(&s).unwrap(), w);
+    }
+
+    #[test]
+    fn hash_file_matches_blake3() {
+        let t = tempfile::tempdir().unwrap();
+        let small = t.path().join("small");
+        fs::write(&small, b"some content").unwrap();
+        assert_eq!(
+            hash_file(&small).unwrap().0,
+            *blake3::hash(b"some content").as_bytes()
+        );
+        // Larger than any internal buffer, not a multiple of it.
+        let big: Vec<u8> = (0..3_000_017u32).map(|i| (i * 31 % 251) as u8).collect();
+        let bigp = t.path().join("big");
+        fs::write(&bigp, &big).unwrap();
+        assert_eq!(hash_file(&bigp).unwrap(), hash_bytes(&big));
+        let empty = t.path().join("empty");
+        fs::write(&empty, b"").unwrap();
+        assert_eq!(hash_file(&empty).unwrap(), hash_bytes(b""));
+        assert_eq!(
+            hash_file(&t.path().join("nope")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn tree_digest_is_stable_and_location_independent() {
+        let a = sample_tree();
+        let b = sample_tree();
+        let da = hash_tree(a.path()).unwrap();
+        assert_eq!(da, hash_tree(a.path()).unwrap());
+        assert_eq!(da, hash_tree(b.path()).unwrap());
+        assert_eq!(hash_path(a.path()).unwrap(), da);
+        // Domain separation: not the content hash of any obvious thing.
+        assert_ne!(da, hash_bytes(b""));
+    }
+
+    #[test]
+    fn empty_dir_has_well_defined_digest() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let d = hash_tree(a.path()).unwrap();
+        assert_eq!(d, hash_tree(b.path()).unwrap());
+        assert_eq!(
+            d,
+            blake3::Hasher::new_derive_key(TREE_CONTEXT)
+                .finalize()
+                .into()
+        );
+    }
+
+    #[test]
+    fn tree_digest_changes_on_content() {
+        let t = sample_tree();
+        let before = hash_tree(t.path()).unwrap();
+        write(t.path(), "sub/deeper/c.txt", "GAMMA");
+        assert_ne!(before, hash_tree(t.path()).unwrap());
+    }
+
+    #[test]
+    fn tree_digest_changes_on_rename() {
+        let t = sample_tree();
+        let before = hash_tree(t.path()).unwrap();
+        fs::rename(t.path().join("sub/b.txt"), t.path().join("sub/b2.txt")).unwrap();
+        assert_ne!(before, hash_tree(t.path()).unwrap());
+        fs::rename(t.path().join("sub/b2.txt"), t.path().join("sub/b.txt")).unwrap();
+        assert_eq!(before, hash_tree(t.path()).unwrap());
+    }
+
+    #[test]
+    fn tree_digest_changes_on_exec_bit() {
+        let t = sample_tree();
+        let before = hash_tree(t.path()).unwrap();
+        let p = t.path().join("a.txt");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        let exec = hash_tree(t.path()).unwrap();
+        assert_ne!(before, exec);
+        // Only the exec bit matters, not the rest of the mode.
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(before, hash_tree(t.path()).unwrap());
+    }
+
+    #[test]
+    fn tree_digest_changes_on_new_empty_dir() {
+        let t = sample_tree();
+        let before = hash_tree(t.path()).unwrap();
+        fs::create_dir(t.path().join("sub/empty")).unwrap();
+        assert_ne!(before, hash_tree(t.path()).unwrap());
+    }
+
+    #[test]
+    fn tree_distinguishes_kinds_and_moves() {
+        // Same file content at different depth.
+        let a = tempfile::tempdir().unwrap();
+        write(a.path(), "x/y", "v");
+        let b = tempfile::tempdir().unwrap();
+        write(b.path(), "x/y/z", "v");
+        assert_ne!(hash_tree(a.path()).unwrap(), hash_tree(b.path()).unwrap());
+        // Empty file vs empty dir of the same name.
+        let c = tempfile::tempdir().unwrap();
+        write(c.path(), "n", "");
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("n")).unwrap();
+        assert_ne!(hash_tree(c.path()).unwrap(), hash_tree(d.path()).unwrap());
+    }
+
+    #[test]
+    fn tree_records_symlinks_without_following() {
+        let t = sample_tree();
+        symlink("a.txt", t.path().join("link")).unwrap();
+        let d1 = hash_tree(t.path()).unwrap();
+        // Changing the target's content changes the digest only via a.txt itself; retargeting
+        // the link to an identical file changes it through the link text.
+        write(t.path(), "a2.txt", "alpha");
+        let d2 = hash_tree(t.path()).unwrap();
+        fs::remove_file(t.path().join("link")).unwrap();
+        symlink("a2.txt", t.path().join("link")).unwrap();
+        let d3 = hash_tree(t.path()).unwrap();
+        assert_ne!(d1, d2);
+        assert_ne!(d2, d3);
+        // A symlink to a directory is recorded, not descended (no loop either).
+        symlink(".", t.path().join("self")).unwrap();
+        hash_tree(t.path()).unwrap();
+        // A dangling symlink is fine too.
+        symlink("missing", t.path().join("dangling")).unwrap();
+        hash_tree(t.path()).unwrap();
+    }
+
+    #[test]
+    fn hash_path_dispatches() {
+        let t = sample_tree();
+        let f = t.path().join("a.txt");
+        assert_eq!(hash_path(&f).unwrap(), hash_bytes(b"alpha"));
+        let sub = t.path().join("sub");
+        assert_eq!(hash_path(&sub).unwrap(), hash_tree(&sub).unwrap());
+        // Symlinks are followed for regular inputs.
+        symlink(&f, t.path().join("lf")).unwrap();
+        assert_eq!(
+            hash_path(&t.path().join("lf")).unwrap(),
+            hash_bytes(b"alpha")
+        );
+        symlink(&sub, t.path().join("ld")).unwrap();
+        assert_eq!(
+            hash_path(&t.path().join("ld")).unwrap(),
+            hash_tree(&sub).unwrap()
+        );
+    }
+
+    #[test]
+    fn hash_tree_rejects_non_directories() {
+        let t = sample_tree();
+        let e = hash_tree(&t.path().join("a.txt")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotADirectory);
+        let e = hash_tree(&t.path().join("nope")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+}

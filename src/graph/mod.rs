@@ -1,0 +1,280 @@
+//! The dependency graph of instances: cycle detection (naming the whole cycle),
+//! deterministic topological order, target selection and downstream closure.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::model::Project;
+use crate::orchfile::source::{ConfigError, ErrorKind, did_you_mean};
+
+/// Instances and their edges, acyclic by construction.
+#[derive(Debug)]
+pub struct Graph {
+    /// Instances in a topological order; ties broken by name.
+    pub order: Vec<usize>,
+    /// Position of each instance in `order`.
+    pub rank: Vec<usize>,
+    /// Downstream instances of each instance, sorted.
+    pub downstream: Vec<Vec<usize>>,
+}
+
+/// Builds the graph, reporting every dependency cycle.
+pub fn build(project: &Project) -> Result<Graph, Vec<ConfigError>> {
+    let errors = phase_cycles(project);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let n = project.instances.len();
+    let mut downstream = vec![Vec::new(); n];
+    let mut indegree = vec![0usize; n];
+    for (i, inst) in project.instances.iter().enumerate() {
+        for d in &inst.deps {
+            downstream[d.upstream].push(i);
+            indegree[i] += 1;
+        }
+    }
+    for d in &mut downstream {
+        d.sort_unstable();
+    }
+    // Kahn's algorithm with a min-heap: the order is a pure function of the project.
+    let mut heap: BinaryHeap<Reverse<usize>> =
+        (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(Reverse(i)) = heap.pop() {
+        order.push(i);
+        for &j in &downstream[i] {
+            indegree[j] -= 1;
+            if indegree[j] == 0 {
+                heap.push(Reverse(j));
+            }
+        }
+    }
+    let mut rank = vec![0; n];
+    for (pos, &i) in order.iter().enumerate() {
+        rank[i] = pos;
+    }
+    Ok(Graph {
+        order,
+        rank,
+        downstream,
+    })
+}
+
+/// Finds cycles among phases; each is reported once, starting at its smallest name.
+fn phase_cycles(project: &Project) -> Vec<ConfigError> {
+    let mut g: DiGraph<&str, ()> = DiGraph::new();
+    let mut idx: BTreeMap<&str, NodeIndex> = BTreeMap::new();
+    for name in project.phases.keys() {
+        idx.insert(name, g.add_node(name));
+    }
+    for (name, p) in &project.phases {
+        for (dep, _) in p.needs.iter().chain(&p.after) {
+            if let (Some(&from), Some(&to)) = (idx.get(dep.as_str()), idx.get(name.as_str())) {
+                g.add_edge(from, to, ());
+            }
+        }
+    }
+    let mut errors = Vec::new();
+    let mut sccs = tarjan_scc(&g);
+    for scc in &mut sccs {
+        scc.sort_by_key(|n| g[*n]);
+    }
+    sccs.sort_by_key(|scc| scc.first().map(|n| g[*n]));
+    for scc in sccs {
+        let is_cycle = scc.len() > 1 || scc.first().is_some_and(|&n| g.contains_edge(n, n));
+        if !is_cycle {
+            continue;
+        }
+        let members: BTreeSet<NodeIndex> = scc.iter().copied().collect();
+        let start = scc[0];
+        let path = shortest_cycle(&g, start, &members);
+        let names: Vec<&str> = path.iter().map(|n| g[*n]).collect();
+        let shown = names
+            .iter()
+            .chain(names.first())
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(" → ");
+        // Label the dependency entry that closes the cycle back to the start: in the
+        // downstream phase's list, the name of its upstream.
+        let (up, down) = (names[names.len() - 1], names[0]);
+        let (up, down) = if names.len() == 1 {
+            (down, down)
+        } else {
+            (up, down)
+        };
+        let phase = &project.phases[down];
+        let span = phase
+            .needs
+            .iter()
+            .chain(&phase.after)
+            .find(|(d, _)| d == up)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| phase.span.clone());
+        let mut err = ConfigError::new(ErrorKind::Cycle, format!("dependency cycle: {shown}"))
+            .at(
+                &span,
+                format!("`{down}` depends on `{up}`, closing the cycle"),
+            )
+            .help("remove one of these dependencies; phases must form a directed acyclic graph");
+        for w in names.windows(2) {
+            let (u, d) = (w[0], w[1]);
+            let p = &project.phases[d];
+            if let Some((_, s)) = p.needs.iter().chain(&p.after).find(|(x, _)| x == u)
+                && s.file == span.file
+            {
+                err = err.also(s, format!("`{d}` depends on `{u}`"));
+            }
+        }
+        errors.push(err);
+    }
+    errors
+}
+
+/// The shortest cycle through `start` within `members`, as the list of nodes in
+/// dependency order (each one an upstream of the next), starting at `start`.
+fn shortest_cycle(
+    g: &DiGraph<&str, ()>,
+    start: NodeIndex,
+    members: &BTreeSet<NodeIndex>,
+) -> Vec<NodeIndex> {
+    if g.contains_edge(start, start) {
+        return vec![start];
+    }
+    let mut prev: BTreeMap<NodeIndex, NodeIndex> = BTreeMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    let mut succ: Vec<NodeIndex>;
+    while let Some(n) = queue.pop_front() {
+        succ = g.neighbors(n).filter(|m| members.contains(m)).collect();
+        succ.sort_by_key(|m| g[*m]);
+        for m in succ {
+            if m == start {
+                let mut path = vec![n];
+                let mut cur = n;
+                while let Some(&p) = prev.get(&cur) {
+                    path.push(p);
+                    cur = p;
+                }
+                path.reverse();
+                return path;
+            }
+            if m != start && !prev.contains_key(&m) {
+                prev.insert(m, n);
+                queue.push_back(m);
+            }
+        }
+    }
+    vec![start]
+}
+
+/// Resolves command-line targets to instances. Empty targets select everything.
+/// A target is `phase` (all its instances) or `phase[axis=value,...]` (the instances
+/// with those values). Returns the targets themselves, without dependencies.
+pub fn resolve_targets(
+    project: &Project,
+    targets: &[String],
+) -> Result<BTreeSet<usize>, Box<ConfigError>> {
+    if targets.is_empty() {
+        return Ok((0..project.instances.len()).collect());
+    }
+    let mut out = BTreeSet::new();
+    for t in targets {
+        let (phase_name, filter) = match t.find('[') {
+            Some(pos) if t.ends_with(']') => (&t[..pos], Some(&t[pos + 1..t.len() - 1])),
+            _ => (t.as_str(), None),
+        };
+        let Some(phase) = project.phases.get(phase_name) else {
+            let err = ConfigError::new(
+                ErrorKind::UnknownTarget,
+                format!("unknown target `{t}`: there is no phase `{phase_name}`"),
+            );
+            return Err(Box::new(
+                match did_you_mean(phase_name, project.phases.keys().map(String::as_str)) {
+                    Some(s) => err.help(format!("did you mean `{s}`?")),
+                    None => err.help("run `orch graph` or `orch status` to list the phases"),
+                },
+            ));
+        };
+        let mut wanted: BTreeMap<&str, &str> = BTreeMap::new();
+        if let Some(filter) = filter {
+            for part in filter.split(',').filter(|p| !p.is_empty()) {
+                let Some((a, v)) = part.split_once('=') else {
+                    return Err(Box::new(
+                        ConfigError::new(ErrorKind::UnknownTarget, format!("invalid target `{t}`"))
+                            .help(
+                                "write a matrix target as `phase[axis=value]` or `phase[a=x,b=y]`",
+                            ),
+                    ));
+                };
+                if !phase.axes.iter().any(|x| x == a.trim()) {
+                    return Err(Box::new(
+                        ConfigError::new(
+                            ErrorKind::UnknownTarget,
+                            format!("phase `{phase_name}` has no matrix axis `{}`", a.trim()),
+                        )
+                        .help(format!(
+                            "its axes are: {}",
+                            if phase.axes.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                phase.axes.join(", ")
+                            }
+                        )),
+                    ));
+                }
+                wanted.insert(a.trim(), v.trim());
+            }
+        }
+        let before = out.len();
+        for &i in &phase.instances {
+            let m = &project.instances[i].matrix;
+            if wanted
+                .iter()
+                .all(|(a, v)| m.get(*a).map(String::as_str) == Some(*v))
+            {
+                out.insert(i);
+            }
+        }
+        if out.len() == before && !phase.instances.iter().any(|i| out.contains(i)) {
+            return Err(Box::new(
+                ConfigError::new(
+                    ErrorKind::UnknownTarget,
+                    format!("target `{t}` matches no instance of `{phase_name}`"),
+                )
+                .help("run `orch status` to list the instances"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The targets plus everything they depend on (hard and soft), transitively.
+pub fn with_upstream(project: &Project, targets: &BTreeSet<usize>) -> BTreeSet<usize> {
+    let mut out = targets.clone();
+    let mut stack: Vec<usize> = targets.iter().copied().collect();
+    while let Some(i) = stack.pop() {
+        for d in &project.instances[i].deps {
+            if out.insert(d.upstream) {
+                stack.push(d.upstream);
+            }
+        }
+    }
+    out
+}
+
+/// The given instances plus everything downstream of them, transitively.
+pub fn with_downstream(graph: &Graph, from: &BTreeSet<usize>) -> BTreeSet<usize> {
+    let mut out = from.clone();
+    let mut stack: Vec<usize> = from.iter().copied().collect();
+    while let Some(i) = stack.pop() {
+        for &j in &graph.downstream[i] {
+            if out.insert(j) {
+                stack.push(j);
+            }
+        }
+    }
+    out
+}

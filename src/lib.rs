@@ -1,0 +1,52 @@
+//! orch: a declarative, content-addressed DAG orchestrator.
+//!
+//! Data flows one way, one module per step:
+//!
+//! ```text
+//! Orchfile.toml (+ includes)
+//!   │ orchfile::load     text → RawProject (serde, spans kept)
+//!   │ model::validate    → Project (phases, instances, templates, paths)
+//!   │ graph::build       → Graph (acyclic, topological order)
+//!   │ snapshot::take     → Snapshot (records, input files, digests)
+//!   │ plan::plan_static  → Plan (each instance fresh or stale with reasons)
+//!   │ exec::execute      → Report (run, skip or block each instance)
+//!   └ store / events     → .orch/state.db, .orch/runs/RUN/events.jsonl, terminal
+//! ```
+
+pub mod cli;
+pub mod commands;
+pub mod events;
+pub mod exec;
+pub mod fs;
+pub mod graph;
+pub mod model;
+pub mod orchfile;
+pub mod plan;
+pub mod snapshot;
+pub mod store;
+
+use std::ffi::OsString;
+
+use clap::Parser;
+
+/// Exit status: success, or nothing to do.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: a phase failed or was blocked.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit status: usage or configuration error.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status: interrupted.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// Runs orch with these arguments and returns the exit status.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let cli = match cli::Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    commands::dispatch(cli)
+}

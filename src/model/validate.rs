@@ -1,0 +1,1036 @@
+//! Validation: from the Orchfile as written to a [`Project`], reporting all errors at once.
+//!
+//! Order of work: project settings and variables, then each phase's dependencies and
+//! matrix, then instances and their dependency edges (paired on shared matrix axes,
+//! gathered otherwise), then templates (outputs first, since `run` may refer to them),
+//! then path and duplicate-output checks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::path::{PathProblem, check_inside, normalize};
+use super::template::{self, Piece, shell_join};
+use super::{CmdPiece, Dep, EnvValue, FORMAT, Instance, Output, Phase, Project, Retry};
+use crate::fs::Digest;
+use crate::orchfile::load::{ConfigFailure, LoadedPhase, RawProject};
+use crate::orchfile::raw::{RawAxis, RawEnv, RawOutput, RawVar};
+use crate::orchfile::source::{
+    ConfigError, ErrorKind, FileId, Sources, Span, did_you_mean, sort_errors,
+};
+
+/// Validates a loaded Orchfile.
+pub fn validate(raw: RawProject) -> Result<Project, ConfigFailure> {
+    let mut errors = Vec::new();
+    let RawProject {
+        root,
+        sources,
+        orch,
+        cache: _,
+        vars,
+        phases: raw_phases,
+    } = raw;
+    let root = root.canonicalize().unwrap_or(root);
+    let main: FileId = 0;
+
+    if let Some(f) = &orch.format
+        && *f.get_ref() != FORMAT
+    {
+        errors.push(
+            ConfigError::new(
+                ErrorKind::Value,
+                format!("unsupported Orchfile format `{}`", f.get_ref()),
+            )
+            .at(
+                &Span::new(main, f.span()),
+                "this version of orch reads format 1",
+            )
+            .help("set `format = 1`, or upgrade orch"),
+        );
+    }
+    let jobs = match &orch.jobs {
+        Some(j) if *j.get_ref() < 1 => {
+            errors.push(
+                ConfigError::new(ErrorKind::Value, "`jobs` must be at least 1")
+                    .at(&Span::new(main, j.span()), "not a positive number")
+                    .help("remove `jobs` to use one job per CPU"),
+            );
+            None
+        }
+        Some(j) => usize::try_from(*j.get_ref()).ok(),
+        None => None,
+    };
+    let mut env: Vec<String> = Vec::new();
+    for name in &orch.env {
+        check_env_name(name.get_ref(), &Span::new(main, name.span()), &mut errors);
+        env.push(name.get_ref().clone());
+    }
+    env.sort();
+    env.dedup();
+
+    let var_values: BTreeMap<String, RawVar> = vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect();
+
+    // Phase-level pass: dependencies and matrix axes.
+    let names: Vec<&str> = raw_phases.keys().map(String::as_str).collect();
+    let mut phases: BTreeMap<String, Phase> = BTreeMap::new();
+    let mut combos: BTreeMap<String, Vec<BTreeMap<String, String>>> = BTreeMap::new();
+    for (name, lp) in &raw_phases {
+        let file = lp.file;
+        let needs = deps(&lp.raw.needs, file, &names, name, "needs", &mut errors);
+        let after = deps(&lp.raw.after, file, &names, name, "after", &mut errors);
+        for (a, span) in &after {
+            if needs.iter().any(|(n, _)| n == a) {
+                errors.push(
+                    ConfigError::new(
+                        ErrorKind::Value,
+                        format!("phase `{name}` lists `{a}` in both `needs` and `after`"),
+                    )
+                    .at(span, "also a hard dependency")
+                    .help("keep it in `needs` for a hard dependency, or in `after` for a soft one"),
+                );
+            }
+        }
+        let axes = matrix_axes(lp, &var_values, &mut errors);
+        combos.insert(name.clone(), cross_product(&axes));
+        phases.insert(
+            name.clone(),
+            Phase {
+                name: name.clone(),
+                description: lp.raw.description.clone(),
+                file,
+                span: lp.name_span.clone(),
+                needs,
+                after,
+                axes: axes.iter().map(|(a, _)| a.clone()).collect(),
+                instances: Vec::new(),
+            },
+        );
+    }
+
+    // Instances, sorted by name.
+    let mut skeletons: Vec<(String, String, BTreeMap<String, String>)> = Vec::new();
+    for (phase, list) in &combos {
+        for m in list {
+            skeletons.push((instance_name(phase, m), phase.clone(), m.clone()));
+        }
+    }
+    skeletons.sort();
+    for (i, (_, phase, _)) in skeletons.iter().enumerate() {
+        if let Some(p) = phases.get_mut(phase) {
+            p.instances.push(i);
+        }
+    }
+
+    // Dependency edges between instances.
+    let mut instance_deps: Vec<Vec<Dep>> = vec![Vec::new(); skeletons.len()];
+    for (i, (_, phase, matrix)) in skeletons.iter().enumerate() {
+        let p = &phases[phase];
+        let mut ds = Vec::new();
+        for (dep, hard) in p
+            .needs
+            .iter()
+            .map(|d| (d, true))
+            .chain(p.after.iter().map(|d| (d, false)))
+        {
+            let Some(up) = phases.get(&dep.0) else {
+                continue;
+            };
+            for &j in &up.instances {
+                let up_matrix = &skeletons[j].2;
+                let paired = up_matrix
+                    .iter()
+                    .all(|(axis, v)| matrix.get(axis).is_none_or(|mine| mine == v));
+                if paired {
+                    ds.push(Dep { upstream: j, hard });
+                }
+            }
+        }
+        ds.sort();
+        ds.dedup_by_key(|d| d.upstream);
+        instance_deps[i] = ds;
+    }
+
+    // Outputs first: `run` may refer to any instance's outputs.
+    let mut outputs: Vec<Vec<Output>> = Vec::with_capacity(skeletons.len());
+    let mut output_spans: Vec<Vec<Span>> = Vec::with_capacity(skeletons.len());
+    for (_, phase, matrix) in &skeletons {
+        let lp = &raw_phases[phase];
+        let mut outs = Vec::new();
+        let mut spans = Vec::new();
+        for o in &lp.raw.outputs {
+            let span = Span::new(lp.file, o.span());
+            let (path, schema) = match o.get_ref() {
+                RawOutput::Path(p) => (p.clone(), None),
+                RawOutput::Table { path, schema } => (path.clone(), schema.clone()),
+            };
+            let ctx = Ctx {
+                phase,
+                matrix,
+                vars: &var_values,
+                sources: &sources,
+                span: &span,
+            };
+            let Some(expanded) = expand_simple(&path, &ctx, "outputs", &mut errors) else {
+                continue;
+            };
+            let dir = expanded.ends_with('/');
+            let norm = normalize(&expanded);
+            let problem = if expanded.starts_with('/') {
+                Some(PathProblem::Absolute)
+            } else {
+                check_inside(&root, &norm).err()
+            };
+            if let Some(problem) = problem {
+                errors.push(path_error("output", &expanded, &span, &problem.describe()));
+                continue;
+            }
+            if norm.is_empty() || norm == ".orch" || norm.starts_with(".orch/") {
+                errors.push(path_error(
+                    "output",
+                    &expanded,
+                    &span,
+                    "outputs must name a file or directory inside the project, outside `.orch/`",
+                ));
+                continue;
+            }
+            outs.push(Output {
+                path: norm,
+                dir,
+                schema: schema.map(|s| normalize(&s)),
+            });
+            spans.push(span);
+        }
+        outputs.push(outs);
+        output_spans.push(spans);
+    }
+    check_duplicate_outputs(&skeletons, &outputs, &output_spans, &mut errors);
+
+    let mut instances = Vec::with_capacity(skeletons.len());
+    for (i, (name, phase, matrix)) in skeletons.iter().enumerate() {
+        let lp = &raw_phases[phase];
+        let p = &phases[phase];
+        let file = lp.file;
+
+        let mut inputs = Vec::new();
+        for pat in &lp.raw.inputs {
+            let span = Span::new(file, pat.span());
+            let ctx = Ctx {
+                phase,
+                matrix,
+                vars: &var_values,
+                sources: &sources,
+                span: &span,
+            };
+            let Some(expanded) = expand_input_pattern(pat.get_ref(), &ctx, &mut errors) else {
+                continue;
+            };
+            let norm = normalize(&expanded);
+            let literal: String = norm
+                .split('/')
+                .take_while(|c| !c.contains(['*', '?', '[', '{']))
+                .collect::<Vec<_>>()
+                .join("/");
+            if norm.is_empty() || expanded.starts_with('/') {
+                errors.push(path_error(
+                    "input",
+                    &expanded,
+                    &span,
+                    "absolute or empty paths leave the project root",
+                ));
+                continue;
+            }
+            if norm.split('/').any(|c| c == "..") {
+                errors.push(path_error(
+                    "input",
+                    &expanded,
+                    &span,
+                    "`..` leaves the project root",
+                ));
+                continue;
+            }
+            if !literal.is_empty()
+                && let Err(problem) = check_inside(&root, &literal)
+            {
+                errors.push(path_error("input", &expanded, &span, &problem.describe()));
+                continue;
+            }
+            if let Err(e) = globset::GlobBuilder::new(&norm)
+                .literal_separator(true)
+                .build()
+            {
+                errors.push(
+                    ConfigError::new(
+                        ErrorKind::Glob,
+                        format!("invalid input pattern `{expanded}`: {}", e.kind()),
+                    )
+                    .at(&span, "invalid glob")
+                    .help(
+                        "use `*`, `**`, `?`, `[...]` or `{a,b}` globs relative to the project root",
+                    ),
+                );
+                continue;
+            }
+            inputs.push(norm);
+        }
+
+        let run = lp.raw.run.as_ref().and_then(|r| {
+            let span = Span::new(file, r.span());
+            let ctx = Ctx {
+                phase,
+                matrix,
+                vars: &var_values,
+                sources: &sources,
+                span: &span,
+            };
+            expand_run(
+                r.get_ref(),
+                &ctx,
+                &outputs[i],
+                &instance_deps[i],
+                &skeletons,
+                &outputs,
+                p,
+                &mut errors,
+            )
+        });
+        if lp.raw.run.is_none() && !lp.raw.outputs.is_empty() && i == p.instances[0] {
+            errors.push(
+                ConfigError::new(
+                    ErrorKind::Value,
+                    format!("phase `{phase}` declares outputs but has no `run`"),
+                )
+                .at(&p.span, "no command")
+                .help("add a `run` command that writes the outputs, or remove `outputs`"),
+            );
+        }
+
+        let mut env: BTreeMap<String, EnvValue> = BTreeMap::new();
+        for n in &orch.env {
+            env.insert(n.get_ref().clone(), EnvValue::Inherit);
+        }
+        if let Some(e) = &lp.raw.env {
+            let span = Span::new(file, e.span());
+            match e.get_ref() {
+                RawEnv::Names(names) => {
+                    for n in names {
+                        if i == p.instances[0] {
+                            check_env_name(n, &span, &mut errors);
+                        }
+                        env.insert(n.clone(), EnvValue::Inherit);
+                    }
+                }
+                RawEnv::Values(values) => {
+                    for (n, v) in values {
+                        if i == p.instances[0] {
+                            check_env_name(n, &span, &mut errors);
+                        }
+                        env.insert(n.clone(), EnvValue::Set(v.clone()));
+                    }
+                }
+            }
+        }
+
+        let cwd = match &lp.raw.cwd {
+            Some(c) => {
+                let span = Span::new(file, c.span());
+                let norm = normalize(c.get_ref());
+                if c.get_ref().starts_with('/') {
+                    errors.push(path_error(
+                        "cwd",
+                        c.get_ref(),
+                        &span,
+                        "absolute paths leave the project root",
+                    ));
+                } else if !norm.is_empty()
+                    && let Err(problem) = check_inside(&root, &norm)
+                {
+                    errors.push(path_error("cwd", c.get_ref(), &span, &problem.describe()));
+                }
+                norm
+            }
+            None => String::new(),
+        };
+
+        let first = i == p.instances[0];
+        let timeout = lp
+            .raw
+            .timeout
+            .as_ref()
+            .and_then(|t| duration(t, file, "timeout", first, &mut errors));
+        let retry = lp.raw.retry.as_ref().and_then(|r| {
+            let span = Span::new(file, r.span());
+            let raw = r.get_ref();
+            if raw.attempts < 1 {
+                if first {
+                    errors.push(
+                        ConfigError::new(ErrorKind::Value, "`retry.attempts` must be at least 1")
+                            .at(&span, "attempts counts the first try too")
+                            .help("use `attempts = 1` for no retries, or remove `retry`"),
+                    );
+                }
+                return None;
+            }
+            let parse =
+                |s: &Option<String>, default: Duration, errors: &mut Vec<ConfigError>| match s {
+                    Some(s) => match humantime::parse_duration(s) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            if first {
+                                errors.push(
+                                    ConfigError::new(
+                                        ErrorKind::Value,
+                                        format!("invalid duration `{s}` in `retry`: {e}"),
+                                    )
+                                    .at(&span, "invalid duration")
+                                    .help("write durations like `200ms`, `5s` or `1m 30s`"),
+                                );
+                            }
+                            default
+                        }
+                    },
+                    None => default,
+                };
+            let backoff = parse(&raw.backoff, Duration::from_millis(200), &mut errors);
+            let max_backoff = parse(&raw.max_backoff, Duration::from_secs(30), &mut errors);
+            Some(Retry {
+                attempts: raw.attempts,
+                backoff,
+                max_backoff,
+            })
+        });
+
+        if let Some(shard) = &lp.raw.shard
+            && first
+        {
+            let span = Span::new(file, shard.span());
+            let strategy = shard.get_ref().strategy.as_deref().unwrap_or("full");
+            match strategy {
+                "full" => {}
+                "files" | "chunk" | "group" => errors.push(
+                    ConfigError::new(ErrorKind::Unsupported, format!("shard strategy `{strategy}` is not supported by this version of orch"))
+                        .at(&span, "not supported yet")
+                        .help("remove the `shard` table (or use `strategy = \"full\"`) to run the phase as one instance"),
+                ),
+                other => errors.push(
+                    ConfigError::new(ErrorKind::Value, format!("unknown shard strategy `{other}`"))
+                        .at(&span, "unknown strategy")
+                        .help("use `full`, `files`, `chunk` or `group`"),
+                ),
+            }
+            if let Some(m) = shard.get_ref().merge.as_deref()
+                && m != "concat"
+                && m != "none"
+            {
+                errors.push(
+                    ConfigError::new(ErrorKind::Value, format!("unknown merge mode `{m}`"))
+                        .at(&span, "unknown merge mode")
+                        .help("use `merge = \"concat\"` (default) or `merge = \"none\"`"),
+                );
+            }
+        }
+
+        instances.push(Instance {
+            name: name.clone(),
+            phase: phase.clone(),
+            matrix: matrix.clone(),
+            run,
+            inputs,
+            outputs: outputs[i].clone(),
+            env,
+            cwd,
+            always: lp.raw.always.unwrap_or(false),
+            cache: lp.raw.cache.unwrap_or(true),
+            timeout,
+            retry,
+            deps: instance_deps[i].clone(),
+        });
+    }
+
+    if !errors.is_empty() {
+        sort_errors(&mut errors);
+        return Err(ConfigFailure { sources, errors });
+    }
+    let digest = project_digest(&sources);
+    Ok(Project {
+        root,
+        sources,
+        digest,
+        jobs,
+        env,
+        phases,
+        instances,
+    })
+}
+
+fn project_digest(sources: &Sources) -> Digest {
+    let mut h = blake3::Hasher::new();
+    for f in sources.files() {
+        h.update(&(f.name.len() as u64).to_le_bytes());
+        h.update(f.name.as_bytes());
+        h.update(&(f.text.len() as u64).to_le_bytes());
+        h.update(f.text.as_bytes());
+    }
+    Digest(*h.finalize().as_bytes())
+}
+
+/// `phase` or `phase[a=x,b=y]`.
+pub fn instance_name(phase: &str, matrix: &BTreeMap<String, String>) -> String {
+    if matrix.is_empty() {
+        return phase.to_owned();
+    }
+    let parts: Vec<String> = matrix.iter().map(|(a, v)| format!("{a}={v}")).collect();
+    format!("{phase}[{}]", parts.join(","))
+}
+
+fn path_error(what: &str, path: &str, span: &Span, why: &str) -> ConfigError {
+    ConfigError::new(
+        ErrorKind::PathEscapes,
+        format!("{what} `{path}` is not inside the project"),
+    )
+    .at(span, why.to_owned())
+    .help("paths are relative to the project root and must stay inside it")
+}
+
+fn check_env_name(name: &str, span: &Span, errors: &mut Vec<ConfigError>) {
+    let mut chars = name.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        errors.push(
+            ConfigError::new(
+                ErrorKind::Value,
+                format!("invalid environment variable name `{name}`"),
+            )
+            .at(span, "not a variable name")
+            .help("names use letters, digits and `_`, and do not start with a digit"),
+        );
+    }
+}
+
+fn duration(
+    t: &Spanned<String>,
+    file: FileId,
+    key: &str,
+    report: bool,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Duration> {
+    match humantime::parse_duration(t.get_ref()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            if report {
+                errors.push(
+                    ConfigError::new(
+                        ErrorKind::Value,
+                        format!("invalid duration `{}` in `{key}`: {e}", t.get_ref()),
+                    )
+                    .at(&Span::new(file, t.span()), "invalid duration")
+                    .help("write durations like `500ms`, `30s`, `10m` or `1h 30m`"),
+                );
+            }
+            None
+        }
+    }
+}
+
+fn deps(
+    list: &[Spanned<String>],
+    file: FileId,
+    names: &[&str],
+    me: &str,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(String, Span)> {
+    let mut out: Vec<(String, Span)> = Vec::new();
+    for d in list {
+        let span = Span::new(file, d.span());
+        let name = d.get_ref();
+        if !names.contains(&name.as_str()) {
+            let err = ConfigError::new(
+                ErrorKind::UnknownDependency,
+                format!("phase `{me}` {key} `{name}`, which is not a phase"),
+            )
+            .at(&span, "unknown phase");
+            let known = names.iter().filter(|n| **n != me).copied();
+            errors.push(match did_you_mean(name, known) {
+                Some(s) => err.help(format!("did you mean `{s}`?")),
+                None => err.help(format!(
+                    "declare `[phase.{name}]`, or remove it from `{key}`"
+                )),
+            });
+            continue;
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        out.push((name.clone(), span));
+    }
+    out
+}
+
+fn matrix_axes(
+    lp: &LoadedPhase,
+    vars: &BTreeMap<String, RawVar>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(String, Vec<String>)> {
+    let mut axes = Vec::new();
+    for (axis, values) in &lp.raw.matrix {
+        let span = Span::new(lp.file, values.span());
+        let list = match values.get_ref() {
+            RawAxis::List(l) => l.clone(),
+            RawAxis::Reference(r) => {
+                let name = r
+                    .trim()
+                    .strip_prefix("{vars.")
+                    .and_then(|s| s.strip_suffix('}'));
+                match name.and_then(|n| vars.get(n).map(|v| (n, v))) {
+                    Some((_, RawVar::List(l))) => l.clone(),
+                    Some((_, RawVar::One(s))) => vec![s.clone()],
+                    None => {
+                        let err = ConfigError::new(
+                            ErrorKind::Placeholder,
+                            format!(
+                                "matrix axis `{axis}` refers to `{r}`, which is not a variable"
+                            ),
+                        )
+                        .at(&span, "expected a list or `{vars.NAME}`");
+                        let help = match name {
+                            Some(n) => match did_you_mean(n, vars.keys().map(String::as_str)) {
+                                Some(s) => format!("did you mean `{{vars.{s}}}`?"),
+                                None => format!("declare `{n} = [...]` under `[vars]`"),
+                            },
+                            None => "write a list such as `[\"fr\", \"de\"]` or a reference such as `\"{vars.langs}\"`".to_owned(),
+                        };
+                        errors.push(err.help(help));
+                        continue;
+                    }
+                }
+            }
+        };
+        if !axis_name_ok(axis) {
+            errors.push(
+                ConfigError::new(
+                    ErrorKind::Value,
+                    format!("invalid matrix axis name `{axis}`"),
+                )
+                .at(&span, "invalid axis name")
+                .help("axis names use letters, digits, `_` and `-`"),
+            );
+            continue;
+        }
+        if list.is_empty() {
+            errors.push(
+                ConfigError::new(
+                    ErrorKind::Value,
+                    format!("matrix axis `{axis}` has no values"),
+                )
+                .at(&span, "empty axis")
+                .help("give at least one value, or remove the axis"),
+            );
+            continue;
+        }
+        let mut seen = BTreeSet::new();
+        for v in &list {
+            if v.is_empty() || v.contains([',', '=', '[', ']', '/']) || !seen.insert(v) {
+                errors.push(
+                    ConfigError::new(
+                        ErrorKind::Value,
+                        format!("invalid or repeated value `{v}` on matrix axis `{axis}`"),
+                    )
+                    .at(&span, "bad value")
+                    .help("values must be unique and non-empty, without `,` `=` `[` `]` or `/`"),
+                );
+            }
+        }
+        axes.push((axis.clone(), list));
+    }
+    axes
+}
+
+fn axis_name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn cross_product(axes: &[(String, Vec<String>)]) -> Vec<BTreeMap<String, String>> {
+    let mut out = vec![BTreeMap::new()];
+    for (axis, values) in axes {
+        let mut next = Vec::with_capacity(out.len() * values.len());
+        for m in &out {
+            for v in values {
+                let mut m2 = m.clone();
+                m2.insert(axis.clone(), v.clone());
+                next.push(m2);
+            }
+        }
+        out = next;
+    }
+    out
+}
+
+fn check_duplicate_outputs(
+    skeletons: &[(String, String, BTreeMap<String, String>)],
+    outputs: &[Vec<Output>],
+    spans: &[Vec<Span>],
+    errors: &mut Vec<ConfigError>,
+) {
+    // path -> (instance, span, dir)
+    let mut seen: BTreeMap<&str, (usize, &Span, bool)> = BTreeMap::new();
+    let mut reported = BTreeSet::new();
+    for (i, outs) in outputs.iter().enumerate() {
+        for (o, span) in outs.iter().zip(&spans[i]) {
+            if let Some((j, first, _)) = seen.get(o.path.as_str()) {
+                if skeletons[*j].1 == skeletons[i].1 && first == &span {
+                    // Two instances of one phase with an output that ignores the matrix.
+                    if reported.insert((skeletons[i].1.clone(), o.path.clone())) {
+                        errors.push(
+                            ConfigError::new(ErrorKind::DuplicateOutput, format!("instances `{}` and `{}` both declare output `{}`", skeletons[*j].0, skeletons[i].0, o.path))
+                                .at(span, "the same path for every matrix value")
+                                .help("put `{matrix.AXIS}` in the output path so each instance writes its own file"),
+                        );
+                    }
+                } else if reported.insert((skeletons[i].1.clone(), o.path.clone())) {
+                    let mut e = ConfigError::new(
+                        ErrorKind::DuplicateOutput,
+                        format!(
+                            "output `{}` is declared by both `{}` and `{}`",
+                            o.path, skeletons[*j].0, skeletons[i].0
+                        ),
+                    )
+                    .at(span, "declared again here")
+                    .help("each output must have exactly one producing phase; rename one of them");
+                    if first.file == span.file {
+                        e = e.also(first, "first declared here");
+                    }
+                    errors.push(e);
+                }
+                continue;
+            }
+            seen.insert(&o.path, (i, span, o.dir));
+        }
+    }
+    // An output inside another instance's directory output.
+    for (path, (i, span, _)) in &seen {
+        let mut cur = *path;
+        while let Some(pos) = cur.rfind('/') {
+            cur = &cur[..pos];
+            if let Some((j, dspan, true)) = seen.get(cur)
+                && j != i
+            {
+                errors.push(
+                    ConfigError::new(
+                        ErrorKind::DuplicateOutput,
+                        format!(
+                            "output `{path}` of `{}` lies inside directory output `{cur}/` of `{}`",
+                            skeletons[*i].0, skeletons[*j].0
+                        ),
+                    )
+                    .at(span, "inside another phase's directory")
+                    .also(dspan, "directory output declared here")
+                    .help("move one of the outputs so no two phases write the same files"),
+                );
+            }
+        }
+    }
+}
+
+/// Expansion context shared by templates of one instance.
+struct Ctx<'a> {
+    phase: &'a str,
+    matrix: &'a BTreeMap<String, String>,
+    vars: &'a BTreeMap<String, RawVar>,
+    sources: &'a Sources,
+    span: &'a Span,
+}
+
+impl Ctx<'_> {
+    /// Best-effort span of `hole` inside the template's source text.
+    fn hole_span(&self, hole: &str) -> Span {
+        let text = &self.sources.get(self.span.file).text;
+        let range = self.span.range.clone();
+        if let Some(slice) = text.get(range.clone())
+            && let Some(pos) = slice.find(hole)
+        {
+            return Span::new(
+                self.span.file,
+                range.start + pos..range.start + pos + hole.len(),
+            );
+        }
+        self.span.clone()
+    }
+
+    fn var(&self, name: &str) -> Option<String> {
+        self.vars.get(name).map(|v| match v {
+            RawVar::One(s) => s.clone(),
+            RawVar::List(l) => l.join(" "),
+        })
+    }
+
+    fn unknown(&self, hole: &str, name: &str, allowed: &[&str], errors: &mut Vec<ConfigError>) {
+        let span = self.hole_span(hole);
+        let mut candidates: Vec<String> = allowed.iter().map(|s| s.to_string()).collect();
+        candidates.extend(self.vars.keys().map(|k| format!("vars.{k}")));
+        candidates.extend(self.matrix.keys().map(|k| format!("matrix.{k}")));
+        let err = ConfigError::new(
+            ErrorKind::Placeholder,
+            format!("unknown placeholder `{{{name}}}` in phase `{}`", self.phase),
+        )
+        .at(&span, "unknown placeholder");
+        let help = match did_you_mean(name, candidates.iter().map(String::as_str)) {
+            Some(s) => format!("did you mean `{{{s}}}`? write `{{{{` for a literal `{{`"),
+            None => {
+                "write `{{` for a literal `{`; placeholders are listed in the Orchfile reference"
+                    .to_owned()
+            }
+        };
+        errors.push(err.help(help));
+    }
+
+    /// `{phase}`, `{vars.X}`, `{matrix.X}`; None when `name` is none of them.
+    fn simple(&self, name: &str) -> Option<Result<String, String>> {
+        if name == "phase" {
+            return Some(Ok(self.phase.to_owned()));
+        }
+        if let Some(v) = name.strip_prefix("vars.") {
+            return Some(
+                self.var(v)
+                    .ok_or_else(|| format!("variable `{v}` is not declared in `[vars]`")),
+            );
+        }
+        if let Some(a) = name.strip_prefix("matrix.") {
+            return Some(
+                self.matrix
+                    .get(a)
+                    .cloned()
+                    .ok_or_else(|| format!("phase `{}` has no matrix axis `{a}`", self.phase)),
+            );
+        }
+        None
+    }
+}
+
+fn template_pieces(text: &str, ctx: &Ctx<'_>, errors: &mut Vec<ConfigError>) -> Option<Vec<Piece>> {
+    match template::parse(text) {
+        Ok(p) => Some(p),
+        Err(template::Unclosed(at)) => {
+            let tail: String = text[at..].chars().take(12).collect();
+            errors.push(
+                ConfigError::new(
+                    ErrorKind::Placeholder,
+                    format!("unclosed `{{` in phase `{}`", ctx.phase),
+                )
+                .at(&ctx.hole_span(&tail), "this `{` has no matching `}`")
+                .help("close the placeholder, or write `{{` for a literal `{`"),
+            );
+            None
+        }
+    }
+}
+
+fn bad_hole(ctx: &Ctx<'_>, hole: &str, message: String, errors: &mut Vec<ConfigError>) {
+    errors.push(
+        ConfigError::new(ErrorKind::Placeholder, message)
+            .at(&ctx.hole_span(hole), "cannot expand")
+            .help("declare what the placeholder refers to, or write `{{` for a literal `{`"),
+    );
+}
+
+/// Expands an output path: only `{phase}`, `{vars.X}` and `{matrix.X}`.
+fn expand_simple(
+    text: &str,
+    ctx: &Ctx<'_>,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<String> {
+    let pieces = template_pieces(text, ctx, errors)?;
+    let mut out = String::new();
+    let mut ok = true;
+    for p in pieces {
+        match p {
+            Piece::Text(t) => out.push_str(&t),
+            Piece::Hole(name, range) => {
+                let hole = &text[range];
+                match ctx.simple(&name) {
+                    Some(Ok(v)) => out.push_str(&v),
+                    Some(Err(msg)) => {
+                        bad_hole(ctx, hole, msg, errors);
+                        ok = false;
+                    }
+                    None => {
+                        let err = ConfigError::new(
+                            ErrorKind::Placeholder,
+                            format!("placeholder `{hole}` cannot be used in `{key}`"),
+                        )
+                        .at(&ctx.hole_span(hole), "not allowed here")
+                        .help(format!(
+                            "`{key}` may use `{{phase}}`, `{{vars.NAME}}` and `{{matrix.AXIS}}`"
+                        ));
+                        errors.push(err);
+                        ok = false;
+                    }
+                }
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+/// Expands an input glob: `{phase}`, `{vars.X}` and `{matrix.X}` are replaced and every
+/// other `{...}` is left alone, because `{a,b}` is glob alternation.
+fn expand_input_pattern(
+    text: &str,
+    ctx: &Ctx<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = text;
+    let mut ok = true;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find('}') {
+            Some(end) => {
+                let name = &after[..end];
+                let hole = &rest[start..start + end + 2];
+                match ctx.simple(name) {
+                    Some(Ok(v)) => out.push_str(&v),
+                    Some(Err(msg)) => {
+                        bad_hole(ctx, hole, msg, errors);
+                        ok = false;
+                    }
+                    None => out.push_str(hole),
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    ok.then_some(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn expand_run(
+    text: &str,
+    ctx: &Ctx<'_>,
+    my_outputs: &[Output],
+    my_deps: &[Dep],
+    skeletons: &[(String, String, BTreeMap<String, String>)],
+    all_outputs: &[Vec<Output>],
+    phase: &Phase,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Vec<CmdPiece>> {
+    let pieces = template_pieces(text, ctx, errors)?;
+    let mut out: Vec<CmdPiece> = Vec::new();
+    let mut ok = true;
+    let push_text = |out: &mut Vec<CmdPiece>, s: &str| match out.last_mut() {
+        Some(CmdPiece::Text(t)) => t.push_str(s),
+        _ => out.push(CmdPiece::Text(s.to_owned())),
+    };
+    const BUILTIN: &[&str] = &["inputs", "outputs", "output", "phase"];
+    for p in pieces {
+        match p {
+            Piece::Text(t) => push_text(&mut out, &t),
+            Piece::Hole(name, range) => {
+                let hole = &text[range];
+                if let Some(r) = ctx.simple(&name) {
+                    match r {
+                        Ok(v) => push_text(&mut out, &v),
+                        Err(msg) => {
+                            bad_hole(ctx, hole, msg, errors);
+                            ok = false;
+                        }
+                    }
+                    continue;
+                }
+                match name.as_str() {
+                    "inputs" => out.push(CmdPiece::Inputs),
+                    "outputs" => push_text(
+                        &mut out,
+                        &shell_join(my_outputs.iter().map(|o| o.path.as_str())),
+                    ),
+                    "output" => {
+                        if my_outputs.len() == 1 {
+                            push_text(&mut out, &template::shell_quote(&my_outputs[0].path));
+                        } else {
+                            bad_hole(
+                                ctx,
+                                hole,
+                                format!(
+                                    "`{{output}}` needs exactly one output, but phase `{}` declares {}",
+                                    ctx.phase,
+                                    my_outputs.len()
+                                ),
+                                errors,
+                            );
+                            ok = false;
+                        }
+                    }
+                    n if n.starts_with("needs.") => {
+                        let parts: Vec<&str> = n.splitn(3, '.').collect();
+                        let dep = parts.get(1).copied().unwrap_or("");
+                        if parts.len() != 3 || parts[2] != "outputs" {
+                            bad_hole(
+                                ctx,
+                                hole,
+                                format!(
+                                    "unknown placeholder `{hole}`; the form is `{{needs.PHASE.outputs}}`"
+                                ),
+                                errors,
+                            );
+                            ok = false;
+                            continue;
+                        }
+                        let declared = phase
+                            .needs
+                            .iter()
+                            .chain(&phase.after)
+                            .any(|(d, _)| d == dep);
+                        if !declared {
+                            bad_hole(
+                                ctx,
+                                hole,
+                                format!(
+                                    "`{hole}` refers to `{dep}`, which phase `{}` does not list in `needs` or `after`",
+                                    ctx.phase
+                                ),
+                                errors,
+                            );
+                            ok = false;
+                            continue;
+                        }
+                        let paths: Vec<&str> = my_deps
+                            .iter()
+                            .filter(|d| skeletons[d.upstream].1 == dep)
+                            .flat_map(|d| all_outputs[d.upstream].iter().map(|o| o.path.as_str()))
+                            .collect();
+                        push_text(&mut out, &shell_join(paths));
+                    }
+                    n if n.starts_with("shard.") => {
+                        bad_hole(
+                            ctx,
+                            hole,
+                            format!(
+                                "`{hole}` needs a `shard` table with a `files`, `chunk` or `group` strategy, which this version of orch does not run yet"
+                            ),
+                            errors,
+                        );
+                        ok = false;
+                    }
+                    _ => {
+                        ctx.unknown(hole, &name, BUILTIN, errors);
+                        ok = false;
+                    }
+                }
+            }
+        }
+    }
+    ok.then_some(out)
+}

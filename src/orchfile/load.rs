@@ -1,0 +1,698 @@
+//! Reading the Orchfile and its included fragments into a [`RawProject`].
+//!
+//! Loading reports every problem it can find at once: TOML syntax, unknown keys (with the
+//! closest known key), wrong types, duplicate phases across fragments. It does no
+//! semantic checks; those belong to `model::validate`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::raw::{
+    CACHE_KEYS, FRAGMENT_KEYS, ORCH_KEYS, OUTPUT_KEYS, PHASE_KEYS, RETRY_KEYS, RawCache, RawOrch,
+    RawPhase, RawVar, SHARD_KEYS, TOP_KEYS,
+};
+use super::source::{ConfigError, ErrorKind, FileId, Sources, Span, did_you_mean};
+
+/// The default Orchfile name.
+pub const ORCHFILE: &str = "Orchfile.toml";
+
+/// A phase as loaded, with where it was declared.
+#[derive(Debug)]
+pub struct LoadedPhase {
+    /// Its keys.
+    pub raw: RawPhase,
+    /// The file that declares it.
+    pub file: FileId,
+    /// The span of its name in the table header.
+    pub name_span: Span,
+}
+
+/// A `[vars]` entry with where it was declared.
+#[derive(Debug)]
+pub struct LoadedVar {
+    /// The value.
+    pub value: RawVar,
+    /// The span of the value.
+    pub span: Span,
+}
+
+/// The Orchfile and its fragments, parsed but not yet validated.
+#[derive(Debug)]
+pub struct RawProject {
+    /// The project root: the directory holding the Orchfile.
+    pub root: PathBuf,
+    /// Every file read, the Orchfile first.
+    pub sources: Sources,
+    /// The `[orch]` table of the Orchfile.
+    pub orch: RawOrch,
+    /// The `[cache]` table of the Orchfile.
+    pub cache: Option<RawCache>,
+    /// `[vars]` of all files.
+    pub vars: BTreeMap<String, LoadedVar>,
+    /// Phases of all files.
+    pub phases: BTreeMap<String, LoadedPhase>,
+}
+
+/// Configuration errors together with the sources they point into.
+#[derive(Debug)]
+pub struct ConfigFailure {
+    /// The files read so far.
+    pub sources: Sources,
+    /// The errors, sorted by position.
+    pub errors: Vec<ConfigError>,
+}
+
+/// Finds the Orchfile: `file` when given (relative to `dir`), else `Orchfile.toml` in
+/// `dir` or its nearest parent that has one, as cargo finds Cargo.toml.
+pub fn find_orchfile(dir: &Path, file: Option<&Path>) -> Result<PathBuf, Box<ConfigError>> {
+    if let Some(file) = file {
+        let path = dir.join(file);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Box::new(
+                ConfigError::new(
+                    ErrorKind::Io,
+                    format!("no Orchfile at `{}`", path.display()),
+                )
+                .help("check the path given with `-f`"),
+            ))
+        };
+    }
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        let candidate = d.join(ORCHFILE);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        cur = d.parent();
+    }
+    Err(Box::new(
+        ConfigError::new(
+            ErrorKind::Io,
+            format!(
+                "could not find `{ORCHFILE}` in `{}` or any parent directory",
+                dir.display()
+            ),
+        )
+        .help("run `orch init` to create one, or pass `-C DIR` / `-f FILE`"),
+    ))
+}
+
+/// Loads the Orchfile at `path` and every fragment it includes.
+pub fn load(path: &Path) -> Result<RawProject, ConfigFailure> {
+    let mut sources = Sources::default();
+    let mut errors = Vec::new();
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let root = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+    let text = match std::fs::read_to_string(&abs) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(
+                ConfigError::new(
+                    ErrorKind::Io,
+                    format!("cannot read `{}`: {e}", abs.display()),
+                )
+                .help("check that the file exists and is readable UTF-8 text"),
+            );
+            return Err(ConfigFailure { sources, errors });
+        }
+    };
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| ORCHFILE.to_owned());
+    let main = sources.add(name, abs.clone(), text);
+
+    let mut project = RawProject {
+        root,
+        sources: Sources::default(),
+        orch: RawOrch::default(),
+        cache: None,
+        vars: BTreeMap::new(),
+        phases: BTreeMap::new(),
+    };
+    let main_text = std::sync::Arc::clone(&sources.get(main).text);
+    let file = FileParts::parse(&main_text, main, TOP_KEYS, &mut errors);
+    if let Some(parts) = file {
+        if let Some(orch) = parts.orch {
+            project.orch = orch;
+        }
+        project.cache = parts.cache;
+        merge_parts(
+            &mut project,
+            parts.vars,
+            parts.phases,
+            &sources,
+            &mut errors,
+        );
+    }
+
+    let patterns: Vec<Spanned<String>> = project.orch.include.clone();
+    for pattern in patterns {
+        let span = Span::new(main, pattern.span());
+        for frag in expand_include(&project.root, pattern.get_ref(), &span, &mut errors) {
+            let display = frag
+                .strip_prefix(&project.root)
+                .unwrap_or(&frag)
+                .to_string_lossy()
+                .into_owned();
+            if sources.files().iter().any(|f| f.path == frag) {
+                continue;
+            }
+            let text = match std::fs::read_to_string(&frag) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(
+                        ConfigError::new(ErrorKind::Io, format!("cannot read `{display}`: {e}"))
+                            .at(&span, "included here")
+                            .help("check that the included file is readable UTF-8 text"),
+                    );
+                    continue;
+                }
+            };
+            let id = sources.add(display, frag.clone(), text);
+            let text = std::sync::Arc::clone(&sources.get(id).text);
+            if let Some(parts) = FileParts::parse(&text, id, FRAGMENT_KEYS, &mut errors) {
+                merge_parts(
+                    &mut project,
+                    parts.vars,
+                    parts.phases,
+                    &sources,
+                    &mut errors,
+                );
+            }
+        }
+    }
+
+    if errors.is_empty() {
+        project.sources = sources;
+        Ok(project)
+    } else {
+        super::source::sort_errors(&mut errors);
+        Err(ConfigFailure { sources, errors })
+    }
+}
+
+fn merge_parts(
+    project: &mut RawProject,
+    vars: Vec<(String, Span, LoadedVar)>,
+    phases: Vec<(String, LoadedPhase)>,
+    sources: &Sources,
+    errors: &mut Vec<ConfigError>,
+) {
+    for (name, key_span, var) in vars {
+        if let Some(first) = project.vars.get(&name) {
+            errors.push(duplicate(
+                ErrorKind::DuplicatePhase,
+                format!("variable `{name}` is declared twice"),
+                &key_span,
+                &first.span,
+                sources,
+            ));
+        } else {
+            project.vars.insert(name, var);
+        }
+    }
+    for (name, phase) in phases {
+        if let Some(first) = project.phases.get(&name) {
+            errors.push(duplicate(
+                ErrorKind::DuplicatePhase,
+                format!("phase `{name}` is declared twice"),
+                &phase.name_span,
+                &first.name_span,
+                sources,
+            ));
+        } else {
+            project.phases.insert(name, phase);
+        }
+    }
+}
+
+fn duplicate(
+    kind: ErrorKind,
+    message: String,
+    second: &Span,
+    first: &Span,
+    sources: &Sources,
+) -> ConfigError {
+    let (line, col) = sources.line_col(first);
+    let err = ConfigError::new(kind, message).at(second, "declared again here");
+    if first.file == second.file {
+        err.also(first, "first declared here")
+            .help("rename one of them or remove the duplicate")
+    } else {
+        err.help(format!(
+            "it is first declared in `{}` at {line}:{col}; rename one of them",
+            sources.get(first.file).name
+        ))
+    }
+}
+
+/// Expands one include pattern, relative to the project root, in sorted order.
+fn expand_include(
+    root: &Path,
+    pattern: &str,
+    span: &Span,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<PathBuf> {
+    if pattern.starts_with('/') || pattern.split('/').any(|c| c == "..") {
+        errors.push(
+            ConfigError::new(
+                ErrorKind::PathEscapes,
+                format!("include `{pattern}` leaves the project root"),
+            )
+            .at(span, "outside the project")
+            .help("include fragments from inside the project directory, e.g. `pipelines/*.toml`"),
+        );
+        return Vec::new();
+    }
+    let has_meta = pattern.contains(['*', '?', '[', '{']);
+    if !has_meta {
+        let path = root.join(pattern);
+        if path.is_file() {
+            return vec![path];
+        }
+        errors.push(
+            ConfigError::new(
+                ErrorKind::Io,
+                format!("included file `{pattern}` does not exist"),
+            )
+            .at(span, "no such file")
+            .help("create the fragment or remove it from `include`"),
+        );
+        return Vec::new();
+    }
+    let glob = match globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+    {
+        Ok(g) => g.compile_matcher(),
+        Err(e) => {
+            errors.push(
+                ConfigError::new(
+                    ErrorKind::Glob,
+                    format!("invalid include pattern `{pattern}`: {}", e.kind()),
+                )
+                .at(span, "invalid glob")
+                .help("use `*`, `**`, `?`, `[...]` or `{a,b}` globs relative to the project root"),
+            );
+            return Vec::new();
+        }
+    };
+    let prefix: PathBuf = pattern
+        .split('/')
+        .take_while(|c| !c.contains(['*', '?', '[', '{']))
+        .collect();
+    let mut found = Vec::new();
+    for entry in walkdir::WalkDir::new(root.join(&prefix))
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        if let Ok(rel) = entry.path().strip_prefix(root)
+            && glob.is_match(rel)
+        {
+            found.push(entry.path().to_path_buf());
+        }
+    }
+    found
+}
+
+/// The sections of one file.
+struct FileParts {
+    orch: Option<RawOrch>,
+    cache: Option<RawCache>,
+    vars: Vec<(String, Span, LoadedVar)>,
+    phases: Vec<(String, LoadedPhase)>,
+}
+
+impl FileParts {
+    fn parse(
+        text: &str,
+        file: FileId,
+        allowed: &[&str],
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<FileParts> {
+        let doc = match DeTable::parse(text) {
+            Ok(d) => d,
+            Err(e) => {
+                let range = e.span().unwrap_or(0..0);
+                let message = e.message().trim().to_owned();
+                errors.push(
+                    ConfigError::new(ErrorKind::Syntax, format!("invalid TOML: {message}"))
+                        .at(&Span::new(file, range), first_line(&message))
+                        .help("fix the TOML syntax; see https://toml.io"),
+                );
+                return None;
+            }
+        };
+        let mut parts = FileParts {
+            orch: None,
+            cache: None,
+            vars: Vec::new(),
+            phases: Vec::new(),
+        };
+        let what = if allowed.len() == TOP_KEYS.len() {
+            "the Orchfile"
+        } else {
+            "an included fragment"
+        };
+        for (key, value) in doc.into_inner() {
+            let key_span = Span::new(file, key.span());
+            let key = key.into_inner().into_owned();
+            if !allowed.contains(&key.as_str()) {
+                errors.push(unknown_key(&key, &key_span, allowed, what));
+                continue;
+            }
+            match key.as_str() {
+                "orch" => {
+                    let ok = check_keys(&value, file, ORCH_KEYS, "`[orch]`", errors);
+                    if ok {
+                        parts.orch = typed::<RawOrch>(value, file, "`[orch]`", errors);
+                    }
+                }
+                "cache" => {
+                    let ok = check_keys(&value, file, CACHE_KEYS, "`[cache]`", errors);
+                    if ok {
+                        parts.cache = typed::<RawCache>(value, file, "`[cache]`", errors);
+                    }
+                }
+                "vars" => parts.vars = vars(value, file, errors),
+                "phase" => parts.phases = phases(value, file, errors),
+                _ => {}
+            }
+        }
+        Some(parts)
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_owned()
+}
+
+fn unknown_key(key: &str, span: &Span, allowed: &[&str], table: &str) -> ConfigError {
+    let err = ConfigError::new(
+        ErrorKind::UnknownKey,
+        format!("unknown key `{key}` in {table}"),
+    )
+    .at(span, "unknown key");
+    let known = allowed
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match did_you_mean(key, allowed.iter().copied()) {
+        Some(s) => err.help(format!("did you mean `{s}`? known keys: {known}")),
+        None => err.help(format!("known keys: {known}")),
+    }
+}
+
+/// Reports unknown keys of a table value; true when there were none (or it is not a table,
+/// which the typed pass then reports).
+fn check_keys(
+    value: &Spanned<DeValue<'_>>,
+    file: FileId,
+    allowed: &[&str],
+    table: &str,
+    errors: &mut Vec<ConfigError>,
+) -> bool {
+    let Some(t) = value.get_ref().as_table() else {
+        return true;
+    };
+    let mut ok = true;
+    for key in t.keys() {
+        if !allowed.contains(&key.get_ref().as_ref()) {
+            errors.push(unknown_key(
+                key.get_ref(),
+                &Span::new(file, key.span()),
+                allowed,
+                table,
+            ));
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// Deserializes a value into `T`, turning a serde error into a diagnostic.
+fn typed<T: for<'de> Deserialize<'de>>(
+    value: Spanned<DeValue<'_>>,
+    file: FileId,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let whole = value.span();
+    match T::deserialize(toml::de::ValueDeserializer::from(value)) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let range = e.span().unwrap_or(whole);
+            let message = e.message().trim().to_owned();
+            errors.push(
+                ConfigError::new(
+                    ErrorKind::Type,
+                    format!("invalid value in {what}: {message}"),
+                )
+                .at(&Span::new(file, range), first_line(&message))
+                .help("see `orch schema` for the type of every key"),
+            );
+            None
+        }
+    }
+}
+
+fn vars(
+    value: Spanned<DeValue<'_>>,
+    file: FileId,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(String, Span, LoadedVar)> {
+    let span = value.span();
+    let DeValue::Table(table) = value.into_inner() else {
+        errors.push(
+            ConfigError::new(ErrorKind::Type, "`vars` must be a table")
+                .at(&Span::new(file, span), "expected a table")
+                .help("write `[vars]` followed by `name = \"value\"` or `name = [\"a\", \"b\"]` lines"),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let key_span = Span::new(file, key.span());
+        let name = key.into_inner().into_owned();
+        let vspan = Span::new(file, value.span());
+        if let Some(v) = typed::<RawVar>(value, file, &format!("variable `{name}`"), errors) {
+            out.push((
+                name,
+                key_span,
+                LoadedVar {
+                    value: v,
+                    span: vspan,
+                },
+            ));
+        }
+    }
+    out
+}
+
+fn phases(
+    value: Spanned<DeValue<'_>>,
+    file: FileId,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(String, LoadedPhase)> {
+    let span = value.span();
+    let DeValue::Table(table) = value.into_inner() else {
+        errors.push(
+            ConfigError::new(ErrorKind::Type, "`phase` must be a table of phases")
+                .at(&Span::new(file, span), "expected a table")
+                .help("declare phases as `[phase.NAME]` tables"),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let name_span = Span::new(file, key.span());
+        let name = key.into_inner().into_owned();
+        if !valid_phase_name(&name) {
+            errors.push(
+                ConfigError::new(ErrorKind::Value, format!("invalid phase name `{name}`"))
+                    .at(&name_span, "invalid name")
+                    .help("phase names use letters, digits, `_` and `-`, and start with a letter or `_`"),
+            );
+            continue;
+        }
+        let table_name = format!("`[phase.{name}]`");
+        let Some(t) = value.get_ref().as_table() else {
+            errors.push(
+                ConfigError::new(ErrorKind::Type, format!("phase `{name}` must be a table"))
+                    .at(&Span::new(file, value.span()), "expected a table")
+                    .help(format!(
+                        "declare it as `[phase.{name}]` with `run`, `inputs`, `outputs`..."
+                    )),
+            );
+            continue;
+        };
+        let mut ok = check_keys(&value, file, PHASE_KEYS, &table_name, errors);
+        for (sub, allowed, what) in [
+            ("shard", SHARD_KEYS, "`shard`"),
+            ("retry", RETRY_KEYS, "`retry`"),
+        ] {
+            if let Some(v) = t.get(sub) {
+                ok &= check_keys(
+                    v,
+                    file,
+                    allowed,
+                    &format!("{what} of phase `{name}`"),
+                    errors,
+                );
+            }
+        }
+        if let Some(outputs) = t.get("outputs").and_then(|o| o.get_ref().as_array()) {
+            for o in outputs.iter() {
+                ok &= check_keys(
+                    o,
+                    file,
+                    OUTPUT_KEYS,
+                    &format!("an output of phase `{name}`"),
+                    errors,
+                );
+            }
+        }
+        if !ok {
+            continue;
+        }
+        if let Some(raw) = typed::<RawPhase>(value, file, &format!("phase `{name}`"), errors) {
+            out.push((
+                name,
+                LoadedPhase {
+                    raw,
+                    file,
+                    name_span,
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// Phase names must be usable in targets, log file names and instance names.
+pub fn valid_phase_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<RawProject, ConfigFailure> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ORCHFILE);
+        std::fs::write(&path, text).unwrap();
+        load(&path)
+    }
+
+    fn errors(text: &str) -> Vec<(ErrorKind, String, (usize, usize))> {
+        let f = load_str(text).unwrap_err();
+        f.errors
+            .iter()
+            .map(|e| {
+                let pos = e
+                    .primary
+                    .as_ref()
+                    .map(|(s, _)| f.sources.line_col(s))
+                    .unwrap_or((0, 0));
+                (e.kind, e.message.clone(), pos)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn loads_a_phase_with_spans() {
+        let p = load_str("[phase.a]\nrun = \"echo hi\"\noutputs = [\"x\", { path = \"y.json\", schema = \"s.json\" }]\n").unwrap();
+        let a = &p.phases["a"];
+        assert_eq!(a.raw.run.as_ref().unwrap().get_ref(), "echo hi");
+        assert_eq!(a.raw.outputs.len(), 2);
+        assert_eq!(&p.sources.get(0).text[a.raw.outputs[0].span()], "\"x\"");
+    }
+
+    #[test]
+    fn unknown_keys_are_all_reported_with_lines_and_suggestions() {
+        let errs = errors(
+            "[phase.a]\nrun = \"x\"\nneds = [\"b\"]\n\n[phase.b]\nrun = \"y\"\noutput = []\n",
+        );
+        assert_eq!(errs.len(), 2);
+        assert_eq!(errs[0].0, ErrorKind::UnknownKey);
+        assert!(errs[0].1.contains("`neds`"));
+        assert_eq!(errs[0].2, (3, 1));
+        assert_eq!(errs[1].2, (7, 1));
+        let f = load_str("[phase.a]\nrun = \"x\"\nneds = [\"b\"]\n").unwrap_err();
+        assert!(
+            f.errors[0]
+                .help
+                .as_deref()
+                .unwrap()
+                .contains("did you mean `needs`?")
+        );
+    }
+
+    #[test]
+    fn type_errors_point_at_the_value() {
+        let errs = errors("[phase.a]\nrun = 3\n");
+        assert_eq!(errs[0].0, ErrorKind::Type);
+        assert_eq!(errs[0].2, (2, 7));
+        let errs = errors("[phase.a]\nrun = \"x\"\nenv = 5\n");
+        assert!(errs[0].1.contains("list of variable names"), "{errs:?}");
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let errs = errors("[phase.a]\nrun = \"x\n");
+        assert_eq!(errs[0].0, ErrorKind::Syntax);
+        assert_eq!(errs[0].2.0, 2);
+    }
+
+    #[test]
+    fn includes_join_and_duplicates_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+        std::fs::write(
+            dir.path().join("pipelines/a.toml"),
+            "[vars]\nv = [\"1\"]\n[phase.b]\nrun = \"y\"\n",
+        )
+        .unwrap();
+        let path = dir.path().join(ORCHFILE);
+        std::fs::write(
+            &path,
+            "[orch]\ninclude = [\"pipelines/*.toml\"]\n[phase.a]\nrun = \"x\"\n",
+        )
+        .unwrap();
+        let p = load(&path).unwrap();
+        assert_eq!(p.phases.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(p.vars.contains_key("v"));
+        std::fs::write(
+            dir.path().join("pipelines/b.toml"),
+            "[phase.a]\nrun = \"z\"\n",
+        )
+        .unwrap();
+        let f = load(&path).unwrap_err();
+        assert_eq!(f.errors[0].kind, ErrorKind::DuplicatePhase);
+        std::fs::write(dir.path().join("pipelines/b.toml"), "[orch]\njobs = 1\n").unwrap();
+        let f = load(&path).unwrap_err();
+        assert_eq!(f.errors[0].kind, ErrorKind::UnknownKey);
+    }
+
+    #[test]
+    fn phase_names_are_checked() {
+        assert!(valid_phase_name("translate_2-x"));
+        assert!(!valid_phase_name("2x"));
+        assert!(!valid_phase_name("a[b]"));
+    }
+}

@@ -1,0 +1,286 @@
+//! Action keys: the parts that decide an instance's result, their canonical encoding and
+//! BLAKE3 digest, and the manifest recorded with each success.
+//!
+//! The encoding is length-prefixed and tagged, iterates only sorted maps, and starts with
+//! the key format version, so equal parts always give equal bytes and no two different
+//! parts can collide by concatenation. Golden tests pin the bytes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::reason::{Reason, Why};
+use crate::fs::Digest;
+
+/// Version of the action-key encoding; bump it to invalidate every recorded key.
+pub const KEY_FORMAT: u32 = 1;
+
+/// What an upstream instance contributes to a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Upstream {
+    /// It succeeded; these are its outputs.
+    Present {
+        /// `needs` (true) or `after` (false).
+        hard: bool,
+        /// Output path → digest.
+        outputs: BTreeMap<String, Digest>,
+    },
+    /// A soft dependency that failed or was blocked.
+    Absent,
+}
+
+/// Everything that decides an instance's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyParts {
+    /// Instance name.
+    pub instance: String,
+    /// Expanded command ("" for a phase without `run`).
+    pub command: String,
+    /// Working directory, project-relative.
+    pub cwd: String,
+    /// Declared outputs (directories with a trailing `/`).
+    pub outputs: Vec<String>,
+    /// Variable name → digest of its value (None when unset). Never the value itself.
+    pub env: BTreeMap<String, Option<Digest>>,
+    /// Input file → content digest.
+    pub inputs: BTreeMap<String, Digest>,
+    /// Upstream instance → its contribution.
+    pub upstream: BTreeMap<String, Upstream>,
+}
+
+struct Encoder(blake3::Hasher);
+
+impl Encoder {
+    fn tag(&mut self, t: u8) {
+        self.0.update(&[t]);
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.0.update(&(b.len() as u64).to_le_bytes());
+        self.0.update(b);
+    }
+    fn str(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+    fn len(&mut self, n: usize) {
+        self.0.update(&(n as u64).to_le_bytes());
+    }
+    fn digest(&mut self, d: &Digest) {
+        self.0.update(&d.0);
+    }
+}
+
+impl KeyParts {
+    /// The action key: BLAKE3 over the canonical encoding.
+    pub fn action_key(&self) -> Digest {
+        let mut e = Encoder(blake3::Hasher::new());
+        e.str("orch-action-key");
+        e.0.update(&KEY_FORMAT.to_le_bytes());
+        e.tag(b'i');
+        e.str(&self.instance);
+        e.tag(b'c');
+        e.str(&self.command);
+        e.tag(b'w');
+        e.str(&self.cwd);
+        e.tag(b'o');
+        e.len(self.outputs.len());
+        for o in &self.outputs {
+            e.str(o);
+        }
+        e.tag(b'e');
+        e.len(self.env.len());
+        for (k, v) in &self.env {
+            e.str(k);
+            match v {
+                Some(d) => {
+                    e.tag(1);
+                    e.digest(d);
+                }
+                None => e.tag(0),
+            }
+        }
+        e.tag(b'f');
+        e.len(self.inputs.len());
+        for (p, d) in &self.inputs {
+            e.str(p);
+            e.digest(d);
+        }
+        e.tag(b'u');
+        e.len(self.upstream.len());
+        for (name, u) in &self.upstream {
+            e.str(name);
+            match u {
+                Upstream::Present { hard, outputs } => {
+                    e.tag(if *hard { b'h' } else { b's' });
+                    e.len(outputs.len());
+                    for (p, d) in outputs {
+                        e.str(p);
+                        e.digest(d);
+                    }
+                }
+                Upstream::Absent => e.tag(b'a'),
+            }
+        }
+        Digest(*e.0.finalize().as_bytes())
+    }
+
+    /// The reasons that explain how `self` differs from `old`, naming each file, variable
+    /// and upstream that changed.
+    pub fn diff(&self, old: &KeyParts) -> Vec<Why> {
+        let mut whys = Vec::new();
+        if self.command != old.command || self.cwd != old.cwd || self.outputs != old.outputs {
+            whys.push(Why::plain(Reason::CommandChanged));
+        }
+        for (k, v) in &self.env {
+            if old.env.get(k) != Some(v) {
+                whys.push(Why::about(Reason::EnvChanged, k.clone()));
+            }
+        }
+        for k in old.env.keys() {
+            if !self.env.contains_key(k) {
+                whys.push(Why::about(Reason::EnvChanged, k.clone()));
+            }
+        }
+        for (p, d) in &self.inputs {
+            match old.inputs.get(p) {
+                None => whys.push(Why::about(Reason::InputAdded, p.clone())),
+                Some(o) if o != d => whys.push(Why::about(Reason::InputChanged, p.clone())),
+                _ => {}
+            }
+        }
+        for p in old.inputs.keys() {
+            if !self.inputs.contains_key(p) {
+                whys.push(Why::about(Reason::InputRemoved, p.clone()));
+            }
+        }
+        for (name, u) in &self.upstream {
+            if old.upstream.get(name) != Some(u) {
+                whys.push(Why::about(Reason::UpstreamChanged, name.clone()));
+            }
+        }
+        for name in old.upstream.keys() {
+            if !self.upstream.contains_key(name) {
+                whys.push(Why::about(Reason::UpstreamChanged, name.clone()));
+            }
+        }
+        if whys.is_empty() && self != old {
+            whys.push(Why::plain(Reason::CommandChanged));
+        }
+        whys
+    }
+}
+
+/// One produced output as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputMeta {
+    /// Content digest (tree digest for directories).
+    pub digest: Digest,
+    /// Size in bytes (0 for directories).
+    pub size: u64,
+}
+
+/// What is recorded with a success: the key's parts and the outputs produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Manifest format.
+    pub v: u32,
+    /// The key's parts.
+    pub parts: KeyParts,
+    /// Output path → what was produced.
+    pub outputs: BTreeMap<String, OutputMeta>,
+}
+
+impl Manifest {
+    /// Output path → digest.
+    pub fn output_digests(&self) -> BTreeMap<String, Digest> {
+        self.outputs
+            .iter()
+            .map(|(p, m)| (p.clone(), m.digest))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts() -> KeyParts {
+        KeyParts {
+            instance: "a".into(),
+            command: "echo hi > out".into(),
+            cwd: String::new(),
+            outputs: vec!["out".into()],
+            env: BTreeMap::from([("LANG".into(), Some(crate::fs::hash_bytes(b"C")))]),
+            inputs: BTreeMap::from([("in.txt".into(), crate::fs::hash_bytes(b"x"))]),
+            upstream: BTreeMap::from([("up".into(), Upstream::Absent)]),
+        }
+    }
+
+    /// Pins the encoding: changing it must be deliberate (bump KEY_FORMAT).
+    #[test]
+    fn golden_key() {
+        assert_eq!(
+            parts().action_key().to_hex(),
+            "9e92e0638d1a61ea13514f9a28c2f5321a8f6cf669dafaa334bde8e8fa8159b1"
+        );
+    }
+
+    #[test]
+    fn every_part_changes_the_key() {
+        let base = parts().action_key();
+        let mut p = parts();
+        p.command.push(' ');
+        assert_ne!(p.action_key(), base);
+        let mut p = parts();
+        p.outputs.push("x".into());
+        assert_ne!(p.action_key(), base);
+        let mut p = parts();
+        p.env.insert("LANG".into(), None);
+        assert_ne!(p.action_key(), base);
+        let mut p = parts();
+        p.inputs
+            .insert("in2.txt".into(), crate::fs::hash_bytes(b"x"));
+        assert_ne!(p.action_key(), base);
+        let mut p = parts();
+        p.upstream.insert(
+            "up".into(),
+            Upstream::Present {
+                hard: false,
+                outputs: BTreeMap::new(),
+            },
+        );
+        assert_ne!(p.action_key(), base);
+    }
+
+    #[test]
+    fn concatenation_cannot_collide() {
+        let mut a = parts();
+        a.command = "ab".into();
+        a.cwd = "c".into();
+        let mut b = parts();
+        b.command = "a".into();
+        b.cwd = "bc".into();
+        assert_ne!(a.action_key(), b.action_key());
+    }
+
+    #[test]
+    fn diff_names_what_changed() {
+        let old = parts();
+        let mut new = parts();
+        new.inputs
+            .insert("in.txt".into(), crate::fs::hash_bytes(b"y"));
+        new.inputs
+            .insert("new.txt".into(), crate::fs::hash_bytes(b"y"));
+        new.env.insert("LANG".into(), None);
+        let whys = new.diff(&old);
+        assert_eq!(
+            whys,
+            vec![
+                Why::about(Reason::EnvChanged, "LANG"),
+                Why::about(Reason::InputChanged, "in.txt"),
+                Why::about(Reason::InputAdded, "new.txt"),
+            ]
+        );
+        assert!(parts().diff(&parts()).is_empty());
+    }
+}

@@ -1,0 +1,276 @@
+//! Planning: which instances are up to date and why the others are stale.
+//!
+//! [`evaluate`] is the single staleness rule, used both before a build (by
+//! [`plan_static`], for `plan`, `status` and `--dry-run`) and during it, when an
+//! instance's upstreams have finished and its real key is known (early cutoff).
+
+pub mod key;
+pub mod reason;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::fs::Digest;
+pub use key::{KeyParts, Manifest, OutputMeta, Upstream};
+pub use reason::{Reason, Why};
+
+/// The recorded state of one instance, as the planner needs it.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    /// The latest attempt failed.
+    pub last_failed: bool,
+    /// The last success: its key and manifest.
+    pub success: Option<(Digest, Manifest)>,
+}
+
+/// Up to date, or stale with reasons.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// The recorded success matches and its outputs are intact.
+    Fresh,
+    /// Must run, for these reasons (sorted).
+    Stale(Vec<Why>),
+}
+
+/// Decides whether an instance with key parts `parts` is up to date.
+///
+/// `outputs_now` gives the current digest of each output path recorded in the manifest
+/// (None when missing).
+pub fn evaluate(
+    parts: &KeyParts,
+    key: &Digest,
+    recorded: &Recorded,
+    outputs_now: &dyn Fn(&str) -> Option<Digest>,
+    forced: bool,
+    always: bool,
+) -> Freshness {
+    let mut whys = Vec::new();
+    if forced {
+        whys.push(Why::plain(Reason::Forced));
+    }
+    if always {
+        whys.push(Why::plain(Reason::Always));
+    }
+    if recorded.last_failed {
+        whys.push(Why::plain(Reason::LastFailed));
+    }
+    match &recorded.success {
+        None => whys.push(Why::plain(Reason::NeverBuilt)),
+        Some((old_key, manifest)) => {
+            if old_key != key {
+                whys.extend(parts.diff(&manifest.parts));
+            }
+            for (path, meta) in &manifest.outputs {
+                match outputs_now(path) {
+                    None => whys.push(Why::about(Reason::OutputMissing, path.clone())),
+                    Some(d) if d != meta.digest => {
+                        whys.push(Why::about(Reason::OutputModified, path.clone()))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    if whys.is_empty() {
+        Freshness::Fresh
+    } else {
+        whys.sort();
+        whys.dedup();
+        Freshness::Stale(whys)
+    }
+}
+
+/// One row of a plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlanEntry {
+    /// Instance name.
+    pub instance: String,
+    /// Whether it would run.
+    pub stale: bool,
+    /// Why (empty when up to date).
+    pub reasons: Vec<Why>,
+}
+
+/// What the static planner reads about the project and its recorded state.
+pub trait PlanSource {
+    /// Key parts of instance `i`, given each upstream's outputs (None: not available).
+    fn parts(
+        &self,
+        i: usize,
+        upstream: &dyn Fn(usize) -> Option<BTreeMap<String, Digest>>,
+    ) -> KeyParts;
+    /// Recorded state of instance `i`.
+    fn recorded(&self, i: usize) -> &Recorded;
+    /// Current digest of an output path (None when missing).
+    fn output_now(&self, path: &str) -> Option<Digest>;
+    /// Whether `--force`/`--from` selects instance `i`.
+    fn forced(&self, i: usize) -> bool;
+    /// Whether instance `i` has `always = true`.
+    fn always(&self, i: usize) -> bool;
+    /// Upstream instances of `i`.
+    fn upstreams(&self, i: usize) -> Vec<usize>;
+    /// Name of instance `i`.
+    fn name(&self, i: usize) -> &str;
+}
+
+/// Plans `order` (a topological order of the selected instances) before anything runs.
+/// An instance downstream of one that will run is stale with `upstream_changed`, since
+/// its upstream's new outputs are not known yet (early cutoff may still skip it).
+pub fn plan_static(order: &[usize], src: &dyn PlanSource) -> BTreeMap<usize, PlanEntry> {
+    let mut out: BTreeMap<usize, PlanEntry> = BTreeMap::new();
+    for &i in order {
+        let upstream_outputs = |j: usize| {
+            src.recorded(j)
+                .success
+                .as_ref()
+                .map(|(_, m)| m.output_digests())
+        };
+        let parts = src.parts(i, &upstream_outputs);
+        let key = parts.action_key();
+        let mut whys = match evaluate(
+            &parts,
+            &key,
+            src.recorded(i),
+            &|p| src.output_now(p),
+            src.forced(i),
+            src.always(i),
+        ) {
+            Freshness::Fresh => Vec::new(),
+            Freshness::Stale(w) => w,
+        };
+        for j in src.upstreams(i) {
+            if out.get(&j).is_some_and(|e| e.stale) {
+                whys.push(Why::about(Reason::UpstreamChanged, src.name(j)));
+            }
+        }
+        whys.sort();
+        whys.dedup();
+        out.insert(
+            i,
+            PlanEntry {
+                instance: src.name(i).to_owned(),
+                stale: !whys.is_empty(),
+                reasons: whys,
+            },
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::hash_bytes;
+
+    fn parts(cmd: &str) -> KeyParts {
+        KeyParts {
+            instance: "a".into(),
+            command: cmd.into(),
+            cwd: String::new(),
+            outputs: vec!["out".into()],
+            env: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+            upstream: BTreeMap::new(),
+        }
+    }
+
+    fn recorded(p: &KeyParts, out: Digest) -> Recorded {
+        Recorded {
+            last_failed: false,
+            success: Some((
+                p.action_key(),
+                Manifest {
+                    v: 1,
+                    parts: p.clone(),
+                    outputs: BTreeMap::from([(
+                        "out".into(),
+                        OutputMeta {
+                            digest: out,
+                            size: 1,
+                        },
+                    )]),
+                },
+            )),
+        }
+    }
+
+    #[test]
+    fn fresh_when_key_and_outputs_match() {
+        let p = parts("x");
+        let d = hash_bytes(b"o");
+        let r = recorded(&p, d);
+        assert_eq!(
+            evaluate(&p, &p.action_key(), &r, &|_| Some(d), false, false),
+            Freshness::Fresh
+        );
+    }
+
+    #[test]
+    fn reasons() {
+        let p = parts("x");
+        let d = hash_bytes(b"o");
+        let r = recorded(&p, d);
+        let stale = |f: Freshness| match f {
+            Freshness::Stale(w) => reason::codes(&w),
+            Freshness::Fresh => vec![],
+        };
+        assert_eq!(
+            stale(evaluate(
+                &p,
+                &p.action_key(),
+                &Recorded::default(),
+                &|_| None,
+                false,
+                false
+            )),
+            vec![Reason::NeverBuilt]
+        );
+        assert_eq!(
+            stale(evaluate(&p, &p.action_key(), &r, &|_| None, false, false)),
+            vec![Reason::OutputMissing]
+        );
+        assert_eq!(
+            stale(evaluate(
+                &p,
+                &p.action_key(),
+                &r,
+                &|_| Some(hash_bytes(b"z")),
+                false,
+                false
+            )),
+            vec![Reason::OutputModified]
+        );
+        assert_eq!(
+            stale(evaluate(&p, &p.action_key(), &r, &|_| Some(d), true, true)),
+            vec![Reason::Forced, Reason::Always]
+        );
+        let q = parts("y");
+        assert_eq!(
+            stale(evaluate(
+                &q,
+                &q.action_key(),
+                &r,
+                &|_| Some(d),
+                false,
+                false
+            )),
+            vec![Reason::CommandChanged]
+        );
+        let failed = Recorded {
+            last_failed: true,
+            ..r
+        };
+        assert_eq!(
+            stale(evaluate(
+                &p,
+                &p.action_key(),
+                &failed,
+                &|_| Some(d),
+                false,
+                false
+            )),
+            vec![Reason::LastFailed]
+        );
+    }
+}

@@ -1,0 +1,389 @@
+//! The project's state at the start of a command: the selected instances, what the state
+//! store recorded for them, the input files their globs match, and the current digests
+//! of those inputs and of the recorded outputs.
+//!
+//! Taking a snapshot is the whole cost of a no-op build, so it does each thing once: one
+//! query per table, one directory walk for all patterns, one parallel stat-and-hash pass
+//! that reuses every cached digest whose stat is unchanged.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use thiserror::Error;
+
+use crate::fs::{self, CachedDigest, Digest, FileStat, PathDigest};
+use crate::graph::Graph;
+use crate::model::template::shell_join;
+use crate::model::{EnvValue, Project};
+use crate::plan::{KeyParts, Manifest, PlanSource, Recorded, Upstream};
+use crate::store::{DigestRow, InstanceRecord, LastStatus, Store, StoreError};
+
+/// Directories the input walk never enters.
+pub const SKIP_DIRS: &[&str] = &[".orch", ".git"];
+
+/// Errors while taking a snapshot.
+#[derive(Debug, Error, miette::Diagnostic)]
+pub enum SnapshotError {
+    /// The state store failed.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Store(#[from] StoreError),
+    /// The project could not be walked or a file could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    #[diagnostic(code(orch::fs::io), help("check the file's permissions"))]
+    Io {
+        /// The path.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Converts a stored digest row to a cache entry.
+pub fn row_to_cached(r: &DigestRow) -> CachedDigest {
+    CachedDigest {
+        stat: FileStat {
+            size: r.size,
+            mtime_ns: r.mtime_ns,
+            ino: r.ino,
+            is_dir: r.is_dir,
+        },
+        digest: Digest(r.digest),
+        hashed_at_ns: r.hashed_at_ns,
+    }
+}
+
+/// Converts a cache entry to a stored digest row.
+pub fn cached_to_row(c: &CachedDigest) -> DigestRow {
+    DigestRow {
+        size: c.stat.size,
+        mtime_ns: c.stat.mtime_ns,
+        ino: c.stat.ino,
+        is_dir: c.stat.is_dir,
+        digest: c.digest.0,
+        hashed_at_ns: c.hashed_at_ns,
+    }
+}
+
+/// The state of a project at the start of a command.
+pub struct Snapshot<'p> {
+    /// The project.
+    pub project: &'p Project,
+    /// Its graph.
+    pub graph: &'p Graph,
+    /// Selected instances in topological order.
+    pub order: Vec<usize>,
+    /// Instances forced to run.
+    pub forced: BTreeSet<usize>,
+    /// Recorded state, per instance.
+    pub records: Vec<Recorded>,
+    /// Raw store records, by instance name.
+    pub raw_records: BTreeMap<String, InstanceRecord>,
+    /// Files each instance's input globs match (sorted), per instance.
+    pub inputs: Vec<Vec<String>>,
+    /// Current digests of inputs and recorded outputs (None: missing).
+    pub digests: HashMap<String, Option<Digest>>,
+    /// Digest-cache changes to write back.
+    pub digest_updates: Vec<(String, Option<DigestRow>)>,
+    /// Files declared as outputs by some instance.
+    produced_files: HashSet<String>,
+    /// Directories declared as outputs by some instance.
+    produced_dirs: Vec<String>,
+    /// Digests of inherited environment values, by variable name.
+    env: BTreeMap<String, Option<Digest>>,
+}
+
+impl<'p> Snapshot<'p> {
+    /// Reads records, walks inputs and digests files for the `selected` instances.
+    pub fn take(
+        project: &'p Project,
+        graph: &'p Graph,
+        selected: &BTreeSet<usize>,
+        forced: BTreeSet<usize>,
+        store: &Store,
+    ) -> Result<Snapshot<'p>, SnapshotError> {
+        let order: Vec<usize> = graph
+            .order
+            .iter()
+            .copied()
+            .filter(|i| selected.contains(i))
+            .collect();
+        let raw_records = store.load_results()?;
+        let mut records = vec![Recorded::default(); project.instances.len()];
+        for &i in &order {
+            if let Some(r) = raw_records.get(&project.instances[i].name) {
+                records[i] = Recorded {
+                    last_failed: r.last_status == LastStatus::Failed,
+                    // An unreadable manifest (older orch, damage) only means "rebuild".
+                    success: r.success.as_ref().and_then(|s| {
+                        serde_json::from_str::<Manifest>(&s.manifest)
+                            .ok()
+                            .map(|m| (Digest(s.action_key), m))
+                    }),
+                };
+            }
+        }
+
+        let mut produced_files = HashSet::new();
+        let mut produced_dirs = Vec::new();
+        for inst in &project.instances {
+            for o in &inst.outputs {
+                if o.dir {
+                    produced_dirs.push(o.path.clone());
+                } else {
+                    produced_files.insert(o.path.clone());
+                }
+            }
+        }
+        produced_dirs.sort();
+
+        // One walk for every selected instance's patterns.
+        let patterns: Vec<Vec<String>> = order
+            .iter()
+            .map(|&i| project.instances[i].inputs.clone())
+            .collect();
+        let matcher =
+            fs::MultiGlob::new(&patterns).map_err(|(owner, pat, e)| SnapshotError::Io {
+                path: patterns[owner][pat].clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+            })?;
+        let matched = matcher
+            .expand(&project.root, SKIP_DIRS)
+            .map_err(|e| SnapshotError::Io {
+                path: project.root.display().to_string(),
+                source: e,
+            })?;
+        let mut inputs = vec![Vec::new(); project.instances.len()];
+        for (k, &i) in order.iter().enumerate() {
+            let own: HashSet<&str> = project.instances[i]
+                .outputs
+                .iter()
+                .map(|o| o.path.as_str())
+                .collect();
+            inputs[i] = matched[k]
+                .iter()
+                .filter(|p| {
+                    !own.contains(p.as_str())
+                        && !project.instances[i]
+                            .outputs
+                            .iter()
+                            .any(|o| o.dir && p.starts_with(&format!("{}/", o.path)))
+                })
+                .cloned()
+                .collect();
+        }
+
+        // Everything whose digest the plan needs: inputs and recorded outputs.
+        let mut wanted: BTreeSet<&str> = BTreeSet::new();
+        for &i in &order {
+            wanted.extend(inputs[i].iter().map(String::as_str));
+            if let Some((_, m)) = &records[i].success {
+                wanted.extend(m.outputs.keys().map(String::as_str));
+            }
+        }
+        let wanted: Vec<String> = wanted.into_iter().map(str::to_owned).collect();
+        let cache = store.load_digests()?;
+        let results = fs::digest_paths(&project.root, &wanted, |p| cache.get(p).map(row_to_cached));
+        let mut digests = HashMap::with_capacity(wanted.len());
+        let mut digest_updates = Vec::new();
+        for (path, r) in wanted.into_iter().zip(results) {
+            match r {
+                Ok(PathDigest::Missing) => {
+                    if cache.contains_key(&path) {
+                        digest_updates.push((path.clone(), None));
+                    }
+                    digests.insert(path, None);
+                }
+                Ok(PathDigest::Present {
+                    digest, refreshed, ..
+                }) => {
+                    if let Some(c) = refreshed
+                        && !c.stat.is_dir
+                    {
+                        digest_updates.push((path.clone(), Some(cached_to_row(&c))));
+                    }
+                    digests.insert(path, Some(digest));
+                }
+                Err(e) => return Err(SnapshotError::Io { path, source: e }),
+            }
+        }
+
+        // Inherited values are read once; only their digests are kept.
+        let mut env = BTreeMap::new();
+        for &i in &order {
+            for (name, v) in &project.instances[i].env {
+                if *v == EnvValue::Inherit && !env.contains_key(name) {
+                    env.insert(
+                        name.clone(),
+                        std::env::var_os(name).map(|v| fs::hash_bytes(v.as_encoded_bytes())),
+                    );
+                }
+            }
+        }
+
+        Ok(Snapshot {
+            project,
+            graph,
+            order,
+            forced,
+            records,
+            raw_records,
+            inputs,
+            digests,
+            digest_updates,
+            produced_files,
+            produced_dirs,
+            env,
+        })
+    }
+
+    /// Whether `path` is (inside) an output some instance declares, so its content may
+    /// change during a build and must be re-read when a consumer becomes ready.
+    pub fn is_produced(&self, path: &str) -> bool {
+        self.produced_files.contains(path)
+            || self
+                .produced_dirs
+                .iter()
+                .any(|d| path.starts_with(d.as_str()) && path[d.len()..].starts_with('/'))
+    }
+
+    /// The key parts of instance `i`, with input digests from `digest_of`.
+    pub fn parts_with(
+        &self,
+        i: usize,
+        upstream: &dyn Fn(usize) -> Option<BTreeMap<String, Digest>>,
+        digest_of: &dyn Fn(&str) -> Option<Digest>,
+    ) -> KeyParts {
+        let inst = &self.project.instances[i];
+        let files = &self.inputs[i];
+        let mut inputs = BTreeMap::new();
+        let mut present: Vec<&str> = Vec::with_capacity(files.len());
+        for f in files {
+            if let Some(d) = digest_of(f) {
+                inputs.insert(f.clone(), d);
+                present.push(f);
+            }
+        }
+        let command = if inst.uses_inputs() {
+            inst.command(&shell_join(present.iter().copied()))
+        } else {
+            inst.command("")
+        }
+        .unwrap_or_default();
+        let env = inst
+            .env
+            .iter()
+            .map(|(name, v)| {
+                let d = match v {
+                    EnvValue::Inherit => self.env.get(name).copied().flatten(),
+                    EnvValue::Set(s) => Some(fs::hash_bytes(s.as_bytes())),
+                };
+                (name.clone(), d)
+            })
+            .collect();
+        let upstream = inst
+            .deps
+            .iter()
+            .map(|d| {
+                let name = self.project.instances[d.upstream].name.clone();
+                let u = match upstream(d.upstream) {
+                    Some(outputs) => Upstream::Present {
+                        hard: d.hard,
+                        outputs,
+                    },
+                    None if d.hard => Upstream::Present {
+                        hard: true,
+                        outputs: BTreeMap::new(),
+                    },
+                    None => Upstream::Absent,
+                };
+                (name, u)
+            })
+            .collect();
+        KeyParts {
+            instance: inst.name.clone(),
+            command,
+            cwd: inst.cwd.clone(),
+            outputs: inst
+                .outputs
+                .iter()
+                .map(|o| {
+                    if o.dir {
+                        format!("{}/", o.path)
+                    } else {
+                        o.path.clone()
+                    }
+                })
+                .collect(),
+            env,
+            inputs,
+            upstream,
+        }
+    }
+
+    /// The current digest of `path` as of the snapshot.
+    pub fn digest(&self, path: &str) -> Option<Digest> {
+        self.digests.get(path).copied().flatten()
+    }
+
+    /// The plan digest (DESIGN §7): the project, the targets and options that change what
+    /// runs, and the input digests of the selected instances.
+    pub fn plan_digest(&self, targets: &[String], options: &[(&str, String)]) -> Digest {
+        let mut h = blake3::Hasher::new();
+        h.update(b"orch-plan-digest\x01");
+        h.update(&self.project.digest.0);
+        fn put(h: &mut blake3::Hasher, s: &str) {
+            h.update(&(s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        }
+        for t in targets {
+            put(&mut h, t);
+        }
+        put(&mut h, "\0options");
+        for (k, v) in options {
+            put(&mut h, k);
+            put(&mut h, v);
+        }
+        put(&mut h, "\0inputs");
+        let mut files: BTreeSet<&str> = BTreeSet::new();
+        for &i in &self.order {
+            files.extend(self.inputs[i].iter().map(String::as_str));
+        }
+        for f in files {
+            put(&mut h, f);
+            h.update(&self.digest(f).map_or([0u8; 32], |d| d.0));
+        }
+        Digest(*h.finalize().as_bytes())
+    }
+}
+
+impl PlanSource for Snapshot<'_> {
+    fn parts(
+        &self,
+        i: usize,
+        upstream: &dyn Fn(usize) -> Option<BTreeMap<String, Digest>>,
+    ) -> KeyParts {
+        self.parts_with(i, upstream, &|p| self.digest(p))
+    }
+    fn recorded(&self, i: usize) -> &Recorded {
+        &self.records[i]
+    }
+    fn output_now(&self, path: &str) -> Option<Digest> {
+        self.digest(path)
+    }
+    fn forced(&self, i: usize) -> bool {
+        self.forced.contains(&i)
+    }
+    fn always(&self, i: usize) -> bool {
+        self.project.instances[i].always
+    }
+    fn upstreams(&self, i: usize) -> Vec<usize> {
+        self.project.instances[i]
+            .deps
+            .iter()
+            .map(|d| d.upstream)
+            .collect()
+    }
+    fn name(&self, i: usize) -> &str {
+        &self.project.instances[i].name
+    }
+}

@@ -1,0 +1,1268 @@
+//! The SQLite state database `.orch/state.db`: instance results, the file digest cache, runs, and output lineage.
+//!
+//! On-disk schema (version [`SCHEMA_VERSION`], stored in `PRAGMA user_version`; any other
+//! version makes [`Store::open`] move the file aside and start fresh, so there are no
+//! migrations — everything is a cache that a rebuild recreates). Digests and action keys
+//! are 32-byte BLOBs, timestamps INTEGER nanoseconds since the Unix epoch, and `u64`
+//! sizes/inodes are stored bit-for-bit as INTEGER (SQLite integers are signed 64-bit).
+//! `instances(name TEXT UNIQUE, last_status TEXT 'succeeded'|'failed', last_run_id,
+//! last_finished_at_ns, success_action_key BLOB, success_manifest TEXT, success_run_id,
+//! success_finished_at_ns)` holds one row per instance: its latest attempt, plus its last
+//! *successful* result (the four `success_*` columns, all NULL if it never succeeded; the
+//! manifest is planner-owned JSON). `digests(path TEXT PRIMARY KEY, size, mtime_ns, ino,
+//! is_dir 0|1, digest BLOB, hashed_at_ns)` caches content digests of project files keyed by
+//! project-relative path, valid while size/mtime/inode still match. `outputs(path TEXT
+//! UNIQUE, digest BLOB, size, instance, action_key BLOB, run_id, built_from TEXT JSON,
+//! recorded_at_ns)` records which instance, action and inputs produced each output file.
+//! `runs(run_id TEXT UNIQUE, plan_digest, targets TEXT JSON array, started_at_ns,
+//! finished_at_ns, status 'succeeded'|'failed'|'interrupted', summary TEXT JSON)` has one
+//! row per build, inserted when it starts and completed when it ends (NULLs while running
+//! or if it crashed).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+use super::layout::Layout;
+use super::{SqliteContext, StoreError};
+
+/// Version of the on-disk schema below; bump it whenever the schema changes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for another process's write transaction before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Creates the schema of [`SCHEMA_VERSION`] (documented at the top of this file).
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS instances (
+    name TEXT NOT NULL UNIQUE,
+    last_status TEXT NOT NULL CHECK (last_status IN ('succeeded', 'failed')),
+    last_run_id TEXT NOT NULL,
+    last_finished_at_ns INTEGER NOT NULL,
+    success_action_key BLOB,
+    success_manifest TEXT,
+    success_run_id TEXT,
+    success_finished_at_ns INTEGER,
+    CHECK ((success_action_key IS NULL) = (success_manifest IS NULL)
+       AND (success_action_key IS NULL) = (success_run_id IS NULL)
+       AND (success_action_key IS NULL) = (success_finished_at_ns IS NULL))
+);
+CREATE TABLE IF NOT EXISTS digests (
+    path TEXT NOT NULL PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    is_dir INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    hashed_at_ns INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outputs (
+    path TEXT NOT NULL UNIQUE,
+    digest BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    instance TEXT NOT NULL,
+    action_key BLOB NOT NULL,
+    run_id TEXT NOT NULL,
+    built_from TEXT NOT NULL,
+    recorded_at_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT NOT NULL UNIQUE,
+    plan_digest TEXT NOT NULL,
+    targets TEXT NOT NULL,
+    started_at_ns INTEGER NOT NULL,
+    finished_at_ns INTEGER,
+    status TEXT,
+    summary TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at_ns);
+";
+
+const SELECT_RESULTS: &str = "SELECT name, last_status, last_run_id, last_finished_at_ns,
+    success_action_key, success_manifest, success_run_id, success_finished_at_ns FROM instances";
+
+const SELECT_DIGESTS: &str =
+    "SELECT path, size, mtime_ns, ino, is_dir, digest, hashed_at_ns FROM digests";
+
+const SELECT_OUTPUT: &str = "SELECT path, digest, size, instance, action_key, run_id, built_from,
+    recorded_at_ns FROM outputs WHERE path = ?1";
+
+// Ties on the start time (same nanosecond) fall back to insertion order.
+const SELECT_RUNS: &str = "SELECT run_id, plan_digest, targets, started_at_ns, finished_at_ns,
+    status, summary FROM runs ORDER BY started_at_ns DESC, rowid DESC LIMIT ?1";
+
+const UPSERT_SUCCESS: &str = "INSERT INTO instances (name, last_status, last_run_id,
+    last_finished_at_ns, success_action_key, success_manifest, success_run_id,
+    success_finished_at_ns) VALUES (?1, 'succeeded', ?2, ?3, ?4, ?5, ?2, ?3)
+    ON CONFLICT (name) DO UPDATE SET last_status = 'succeeded',
+    last_run_id = excluded.last_run_id, last_finished_at_ns = excluded.last_finished_at_ns,
+    success_action_key = excluded.success_action_key,
+    success_manifest = excluded.success_manifest, success_run_id = excluded.success_run_id,
+    success_finished_at_ns = excluded.success_finished_at_ns";
+
+// Leaves the success_* columns alone: explain compares against the last success.
+const UPSERT_FAILURE: &str = "INSERT INTO instances (name, last_status, last_run_id,
+    last_finished_at_ns) VALUES (?1, 'failed', ?2, ?3)
+    ON CONFLICT (name) DO UPDATE SET last_status = 'failed',
+    last_run_id = excluded.last_run_id, last_finished_at_ns = excluded.last_finished_at_ns";
+
+const UPSERT_DIGEST: &str = "INSERT INTO digests (path, size, mtime_ns, ino, is_dir, digest,
+    hashed_at_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+    ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
+    ino = excluded.ino, is_dir = excluded.is_dir, digest = excluded.digest,
+    hashed_at_ns = excluded.hashed_at_ns";
+
+const DELETE_DIGEST: &str = "DELETE FROM digests WHERE path = ?1";
+
+const UPSERT_OUTPUT: &str = "INSERT INTO outputs (path, digest, size, instance, action_key,
+    run_id, built_from, recorded_at_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+    ON CONFLICT (path) DO UPDATE SET digest = excluded.digest, size = excluded.size,
+    instance = excluded.instance, action_key = excluded.action_key,
+    run_id = excluded.run_id, built_from = excluded.built_from,
+    recorded_at_ns = excluded.recorded_at_ns";
+
+const INSERT_RUN: &str = "INSERT INTO runs (run_id, plan_digest, targets, started_at_ns,
+    finished_at_ns, status, summary) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+const FINISH_RUN: &str =
+    "UPDATE runs SET finished_at_ns = ?2, status = ?3, summary = ?4 WHERE run_id = ?1";
+
+const DELETE_INSTANCE: &str = "DELETE FROM instances WHERE name = ?1";
+
+/// Every statement the store runs; preparing them all at open proves the schema matches.
+const ALL_STATEMENTS: &[&str] = &[
+    SELECT_RESULTS,
+    SELECT_DIGESTS,
+    SELECT_OUTPUT,
+    SELECT_RUNS,
+    UPSERT_SUCCESS,
+    UPSERT_FAILURE,
+    UPSERT_DIGEST,
+    DELETE_DIGEST,
+    UPSERT_OUTPUT,
+    INSERT_RUN,
+    FINISH_RUN,
+    DELETE_INSTANCE,
+];
+
+/// Status of an instance's latest attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LastStatus {
+    /// The latest attempt succeeded.
+    Succeeded,
+    /// The latest attempt failed.
+    Failed,
+}
+
+impl LastStatus {
+    /// The spelling used in the database and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LastStatus::Succeeded => "succeeded",
+            LastStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses the database spelling.
+    fn parse(text: &str) -> Option<LastStatus> {
+        match text {
+            "succeeded" => Some(LastStatus::Succeeded),
+            "failed" => Some(LastStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// The last successful result of an instance: its action key and the manifest (a JSON text owned by the planner, opaque here) describing the key's parts and produced outputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SuccessRecord {
+    /// The action key the successful run computed.
+    pub action_key: [u8; 32],
+    /// Planner-owned JSON describing the key's parts and the outputs produced.
+    pub manifest: String,
+    /// The run in which it succeeded.
+    pub run_id: String,
+    /// When it finished.
+    pub finished_at_ns: i64,
+}
+
+/// What the store knows about one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceRecord {
+    /// Outcome of the latest attempt.
+    pub last_status: LastStatus,
+    /// Run of the latest attempt.
+    pub last_run_id: String,
+    /// When the latest attempt finished.
+    pub last_finished_at_ns: i64,
+    /// The last success, kept across later failures.
+    pub success: Option<SuccessRecord>,
+}
+
+/// One update to write after an instance finished.
+#[derive(Clone, Debug)]
+pub enum ResultUpdate {
+    /// The instance succeeded: replaces its success record and sets the latest attempt.
+    Succeeded {
+        /// Instance name.
+        instance: String,
+        /// The new success.
+        record: SuccessRecord,
+    },
+    /// The instance failed: keeps the previous success record, sets last_status = Failed.
+    Failed {
+        /// Instance name.
+        instance: String,
+        /// Run of the failed attempt.
+        run_id: String,
+        /// When the failed attempt finished.
+        finished_at_ns: i64,
+    },
+}
+
+/// A cached digest row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DigestRow {
+    /// File size in bytes when hashed.
+    pub size: u64,
+    /// Modification time when hashed.
+    pub mtime_ns: i64,
+    /// Inode number when hashed.
+    pub ino: u64,
+    /// Whether the path is a directory (digest over its listing).
+    pub is_dir: bool,
+    /// The content digest.
+    pub digest: [u8; 32],
+    /// When the digest was computed (to detect same-timestamp races).
+    pub hashed_at_ns: i64,
+}
+
+/// The lineage of one output file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputRecord {
+    /// Project-relative path of the output.
+    pub path: String,
+    /// Its content digest.
+    pub digest: [u8; 32],
+    /// Its size in bytes.
+    pub size: u64,
+    /// The instance that produced it.
+    pub instance: String,
+    /// The action key of that production.
+    pub action_key: [u8; 32],
+    /// The run that produced it.
+    pub run_id: String,
+    /// JSON text: inputs and upstream outputs with digests.
+    pub built_from: String,
+    /// When it was recorded.
+    pub recorded_at_ns: i64,
+}
+
+/// A run as recorded before its first instance starts, and completed at its end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunRecord {
+    /// Unique run id.
+    pub run_id: String,
+    /// Digest of the plan that was executed.
+    pub plan_digest: String,
+    /// The targets requested on the command line.
+    pub targets: Vec<String>,
+    /// When the run started.
+    pub started_at_ns: i64,
+    /// When it finished (None while running or if it crashed).
+    pub finished_at_ns: Option<i64>,
+    /// "succeeded" | "failed" | "interrupted".
+    pub status: Option<String>,
+    /// JSON text summarising the run.
+    pub summary: Option<String>,
+}
+
+/// The state database of one project.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+/// Why a database file could not be used.
+enum OpenFailure {
+    /// The file is not ours, corrupt, or of another schema version: move it aside.
+    Unusable(String),
+    /// Anything else (permissions, I/O, busy): report it, the file may be fine.
+    Error(StoreError),
+}
+
+impl From<StoreError> for OpenFailure {
+    fn from(err: StoreError) -> Self {
+        OpenFailure::Error(err)
+    }
+}
+
+/// Classifies an error met while opening: corruption means "move aside", the rest is reported.
+fn open_failure(action: &'static str, source: rusqlite::Error) -> OpenFailure {
+    match error_code(&source) {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            OpenFailure::Unusable(source.to_string())
+        }
+        _ => OpenFailure::Error(StoreError::Sqlite { action, source }),
+    }
+}
+
+/// The SQLite result code of an error, including errors reported while compiling SQL.
+fn error_code(err: &rusqlite::Error) -> Option<ErrorCode> {
+    match err {
+        rusqlite::Error::SqlInputError { error, .. } => Some(error.code),
+        other => other.sqlite_error_code(),
+    }
+}
+
+impl Store {
+    /// Opens (creating) .orch/state.db in WAL mode, creating tables if missing; an unusable file is moved aside with a warning.
+    ///
+    /// Forgiving: if the file is not a SQLite database, is corrupt, or has another schema
+    /// version, it (and its `-wal`/`-shm`) is renamed to `state.db.bad-<unix seconds>` and a
+    /// fresh database is created; the second field then holds a warning for the user
+    /// (everything will simply rebuild). Permission, I/O and lock-timeout errors are returned.
+    pub fn open(layout: &Layout) -> Result<(Store, Option<String>), StoreError> {
+        layout.ensure().map_err(|source| StoreError::Io {
+            action: "create",
+            path: layout.dir.clone(),
+            source,
+        })?;
+        let path = layout.db();
+        let reason = match open_file(&path) {
+            Ok(conn) => return Ok((Store { conn }, None)),
+            Err(OpenFailure::Error(err)) => return Err(err),
+            Err(OpenFailure::Unusable(reason)) => reason,
+        };
+        let aside = move_aside(&path)?;
+        let conn = match open_file(&path) {
+            Ok(conn) => conn,
+            Err(OpenFailure::Error(err)) => return Err(err),
+            // A brand-new file that is unusable means something outside orch interferes.
+            Err(OpenFailure::Unusable(again)) => {
+                return Err(StoreError::InvalidRow {
+                    what: "freshly created database",
+                    detail: again,
+                });
+            }
+        };
+        let warning = format!(
+            "the state database {} was unusable ({reason}); moved it to {} and started a fresh one, so everything will rebuild",
+            path.display(),
+            aside.display()
+        );
+        Ok((Store { conn }, Some(warning)))
+    }
+
+    /// Like [`Store::open`], but if the db does not exist returns an empty in-memory store instead of creating files.
+    ///
+    /// For read-only commands (plan/status/explain) so that they write nothing in a fresh
+    /// project. Writes to the in-memory store are discarded when it is dropped.
+    pub fn open_existing_or_empty(layout: &Layout) -> Result<(Store, Option<String>), StoreError> {
+        let path = layout.db();
+        let exists = path.try_exists().map_err(|source| StoreError::Io {
+            action: "inspect",
+            path: path.clone(),
+            source,
+        })?;
+        if exists {
+            return Store::open(layout);
+        }
+        let conn = Connection::open_in_memory().ctx("creating an in-memory database")?;
+        match init(&conn) {
+            Ok(()) => Ok((Store { conn }, None)),
+            Err(OpenFailure::Error(err)) => Err(err),
+            Err(OpenFailure::Unusable(detail)) => Err(StoreError::InvalidRow {
+                what: "in-memory database",
+                detail,
+            }),
+        }
+    }
+
+    /// ONE query: every instance record.
+    pub fn load_results(&self) -> Result<BTreeMap<String, InstanceRecord>, StoreError> {
+        const ACTION: &str = "loading instance results";
+        let mut stmt = self.conn.prepare_cached(SELECT_RESULTS).ctx(ACTION)?;
+        let mut rows = stmt.query([]).ctx(ACTION)?;
+        let mut out = BTreeMap::new();
+        while let Some(row) = rows.next().ctx(ACTION)? {
+            let name: String = row.get(0).ctx(ACTION)?;
+            let status: String = row.get(1).ctx(ACTION)?;
+            let last_status = LastStatus::parse(&status).ok_or_else(|| StoreError::InvalidRow {
+                what: "instance status",
+                detail: format!("{status:?} for instance {name}"),
+            })?;
+            let action_key: Option<[u8; 32]> = row.get(4).ctx(ACTION)?;
+            let success = match action_key {
+                Some(action_key) => Some(SuccessRecord {
+                    action_key,
+                    manifest: row.get(5).ctx(ACTION)?,
+                    run_id: row.get(6).ctx(ACTION)?,
+                    finished_at_ns: row.get(7).ctx(ACTION)?,
+                }),
+                None => None,
+            };
+            let record = InstanceRecord {
+                last_status,
+                last_run_id: row.get(2).ctx(ACTION)?,
+                last_finished_at_ns: row.get(3).ctx(ACTION)?,
+                success,
+            };
+            out.insert(name, record);
+        }
+        Ok(out)
+    }
+
+    /// ONE query: the whole digest cache, keyed by project-relative path (a lookup table, never iterated into output).
+    pub fn load_digests(&self) -> Result<HashMap<String, DigestRow>, StoreError> {
+        const ACTION: &str = "loading the digest cache";
+        let mut stmt = self.conn.prepare_cached(SELECT_DIGESTS).ctx(ACTION)?;
+        let mut rows = stmt.query([]).ctx(ACTION)?;
+        let mut out = HashMap::new();
+        while let Some(row) = rows.next().ctx(ACTION)? {
+            let path: String = row.get(0).ctx(ACTION)?;
+            let digest_row = DigestRow {
+                size: from_db_u64(row.get(1).ctx(ACTION)?),
+                mtime_ns: row.get(2).ctx(ACTION)?,
+                ino: from_db_u64(row.get(3).ctx(ACTION)?),
+                is_dir: row.get(4).ctx(ACTION)?,
+                digest: row.get(5).ctx(ACTION)?,
+                hashed_at_ns: row.get(6).ctx(ACTION)?,
+            };
+            out.insert(path, digest_row);
+        }
+        Ok(out)
+    }
+
+    /// Writes all updates in one transaction (nothing at all when `updates` is empty).
+    pub fn write_results(&mut self, updates: &[ResultUpdate]) -> Result<(), StoreError> {
+        const ACTION: &str = "writing instance results";
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(ACTION)?;
+        {
+            let mut success = tx.prepare_cached(UPSERT_SUCCESS).ctx(ACTION)?;
+            let mut failure = tx.prepare_cached(UPSERT_FAILURE).ctx(ACTION)?;
+            for update in updates {
+                match update {
+                    ResultUpdate::Succeeded { instance, record } => success.execute(params![
+                        instance,
+                        record.run_id,
+                        record.finished_at_ns,
+                        record.action_key,
+                        record.manifest,
+                    ]),
+                    ResultUpdate::Failed {
+                        instance,
+                        run_id,
+                        finished_at_ns,
+                    } => failure.execute(params![instance, run_id, finished_at_ns]),
+                }
+                .ctx(ACTION)?;
+            }
+        }
+        tx.commit().ctx(ACTION)
+    }
+
+    /// Upserts digests (Some) and deletes entries (None) in one transaction.
+    pub fn write_digests(
+        &mut self,
+        rows: &[(String, Option<DigestRow>)],
+    ) -> Result<(), StoreError> {
+        const ACTION: &str = "writing the digest cache";
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(ACTION)?;
+        {
+            let mut upsert = tx.prepare_cached(UPSERT_DIGEST).ctx(ACTION)?;
+            let mut delete = tx.prepare_cached(DELETE_DIGEST).ctx(ACTION)?;
+            for (path, row) in rows {
+                match row {
+                    Some(row) => upsert.execute(params![
+                        path,
+                        to_db_u64(row.size),
+                        row.mtime_ns,
+                        to_db_u64(row.ino),
+                        row.is_dir,
+                        row.digest,
+                        row.hashed_at_ns,
+                    ]),
+                    None => delete.execute(params![path]),
+                }
+                .ctx(ACTION)?;
+            }
+        }
+        tx.commit().ctx(ACTION)
+    }
+
+    /// Upserts output lineage records (keyed by path) in one transaction.
+    pub fn write_outputs(&mut self, outputs: &[OutputRecord]) -> Result<(), StoreError> {
+        const ACTION: &str = "writing output lineage";
+        if outputs.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(ACTION)?;
+        {
+            let mut upsert = tx.prepare_cached(UPSERT_OUTPUT).ctx(ACTION)?;
+            for out in outputs {
+                upsert
+                    .execute(params![
+                        out.path,
+                        out.digest,
+                        to_db_u64(out.size),
+                        out.instance,
+                        out.action_key,
+                        out.run_id,
+                        out.built_from,
+                        out.recorded_at_ns,
+                    ])
+                    .ctx(ACTION)?;
+            }
+        }
+        tx.commit().ctx(ACTION)
+    }
+
+    /// The lineage of the output at project-relative `path`, if recorded.
+    pub fn output(&self, path: &str) -> Result<Option<OutputRecord>, StoreError> {
+        const ACTION: &str = "reading output lineage";
+        let mut stmt = self.conn.prepare_cached(SELECT_OUTPUT).ctx(ACTION)?;
+        stmt.query_row([path], |row| {
+            Ok(OutputRecord {
+                path: row.get(0)?,
+                digest: row.get(1)?,
+                size: from_db_u64(row.get(2)?),
+                instance: row.get(3)?,
+                action_key: row.get(4)?,
+                run_id: row.get(5)?,
+                built_from: row.get(6)?,
+                recorded_at_ns: row.get(7)?,
+            })
+        })
+        .optional()
+        .ctx(ACTION)
+    }
+
+    /// Records a run before its first instance starts (its run_id must be new).
+    pub fn begin_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
+        const ACTION: &str = "recording the run start";
+        let targets =
+            serde_json::to_string(&run.targets).map_err(|err| StoreError::InvalidRow {
+                what: "run targets",
+                detail: err.to_string(),
+            })?;
+        let mut stmt = self.conn.prepare_cached(INSERT_RUN).ctx(ACTION)?;
+        stmt.execute(params![
+            run.run_id,
+            run.plan_digest,
+            targets,
+            run.started_at_ns,
+            run.finished_at_ns,
+            run.status,
+            run.summary,
+        ])
+        .ctx(ACTION)?;
+        Ok(())
+    }
+
+    /// Completes the record of a run started with [`Store::begin_run`].
+    pub fn finish_run(
+        &mut self,
+        run_id: &str,
+        finished_at_ns: i64,
+        status: &str,
+        summary: &str,
+    ) -> Result<(), StoreError> {
+        const ACTION: &str = "recording the run end";
+        let mut stmt = self.conn.prepare_cached(FINISH_RUN).ctx(ACTION)?;
+        let changed = stmt
+            .execute(params![run_id, finished_at_ns, status, summary])
+            .ctx(ACTION)?;
+        if changed == 0 {
+            return Err(StoreError::UnknownRun {
+                run_id: run_id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs newest first (by start time), at most `limit` of them.
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        const ACTION: &str = "reading runs";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(SELECT_RUNS).ctx(ACTION)?;
+        let mut rows = stmt.query([limit]).ctx(ACTION)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().ctx(ACTION)? {
+            let run_id: String = row.get(0).ctx(ACTION)?;
+            let targets_json: String = row.get(2).ctx(ACTION)?;
+            let targets =
+                serde_json::from_str(&targets_json).map_err(|err| StoreError::InvalidRow {
+                    what: "run targets",
+                    detail: format!("run {run_id}: {err}"),
+                })?;
+            out.push(RunRecord {
+                plan_digest: row.get(1).ctx(ACTION)?,
+                targets,
+                started_at_ns: row.get(3).ctx(ACTION)?,
+                finished_at_ns: row.get(4).ctx(ACTION)?,
+                status: row.get(5).ctx(ACTION)?,
+                summary: row.get(6).ctx(ACTION)?,
+                run_id,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes the records of instances not in `keep`, in one transaction; returns how many were removed.
+    ///
+    /// Output lineage is left alone: it describes files that may still exist on disk and is
+    /// overwritten whenever a path is produced again.
+    pub fn forget_instances_except(
+        &mut self,
+        keep: &BTreeSet<String>,
+    ) -> Result<usize, StoreError> {
+        const ACTION: &str = "forgetting undeclared instances";
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(ACTION)?;
+        let mut removed = 0;
+        {
+            let mut names = tx.prepare("SELECT name FROM instances").ctx(ACTION)?;
+            let all = names
+                .query_map([], |row| row.get::<_, String>(0))
+                .ctx(ACTION)?
+                .collect::<Result<Vec<String>, _>>()
+                .ctx(ACTION)?;
+            let mut delete = tx.prepare_cached(DELETE_INSTANCE).ctx(ACTION)?;
+            for name in all.iter().filter(|name| !keep.contains(*name)) {
+                removed += delete.execute([name]).ctx(ACTION)?;
+            }
+        }
+        tx.commit().ctx(ACTION)?;
+        Ok(removed)
+    }
+}
+
+/// Opens (creating) the database file at `path` and brings it to the current schema.
+fn open_file(path: &Path) -> Result<Connection, OpenFailure> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|err| open_failure("opening the database", err))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|err| open_failure("setting the busy timeout", err))?;
+    // journal_mode answers with the resulting mode, so it is read as a query. WAL lets
+    // read-only commands (status, explain) run while a build writes. A file system that
+    // refuses WAL leaves the old mode, which still works: writers are serialised by the
+    // build lock and readers merely wait up to the busy timeout.
+    let _mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(|err| open_failure("enabling WAL mode", err))?;
+    // NORMAL is durable across application crashes in WAL mode; only a power loss can drop
+    // the last commits, which merely causes a rebuild.
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(|err| open_failure("setting synchronous mode", err))?;
+    init(&conn)?;
+    Ok(conn)
+}
+
+/// Checks the schema version, creates the schema in an empty database, and verifies that every statement compiles.
+fn init(conn: &Connection) -> Result<(), OpenFailure> {
+    // A few more statements than we use, so none is ever evicted from the cache.
+    conn.set_prepared_statement_cache_capacity(ALL_STATEMENTS.len() + 8);
+    let version = user_version(conn)?;
+    if version == 0 {
+        create_schema(conn)?;
+    } else if version != SCHEMA_VERSION {
+        return Err(OpenFailure::Unusable(format!(
+            "schema version {version}, this orch uses {SCHEMA_VERSION}"
+        )));
+    }
+    for sql in ALL_STATEMENTS {
+        if let Err(err) = conn.prepare_cached(sql) {
+            return Err(match error_code(&err) {
+                // SQLITE_ERROR here means a missing table or column: a foreign schema.
+                Some(ErrorCode::Unknown) => {
+                    OpenFailure::Unusable(format!("schema does not match: {err}"))
+                }
+                _ => open_failure("checking the schema", err),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Creates the schema if the database is still empty.
+fn create_schema(conn: &Connection) -> Result<(), OpenFailure> {
+    const ACTION: &str = "creating the schema";
+    // Re-check under the write lock: another orch may be initialising the same file.
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|err| open_failure(ACTION, err))?;
+    let result = (|| -> Result<(), OpenFailure> {
+        let version = user_version(conn)?;
+        if version == SCHEMA_VERSION {
+            return Ok(()); // another process initialised it meanwhile
+        }
+        if version != 0 {
+            return Err(OpenFailure::Unusable(format!(
+                "schema version {version}, this orch uses {SCHEMA_VERSION}"
+            )));
+        }
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+            .map_err(|err| open_failure(ACTION, err))?;
+        if tables != 0 {
+            return Err(OpenFailure::Unusable(
+                "it holds tables but no orch schema version".to_owned(),
+            ));
+        }
+        conn.execute_batch(SCHEMA)
+            .map_err(|err| open_failure(ACTION, err))?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(|err| open_failure(ACTION, err))?;
+        Ok(())
+    })();
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = conn
+        .execute_batch(end)
+        .map_err(|err| open_failure(ACTION, err));
+    result.and(ended)
+}
+
+/// Reads `PRAGMA user_version`.
+fn user_version(conn: &Connection) -> Result<i64, OpenFailure> {
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|err| open_failure("reading the schema version", err))
+}
+
+/// Renames `path` and its `-wal`/`-shm` companions to `<path>.bad-<unix seconds>[...]`, returning the new main path.
+fn move_aside(path: &Path) -> Result<PathBuf, StoreError> {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let with_suffix = |base: &Path, suffix: &str| {
+        let mut name = base.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let mut aside = with_suffix(path, &format!(".bad-{secs}"));
+    // Two failures within one second must not overwrite the first evidence.
+    let mut n = 1;
+    while aside.try_exists().unwrap_or(true) && n < 1000 {
+        aside = with_suffix(path, &format!(".bad-{secs}.{n}"));
+        n += 1;
+    }
+    let rename = |from: &Path, to: &Path| {
+        std::fs::rename(from, to).map_err(|source| StoreError::Io {
+            action: "move aside",
+            path: from.to_path_buf(),
+            source,
+        })
+    };
+    rename(path, &aside)?;
+    // SQLite pairs a database with "<name>-wal"/"<name>-shm", so keep that naming: the
+    // moved-aside file can still be opened with its journal for inspection.
+    for suffix in ["-wal", "-shm"] {
+        let from = with_suffix(path, suffix);
+        if from.try_exists().unwrap_or(false) {
+            rename(&from, &with_suffix(&aside, suffix))?;
+        }
+    }
+    Ok(aside)
+}
+
+/// Stores a `u64` in SQLite's signed INTEGER bit-for-bit (values above `i64::MAX` wrap).
+fn to_db_u64(value: u64) -> i64 {
+    value as i64
+}
+
+/// Inverse of [`to_db_u64`].
+fn from_db_u64(value: i64) -> u64 {
+    value as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn key(byte: u8) -> [u8; 32] {
+        [byte; 32]
+    }
+
+    fn success(byte: u8, run: &str, at: i64) -> SuccessRecord {
+        SuccessRecord {
+            action_key: key(byte),
+            manifest: format!(r#"{{"key":{byte}}}"#),
+            run_id: run.to_owned(),
+            finished_at_ns: at,
+        }
+    }
+
+    fn run(id: &str, started: i64) -> RunRecord {
+        RunRecord {
+            run_id: id.to_owned(),
+            plan_digest: format!("plan-{id}"),
+            targets: vec!["b".to_owned(), "a[x=1]".to_owned()],
+            started_at_ns: started,
+            finished_at_ns: None,
+            status: None,
+            summary: None,
+        }
+    }
+
+    fn open_fresh() -> Result<(tempfile::TempDir, Layout, Store), Box<dyn std::error::Error>> {
+        let tmp = tempfile::tempdir()?;
+        let layout = Layout::new(tmp.path());
+        let (store, warning) = Store::open(&layout)?;
+        assert_eq!(warning, None);
+        Ok((tmp, layout, store))
+    }
+
+    /// Files in `.orch/` other than the database, its journals, and the .gitignore.
+    fn bad_files(layout: &Layout) -> Result<Vec<String>, std::io::Error> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&layout.dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if name.starts_with("state.db.bad-") {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    #[test]
+    fn results_round_trip_and_failure_keeps_success() -> TestResult {
+        let (_tmp, layout, mut store) = open_fresh()?;
+        store.write_results(&[
+            ResultUpdate::Succeeded {
+                instance: "a".to_owned(),
+                record: success(1, "r1", 10),
+            },
+            ResultUpdate::Failed {
+                instance: "b".to_owned(),
+                run_id: "r1".to_owned(),
+                finished_at_ns: 11,
+            },
+        ])?;
+        store.write_results(&[ResultUpdate::Failed {
+            instance: "a".to_owned(),
+            run_id: "r2".to_owned(),
+            finished_at_ns: 20,
+        }])?;
+        drop(store);
+
+        let (store, warning) = Store::open(&layout)?;
+        assert_eq!(warning, None);
+        let results = store.load_results()?;
+        assert_eq!(results.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            results["a"],
+            InstanceRecord {
+                last_status: LastStatus::Failed,
+                last_run_id: "r2".to_owned(),
+                last_finished_at_ns: 20,
+                success: Some(success(1, "r1", 10)),
+            }
+        );
+        assert_eq!(
+            results["b"],
+            InstanceRecord {
+                last_status: LastStatus::Failed,
+                last_run_id: "r1".to_owned(),
+                last_finished_at_ns: 11,
+                success: None,
+            }
+        );
+
+        let (mut store, _) = Store::open(&layout)?;
+        store.write_results(&[ResultUpdate::Succeeded {
+            instance: "a".to_owned(),
+            record: success(2, "r3", 30),
+        }])?;
+        let a = &store.load_results()?["a"];
+        assert_eq!(a.last_status, LastStatus::Succeeded);
+        assert_eq!(a.last_run_id, "r3");
+        assert_eq!(a.last_finished_at_ns, 30);
+        assert_eq!(a.success, Some(success(2, "r3", 30)));
+        Ok(())
+    }
+
+    #[test]
+    fn last_status_serializes_snake_case() -> TestResult {
+        assert_eq!(
+            serde_json::to_string(&LastStatus::Succeeded)?,
+            r#""succeeded""#
+        );
+        assert_eq!(LastStatus::Failed.as_str(), "failed");
+        Ok(())
+    }
+
+    #[test]
+    fn digests_round_trip_upsert_and_delete() -> TestResult {
+        let (_tmp, _layout, mut store) = open_fresh()?;
+        let file = DigestRow {
+            size: 42,
+            mtime_ns: 1_700_000_000_123_456_789,
+            ino: u64::MAX - 3, // above i64::MAX: must survive the signed column
+            is_dir: false,
+            digest: key(7),
+            hashed_at_ns: 5,
+        };
+        let dir = DigestRow {
+            size: u64::MAX,
+            is_dir: true,
+            digest: key(8),
+            ..file
+        };
+        store.write_digests(&[
+            ("src/a.txt".to_owned(), Some(file)),
+            ("src".to_owned(), Some(dir)),
+            ("gone".to_owned(), Some(file)),
+        ])?;
+        let changed = DigestRow {
+            size: 43,
+            digest: key(9),
+            ..file
+        };
+        store.write_digests(&[
+            ("src/a.txt".to_owned(), Some(changed)),
+            ("gone".to_owned(), None),
+            ("never-existed".to_owned(), None),
+        ])?;
+        let digests = store.load_digests()?;
+        assert_eq!(digests.len(), 2);
+        assert_eq!(digests.get("src/a.txt"), Some(&changed));
+        assert_eq!(digests.get("src"), Some(&dir));
+        Ok(())
+    }
+
+    #[test]
+    fn outputs_round_trip_and_overwrite() -> TestResult {
+        let (_tmp, _layout, mut store) = open_fresh()?;
+        let first = OutputRecord {
+            path: "out/fr.txt".to_owned(),
+            digest: key(1),
+            size: 100,
+            instance: "translate[lang=fr]".to_owned(),
+            action_key: key(2),
+            run_id: "r1".to_owned(),
+            built_from: r#"{"inputs":{}}"#.to_owned(),
+            recorded_at_ns: 9,
+        };
+        store.write_outputs(std::slice::from_ref(&first))?;
+        assert_eq!(store.output("out/fr.txt")?, Some(first.clone()));
+        assert_eq!(store.output("out/de.txt")?, None);
+
+        let second = OutputRecord {
+            digest: key(3),
+            run_id: "r2".to_owned(),
+            recorded_at_ns: 19,
+            ..first
+        };
+        store.write_outputs(std::slice::from_ref(&second))?;
+        assert_eq!(store.output("out/fr.txt")?, Some(second));
+        Ok(())
+    }
+
+    #[test]
+    fn runs_round_trip_newest_first() -> TestResult {
+        let (_tmp, layout, mut store) = open_fresh()?;
+        store.begin_run(&run("r1", 100))?;
+        store.begin_run(&run("r3", 300))?;
+        store.begin_run(&run("r2", 200))?;
+        store.finish_run("r1", 150, "succeeded", r#"{"ran":3}"#)?;
+        assert!(
+            store.begin_run(&run("r1", 400)).is_err(),
+            "run ids are unique"
+        );
+        assert!(matches!(
+            store.finish_run("nope", 1, "failed", "{}"),
+            Err(StoreError::UnknownRun { .. })
+        ));
+        drop(store);
+
+        let (store, _) = Store::open(&layout)?;
+        let runs = store.runs(10)?;
+        let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(ids, ["r3", "r2", "r1"]);
+        assert_eq!(runs[1], run("r2", 200));
+        assert_eq!(
+            runs[2],
+            RunRecord {
+                finished_at_ns: Some(150),
+                status: Some("succeeded".to_owned()),
+                summary: Some(r#"{"ran":3}"#.to_owned()),
+                ..run("r1", 100)
+            }
+        );
+        assert_eq!(store.runs(2)?.len(), 2);
+        assert_eq!(store.runs(0)?.len(), 0);
+        assert_eq!(store.runs(usize::MAX)?.len(), 3);
+        Ok(())
+    }
+
+    #[test]
+    fn forget_instances_except_removes_only_undeclared() -> TestResult {
+        let (_tmp, _layout, mut store) = open_fresh()?;
+        let updates: Vec<ResultUpdate> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|name| ResultUpdate::Succeeded {
+                instance: (*name).to_owned(),
+                record: success(1, "r1", 1),
+            })
+            .collect();
+        store.write_results(&updates)?;
+        let keep: BTreeSet<String> = ["b", "d", "z"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(store.forget_instances_except(&keep)?, 2);
+        assert_eq!(store.load_results()?.keys().collect::<Vec<_>>(), ["b", "d"]);
+        assert_eq!(store.forget_instances_except(&keep)?, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn garbage_file_is_moved_aside() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let layout = Layout::new(tmp.path());
+        layout.ensure()?;
+        let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(layout.db(), &garbage)?;
+
+        let (mut store, warning) = Store::open(&layout)?;
+        let warning = warning.ok_or("expected a warning")?;
+        assert!(warning.contains("moved it to"), "{warning}");
+
+        // (SQLite itself discards the -wal/-shm it made while probing the garbage.)
+        let bad = bad_files(&layout)?;
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert_eq!(std::fs::read(layout.dir.join(&bad[0]))?, garbage);
+        assert!(warning.contains(&bad[0]), "{warning}");
+
+        // The fresh database works and persists.
+        store.begin_run(&run("r1", 1))?;
+        drop(store);
+        let (store, warning) = Store::open(&layout)?;
+        assert_eq!(warning, None);
+        assert_eq!(store.runs(5)?.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn short_garbage_file_is_moved_aside() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let layout = Layout::new(tmp.path());
+        layout.ensure()?;
+        std::fs::write(layout.db(), b"hello")?;
+        let (store, warning) = Store::open(&layout)?;
+        assert!(warning.is_some());
+        assert!(store.load_results()?.is_empty());
+        assert_eq!(bad_files(&layout)?.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn damaged_pages_are_reported_as_corrupt_not_panics() -> TestResult {
+        let (_tmp, layout, mut store) = open_fresh()?;
+        let updates: Vec<ResultUpdate> = (0..2_000u32)
+            .map(|i| ResultUpdate::Succeeded {
+                instance: format!("task[i={i}]"),
+                record: success(3, "r1", 1),
+            })
+            .collect();
+        store.write_results(&updates)?;
+        drop(store); // the last connection checkpoints the WAL into state.db
+        let mut bytes = std::fs::read(layout.db())?;
+        let len = bytes.len();
+        assert!(len > 16 * 4096, "fixture too small: {len}");
+        bytes[len / 2..].fill(0xA5);
+        std::fs::write(layout.db(), &bytes)?;
+
+        let (store, warning) = Store::open(&layout)?;
+        match (warning, store.load_results()) {
+            (Some(_), Ok(results)) => assert!(results.is_empty()),
+            (None, Err(StoreError::Corrupt { .. })) => {}
+            (warning, other) => panic!("unexpected: {warning:?} {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn wrong_schema_version_is_moved_aside() -> TestResult {
+        let (_tmp, layout, mut store) = open_fresh()?;
+        store.begin_run(&run("old", 1))?;
+        drop(store);
+        // Kept open so the change stays in state.db-wal: moving aside must carry it along.
+        let other = Connection::open(layout.db())?;
+        other.pragma_update(None, "wal_autocheckpoint", 0)?;
+        other.pragma_update(None, "user_version", 99)?;
+
+        let (store, warning) = Store::open(&layout)?;
+        let warning = warning.ok_or("expected a warning")?;
+        assert!(warning.contains("schema version 99"), "{warning}");
+        assert!(store.runs(5)?.is_empty());
+        let bad = bad_files(&layout)?;
+        assert_eq!(bad.len(), 3, "{bad:?}");
+        assert!(
+            bad[1].ends_with("-shm") && bad[2].ends_with("-wal"),
+            "{bad:?}"
+        );
+        drop(store);
+
+        let old = Connection::open(layout.dir.join(&bad[0]))?;
+        let version: i64 = old.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        assert_eq!(version, 99);
+        let runs: i64 = old.query_row("SELECT count(*) FROM runs", [], |row| row.get(0))?;
+        assert_eq!(runs, 1);
+        drop(other);
+        Ok(())
+    }
+
+    #[test]
+    fn foreign_database_is_moved_aside() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let layout = Layout::new(tmp.path());
+        layout.ensure()?;
+        {
+            let conn = Connection::open(layout.db())?;
+            conn.execute_batch("CREATE TABLE something_else (x INTEGER)")?;
+        }
+        let (_store, warning) = Store::open(&layout)?;
+        assert!(warning.is_some());
+        assert_eq!(bad_files(&layout)?.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn mismatched_schema_with_right_version_is_moved_aside() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let layout = Layout::new(tmp.path());
+        layout.ensure()?;
+        {
+            let conn = Connection::open(layout.db())?;
+            conn.execute_batch("CREATE TABLE instances (name TEXT)")?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        let (store, warning) = Store::open(&layout)?;
+        assert!(warning.ok_or("expected a warning")?.contains("schema"));
+        assert!(store.load_results()?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn open_existing_or_empty_creates_no_files() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let layout = Layout::new(tmp.path());
+        let (mut store, warning) = Store::open_existing_or_empty(&layout)?;
+        assert_eq!(warning, None);
+        assert!(store.load_results()?.is_empty());
+        assert!(store.load_digests()?.is_empty());
+        assert!(store.runs(10)?.is_empty());
+        // Writes work but stay in memory.
+        store.begin_run(&run("r1", 1))?;
+        drop(store);
+        assert_eq!(std::fs::read_dir(tmp.path())?.count(), 0);
+
+        // Once the database exists, its content is read.
+        let (mut store, _) = Store::open(&layout)?;
+        store.begin_run(&run("r2", 2))?;
+        drop(store);
+        let (store, warning) = Store::open_existing_or_empty(&layout)?;
+        assert_eq!(warning, None);
+        assert_eq!(store.runs(10)?.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn two_connections_share_the_database() -> TestResult {
+        let (_tmp, layout, mut writer) = open_fresh()?;
+        let (reader, warning) = Store::open_existing_or_empty(&layout)?;
+        assert_eq!(warning, None);
+        writer.begin_run(&run("r1", 1))?;
+        assert_eq!(reader.runs(1)?.len(), 1);
+        let mode: String = reader
+            .conn
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+        assert_eq!(mode, "wal");
+        Ok(())
+    }
+
+    #[test]
+    fn empty_writes_touch_nothing() -> TestResult {
+        let (_tmp, _layout, mut store) = open_fresh()?;
+        let before = store.conn.total_changes();
+        store.write_results(&[])?;
+        store.write_digests(&[])?;
+        store.write_outputs(&[])?;
+        assert_eq!(store.conn.total_changes(), before);
+        Ok(())
+    }
+
+    #[test]
+    fn bulk_write_and_load_is_fast() -> TestResult {
+        let (_tmp, layout, mut store) = open_fresh()?;
+        let start = std::time::Instant::now();
+        let updates: Vec<ResultUpdate> = (0..10_000u32)
+            .map(|i| ResultUpdate::Succeeded {
+                instance: format!("task[i={i}]"),
+                record: SuccessRecord {
+                    action_key: *blake3::hash(&i.to_le_bytes()).as_bytes(),
+                    manifest: format!(r#"{{"outputs":["out/{i}.txt"],"inputs":["src/{i}.txt"]}}"#),
+                    run_id: "r1".to_owned(),
+                    finished_at_ns: i64::from(i),
+                },
+            })
+            .collect();
+        let digests: Vec<(String, Option<DigestRow>)> = (0..20_000u32)
+            .map(|i| {
+                let row = DigestRow {
+                    size: u64::from(i),
+                    mtime_ns: i64::from(i) * 1000,
+                    ino: u64::from(i) + 1,
+                    is_dir: i % 10 == 0,
+                    digest: *blake3::hash(&i.to_be_bytes()).as_bytes(),
+                    hashed_at_ns: 7,
+                };
+                (format!("src/dir{}/file{i}.txt", i % 100), Some(row))
+            })
+            .collect();
+        store.write_results(&updates)?;
+        store.write_digests(&digests)?;
+        drop(store);
+
+        let (store, _) = Store::open(&layout)?;
+        let results = store.load_results()?;
+        let loaded = store.load_digests()?;
+        let elapsed = start.elapsed();
+        assert_eq!(results.len(), 10_000);
+        assert_eq!(loaded.len(), 20_000);
+        let Some(ResultUpdate::Succeeded { instance, record }) = updates.get(1234) else {
+            panic!("fixture shape");
+        };
+        assert_eq!(results[instance].success.as_ref(), Some(record));
+        let (path, row) = &digests[4321];
+        assert_eq!(loaded.get(path), row.as_ref());
+        assert!(
+            elapsed < Duration::from_secs(2),
+            "bulk write+load took {elapsed:?}"
+        );
+        Ok(())
+    }
+}

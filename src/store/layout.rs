@@ -1,0 +1,178 @@
+//! Where every file orch keeps under a project's `.orch/` directory lives.
+//!
+//! All paths are derived here so the rest of orch never spells `.orch/...` by hand.
+//! Nothing in this module touches the file system except [`Layout::ensure`].
+
+use std::fmt::Write as _;
+use std::fs::OpenOptions;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+/// Name of the state directory inside a project root.
+pub const ORCH_DIR: &str = ".orch";
+
+/// Longest file-name stem [`Layout::log_file`] produces before shortening it with a hash;
+/// file systems commonly cap a name at 255 bytes and `.log` must still fit.
+const MAX_LOG_STEM: usize = 200;
+
+/// Paths inside `.orch/` of one project.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// The project root (the directory holding the pipeline definition).
+    pub root: PathBuf,
+    /// `root/.orch`.
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    /// Describes the `.orch/` of the project at `project_root` (no I/O).
+    pub fn new(project_root: &Path) -> Layout {
+        Layout {
+            root: project_root.to_path_buf(),
+            dir: project_root.join(ORCH_DIR),
+        }
+    }
+
+    /// `.orch/state.db`: the SQLite state database.
+    pub fn db(&self) -> PathBuf {
+        self.dir.join("state.db")
+    }
+
+    /// `.orch/lock`: the build lock file.
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join("lock")
+    }
+
+    /// `.orch/runs/RUN_ID`: per-run records.
+    pub fn run_dir(&self, run_id: &str) -> PathBuf {
+        self.dir.join("runs").join(run_id)
+    }
+
+    /// `.orch/runs/RUN_ID/events.jsonl`: the run's event stream.
+    pub fn events(&self, run_id: &str) -> PathBuf {
+        self.run_dir(run_id).join("events.jsonl")
+    }
+
+    /// `.orch/logs/RUN_ID`: the run's per-instance logs.
+    pub fn log_dir(&self, run_id: &str) -> PathBuf {
+        self.dir.join("logs").join(run_id)
+    }
+
+    /// `.orch/logs/RUN_ID/<instance>.log`, with the instance name made file-name safe.
+    ///
+    /// Scheme (see [`log_file_stem`]): `[A-Za-z0-9._=,-]` and `_` are kept, `[` and `]`
+    /// become `_`, every other byte of the UTF-8 name becomes `%XX` (upper-case hex), so
+    /// `translate[lang=fr]` → `translate_lang=fr_.log` and `a/b c` → `a%2Fb%20c.log`.
+    /// The only collisions are between brackets and literal underscores (`a[b]` and
+    /// `a_b_`), which real instance names do not produce. Stems longer than 200 bytes are
+    /// cut and suffixed with a hash of the full name to stay under file-name limits.
+    pub fn log_file(&self, run_id: &str, instance: &str) -> PathBuf {
+        let mut name = log_file_stem(instance);
+        name.push_str(".log");
+        self.log_dir(run_id).join(name)
+    }
+
+    /// `.orch/cache`: content-addressed cache storage.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.join("cache")
+    }
+
+    /// Creates .orch/ (and a `.gitignore` containing `*` inside it so users never commit state).
+    pub fn ensure(&self) -> io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        // create_new: never clobber a .gitignore the user edited, and stay race-free when
+        // two orch processes start at once.
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(self.dir.join(".gitignore"))
+        {
+            Ok(mut file) => file.write_all(b"*\n"),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// The file-name stem used for an instance's log (the scheme is documented on [`Layout::log_file`]).
+pub fn log_file_stem(instance: &str) -> String {
+    let mut out = String::with_capacity(instance.len());
+    for &byte in instance.as_bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b',' | b'-' => {
+                out.push(char::from(byte));
+            }
+            b'[' | b']' => out.push('_'),
+            // Writing to a String cannot fail.
+            _ => {
+                let _ = write!(out, "%{byte:02X}");
+            }
+        }
+    }
+    if out.len() > MAX_LOG_STEM {
+        // Everything in `out` is ASCII, so any byte index is a char boundary.
+        out.truncate(MAX_LOG_STEM - 17);
+        let hash = blake3::hash(instance.as_bytes()).to_hex();
+        out.push('-');
+        out.push_str(&hash[..16]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_under_dot_orch() {
+        let layout = Layout::new(Path::new("/p"));
+        assert_eq!(layout.dir, Path::new("/p/.orch"));
+        assert_eq!(layout.db(), Path::new("/p/.orch/state.db"));
+        assert_eq!(layout.lock(), Path::new("/p/.orch/lock"));
+        assert_eq!(layout.run_dir("r1"), Path::new("/p/.orch/runs/r1"));
+        assert_eq!(
+            layout.events("r1"),
+            Path::new("/p/.orch/runs/r1/events.jsonl")
+        );
+        assert_eq!(layout.log_dir("r1"), Path::new("/p/.orch/logs/r1"));
+        assert_eq!(layout.cache_dir(), Path::new("/p/.orch/cache"));
+        assert_eq!(
+            layout.log_file("r1", "translate[lang=fr]"),
+            Path::new("/p/.orch/logs/r1/translate_lang=fr_.log")
+        );
+    }
+
+    #[test]
+    fn log_stem_escapes_unsafe_bytes() {
+        assert_eq!(log_file_stem("build_docs"), "build_docs");
+        assert_eq!(log_file_stem("t[a=1,b=x-y.z]"), "t_a=1,b=x-y.z_");
+        assert_eq!(log_file_stem("a/b c"), "a%2Fb%20c");
+        assert_eq!(log_file_stem("../x"), "..%2Fx");
+        assert_eq!(log_file_stem("50%"), "50%25");
+        assert_eq!(log_file_stem("é"), "%C3%A9");
+        assert_ne!(log_file_stem("a%2F"), log_file_stem("a/"));
+    }
+
+    #[test]
+    fn long_log_stems_are_shortened_and_distinct() {
+        let a = format!("t[{}]", "x".repeat(500));
+        let b = format!("t[{}y]", "x".repeat(499));
+        let (sa, sb) = (log_file_stem(&a), log_file_stem(&b));
+        assert_eq!(sa.len(), MAX_LOG_STEM);
+        assert_eq!(sb.len(), MAX_LOG_STEM);
+        assert_ne!(sa, sb);
+    }
+
+    #[test]
+    fn ensure_creates_dir_and_gitignore_once() -> io::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let layout = Layout::new(tmp.path());
+        layout.ensure()?;
+        let gitignore = layout.dir.join(".gitignore");
+        assert_eq!(std::fs::read_to_string(&gitignore)?, "*\n");
+        std::fs::write(&gitignore, "*\n# edited\n")?;
+        layout.ensure()?;
+        assert_eq!(std::fs::read_to_string(&gitignore)?, "*\n# edited\n");
+        Ok(())
+    }
+}
