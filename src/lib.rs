@@ -24,6 +24,7 @@ pub mod orchfile;
 pub mod plan;
 pub mod snapshot;
 pub mod store;
+pub mod timings;
 
 use std::ffi::OsString;
 

@@ -13,8 +13,9 @@ use thiserror::Error;
 use crate::fs::{self, CachedDigest, Digest, FileStat, PathDigest};
 use crate::graph::Graph;
 use crate::model::template::shell_join;
+use crate::model::path::is_plain;
 use crate::model::{EnvValue, Project};
-use crate::plan::{KeyParts, Manifest, PlanSource, Recorded, Upstream};
+use crate::plan::{KeyParts, PlanSource, Recorded, Success, Upstream};
 use crate::store::{DigestRow, InstanceRecord, LastStatus, Store, StoreError};
 
 /// Directories the input walk never enters.
@@ -114,11 +115,10 @@ impl<'p> Snapshot<'p> {
                 records[i] = Recorded {
                     last_failed: r.last_status == LastStatus::Failed,
                     // An unreadable manifest (older orch, damage) only means "rebuild".
-                    success: r.success.as_ref().and_then(|s| {
-                        serde_json::from_str::<Manifest>(&s.manifest)
-                            .ok()
-                            .map(|m| (Digest(s.action_key), m))
-                    }),
+                    success: r
+                        .success
+                        .as_ref()
+                        .and_then(|s| Success::decode(Digest(s.action_key), &s.manifest)),
                 };
             }
         }
@@ -136,22 +136,32 @@ impl<'p> Snapshot<'p> {
         }
         produced_dirs.sort();
 
-        // One walk for every selected instance's patterns.
+        // Plain paths (the common case) need no walk: the digest pass below stats them
+        // once and finds out whether they exist. Globs share one walk.
         let patterns: Vec<Vec<String>> = order
             .iter()
-            .map(|&i| project.instances[i].inputs.clone())
+            .map(|&i| project.instances[i].inputs.iter().filter(|p| !is_plain(p)).cloned().collect())
             .collect();
-        let matcher =
-            fs::MultiGlob::new(&patterns).map_err(|(owner, pat, e)| SnapshotError::Io {
+        let mut matched = if patterns.iter().all(Vec::is_empty) {
+            vec![Vec::new(); order.len()]
+        } else {
+            let matcher = fs::MultiGlob::new(&patterns).map_err(|(owner, pat, e)| SnapshotError::Io {
                 path: patterns[owner][pat].clone(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
             })?;
-        let matched = matcher
-            .expand(&project.root, SKIP_DIRS)
-            .map_err(|e| SnapshotError::Io {
+            matcher.expand(&project.root, SKIP_DIRS).map_err(|e| SnapshotError::Io {
                 path: project.root.display().to_string(),
                 source: e,
-            })?;
+            })?
+        };
+        for (k, &i) in order.iter().enumerate() {
+            let plain = project.instances[i].inputs.iter().filter(|p| is_plain(p));
+            if plain.clone().next().is_some() {
+                matched[k].extend(plain.cloned());
+                matched[k].sort();
+                matched[k].dedup();
+            }
+        }
         let mut inputs = vec![Vec::new(); project.instances.len()];
         for (k, &i) in order.iter().enumerate() {
             let own: HashSet<&str> = project.instances[i]
@@ -176,7 +186,7 @@ impl<'p> Snapshot<'p> {
         let mut wanted: BTreeSet<&str> = BTreeSet::new();
         for &i in &order {
             wanted.extend(inputs[i].iter().map(String::as_str));
-            if let Some((_, m)) = &records[i].success {
+            if let Some(m) = &records[i].success {
                 wanted.extend(m.outputs.keys().map(String::as_str));
             }
         }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::cli::ExplainArgs;
 use crate::fs::Digest;
 use crate::graph;
-use crate::plan::{KeyParts, PlanSource, Upstream, plan_static};
+use crate::plan::{KeyParts, PlanSource, Success, Upstream, plan_static};
 use crate::snapshot::Snapshot;
 use crate::store::{Layout, Store};
 use crate::{EXIT_FAILED, EXIT_OK};
@@ -49,7 +49,7 @@ pub fn run(g: &Global, a: ExplainArgs) -> i32 {
             snap.recorded(j)
                 .success
                 .as_ref()
-                .map(|(_, m)| m.output_digests())
+                .map(Success::output_digests)
         };
         let now = snap.parts(i, &upstream);
         let stale = plan.get(&i).is_some_and(|e| e.stale);
@@ -65,20 +65,23 @@ pub fn run(g: &Global, a: ExplainArgs) -> i32 {
                 }
                 continue;
             }
-            Some((key, manifest)) => {
+            Some(success) => {
                 let run = raw
                     .and_then(|r| r.success.as_ref())
                     .map_or("?", |s| s.run_id.as_str());
                 println!("{name}: {}", if stale { "stale" } else { "up to date" });
-                println!("  last success: run {run}, key {}", key.short());
+                println!("  last success: run {run}, key {}", success.key.short());
                 if rec.last_failed {
                     println!(
                         "  its last attempt failed (run {})",
                         raw.map_or("?", |r| r.last_run_id.as_str())
                     );
                 }
-                let mut lines = diff_lines(&now, &manifest.parts);
-                for (path, meta) in &manifest.outputs {
+                let mut lines = match success.parts() {
+                    Some(old) => diff_lines(&now, old),
+                    None => vec!["  the recorded key parts are unreadable (written by another orch version)".to_owned()],
+                };
+                for (path, meta) in &success.outputs {
                     match snap.output_now(path) {
                         None => lines.push(format!("  output   missing   {path}")),
                         Some(d) if d != meta.digest => lines.push(format!(

@@ -18,7 +18,7 @@ use crossbeam_channel::RecvTimeoutError;
 use crate::events::{BlockReason, Counts, EventKind, EventLog, FailureKind};
 use crate::fs::{self, Digest, PathDigest};
 use crate::model::Instance;
-use crate::plan::{self, Freshness, KeyParts, Manifest, OutputMeta, PlanEntry};
+use crate::plan::{self, Freshness, KeyParts, Manifest, OutputMeta, PlanEntry, Success};
 use crate::snapshot::{Snapshot, cached_to_row};
 use crate::store::{DigestRow, Layout, OutputRecord, ResultUpdate, Store, SuccessRecord};
 pub use runner::{Exit, Job, ProcessRunner, Runner};
@@ -123,6 +123,8 @@ pub fn execute(
     let (tx, rx) = crossbeam_channel::unbounded::<Done>();
     let mut sched = Scheduler::new(project, snap.graph, selected);
     let mut outcome: Vec<Option<Outcome>> = vec![None; project.instances.len()];
+    // Instances whose outputs are exactly as recorded before this run (skipped as planned).
+    let mut from_record = vec![false; project.instances.len()];
     let mut started: BTreeMap<usize, Started> = BTreeMap::new();
     let mut report = Report {
         counts: Counts {
@@ -194,6 +196,20 @@ pub fn execute(
                 );
             }
 
+            // Planned up to date and nothing upstream ran: the plan's key still holds.
+            if let Some(e) = plan.get(&i)
+                && !e.stale
+                && inst.deps.iter().all(|d| from_record[d.upstream])
+            {
+                events.emit(Some(name), EventKind::InstanceSkipped { reason: "up_to_date", action_key: e.key.to_hex(), early_cutoff: false });
+                let outs = snap.records[i].success.as_ref().map(Success::output_digests).unwrap_or_default();
+                outcome[i] = Some(Outcome::Succeeded(outs));
+                from_record[i] = true;
+                report.counts.up_to_date += 1;
+                sched.finish(i);
+                continue;
+            }
+
             // The real key, from what upstreams produced in this run.
             let produced: BTreeMap<String, Option<Digest>> = refresh_produced_inputs(snap, i);
             let digest_of = |p: &str| match produced.get(p) {
@@ -231,7 +247,7 @@ pub fn execute(
                     let outs = snap.records[i]
                         .success
                         .as_ref()
-                        .map(|(_, m)| m.output_digests())
+                        .map(Success::output_digests)
                         .unwrap_or_default();
                     outcome[i] = Some(Outcome::Succeeded(outs));
                     report.counts.up_to_date += 1;
@@ -408,7 +424,6 @@ pub fn execute(
                     });
                 }
                 let manifest = Manifest {
-                    v: 1,
                     parts: st.parts,
                     outputs: metas,
                 };
@@ -416,7 +431,7 @@ pub fn execute(
                     instance: name.to_owned(),
                     record: SuccessRecord {
                         action_key: st.key.0,
-                        manifest: serde_json::to_string(&manifest).unwrap_or_default(),
+                        manifest: manifest.encode(),
                         run_id: opts.run_id.clone(),
                         finished_at_ns: now,
                     },

@@ -278,3 +278,6 @@ pub fn with_downstream(graph: &Graph, from: &BTreeSet<usize>) -> BTreeSet<usize>
     }
     out
 }
+
+#[cfg(test)]
+mod proptests;

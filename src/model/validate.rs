@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::path::{PathProblem, check_inside, normalize};
+use super::path::{Containment, PathProblem, is_plain, normalize};
 use super::template::{self, Piece, shell_join};
 use super::{CmdPiece, Dep, EnvValue, FORMAT, Instance, Output, Phase, Project, Retry};
 use crate::fs::Digest;
@@ -32,6 +32,7 @@ pub fn validate(raw: RawProject) -> Result<Project, ConfigFailure> {
         phases: raw_phases,
     } = raw;
     let root = root.canonicalize().unwrap_or(root);
+    let mut contain = Containment::new(&root);
     let main: FileId = 0;
 
     if let Some(f) = &orch.format
@@ -182,7 +183,7 @@ pub fn validate(raw: RawProject) -> Result<Project, ConfigFailure> {
             let problem = if expanded.starts_with('/') {
                 Some(PathProblem::Absolute)
             } else {
-                check_inside(&root, &norm).err()
+                contain.check(&norm, dir).err()
             };
             if let Some(problem) = problem {
                 errors.push(path_error("output", &expanded, &span, &problem.describe()));
@@ -252,13 +253,15 @@ pub fn validate(raw: RawProject) -> Result<Project, ConfigFailure> {
                 ));
                 continue;
             }
+            let plain = is_plain(&norm);
             if !literal.is_empty()
-                && let Err(problem) = check_inside(&root, &literal)
+                && let Err(problem) = contain.check(&literal, !plain)
             {
                 errors.push(path_error("input", &expanded, &span, &problem.describe()));
                 continue;
             }
-            if let Err(e) = globset::GlobBuilder::new(&norm)
+            if !plain
+                && let Err(e) = globset::GlobBuilder::new(&norm)
                 .literal_separator(true)
                 .build()
             {
@@ -346,7 +349,7 @@ pub fn validate(raw: RawProject) -> Result<Project, ConfigFailure> {
                         "absolute paths leave the project root",
                     ));
                 } else if !norm.is_empty()
-                    && let Err(problem) = check_inside(&root, &norm)
+                    && let Err(problem) = contain.check(&norm, true)
                 {
                     errors.push(path_error("cwd", c.get_ref(), &span, &problem.describe()));
                 }
@@ -548,7 +551,7 @@ fn deps(
     for d in list {
         let span = Span::new(file, d.span());
         let name = d.get_ref();
-        if !names.contains(&name.as_str()) {
+        if names.binary_search(&name.as_str()).is_err() {
             let err = ConfigError::new(
                 ErrorKind::UnknownDependency,
                 format!("phase `{me}` {key} `{name}`, which is not a phase"),

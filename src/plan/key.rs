@@ -180,23 +180,76 @@ pub struct OutputMeta {
 }
 
 /// What is recorded with a success: the key's parts and the outputs produced.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Stored as two JSON lines: `{"v":1,"outputs":{...}}` then the key parts. Every build
+/// reads the first line of every manifest to check outputs; the second is parsed only
+/// when a key differs and the reasons must be named, which keeps no-op builds fast.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
-    /// Manifest format.
-    pub v: u32,
     /// The key's parts.
     pub parts: KeyParts,
     /// Output path → what was produced.
     pub outputs: BTreeMap<String, OutputMeta>,
 }
 
+/// Manifest format version.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Head {
+    v: u32,
+    outputs: BTreeMap<String, OutputMeta>,
+}
+
 impl Manifest {
+    /// The stored text.
+    pub fn encode(&self) -> String {
+        let head = Head { v: MANIFEST_FORMAT, outputs: self.outputs.clone() };
+        let mut text = serde_json::to_string(&head).unwrap_or_default();
+        text.push('\n');
+        text.push_str(&serde_json::to_string(&self.parts).unwrap_or_default());
+        text
+    }
+}
+
+/// A recorded success, with its key parts parsed only on demand.
+#[derive(Clone, Debug)]
+pub struct Success {
+    /// Its action key.
+    pub key: Digest,
+    /// Output path → what was produced.
+    pub outputs: BTreeMap<String, OutputMeta>,
+    parts_text: String,
+    parts: std::sync::OnceLock<Option<KeyParts>>,
+}
+
+impl Success {
+    /// Decodes a stored manifest; None when it is unreadable (older orch, damage), which
+    /// only means the instance rebuilds.
+    pub fn decode(key: Digest, text: &str) -> Option<Success> {
+        let (head, rest) = text.split_once('\n')?;
+        let head: Head = serde_json::from_str(head).ok()?;
+        if head.v != MANIFEST_FORMAT {
+            return None;
+        }
+        Some(Success { key, outputs: head.outputs, parts_text: rest.to_owned(), parts: std::sync::OnceLock::new() })
+    }
+
+    /// A success from a manifest in memory.
+    pub fn from_manifest(key: Digest, m: Manifest) -> Success {
+        let cell = std::sync::OnceLock::new();
+        let _ = cell.set(Some(m.parts));
+        Success { key, outputs: m.outputs, parts_text: String::new(), parts: cell }
+    }
+
+    /// The recorded key parts (None when unreadable).
+    pub fn parts(&self) -> Option<&KeyParts> {
+        self.parts.get_or_init(|| serde_json::from_str(&self.parts_text).ok()).as_ref()
+    }
+
     /// Output path → digest.
     pub fn output_digests(&self) -> BTreeMap<String, Digest> {
-        self.outputs
-            .iter()
-            .map(|(p, m)| (p.clone(), m.digest))
-            .collect()
+        self.outputs.iter().map(|(p, m)| (p.clone(), m.digest)).collect()
     }
 }
 
@@ -261,6 +314,15 @@ mod tests {
         b.command = "a".into();
         b.cwd = "bc".into();
         assert_ne!(a.action_key(), b.action_key());
+    }
+
+    #[test]
+    fn manifest_round_trip() {
+        let m = Manifest { parts: parts(), outputs: BTreeMap::from([("out".into(), OutputMeta { digest: crate::fs::hash_bytes(b"o"), size: 1 })]) };
+        let s = Success::decode(parts().action_key(), &m.encode()).unwrap();
+        assert_eq!(s.outputs, m.outputs);
+        assert_eq!(s.parts(), Some(&parts()));
+        assert!(Success::decode(parts().action_key(), "garbage").is_none());
     }
 
     #[test]

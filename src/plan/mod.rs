@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::fs::Digest;
-pub use key::{KeyParts, Manifest, OutputMeta, Upstream};
+pub use key::{KeyParts, Manifest, OutputMeta, Success, Upstream};
 pub use reason::{Reason, Why};
 
 /// The recorded state of one instance, as the planner needs it.
@@ -20,8 +20,8 @@ pub use reason::{Reason, Why};
 pub struct Recorded {
     /// The latest attempt failed.
     pub last_failed: bool,
-    /// The last success: its key and manifest.
-    pub success: Option<(Digest, Manifest)>,
+    /// The last success.
+    pub success: Option<Success>,
 }
 
 /// Up to date, or stale with reasons.
@@ -57,11 +57,14 @@ pub fn evaluate(
     }
     match &recorded.success {
         None => whys.push(Why::plain(Reason::NeverBuilt)),
-        Some((old_key, manifest)) => {
-            if old_key != key {
-                whys.extend(parts.diff(&manifest.parts));
+        Some(success) => {
+            if success.key != *key {
+                match success.parts() {
+                    Some(old) => whys.extend(parts.diff(old)),
+                    None => whys.push(Why::plain(Reason::CommandChanged)),
+                }
             }
-            for (path, meta) in &manifest.outputs {
+            for (path, meta) in &success.outputs {
                 match outputs_now(path) {
                     None => whys.push(Why::about(Reason::OutputMissing, path.clone())),
                     Some(d) if d != meta.digest => {
@@ -90,6 +93,9 @@ pub struct PlanEntry {
     pub stale: bool,
     /// Why (empty when up to date).
     pub reasons: Vec<Why>,
+    /// The action key, computed from upstream outputs as recorded.
+    #[serde(skip)]
+    pub key: Digest,
 }
 
 /// What the static planner reads about the project and its recorded state.
@@ -124,7 +130,7 @@ pub fn plan_static(order: &[usize], src: &dyn PlanSource) -> BTreeMap<usize, Pla
             src.recorded(j)
                 .success
                 .as_ref()
-                .map(|(_, m)| m.output_digests())
+                .map(Success::output_digests)
         };
         let parts = src.parts(i, &upstream_outputs);
         let key = parts.action_key();
@@ -152,6 +158,7 @@ pub fn plan_static(order: &[usize], src: &dyn PlanSource) -> BTreeMap<usize, Pla
                 instance: src.name(i).to_owned(),
                 stale: !whys.is_empty(),
                 reasons: whys,
+                key,
             },
         );
     }
