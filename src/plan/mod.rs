@@ -185,10 +185,9 @@ mod tests {
     fn recorded(p: &KeyParts, out: Digest) -> Recorded {
         Recorded {
             last_failed: false,
-            success: Some((
+            success: Some(Success::from_manifest(
                 p.action_key(),
                 Manifest {
-                    v: 1,
                     parts: p.clone(),
                     outputs: BTreeMap::from([(
                         "out".into(),
