@@ -12,8 +12,8 @@ use thiserror::Error;
 
 use crate::fs::{self, CachedDigest, Digest, FileStat, PathDigest};
 use crate::graph::Graph;
-use crate::model::template::shell_join;
 use crate::model::path::is_plain;
+use crate::model::template::shell_join;
 use crate::model::{EnvValue, Project};
 use crate::plan::{KeyParts, PlanSource, Recorded, Success, Upstream};
 use crate::store::{DigestRow, InstanceRecord, LastStatus, Store, StoreError};
@@ -140,19 +140,29 @@ impl<'p> Snapshot<'p> {
         // once and finds out whether they exist. Globs share one walk.
         let patterns: Vec<Vec<String>> = order
             .iter()
-            .map(|&i| project.instances[i].inputs.iter().filter(|p| !is_plain(p)).cloned().collect())
+            .map(|&i| {
+                project.instances[i]
+                    .inputs
+                    .iter()
+                    .filter(|p| !is_plain(p))
+                    .cloned()
+                    .collect()
+            })
             .collect();
         let mut matched = if patterns.iter().all(Vec::is_empty) {
             vec![Vec::new(); order.len()]
         } else {
-            let matcher = fs::MultiGlob::new(&patterns).map_err(|(owner, pat, e)| SnapshotError::Io {
-                path: patterns[owner][pat].clone(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
-            })?;
-            matcher.expand(&project.root, SKIP_DIRS).map_err(|e| SnapshotError::Io {
-                path: project.root.display().to_string(),
-                source: e,
-            })?
+            let matcher =
+                fs::MultiGlob::new(&patterns).map_err(|(owner, pat, e)| SnapshotError::Io {
+                    path: patterns[owner][pat].clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+                })?;
+            matcher
+                .expand(&project.root, SKIP_DIRS)
+                .map_err(|e| SnapshotError::Io {
+                    path: project.root.display().to_string(),
+                    source: e,
+                })?
         };
         for (k, &i) in order.iter().enumerate() {
             let plain = project.instances[i].inputs.iter().filter(|p| is_plain(p));

@@ -15,7 +15,11 @@ impl Timings {
     pub fn start() -> Timings {
         let now = Instant::now();
         let on = std::env::var_os("ORCH_TIMINGS").is_some_and(|v| !v.is_empty() && v != "0");
-        Timings { start: now, last: now, on }
+        Timings {
+            start: now,
+            last: now,
+            on,
+        }
     }
 
     /// Ends the stage called `label`.

@@ -9,8 +9,8 @@ use crate::events::{EventKind, EventLog};
 use crate::exec::{self, ExecOptions, ProcessRunner};
 use crate::plan::plan_static;
 use crate::snapshot::Snapshot;
-use crate::timings::Timings;
 use crate::store::{BuildLock, Layout, RunRecord, Store};
+use crate::timings::Timings;
 use crate::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK};
 
 use super::{Global, load, plan, report_diagnostic, report_error, selection};

@@ -79,7 +79,10 @@ pub fn run(g: &Global, a: ExplainArgs) -> i32 {
                 }
                 let mut lines = match success.parts() {
                     Some(old) => diff_lines(&now, old),
-                    None => vec!["  the recorded key parts are unreadable (written by another orch version)".to_owned()],
+                    None => vec![
+                        "  the recorded key parts are unreadable (written by another orch version)"
+                            .to_owned(),
+                    ],
                 };
                 for (path, meta) in &success.outputs {
                     match snap.output_now(path) {

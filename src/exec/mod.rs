@@ -201,8 +201,19 @@ pub fn execute(
                 && !e.stale
                 && inst.deps.iter().all(|d| from_record[d.upstream])
             {
-                events.emit(Some(name), EventKind::InstanceSkipped { reason: "up_to_date", action_key: e.key.to_hex(), early_cutoff: false });
-                let outs = snap.records[i].success.as_ref().map(Success::output_digests).unwrap_or_default();
+                events.emit(
+                    Some(name),
+                    EventKind::InstanceSkipped {
+                        reason: "up_to_date",
+                        action_key: e.key.to_hex(),
+                        early_cutoff: false,
+                    },
+                );
+                let outs = snap.records[i]
+                    .success
+                    .as_ref()
+                    .map(Success::output_digests)
+                    .unwrap_or_default();
                 outcome[i] = Some(Outcome::Succeeded(outs));
                 from_record[i] = true;
                 report.counts.up_to_date += 1;

@@ -242,11 +242,7 @@ fn simulate(
                 "popped unselected instance `{}`",
                 project.instances[i].name
             );
-            prop_assert!(
-                !popped[i],
-                "popped `{}` twice",
-                project.instances[i].name
-            );
+            prop_assert!(!popped[i], "popped `{}` twice", project.instances[i].name);
             for d in &project.instances[i].deps {
                 if selected.contains(&d.upstream) {
                     prop_assert!(

@@ -71,7 +71,10 @@ pub struct Containment {
 impl Containment {
     /// A checker for paths under `root` (canonical).
     pub fn new(root: &Path) -> Containment {
-        Containment { root: root.to_path_buf(), seen: HashMap::new() }
+        Containment {
+            root: root.to_path_buf(),
+            seen: HashMap::new(),
+        }
     }
 
     /// Checks `rel`. With `whole` false the last component is not looked at: a file that
@@ -91,8 +94,15 @@ impl Containment {
         if rel.is_empty() {
             return Err(PathProblem::Empty);
         }
-        let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-        let upto = if whole { parts.len() } else { parts.len().saturating_sub(1) };
+        let parts: Vec<&str> = rel
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        let upto = if whole {
+            parts.len()
+        } else {
+            parts.len().saturating_sub(1)
+        };
         let mut prefix = String::new();
         for part in &parts[..upto] {
             if !prefix.is_empty() {

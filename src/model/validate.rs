@@ -262,8 +262,8 @@ pub fn validate(raw: RawProject) -> Result<Project, ConfigFailure> {
             }
             if !plain
                 && let Err(e) = globset::GlobBuilder::new(&norm)
-                .literal_separator(true)
-                .build()
+                    .literal_separator(true)
+                    .build()
             {
                 errors.push(
                     ConfigError::new(

@@ -15,7 +15,10 @@ use toml::Spanned;
 /// A whole Orchfile (format 1).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "Orchfile (format 1)")]
+#[schemars(
+    title = "Orchfile (format 1)",
+    description = "orch's pipeline file, `Orchfile.toml`: phases with their commands, inputs, outputs and dependencies."
+)]
 pub struct RawOrchfile {
     /// Project-wide settings.
     #[serde(default)]
@@ -40,6 +43,7 @@ pub const FRAGMENT_KEYS: &[&str] = &["vars", "phase"];
 /// The `[orch]` table.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Orch")]
 pub struct RawOrch {
     /// Orchfile format version; only 1 exists.
     #[schemars(with = "Option<i64>")]
@@ -63,6 +67,7 @@ pub const ORCH_KEYS: &[&str] = &["format", "include", "jobs", "env"];
 /// The `[cache]` table.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Cache")]
 pub struct RawCache {
     /// Local content-addressed store (default `.orch/cache`).
     pub dir: Option<String>,
@@ -78,6 +83,7 @@ pub const CACHE_KEYS: &[&str] = &["dir", "remote", "push"];
 /// One `[phase.NAME]` table.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Phase")]
 pub struct RawPhase {
     /// What the phase does, for `plan`, `graph` and `status`.
     pub description: Option<String>,
@@ -148,6 +154,7 @@ pub const PHASE_KEYS: &[&str] = &[
 /// A declared output: a path, or a table with a JSON Schema the output must satisfy.
 #[derive(Debug, Clone, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "Output")]
 pub enum RawOutput {
     /// A file path, or a directory ending in `/`.
     Path(String),
@@ -166,6 +173,7 @@ pub const OUTPUT_KEYS: &[&str] = &["path", "schema"];
 /// A `[vars]` value.
 #[derive(Debug, Clone, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "Var")]
 pub enum RawVar {
     /// A single string.
     One(String),
@@ -176,6 +184,7 @@ pub enum RawVar {
 /// A matrix axis: a literal list, or a `"{vars.NAME}"` reference to a list variable.
 #[derive(Debug, Clone, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "Axis")]
 pub enum RawAxis {
     /// Literal values.
     List(Vec<String>),
@@ -186,6 +195,7 @@ pub enum RawAxis {
 /// A phase's `env`.
 #[derive(Debug, Clone, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "Env")]
 pub enum RawEnv {
     /// Names of variables passed through from orch's environment.
     Names(Vec<String>),
@@ -196,6 +206,7 @@ pub enum RawEnv {
 /// The `shard` table.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Shard")]
 pub struct RawShard {
     /// `full` (default), `files`, `chunk` or `group`.
     pub strategy: Option<String>,
@@ -217,6 +228,7 @@ pub const SHARD_KEYS: &[&str] = &["strategy", "source", "key", "size", "parallel
 /// The `retry` table.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Retry")]
 pub struct RawRetry {
     /// Total attempts, including the first.
     pub attempts: u32,
@@ -343,15 +355,26 @@ mod tests {
         v
     }
 
+    /// `schemas/orchfile.v1.json` is generated; regenerate it with
+    /// `cargo run -- schema > schemas/orchfile.v1.json`.
+    #[test]
+    fn committed_schema_is_up_to_date() {
+        let committed = include_str!("../../schemas/orchfile.v1.json");
+        assert!(
+            committed == json_schema(),
+            "schemas/orchfile.v1.json is out of date: run `cargo run -- schema > schemas/orchfile.v1.json`"
+        );
+    }
+
     /// The key lists used for unknown-key diagnostics must match the structs.
     #[test]
     fn key_lists_match_the_schema() {
         let schema: serde_json::Value = serde_json::from_str(&json_schema()).unwrap();
         assert_eq!(keys_of(&schema, ""), sorted(TOP_KEYS));
-        assert_eq!(keys_of(&schema, "RawOrch"), sorted(ORCH_KEYS));
-        assert_eq!(keys_of(&schema, "RawCache"), sorted(CACHE_KEYS));
-        assert_eq!(keys_of(&schema, "RawPhase"), sorted(PHASE_KEYS));
-        assert_eq!(keys_of(&schema, "RawShard"), sorted(SHARD_KEYS));
-        assert_eq!(keys_of(&schema, "RawRetry"), sorted(RETRY_KEYS));
+        assert_eq!(keys_of(&schema, "Orch"), sorted(ORCH_KEYS));
+        assert_eq!(keys_of(&schema, "Cache"), sorted(CACHE_KEYS));
+        assert_eq!(keys_of(&schema, "Phase"), sorted(PHASE_KEYS));
+        assert_eq!(keys_of(&schema, "Shard"), sorted(SHARD_KEYS));
+        assert_eq!(keys_of(&schema, "Retry"), sorted(RETRY_KEYS));
     }
 }

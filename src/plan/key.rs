@@ -204,7 +204,10 @@ struct Head {
 impl Manifest {
     /// The stored text.
     pub fn encode(&self) -> String {
-        let head = Head { v: MANIFEST_FORMAT, outputs: self.outputs.clone() };
+        let head = Head {
+            v: MANIFEST_FORMAT,
+            outputs: self.outputs.clone(),
+        };
         let mut text = serde_json::to_string(&head).unwrap_or_default();
         text.push('\n');
         text.push_str(&serde_json::to_string(&self.parts).unwrap_or_default());
@@ -232,24 +235,39 @@ impl Success {
         if head.v != MANIFEST_FORMAT {
             return None;
         }
-        Some(Success { key, outputs: head.outputs, parts_text: rest.to_owned(), parts: std::sync::OnceLock::new() })
+        Some(Success {
+            key,
+            outputs: head.outputs,
+            parts_text: rest.to_owned(),
+            parts: std::sync::OnceLock::new(),
+        })
     }
 
     /// A success from a manifest in memory.
     pub fn from_manifest(key: Digest, m: Manifest) -> Success {
         let cell = std::sync::OnceLock::new();
         let _ = cell.set(Some(m.parts));
-        Success { key, outputs: m.outputs, parts_text: String::new(), parts: cell }
+        Success {
+            key,
+            outputs: m.outputs,
+            parts_text: String::new(),
+            parts: cell,
+        }
     }
 
     /// The recorded key parts (None when unreadable).
     pub fn parts(&self) -> Option<&KeyParts> {
-        self.parts.get_or_init(|| serde_json::from_str(&self.parts_text).ok()).as_ref()
+        self.parts
+            .get_or_init(|| serde_json::from_str(&self.parts_text).ok())
+            .as_ref()
     }
 
     /// Output path → digest.
     pub fn output_digests(&self) -> BTreeMap<String, Digest> {
-        self.outputs.iter().map(|(p, m)| (p.clone(), m.digest)).collect()
+        self.outputs
+            .iter()
+            .map(|(p, m)| (p.clone(), m.digest))
+            .collect()
     }
 }
 
@@ -318,7 +336,16 @@ mod tests {
 
     #[test]
     fn manifest_round_trip() {
-        let m = Manifest { parts: parts(), outputs: BTreeMap::from([("out".into(), OutputMeta { digest: crate::fs::hash_bytes(b"o"), size: 1 })]) };
+        let m = Manifest {
+            parts: parts(),
+            outputs: BTreeMap::from([(
+                "out".into(),
+                OutputMeta {
+                    digest: crate::fs::hash_bytes(b"o"),
+                    size: 1,
+                },
+            )]),
+        };
         let s = Success::decode(parts().action_key(), &m.encode()).unwrap();
         assert_eq!(s.outputs, m.outputs);
         assert_eq!(s.parts(), Some(&parts()));
