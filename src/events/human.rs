@@ -145,19 +145,18 @@ impl<W: Write> Sink for Human<W> {
             EventKind::InstanceBlocked { reason, blocked_by } => {
                 let why = match reason {
                     BlockReason::UpstreamFailed => {
-                        format!("upstream {} failed", quote_list(blocked_by))
+                        format!("blocked: upstream {} failed", quote_list(blocked_by))
                     }
                     BlockReason::UpstreamBlocked => {
-                        format!("upstream {} is blocked", quote_list(blocked_by))
+                        format!("blocked: upstream {} is blocked", quote_list(blocked_by))
                     }
                     BlockReason::StoppedAfterFailure => {
-                        "not started: the build stops after a failure (use -k to keep going)"
-                            .to_owned()
+                        "not started: the build stops after a failure (-k keeps going)".to_owned()
                     }
                     BlockReason::Interrupted => "not started: interrupted".to_owned(),
                 };
                 if normal || *reason != BlockReason::StoppedAfterFailure {
-                    let _ = writeln!(self.out, "[-] {name} blocked: {why}");
+                    let _ = writeln!(self.out, "[-] {name} {why}");
                 }
             }
             EventKind::SoftDependencyUnmet {
