@@ -13,7 +13,6 @@ use thiserror::Error;
 use crate::fs::{self, CachedDigest, Digest, FileStat, PathDigest};
 use crate::graph::Graph;
 use crate::model::path::is_plain;
-use crate::model::template::shell_join;
 use crate::model::{EnvValue, Project};
 use crate::plan::{KeyParts, PlanSource, Recorded, Success, Upstream};
 use crate::store::{DigestRow, InstanceRecord, LastStatus, Store, StoreError};
@@ -85,6 +84,8 @@ pub struct Snapshot<'p> {
     pub digests: HashMap<String, Option<Digest>>,
     /// Digest-cache changes to write back.
     pub digest_updates: Vec<(String, Option<DigestRow>)>,
+    /// Instances with a glob that can match another instance's output.
+    rewalk: BTreeSet<usize>,
     /// Files declared as outputs by some instance.
     produced_files: HashSet<String>,
     /// Directories declared as outputs by some instance.
@@ -136,61 +137,11 @@ impl<'p> Snapshot<'p> {
         }
         produced_dirs.sort();
 
-        // Plain paths (the common case) need no walk: the digest pass below stats them
-        // once and finds out whether they exist. Globs share one walk.
-        let patterns: Vec<Vec<String>> = order
-            .iter()
-            .map(|&i| {
-                project.instances[i]
-                    .inputs
-                    .iter()
-                    .filter(|p| !is_plain(p))
-                    .cloned()
-                    .collect()
-            })
-            .collect();
-        let mut matched = if patterns.iter().all(Vec::is_empty) {
-            vec![Vec::new(); order.len()]
-        } else {
-            let matcher =
-                fs::MultiGlob::new(&patterns).map_err(|(owner, pat, e)| SnapshotError::Io {
-                    path: patterns[owner][pat].clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
-                })?;
-            matcher
-                .expand(&project.root, SKIP_DIRS)
-                .map_err(|e| SnapshotError::Io {
-                    path: project.root.display().to_string(),
-                    source: e,
-                })?
-        };
-        for (k, &i) in order.iter().enumerate() {
-            let plain = project.instances[i].inputs.iter().filter(|p| is_plain(p));
-            if plain.clone().next().is_some() {
-                matched[k].extend(plain.cloned());
-                matched[k].sort();
-                matched[k].dedup();
-            }
-        }
         let mut inputs = vec![Vec::new(); project.instances.len()];
-        for (k, &i) in order.iter().enumerate() {
-            let own: HashSet<&str> = project.instances[i]
-                .outputs
-                .iter()
-                .map(|o| o.path.as_str())
-                .collect();
-            inputs[i] = matched[k]
-                .iter()
-                .filter(|p| {
-                    !own.contains(p.as_str())
-                        && !project.instances[i]
-                            .outputs
-                            .iter()
-                            .any(|o| o.dir && p.starts_with(&format!("{}/", o.path)))
-                })
-                .cloned()
-                .collect();
+        for (k, files) in expand_inputs(project, &order)?.into_iter().enumerate() {
+            inputs[order[k]] = files;
         }
+        let rewalk = globs_matching_outputs(project, &order, &produced_dirs);
 
         // Everything whose digest the plan needs: inputs and recorded outputs.
         let mut wanted: BTreeSet<&str> = BTreeSet::new();
@@ -252,8 +203,42 @@ impl<'p> Snapshot<'p> {
             digest_updates,
             produced_files,
             produced_dirs,
+            rewalk,
             env,
         })
+    }
+
+    /// The input files of `i` and their digests as they are now, when it is about to
+    /// run: files that other instances produce are re-read, and globs that can match
+    /// such files are expanded again, since upstreams may have just written them.
+    pub fn current_inputs(
+        &self,
+        i: usize,
+    ) -> Result<(Vec<String>, BTreeMap<String, Option<Digest>>), SnapshotError> {
+        let files = if self.rewalk.contains(&i) {
+            expand_inputs(self.project, &[i])?.pop().unwrap_or_default()
+        } else {
+            self.inputs[i].clone()
+        };
+        let fresh: Vec<String> = files
+            .iter()
+            .filter(|p| self.is_produced(p) || !self.digests.contains_key(*p))
+            .cloned()
+            .collect();
+        let mut digests = BTreeMap::new();
+        if !fresh.is_empty() {
+            for (p, d) in fresh
+                .iter()
+                .zip(fs::digest_paths(&self.project.root, &fresh, |_| None))
+            {
+                let d = match d {
+                    Ok(PathDigest::Present { digest, .. }) => Some(digest),
+                    _ => None,
+                };
+                digests.insert(p.clone(), d);
+            }
+        }
+        Ok((files, digests))
     }
 
     /// Whether `path` is (inside) an output some instance declares, so its content may
@@ -270,25 +255,20 @@ impl<'p> Snapshot<'p> {
     pub fn parts_with(
         &self,
         i: usize,
+        files: &[String],
         upstream: &dyn Fn(usize) -> Option<BTreeMap<String, Digest>>,
         digest_of: &dyn Fn(&str) -> Option<Digest>,
     ) -> KeyParts {
         let inst = &self.project.instances[i];
-        let files = &self.inputs[i];
         let mut inputs = BTreeMap::new();
-        let mut present: Vec<&str> = Vec::with_capacity(files.len());
         for f in files {
             if let Some(d) = digest_of(f) {
                 inputs.insert(f.clone(), d);
-                present.push(f);
             }
         }
-        let command = if inst.uses_inputs() {
-            inst.command(&shell_join(present.iter().copied()))
-        } else {
-            inst.command("")
-        }
-        .unwrap_or_default();
+        // The key holds the command as a template, `{inputs}` unexpanded: the input set
+        // is a part of its own, so adding a file reads as `input_added`, not a new command.
+        let command = inst.command_template().unwrap_or_default();
         let env = inst
             .env
             .iter()
@@ -376,13 +356,111 @@ impl<'p> Snapshot<'p> {
     }
 }
 
+/// The input files of each instance in `order`: plain paths as written (the digest pass
+/// finds out whether they exist, so they cost no walk), globs expanded by one shared
+/// walk; an instance's own outputs are never its inputs.
+fn expand_inputs(project: &Project, order: &[usize]) -> Result<Vec<Vec<String>>, SnapshotError> {
+    let patterns: Vec<Vec<String>> = order
+        .iter()
+        .map(|&i| {
+            project.instances[i]
+                .inputs
+                .iter()
+                .filter(|p| !is_plain(p))
+                .cloned()
+                .collect()
+        })
+        .collect();
+    let mut matched = if patterns.iter().all(Vec::is_empty) {
+        vec![Vec::new(); order.len()]
+    } else {
+        let matcher =
+            fs::MultiGlob::new(&patterns).map_err(|(owner, pat, e)| SnapshotError::Io {
+                path: patterns[owner][pat].clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+            })?;
+        matcher
+            .expand(&project.root, SKIP_DIRS)
+            .map_err(|e| SnapshotError::Io {
+                path: project.root.display().to_string(),
+                source: e,
+            })?
+    };
+    for (k, &i) in order.iter().enumerate() {
+        let inst = &project.instances[i];
+        let plain = inst.inputs.iter().filter(|p| is_plain(p));
+        if plain.clone().next().is_some() {
+            matched[k].extend(plain.cloned());
+            matched[k].sort();
+            matched[k].dedup();
+        }
+        if !inst.outputs.is_empty() {
+            matched[k].retain(|p| {
+                !inst.outputs.iter().any(|o| {
+                    p == &o.path
+                        || (o.dir
+                            && p.starts_with(o.path.as_str())
+                            && p[o.path.len()..].starts_with('/'))
+                })
+            });
+        }
+    }
+    Ok(matched)
+}
+
+/// Instances of `order` with a glob input that can match a file another instance
+/// produces: a declared file output it matches, or a directory output its walk enters.
+fn globs_matching_outputs(
+    project: &Project,
+    order: &[usize],
+    produced_dirs: &[String],
+) -> BTreeSet<usize> {
+    let mut builder = globset::GlobSetBuilder::new();
+    let mut owners = Vec::new();
+    let mut out = BTreeSet::new();
+    for &i in order {
+        for p in project.instances[i].inputs.iter().filter(|p| !is_plain(p)) {
+            if let Ok(g) = globset::GlobBuilder::new(p).literal_separator(true).build() {
+                builder.add(g);
+                owners.push(i);
+            }
+            let prefix: String = p
+                .split('/')
+                .take_while(|c| !c.contains(['*', '?', '[', '{', '\\']))
+                .collect::<Vec<_>>()
+                .join("/");
+            let nested = |a: &str, b: &str| {
+                a.is_empty() || b == a || b.starts_with(a) && b[a.len()..].starts_with('/')
+            };
+            if produced_dirs
+                .iter()
+                .any(|d| nested(&prefix, d) || nested(d, &prefix))
+            {
+                out.insert(i);
+            }
+        }
+    }
+    if owners.is_empty() {
+        return out;
+    }
+    let Ok(set) = builder.build() else { return out };
+    for inst in &project.instances {
+        for o in inst.outputs.iter().filter(|o| !o.dir) {
+            for m in set.matches(&o.path) {
+                out.insert(owners[m]);
+            }
+        }
+    }
+    out
+}
+
 impl PlanSource for Snapshot<'_> {
     fn parts(
         &self,
         i: usize,
         upstream: &dyn Fn(usize) -> Option<BTreeMap<String, Digest>>,
     ) -> KeyParts {
-        self.parts_with(i, upstream, &|p| self.digest(p))
+        self.parts_with(i, &self.inputs[i], upstream, &|p| self.digest(p))
     }
     fn recorded(&self, i: usize) -> &Recorded {
         &self.records[i]

@@ -11,7 +11,7 @@ use crate::plan::plan_static;
 use crate::snapshot::Snapshot;
 use crate::store::{BuildLock, Layout, RunRecord, Store};
 use crate::timings::Timings;
-use crate::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK};
+use crate::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE};
 
 use super::{Global, load, plan, report_diagnostic, report_error, selection};
 
@@ -79,7 +79,19 @@ pub fn run(g: &Global, a: BuildArgs) -> i32 {
     ];
     let plan_digest = snap.plan_digest(&a.targets, &options);
     let run_id = match &a.run_id {
-        Some(id) => id.clone(),
+        Some(id) => {
+            if let Err(why) = check_run_id(id) {
+                eprintln!("error: invalid --run-id `{id}`: {why}");
+                return EXIT_USAGE;
+            }
+            if layout.run_dir(id).exists() {
+                eprintln!(
+                    "error: run id `{id}` is already used by an earlier run (see `.orch/runs/{id}`); choose another, or omit --run-id"
+                );
+                return EXIT_USAGE;
+            }
+            id.clone()
+        }
         None => unique_run_id(&layout, &plan_digest.to_hex()[..8]),
     };
     let started_at = crate::fs::now_ns();
@@ -183,6 +195,21 @@ pub fn run(g: &Global, a: BuildArgs) -> i32 {
     } else {
         EXIT_OK
     }
+}
+
+/// A run id names a directory under `.orch/runs/`, so it must be a plain file name.
+fn check_run_id(id: &str) -> Result<(), &'static str> {
+    let mut chars = id.chars();
+    if !chars.next().is_some_and(|c| c.is_ascii_alphanumeric()) {
+        return Err("it must start with a letter or digit");
+    }
+    if id.len() > 128 {
+        return Err("it is longer than 128 characters");
+    }
+    if !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        return Err("use only letters, digits, `.`, `_` and `-`");
+    }
+    Ok(())
 }
 
 /// `YYYYMMDDTHHMMSSZ-` and 8 hex digits of the plan digest; a suffix keeps two runs of

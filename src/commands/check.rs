@@ -9,7 +9,7 @@ pub fn run(g: &Global) -> i32 {
     match load(g) {
         Ok(l) => {
             let files = l.project.sources.files().len();
-            println!(
+            outln!(
                 "{}: ok ({} phases, {} instances{})",
                 l.project.sources.get(0).name,
                 l.project.phases.len(),

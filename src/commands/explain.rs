@@ -40,7 +40,7 @@ pub fn run(g: &Global, a: ExplainArgs) -> i32 {
     let mut first = true;
     for &i in &targets {
         if !first {
-            println!();
+            outln!();
         }
         first = false;
         let name = &l.project.instances[i].name;
@@ -56,9 +56,9 @@ pub fn run(g: &Global, a: ExplainArgs) -> i32 {
         let raw = snap.raw_records.get(name);
         match &rec.success {
             None => {
-                println!("{name}: never built successfully");
+                outln!("{name}: never built successfully");
                 if rec.last_failed {
-                    println!(
+                    outln!(
                         "  its last attempt failed (run {})",
                         raw.map_or("?", |r| r.last_run_id.as_str())
                     );
@@ -69,10 +69,10 @@ pub fn run(g: &Global, a: ExplainArgs) -> i32 {
                 let run = raw
                     .and_then(|r| r.success.as_ref())
                     .map_or("?", |s| s.run_id.as_str());
-                println!("{name}: {}", if stale { "stale" } else { "up to date" });
-                println!("  last success: run {run}, key {}", success.key.short());
+                outln!("{name}: {}", if stale { "stale" } else { "up to date" });
+                outln!("  last success: run {run}, key {}", success.key.short());
                 if rec.last_failed {
-                    println!(
+                    outln!(
                         "  its last attempt failed (run {})",
                         raw.map_or("?", |r| r.last_run_id.as_str())
                     );
@@ -101,12 +101,12 @@ pub fn run(g: &Global, a: ExplainArgs) -> i32 {
                     }
                 }
                 if lines.is_empty() {
-                    println!(
+                    outln!(
                         "  nothing differs: same command, inputs, environment and upstream outputs"
                     );
                 } else {
                     for line in lines {
-                        println!("{line}");
+                        outln!("{line}");
                     }
                 }
             }

@@ -76,7 +76,7 @@ pub fn run(g: &Global, a: GraphArgs) -> i32 {
             out.push('\n');
         }
     }
-    print!("{out}");
+    out!("{out}");
     EXIT_OK
 }
 

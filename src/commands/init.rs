@@ -44,7 +44,7 @@ pub fn run(g: &Global) -> i32 {
             "the quick brown fox jumps over the lazy dog\nthe dog sleeps\n",
         );
     }
-    println!(
+    outln!(
         "created {ORCHFILE}; run `orch build` to build it and `orch plan` to see what would run"
     );
     EXIT_OK

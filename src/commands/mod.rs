@@ -1,6 +1,22 @@
 //! One short file per subcommand: wiring between the CLI and the library, and the
 //! shared steps (find and load the project, render diagnostics).
 
+/// `println!` that ignores a closed stdout (`orch plan | head` is not an error).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod build;
 mod check;
 mod explain;
@@ -88,7 +104,13 @@ pub fn load(g: &Global) -> Result<Loaded, i32> {
     let path = orchfile::find_orchfile(&start, g.file.as_deref())
         .map_err(|e| report(vec![*e], &Sources::default()))?;
     let raw = orchfile::load(&path).map_err(report_failure)?;
-    let project = model::validate(raw).map_err(report_failure)?;
+    // Validation and cycle detection both run, so every error is reported at once.
+    let (project, mut errors) = model::validate_all(raw);
+    errors.extend(graph::phase_cycles(&project));
+    if !errors.is_empty() {
+        crate::orchfile::source::sort_errors(&mut errors);
+        return Err(report(errors, &project.sources));
+    }
     let graph = graph::build(&project).map_err(|errs| report(errs, &project.sources))?;
     Ok(Loaded { project, graph })
 }

@@ -59,24 +59,24 @@ pub fn print_plan(
             "up_to_date": entries.len() - stale.len(),
             "instances": instances,
         });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return EXIT_OK;
     }
     if stale.is_empty() {
-        println!("nothing to do: {} instances up to date", entries.len());
+        outln!("nothing to do: {} instances up to date", entries.len());
     } else {
-        println!("would run {} of {} instances:", stale.len(), entries.len());
+        outln!("would run {} of {} instances:", stale.len(), entries.len());
         let width = stale.iter().map(|e| e.instance.len()).max().unwrap_or(0);
         for e in &stale {
             let why: Vec<String> = e.reasons.iter().map(ToString::to_string).collect();
-            println!("  {:width$}  {}", e.instance, why.join(", "));
+            outln!("  {:width$}  {}", e.instance, why.join(", "));
         }
         if verbosity >= Verbosity::Verbose {
             for e in entries.iter().filter(|e| !e.stale) {
-                println!("  {:width$}  up to date", e.instance);
+                outln!("  {:width$}  up to date", e.instance);
             }
         } else if stale.len() < entries.len() {
-            println!("{} up to date", entries.len() - stale.len());
+            outln!("{} up to date", entries.len() - stale.len());
         }
     }
     EXIT_OK

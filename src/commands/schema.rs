@@ -4,6 +4,6 @@ use crate::EXIT_OK;
 
 /// Runs `orch schema`.
 pub fn run() -> i32 {
-    print!("{}", crate::orchfile::raw::json_schema());
+    out!("{}", crate::orchfile::raw::json_schema());
     EXIT_OK
 }

@@ -60,7 +60,7 @@ pub fn run(g: &Global, a: StatusArgs) -> i32 {
                 json!({ "instance": e.instance, "status": s, "reasons": crate::plan::reason::codes(&e.reasons), "details": e.reasons, "blocked_by": by })
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({ "instances": rows })).unwrap_or_default()
         );
@@ -85,12 +85,12 @@ pub fn run(g: &Global, a: StatusArgs) -> i32 {
                 format!("{other}: {}", why.join(", "))
             }
         };
-        println!("{:width$}  {detail}", e.instance);
+        outln!("{:width$}  {detail}", e.instance);
     }
     let summary: Vec<String> = counts
         .iter()
         .map(|(k, v)| format!("{v} {}", k.replace('_', " ")))
         .collect();
-    println!("{}", summary.join(", "));
+    outln!("{}", summary.join(", "));
     EXIT_OK
 }

@@ -222,8 +222,14 @@ pub fn execute(
             }
 
             // The real key, from what upstreams produced in this run.
-            let produced: BTreeMap<String, Option<Digest>> = refresh_produced_inputs(snap, i);
-            let digest_of = |p: &str| match produced.get(p) {
+            let (files, now) = match snap.current_inputs(i) {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("warning: {e}; using the inputs found when the build started");
+                    (snap.inputs[i].clone(), BTreeMap::new())
+                }
+            };
+            let digest_of = |p: &str| match now.get(p) {
                 Some(d) => *d,
                 None => snap.digest(p),
             };
@@ -231,7 +237,7 @@ pub fn execute(
                 Some(Outcome::Succeeded(outs)) => Some(outs.clone()),
                 _ => None,
             };
-            let parts = snap.parts_with(i, &upstream, &digest_of);
+            let parts = snap.parts_with(i, &files, &upstream, &digest_of);
             let key = parts.action_key();
             let fresh = plan::evaluate(
                 &parts,
@@ -274,7 +280,11 @@ pub fn execute(
                     );
                     let job = Job {
                         name: name.to_owned(),
-                        command: parts.command.clone(),
+                        command: {
+                            let present: Vec<&str> =
+                                parts.inputs.keys().map(String::as_str).collect();
+                            inst.command_line(&present).unwrap_or_default()
+                        },
                         cwd: if inst.cwd.is_empty() {
                             root.clone()
                         } else {
@@ -572,31 +582,6 @@ pub fn execute(
     }
     events.flush();
     Ok(report)
-}
-
-/// Re-reads inputs of `i` that other instances produce, since they may have changed
-/// since the snapshot.
-fn refresh_produced_inputs(snap: &Snapshot<'_>, i: usize) -> BTreeMap<String, Option<Digest>> {
-    let paths: Vec<String> = snap.inputs[i]
-        .iter()
-        .filter(|p| snap.is_produced(p))
-        .cloned()
-        .collect();
-    if paths.is_empty() {
-        return BTreeMap::new();
-    }
-    let digests = fs::digest_paths(&snap.project.root, &paths, |_| None);
-    paths
-        .into_iter()
-        .zip(digests)
-        .map(|(p, d)| {
-            let d = match d {
-                Ok(PathDigest::Present { digest, .. }) => Some(digest),
-                _ => None,
-            };
-            (p, d)
-        })
-        .collect()
 }
 
 fn job_env(inst: &Instance, run_id: &str) -> Vec<(String, String)> {

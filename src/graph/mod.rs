@@ -64,7 +64,7 @@ pub fn build(project: &Project) -> Result<Graph, Vec<ConfigError>> {
 }
 
 /// Finds cycles among phases; each is reported once, starting at its smallest name.
-fn phase_cycles(project: &Project) -> Vec<ConfigError> {
+pub fn phase_cycles(project: &Project) -> Vec<ConfigError> {
     let mut g: DiGraph<&str, ()> = DiGraph::new();
     let mut idx: BTreeMap<&str, NodeIndex> = BTreeMap::new();
     for name in project.phases.keys() {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::fs::Digest;
 use crate::orchfile::{FileId, Sources, Span};
 
-pub use validate::validate;
+pub use validate::{validate, validate_all};
 
 /// The Orchfile format this version of orch reads.
 pub const FORMAT: i64 = 1;
@@ -162,6 +162,33 @@ impl Instance {
             }
             s
         })
+    }
+
+    /// The command with `{inputs}` left as a placeholder and literal braces escaped: a
+    /// one-to-one text form for the action key.
+    pub fn command_template(&self) -> Option<String> {
+        self.run.as_ref().map(|pieces| {
+            let mut s = String::new();
+            for p in pieces {
+                match p {
+                    CmdPiece::Text(t) => s.push_str(&t.replace('{', "{{").replace('}', "}}")),
+                    CmdPiece::Inputs => s.push_str("{inputs}"),
+                }
+            }
+            s
+        })
+    }
+
+    /// The command to run, given the input files that exist (project-relative).
+    pub fn command_line(&self, inputs: &[&str]) -> Option<String> {
+        if !self.uses_inputs() {
+            return self.command("");
+        }
+        let rel: Vec<String> = inputs
+            .iter()
+            .map(|p| path::relative_to(&self.cwd, p))
+            .collect();
+        self.command(&template::shell_join(rel.iter().map(String::as_str)))
     }
 
     /// Whether the command uses `{inputs}`.

@@ -30,6 +30,24 @@ impl PathProblem {
     }
 }
 
+/// `path` (project-relative) as written from inside `cwd` (project-relative; "" is the
+/// root), so placeholders work in commands that run in a subdirectory.
+pub fn relative_to(cwd: &str, path: &str) -> String {
+    if cwd.is_empty() {
+        return path.to_owned();
+    }
+    let c: Vec<&str> = cwd.split('/').collect();
+    let p: Vec<&str> = path.split('/').collect();
+    let common = c.iter().zip(&p).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<&str> = vec![".."; c.len() - common];
+    parts.extend(&p[common..]);
+    if parts.is_empty() {
+        ".".to_owned()
+    } else {
+        parts.join("/")
+    }
+}
+
 /// Whether an input pattern is a plain path, with no glob syntax.
 pub fn is_plain(pattern: &str) -> bool {
     !pattern.contains(['*', '?', '[', '{', '\\'])
@@ -143,6 +161,15 @@ impl Containment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(relative_to("", "a/b"), "a/b");
+        assert_eq!(relative_to("sub", "raw/x"), "../raw/x");
+        assert_eq!(relative_to("sub", "sub/x"), "x");
+        assert_eq!(relative_to("a/b", "a/c/d"), "../c/d");
+        assert_eq!(relative_to("a", "a"), ".");
+    }
 
     #[test]
     fn normalizes() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::path::{Containment, PathProblem, is_plain, normalize};
+use super::path::{Containment, PathProblem, is_plain, normalize, relative_to};
 use super::template::{self, Piece, shell_join};
 use super::{CmdPiece, Dep, EnvValue, FORMAT, Instance, Output, Phase, Project, Retry};
 use crate::fs::Digest;
@@ -20,9 +20,23 @@ use crate::orchfile::source::{
     ConfigError, ErrorKind, FileId, Sources, Span, did_you_mean, sort_errors,
 };
 
-/// Validates a loaded Orchfile.
+/// Validates a loaded Orchfile: the project, or every error found (including those
+/// loading found).
 pub fn validate(raw: RawProject) -> Result<Project, ConfigFailure> {
-    let mut errors = Vec::new();
+    let (project, errors) = validate_all(raw);
+    if errors.is_empty() {
+        Ok(project)
+    } else {
+        Err(ConfigFailure {
+            sources: project.sources,
+            errors,
+        })
+    }
+}
+
+/// Validates as much as can be: the project (partial when there are errors, enough for
+/// cycle detection) and every error, sorted by position.
+pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
     let RawProject {
         root,
         sources,
@@ -30,7 +44,10 @@ pub fn validate(raw: RawProject) -> Result<Project, ConfigFailure> {
         cache: _,
         vars,
         phases: raw_phases,
+        broken,
+        errors,
     } = raw;
+    let mut errors = errors;
     let root = root.canonicalize().unwrap_or(root);
     let mut contain = Containment::new(&root);
     let main: FileId = 0;
@@ -81,8 +98,24 @@ pub fn validate(raw: RawProject) -> Result<Project, ConfigFailure> {
     let mut combos: BTreeMap<String, Vec<BTreeMap<String, String>>> = BTreeMap::new();
     for (name, lp) in &raw_phases {
         let file = lp.file;
-        let needs = deps(&lp.raw.needs, file, &names, name, "needs", &mut errors);
-        let after = deps(&lp.raw.after, file, &names, name, "after", &mut errors);
+        let needs = deps(
+            &lp.raw.needs,
+            file,
+            &names,
+            &broken,
+            name,
+            "needs",
+            &mut errors,
+        );
+        let after = deps(
+            &lp.raw.after,
+            file,
+            &names,
+            &broken,
+            name,
+            "after",
+            &mut errors,
+        );
         for (a, span) in &after {
             if needs.iter().any(|(n, _)| n == a) {
                 errors.push(
@@ -158,6 +191,7 @@ pub fn validate(raw: RawProject) -> Result<Project, ConfigFailure> {
     // Outputs first: `run` may refer to any instance's outputs.
     let mut outputs: Vec<Vec<Output>> = Vec::with_capacity(skeletons.len());
     let mut output_spans: Vec<Vec<Span>> = Vec::with_capacity(skeletons.len());
+    let mut outputs_complete: Vec<bool> = Vec::with_capacity(skeletons.len());
     for (_, phase, matrix) in &skeletons {
         let lp = &raw_phases[phase];
         let mut outs = Vec::new();
@@ -205,6 +239,8 @@ pub fn validate(raw: RawProject) -> Result<Project, ConfigFailure> {
             });
             spans.push(span);
         }
+        // An output already reported as invalid must not also make `{output}` fail.
+        outputs_complete.push(outs.len() == lp.raw.outputs.len());
         outputs.push(outs);
         output_spans.push(spans);
     }
@@ -280,6 +316,27 @@ pub fn validate(raw: RawProject) -> Result<Project, ConfigFailure> {
             inputs.push(norm);
         }
 
+        let cwd = match &lp.raw.cwd {
+            Some(c) => {
+                let span = Span::new(file, c.span());
+                let norm = normalize(c.get_ref());
+                if c.get_ref().starts_with('/') {
+                    errors.push(path_error(
+                        "cwd",
+                        c.get_ref(),
+                        &span,
+                        "absolute paths leave the project root",
+                    ));
+                } else if !norm.is_empty()
+                    && let Err(problem) = contain.check(&norm, true)
+                {
+                    errors.push(path_error("cwd", c.get_ref(), &span, &problem.describe()));
+                }
+                norm
+            }
+            None => String::new(),
+        };
+
         let run = lp.raw.run.as_ref().and_then(|r| {
             let span = Span::new(file, r.span());
             let ctx = Ctx {
@@ -289,16 +346,16 @@ pub fn validate(raw: RawProject) -> Result<Project, ConfigFailure> {
                 sources: &sources,
                 span: &span,
             };
-            expand_run(
-                r.get_ref(),
-                &ctx,
-                &outputs[i],
-                &instance_deps[i],
-                &skeletons,
-                &outputs,
-                p,
-                &mut errors,
-            )
+            let env = RunEnv {
+                outputs: &outputs[i],
+                outputs_complete: outputs_complete[i],
+                deps: &instance_deps[i],
+                skeletons: &skeletons,
+                all_outputs: &outputs,
+                phase: p,
+                cwd: &cwd,
+            };
+            expand_run(r.get_ref(), &ctx, &env, &mut errors)
         });
         if lp.raw.run.is_none() && !lp.raw.outputs.is_empty() && i == p.instances[0] {
             errors.push(
@@ -336,27 +393,6 @@ pub fn validate(raw: RawProject) -> Result<Project, ConfigFailure> {
                 }
             }
         }
-
-        let cwd = match &lp.raw.cwd {
-            Some(c) => {
-                let span = Span::new(file, c.span());
-                let norm = normalize(c.get_ref());
-                if c.get_ref().starts_with('/') {
-                    errors.push(path_error(
-                        "cwd",
-                        c.get_ref(),
-                        &span,
-                        "absolute paths leave the project root",
-                    ));
-                } else if !norm.is_empty()
-                    && let Err(problem) = contain.check(&norm, true)
-                {
-                    errors.push(path_error("cwd", c.get_ref(), &span, &problem.describe()));
-                }
-                norm
-            }
-            None => String::new(),
-        };
 
         let first = i == p.instances[0];
         let timeout = lp
@@ -453,12 +489,9 @@ pub fn validate(raw: RawProject) -> Result<Project, ConfigFailure> {
         });
     }
 
-    if !errors.is_empty() {
-        sort_errors(&mut errors);
-        return Err(ConfigFailure { sources, errors });
-    }
+    sort_errors(&mut errors);
     let digest = project_digest(&sources);
-    Ok(Project {
+    let project = Project {
         root,
         sources,
         digest,
@@ -466,7 +499,8 @@ pub fn validate(raw: RawProject) -> Result<Project, ConfigFailure> {
         env,
         phases,
         instances,
-    })
+    };
+    (project, errors)
 }
 
 fn project_digest(sources: &Sources) -> Digest {
@@ -543,6 +577,7 @@ fn deps(
     list: &[Spanned<String>],
     file: FileId,
     names: &[&str],
+    broken: &BTreeSet<String>,
     me: &str,
     key: &str,
     errors: &mut Vec<ConfigError>,
@@ -551,6 +586,9 @@ fn deps(
     for d in list {
         let span = Span::new(file, d.span());
         let name = d.get_ref();
+        if broken.contains(name) {
+            continue;
+        }
         if names.binary_search(&name.as_str()).is_err() {
             let err = ConfigError::new(
                 ErrorKind::UnknownDependency,
@@ -919,17 +957,33 @@ fn expand_input_pattern(
     ok.then_some(out)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What `run` placeholders of one instance refer to.
+struct RunEnv<'a> {
+    outputs: &'a [Output],
+    /// False when one of the declared outputs was already reported as invalid.
+    outputs_complete: bool,
+    deps: &'a [Dep],
+    skeletons: &'a [(String, String, BTreeMap<String, String>)],
+    all_outputs: &'a [Vec<Output>],
+    phase: &'a Phase,
+    /// Where the command runs: path placeholders are written relative to it.
+    cwd: &'a str,
+}
+
 fn expand_run(
     text: &str,
     ctx: &Ctx<'_>,
-    my_outputs: &[Output],
-    my_deps: &[Dep],
-    skeletons: &[(String, String, BTreeMap<String, String>)],
-    all_outputs: &[Vec<Output>],
-    phase: &Phase,
+    env: &RunEnv<'_>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Vec<CmdPiece>> {
+    let (my_outputs, my_deps, skeletons, all_outputs, phase) = (
+        env.outputs,
+        env.deps,
+        env.skeletons,
+        env.all_outputs,
+        env.phase,
+    );
+    let rel = |p: &str| relative_to(env.cwd, p);
     let pieces = template_pieces(text, ctx, errors)?;
     let mut out: Vec<CmdPiece> = Vec::new();
     let mut ok = true;
@@ -957,11 +1011,20 @@ fn expand_run(
                     "inputs" => out.push(CmdPiece::Inputs),
                     "outputs" => push_text(
                         &mut out,
-                        &shell_join(my_outputs.iter().map(|o| o.path.as_str())),
+                        &shell_join(
+                            my_outputs
+                                .iter()
+                                .map(|o| rel(&o.path))
+                                .collect::<Vec<_>>()
+                                .iter()
+                                .map(String::as_str),
+                        ),
                     ),
                     "output" => {
                         if my_outputs.len() == 1 {
-                            push_text(&mut out, &template::shell_quote(&my_outputs[0].path));
+                            push_text(&mut out, &template::shell_quote(&rel(&my_outputs[0].path)));
+                        } else if !env.outputs_complete {
+                            ok = false;
                         } else {
                             bad_hole(
                                 ctx,
@@ -1009,12 +1072,12 @@ fn expand_run(
                             ok = false;
                             continue;
                         }
-                        let paths: Vec<&str> = my_deps
+                        let paths: Vec<String> = my_deps
                             .iter()
                             .filter(|d| skeletons[d.upstream].1 == dep)
-                            .flat_map(|d| all_outputs[d.upstream].iter().map(|o| o.path.as_str()))
+                            .flat_map(|d| all_outputs[d.upstream].iter().map(|o| rel(&o.path)))
                             .collect();
-                        push_text(&mut out, &shell_join(paths));
+                        push_text(&mut out, &shell_join(paths.iter().map(String::as_str)));
                     }
                     n if n.starts_with("shard.") => {
                         bad_hole(

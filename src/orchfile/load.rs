@@ -4,7 +4,7 @@
 //! closest known key), wrong types, duplicate phases across fragments. It does no
 //! semantic checks; those belong to `model::validate`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -55,6 +55,10 @@ pub struct RawProject {
     pub vars: BTreeMap<String, LoadedVar>,
     /// Phases of all files.
     pub phases: BTreeMap<String, LoadedPhase>,
+    /// Phases declared with errors (already reported in `errors`).
+    pub broken: BTreeSet<String>,
+    /// Errors found while loading that did not stop it.
+    pub errors: Vec<ConfigError>,
 }
 
 /// Configuration errors together with the sources they point into.
@@ -135,6 +139,8 @@ pub fn load(path: &Path) -> Result<RawProject, ConfigFailure> {
         cache: None,
         vars: BTreeMap::new(),
         phases: BTreeMap::new(),
+        broken: BTreeSet::new(),
+        errors: Vec::new(),
     };
     let main_text = std::sync::Arc::clone(&sources.get(main).text);
     let file = FileParts::parse(&main_text, main, TOP_KEYS, &mut errors);
@@ -143,6 +149,7 @@ pub fn load(path: &Path) -> Result<RawProject, ConfigFailure> {
             project.orch = orch;
         }
         project.cache = parts.cache;
+        project.broken.extend(parts.broken);
         merge_parts(
             &mut project,
             parts.vars,
@@ -178,6 +185,7 @@ pub fn load(path: &Path) -> Result<RawProject, ConfigFailure> {
             let id = sources.add(display, frag.clone(), text);
             let text = std::sync::Arc::clone(&sources.get(id).text);
             if let Some(parts) = FileParts::parse(&text, id, FRAGMENT_KEYS, &mut errors) {
+                project.broken.extend(parts.broken);
                 merge_parts(
                     &mut project,
                     parts.vars,
@@ -189,12 +197,18 @@ pub fn load(path: &Path) -> Result<RawProject, ConfigFailure> {
         }
     }
 
-    if errors.is_empty() {
-        project.sources = sources;
-        Ok(project)
-    } else {
-        super::source::sort_errors(&mut errors);
+    // Syntax errors and unreadable files hide whole files: going on would only report
+    // their phases as unknown. Everything else is reported together with later stages.
+    super::source::sort_errors(&mut errors);
+    if errors
+        .iter()
+        .any(|e| matches!(e.kind, ErrorKind::Syntax | ErrorKind::Io))
+    {
         Err(ConfigFailure { sources, errors })
+    } else {
+        project.sources = sources;
+        project.errors = errors;
+        Ok(project)
     }
 }
 
@@ -332,6 +346,7 @@ struct FileParts {
     cache: Option<RawCache>,
     vars: Vec<(String, Span, LoadedVar)>,
     phases: Vec<(String, LoadedPhase)>,
+    broken: Vec<String>,
 }
 
 impl FileParts {
@@ -359,6 +374,7 @@ impl FileParts {
             cache: None,
             vars: Vec::new(),
             phases: Vec::new(),
+            broken: Vec::new(),
         };
         let what = if allowed.len() == TOP_KEYS.len() {
             "the Orchfile"
@@ -386,7 +402,7 @@ impl FileParts {
                     }
                 }
                 "vars" => parts.vars = vars(value, file, errors),
-                "phase" => parts.phases = phases(value, file, errors),
+                "phase" => (parts.phases, parts.broken) = phases(value, file, errors),
                 _ => {}
             }
         }
@@ -505,7 +521,7 @@ fn phases(
     value: Spanned<DeValue<'_>>,
     file: FileId,
     errors: &mut Vec<ConfigError>,
-) -> Vec<(String, LoadedPhase)> {
+) -> (Vec<(String, LoadedPhase)>, Vec<String>) {
     let span = value.span();
     let DeValue::Table(table) = value.into_inner() else {
         errors.push(
@@ -513,9 +529,11 @@ fn phases(
                 .at(&Span::new(file, span), "expected a table")
                 .help("declare phases as `[phase.NAME]` tables"),
         );
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let mut out = Vec::new();
+    // Declared but with errors: later stages must not call them unknown.
+    let mut broken = Vec::new();
     for (key, value) in table {
         let name_span = Span::new(file, key.span());
         let name = key.into_inner().into_owned();
@@ -536,6 +554,7 @@ fn phases(
                         "declare it as `[phase.{name}]` with `run`, `inputs`, `outputs`..."
                     )),
             );
+            broken.push(name);
             continue;
         };
         let mut ok = check_keys(&value, file, PHASE_KEYS, &table_name, errors);
@@ -565,20 +584,22 @@ fn phases(
             }
         }
         if !ok {
+            broken.push(name);
             continue;
         }
-        if let Some(raw) = typed::<RawPhase>(value, file, &format!("phase `{name}`"), errors) {
-            out.push((
+        match typed::<RawPhase>(value, file, &format!("phase `{name}`"), errors) {
+            Some(raw) => out.push((
                 name,
                 LoadedPhase {
                     raw,
                     file,
                     name_span,
                 },
-            ));
+            )),
+            None => broken.push(name),
         }
     }
-    out
+    (out, broken)
 }
 
 /// Phase names must be usable in targets, log file names and instance names.
@@ -599,8 +620,19 @@ mod tests {
         load(&path)
     }
 
+    /// Errors, fatal or not, as a failure.
+    fn failure(r: Result<RawProject, ConfigFailure>) -> ConfigFailure {
+        match r {
+            Ok(p) => ConfigFailure {
+                sources: p.sources,
+                errors: p.errors,
+            },
+            Err(f) => f,
+        }
+    }
+
     fn errors(text: &str) -> Vec<(ErrorKind, String, (usize, usize))> {
-        let f = load_str(text).unwrap_err();
+        let f = failure(load_str(text));
         f.errors
             .iter()
             .map(|e| {
@@ -633,7 +665,7 @@ mod tests {
         assert!(errs[0].1.contains("`neds`"));
         assert_eq!(errs[0].2, (3, 1));
         assert_eq!(errs[1].2, (7, 1));
-        let f = load_str("[phase.a]\nrun = \"x\"\nneds = [\"b\"]\n").unwrap_err();
+        let f = failure(load_str("[phase.a]\nrun = \"x\"\nneds = [\"b\"]\n"));
         assert!(
             f.errors[0]
                 .help
@@ -682,10 +714,10 @@ mod tests {
             "[phase.a]\nrun = \"z\"\n",
         )
         .unwrap();
-        let f = load(&path).unwrap_err();
+        let f = failure(load(&path));
         assert_eq!(f.errors[0].kind, ErrorKind::DuplicatePhase);
         std::fs::write(dir.path().join("pipelines/b.toml"), "[orch]\njobs = 1\n").unwrap();
-        let f = load(&path).unwrap_err();
+        let f = failure(load(&path));
         assert_eq!(f.errors[0].kind, ErrorKind::UnknownKey);
     }
 

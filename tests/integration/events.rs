@@ -33,9 +33,7 @@ fn check_envelope(events: &[Value], last_type: &str) -> String {
 
 #[test]
 fn event_log_of_a_successful_run() {
-    let out = diamond()
-        .args(["build", "-j", "2", "--run-id", "ok"])
-        .run();
+    let out = diamond().args(["build", "-j", "2", "--run-id", "ok"]).run();
     let events = out.events("ok");
     assert_eq!(check_envelope(&events, "run_completed"), "ok");
     let started = &events[0];
@@ -120,9 +118,7 @@ fn event_log_of_a_no_op_run() {
 
 #[test]
 fn json_flag_prints_exactly_the_event_log() {
-    let out = diamond()
-        .args(["build", "--json", "--run-id", "j"])
-        .run();
+    let out = diamond().args(["build", "--json", "--run-id", "j"]).run();
     let file = out.events_text("j");
     assert_eq!(out.stdout, file);
     check_envelope(&parse_events(&out.stdout), "run_completed");

@@ -42,9 +42,15 @@ fn failed_hard_dependency_blocks_downstream_and_removes_its_output() {
         .stdout_contains("b FAILED (exit 3)")
         // The whole log, as one block.
         .stdout_contains("──── output of b (.orch/logs/f/b.log) ────\nboom from b\n────\n")
-        .stdout_contains("[-] c blocked: upstream `b` failed")
         .stdout_contains("orch: failed: b")
         .run();
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("[-] c ") && l.contains("upstream `b` failed")),
+        "{}",
+        out.stdout
+    );
     let events = out.events("f");
     assert_eq!(ran(&events), names(&["b"]), "c must not run");
     let failed = event(&events, "instance_failed", "b");
@@ -60,11 +66,17 @@ fn failed_hard_dependency_blocks_downstream_and_removes_its_output() {
     assert_eq!(last["blocked"], serde_json::json!(["c"]));
 
     // Neither last run's output nor the partial one survives.
-    assert!(!out.exists("out/b.txt"), "the failed phase's output is still there");
+    assert!(
+        !out.exists("out/b.txt"),
+        "the failed phase's output is still there"
+    );
     assert_eq!(out.read(".orch/logs/f/b.log"), "boom from b\n");
 
     let p = out.again().args(["plan", "--json"]).run().json();
-    assert!(reasons(&p, "b").contains(&"last_failed".to_owned()), "{p:#}");
+    assert!(
+        reasons(&p, "b").contains(&"last_failed".to_owned()),
+        "{p:#}"
+    );
     out.again()
         .args(["status"])
         .stdout_contains("blocked by `b`")
@@ -101,10 +113,14 @@ fn fail_fast_starts_nothing_after_a_failure() {
         .orchfile(INDEPENDENT)
         .args(["build", "-j", "1", "--run-id", "ff"])
         .expect_status(1)
-        .stdout_contains(
-            "[-] z_ok blocked: not started: the build stops after a failure (use -k to keep going)",
-        )
         .run();
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("[-] z_ok ") && l.contains("not started") && l.contains("-k")),
+        "{}",
+        out.stdout
+    );
     let events = out.events("ff");
     assert_eq!(ran(&events), names(&["a_fail"]));
     let z = event(&events, "instance_blocked", "z_ok");
@@ -170,7 +186,7 @@ fn failed_soft_dependency_does_not_block_and_is_retried_with_downstream() {
         .write("flag.txt", "fail\n")
         .args(["build", "-k", "--run-id", "s1"])
         .expect_status(1)
-        .stdout_contains("warning: down runs without its soft dependency `soft` (failed)")
+        .stdout_contains("down runs without its soft dependency `soft`")
         .run();
     let events = out.events("s1");
     assert_eq!(ran(&events), names(&["soft", "down"]));
@@ -292,7 +308,7 @@ outputs = ["out/after.txt"]
 }
 
 #[test]
-#[ignore = "bug: `timeout` is parsed but never enforced; the command runs to completion"]
+#[ignore = "unimplemented (README: not applied yet): `timeout` is parsed but never enforced"]
 fn timeout_stops_a_slow_command() {
     let run = format!(
         "{}; echo late > {{output}}",
@@ -321,7 +337,7 @@ outputs = ["out/slow.txt"]
 }
 
 #[test]
-#[ignore = "bug: `retry` is parsed but never applied; a failing attempt is never retried"]
+#[ignore = "unimplemented (README: not applied yet): `retry` is parsed but a failed attempt is never retried"]
 fn retry_runs_a_failed_command_again() {
     let out = Test::new()
         .orchfile(
@@ -346,7 +362,7 @@ outputs = ["out/flaky.txt"]
 }
 
 #[test]
-#[ignore = "bug: an output's `schema` is accepted but never checked"]
+#[ignore = "unimplemented (README: validation arrives later): an output's `schema` is never checked"]
 fn output_violating_its_schema_fails() {
     let out = Test::new()
         .orchfile(
@@ -359,10 +375,7 @@ run = "echo '{{\"other\": 1}' > {output}"
 outputs = [{ path = "out/data.json", schema = "schema.json" }]
 "#,
         )
-        .write(
-            "schema.json",
-            r#"{"type": "object", "required": ["name"]}"#,
-        )
+        .write("schema.json", r#"{"type": "object", "required": ["name"]}"#)
         .args(["build", "--run-id", "s"])
         .expect_status(1)
         .run();
@@ -371,4 +384,45 @@ outputs = [{ path = "out/data.json", schema = "schema.json" }]
         "schema"
     );
     assert!(!out.exists("out/data.json"));
+}
+
+#[test]
+fn long_failure_log_shows_its_tail() {
+    let out = Test::new()
+        .orchfile(
+            r#"
+[orch]
+format = 1
+
+[phase.noisy]
+run = "seq 1 450; exit 2"
+outputs = ["out/noisy.txt"]
+"#,
+        )
+        .args(["build", "--run-id", "n"])
+        .expect_status(1)
+        .stdout_contains("… 50 earlier lines in the log file\n51\n")
+        .stdout_contains("\n450\n────\n")
+        .stdout_lacks("\n50\n")
+        .run();
+    assert_eq!(out.read(".orch/logs/n/noisy.log").lines().count(), 450);
+}
+
+/// Fail-fast wins over soft dependencies: after any failure nothing new starts, so a
+/// phase whose soft dependency failed is reported `stopped_after_failure` (README,
+/// "Failures"); with `-k` it runs (test above).
+#[test]
+fn failed_soft_dependency_without_keep_going_stops_the_build() {
+    let out = Test::new()
+        .orchfile(SOFT)
+        .write("flag.txt", "fail\n")
+        .args(["build", "--run-id", "s"])
+        .expect_status(1)
+        .run();
+    let events = out.events("s");
+    assert_eq!(ran(&events), names(&["soft"]));
+    let blocked = event(&events, "instance_blocked", "down");
+    assert_eq!(blocked["reason"], "stopped_after_failure");
+    assert!(events.iter().all(|e| e["type"] != "soft_dependency_unmet"));
+    assert!(!out.exists("out/down.txt"));
 }

@@ -87,10 +87,7 @@ outputs = ["out/slow.txt"]
         project.exists("started")
     });
 
-    let mut second = project
-        .test()
-        .args(["build", "--run-id", "waiter"])
-        .spawn();
+    let mut second = project.test().args(["build", "--run-id", "waiter"]).spawn();
     // Wait until the second build says it is waiting on the lock.
     let stderr = second.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
