@@ -64,6 +64,9 @@ pub fn cached_to_row(c: &CachedDigest) -> DigestRow {
     }
 }
 
+/// Digests read just now, overriding the snapshot's (None: the file is missing).
+pub type FreshDigests = BTreeMap<String, Option<Digest>>;
+
 /// The state of a project at the start of a command.
 pub struct Snapshot<'p> {
     /// The project.
@@ -214,7 +217,7 @@ impl<'p> Snapshot<'p> {
     pub fn current_inputs(
         &self,
         i: usize,
-    ) -> Result<(Vec<String>, BTreeMap<String, Option<Digest>>), SnapshotError> {
+    ) -> Result<(Vec<String>, FreshDigests), SnapshotError> {
         let files = if self.rewalk.contains(&i) {
             expand_inputs(self.project, &[i])?.pop().unwrap_or_default()
         } else {
