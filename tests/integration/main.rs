@@ -8,4 +8,5 @@ mod config_errors;
 mod events;
 mod failures;
 mod parallel;
+mod snapshots;
 mod staleness;
