@@ -72,13 +72,22 @@ impl Sink for JsonStdout {
     }
 }
 
-/// Collects events in memory (tests).
-#[derive(Default)]
-pub struct Memory(pub Vec<Event>);
+/// Collects events in memory, shared with whoever holds a clone (tests, embedding).
+#[derive(Clone, Default)]
+pub struct Memory(pub std::sync::Arc<std::sync::Mutex<Vec<Event>>>);
+
+impl Memory {
+    /// The events so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
 
 impl Sink for Memory {
     fn event(&mut self, event: &Event) {
-        self.0.push(event.clone());
+        if let Ok(mut v) = self.0.lock() {
+            v.push(event.clone());
+        }
     }
 }
 

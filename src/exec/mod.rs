@@ -9,6 +9,9 @@ pub mod runner;
 pub mod scheduler;
 pub mod signal;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
