@@ -89,8 +89,8 @@ pub struct Snapshot<'p> {
     pub digest_updates: Vec<(String, Option<DigestRow>)>,
     /// Instances with a glob that can match another instance's output.
     rewalk: BTreeSet<usize>,
-    /// Files declared as outputs by some instance.
-    produced_files: HashSet<String>,
+    /// Declared outputs and every directory above them.
+    produced: HashSet<String>,
     /// Directories declared as outputs by some instance.
     produced_dirs: Vec<String>,
     /// Digests of inherited environment values, by variable name.
@@ -127,14 +127,21 @@ impl<'p> Snapshot<'p> {
             }
         }
 
-        let mut produced_files = HashSet::new();
+        // Every declared output and every directory above one: a plain input naming any
+        // of them can change while the build runs.
+        let mut produced = HashSet::new();
         let mut produced_dirs = Vec::new();
         for inst in &project.instances {
             for o in &inst.outputs {
                 if o.dir {
                     produced_dirs.push(o.path.clone());
-                } else {
-                    produced_files.insert(o.path.clone());
+                }
+                let mut p = o.path.as_str();
+                while produced.insert(p.to_owned()) {
+                    match p.rfind('/') {
+                        Some(pos) => p = &p[..pos],
+                        None => break,
+                    }
                 }
             }
         }
@@ -204,7 +211,7 @@ impl<'p> Snapshot<'p> {
             inputs,
             digests,
             digest_updates,
-            produced_files,
+            produced,
             produced_dirs,
             rewalk,
             env,
@@ -214,10 +221,7 @@ impl<'p> Snapshot<'p> {
     /// The input files of `i` and their digests as they are now, when it is about to
     /// run: files that other instances produce are re-read, and globs that can match
     /// such files are expanded again, since upstreams may have just written them.
-    pub fn current_inputs(
-        &self,
-        i: usize,
-    ) -> Result<(Vec<String>, FreshDigests), SnapshotError> {
+    pub fn current_inputs(&self, i: usize) -> Result<(Vec<String>, FreshDigests), SnapshotError> {
         let files = if self.rewalk.contains(&i) {
             expand_inputs(self.project, &[i])?.pop().unwrap_or_default()
         } else {
@@ -244,14 +248,25 @@ impl<'p> Snapshot<'p> {
         Ok((files, digests))
     }
 
-    /// Whether `path` is (inside) an output some instance declares, so its content may
-    /// change during a build and must be re-read when a consumer becomes ready.
+    /// Whether `path` is an output some instance declares, lies inside a declared
+    /// directory output, or is a directory holding one, so its content may change during
+    /// a build and must be re-read when a consumer becomes ready.
     pub fn is_produced(&self, path: &str) -> bool {
-        self.produced_files.contains(path)
-            || self
+        if self.produced.contains(path) {
+            return true;
+        }
+        let mut p = path;
+        while let Some(pos) = p.rfind('/') {
+            p = &p[..pos];
+            if self
                 .produced_dirs
-                .iter()
-                .any(|d| path.starts_with(d.as_str()) && path[d.len()..].starts_with('/'))
+                .binary_search_by(|d| d.as_str().cmp(p))
+                .is_ok()
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// The key parts of instance `i`, with input digests from `digest_of`.

@@ -2,10 +2,23 @@
 //!
 //! A random project is a DAG of phases `p0..pN`: phase `k` depends (`needs` or `after`)
 //! on a random subset of lower phases, may have a `lang` matrix axis, may read source
-//! files through `inputs`, and writes `out/pK[-LANG].txt` (its name and a checksum of
-//! everything it read, upstream outputs included) and sometimes `out/pK[-LANG].len`.
-//! The same project is built with `-j 1` in one copy and `-j 8` in another; everything
-//! observable must be identical.
+//! files (`src/pK.txt`, `src/shared/*.txt`) and upstream outputs (plain paths or globs)
+//! through `inputs`, and writes `out/pK[-LANG].txt` (or a directory `out/pK[-LANG].d/`):
+//! its name and a checksum of every file it read, upstream outputs included, so any
+//! difference in what a command saw shows up in the outputs. Some phases sleep or spin
+//! briefly (only to perturb completion order), and some fail.
+//!
+//! Properties (each case runs the binary several times, so case counts are small):
+//! - `-j 1` and `-j 8` builds give identical outputs, action keys, recorded state,
+//!   `status --json` and `plan --json`; a second build runs nothing; with `-j 1`, two
+//!   builds emit the same events apart from times;
+//! - an incremental build after a random edit equals a clean build, and runs exactly
+//!   the instances whose key changed or whose outputs were edited by hand;
+//! - with failures, `-k` fails and blocks exactly what the dependency semantics say,
+//!   and without `-k` the build stops starting instances at the first failure;
+//! - target builds, `--from` and `--force` run exactly their selection.
+//!
+//! The fixed-case tests at the end are regressions for bugs these properties found.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -27,6 +40,18 @@ enum Work {
     Spin(u16),
 }
 
+/// How a phase reads its first `needs` upstream besides `{needs.PHASE.outputs}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    No,
+    /// Lists the upstream's main output files as plain `inputs` paths.
+    Plain,
+    /// Lists the upstream's directory outputs as plain `inputs` paths.
+    PlainDir,
+    /// Matches the upstream's output files with an `inputs` glob.
+    Glob,
+}
+
 #[derive(Clone, Debug)]
 struct Phase {
     needs: Vec<usize>,
@@ -36,12 +61,23 @@ struct Phase {
     source: Option<String>,
     /// Reads `src/shared/*.txt`.
     shared: bool,
-    /// Also writes `out/pK[-LANG].len`.
+    /// Also writes a second output, `len`.
     extra_output: bool,
+    /// Declares one directory output `out/pK[-LANG].d/` holding `main.txt` (and `len`)
+    /// instead of files `out/pK[-LANG].txt` (and `.len`).
+    dir_output: bool,
+    /// How it reads its first eligible `needs` upstream through `inputs`.
+    read: Read,
     work: Work,
     /// Bumped by [`Edit::Command`]; part of what the command echoes.
     tag: u8,
+    /// The command fails (after writing its outputs): for a matrix phase only in
+    /// language `langs[x % len]`, else always.
+    fail: Option<u8>,
 }
+
+/// An instance's phase, language, and upstream instances (name → hard).
+type InstanceDeps = (usize, Option<&'static str>, BTreeMap<String, bool>);
 
 #[derive(Clone, Debug)]
 struct Spec {
@@ -50,13 +86,28 @@ struct Spec {
     shared: BTreeMap<usize, String>,
 }
 
+/// What random projects may contain.
+#[derive(Clone, Copy, Debug)]
+struct Gen {
+    /// Random sleeps and busy loops.
+    perturb: bool,
+    /// Failing phases.
+    failures: bool,
+    /// How phases may read upstream outputs through `inputs` (besides `No`).
+    reads: &'static [Read],
+}
+
+/// No sleeps, no failures; upstream output files read through plain `inputs` paths and
+/// globs (but not directory outputs named as plain paths: see the ignored tests).
+const PLAIN: Gen = Gen {
+    perturb: false,
+    failures: false,
+    reads: &[Read::Plain, Read::Glob],
+};
+
 type RawPhase = (
-    Vec<(Index, bool)>,
-    Option<u8>,
-    Option<String>,
-    bool,
-    bool,
-    Work,
+    (Vec<(Index, bool)>, Option<u8>, Option<String>, bool),
+    (bool, bool, Read, Work, Option<u8>),
 );
 
 fn work(perturb: bool) -> BoxedStrategy<Work> {
@@ -72,27 +123,52 @@ fn work(perturb: bool) -> BoxedStrategy<Work> {
     }
 }
 
-fn raw_phase(perturb: bool) -> impl Strategy<Value = RawPhase> {
+fn raw_phase(g: Gen) -> impl Strategy<Value = RawPhase> {
+    let fail = if g.failures {
+        prop::option::weighted(0.15, any::<u8>()).boxed()
+    } else {
+        Just(None).boxed()
+    };
+    let read = if g.reads.is_empty() {
+        Just(Read::No).boxed()
+    } else {
+        prop_oneof![
+            1 => Just(Read::No),
+            1 => prop::sample::select(g.reads),
+        ]
+        .boxed()
+    };
     (
-        prop::collection::vec((any::<Index>(), any::<bool>()), 0..4),
-        prop_oneof![3 => Just(None), 1 => (1u8..8).prop_map(Some)],
-        prop::option::weighted(0.4, "[a-z0-9 ]{0,24}"),
-        prop::bool::weighted(0.2),
-        prop::bool::weighted(0.2),
-        work(perturb),
+        (
+            prop::collection::vec((any::<Index>(), any::<bool>()), 0..4),
+            prop_oneof![3 => Just(None), 1 => (1u8..8).prop_map(Some)],
+            prop::option::weighted(0.4, "[a-z0-9 ]{0,24}"),
+            prop::bool::weighted(0.2),
+        ),
+        (
+            prop::bool::weighted(0.2),
+            prop::bool::weighted(0.25),
+            read,
+            work(g.perturb),
+            fail,
+        ),
     )
 }
 
-fn spec(phases: std::ops::Range<usize>, perturb: bool) -> impl Strategy<Value = Spec> {
+fn spec(phases: std::ops::Range<usize>, g: Gen) -> impl Strategy<Value = Spec> {
     (
-        prop::collection::vec(raw_phase(perturb), phases),
+        prop::collection::vec(raw_phase(g), phases),
         prop::collection::vec("[a-z ]{0,16}", 1..3),
     )
         .prop_map(|(raws, shared)| {
             let phases = raws
                 .into_iter()
                 .enumerate()
-                .map(|(k, (deps, lang, source, shared, extra_output, work))| {
+                .map(|(k, raw)| {
+                    let (
+                        (deps, lang, source, shared),
+                        (extra_output, dir_output, read, work, fail),
+                    ) = raw;
                     let mut needs = Vec::new();
                     let mut after = Vec::new();
                     if k > 0 {
@@ -120,8 +196,11 @@ fn spec(phases: std::ops::Range<usize>, perturb: bool) -> impl Strategy<Value = 
                         source,
                         shared,
                         extra_output,
+                        dir_output,
+                        read,
                         work,
                         tag: 0,
+                        fail,
                     }
                 })
                 .collect();
@@ -133,6 +212,32 @@ fn spec(phases: std::ops::Range<usize>, perturb: bool) -> impl Strategy<Value = 
 }
 
 impl Spec {
+    /// The `inputs` entries through which phase `k` reads an upstream's outputs.
+    fn upstream_inputs(&self, k: usize) -> Vec<String> {
+        let p = &self.phases[k];
+        let want_dir = match p.read {
+            Read::No => return Vec::new(),
+            Read::PlainDir => true,
+            Read::Plain | Read::Glob => false,
+        };
+        let Some(&j) = p
+            .needs
+            .iter()
+            .find(|&&j| self.phases[j].dir_output == want_dir)
+        else {
+            return Vec::new();
+        };
+        let ext = if want_dir { ".d" } else { ".txt" };
+        match (p.read, &self.phases[j].langs, &p.langs) {
+            (Read::Glob, None, _) => vec![format!("out/p{j}.*")],
+            (Read::Glob, Some(_), Some(_)) => vec![format!("out/p{j}-{{matrix.lang}}.*")],
+            (Read::Glob, Some(_), None) => vec![format!("out/p{j}-*")],
+            (_, None, _) => vec![format!("out/p{j}{ext}")],
+            (_, Some(_), Some(_)) => vec![format!("out/p{j}-{{matrix.lang}}{ext}")],
+            (_, Some(ls), None) => ls.iter().map(|l| format!("out/p{j}-{l}{ext}")).collect(),
+        }
+    }
+
     fn orchfile(&self) -> String {
         let mut s = String::from("[orch]\nformat = 1\n");
         for (k, p) in self.phases.iter().enumerate() {
@@ -151,15 +256,30 @@ impl Spec {
             }
             let mut inputs = Vec::new();
             if p.source.is_some() {
-                inputs.push(format!("\"src/p{k}.txt\""));
+                inputs.push(format!("src/p{k}.txt"));
             }
             if p.shared {
-                inputs.push("\"src/shared/*.txt\"".to_owned());
+                inputs.push("src/shared/*.txt".to_owned());
             }
-            let mut outputs = vec![format!("\"out/p{k}{sfx}.txt\"")];
-            if p.extra_output {
-                outputs.push(format!("\"out/p{k}{sfx}.len\""));
-            }
+            inputs.extend(self.upstream_inputs(k));
+            let (outputs, main, len) = if p.dir_output {
+                let dir = format!("out/p{k}{sfx}.d");
+                (
+                    vec![format!("{dir}/")],
+                    format!("{dir}/main.txt"),
+                    format!("{dir}/len"),
+                )
+            } else {
+                let mut outputs = vec![format!("out/p{k}{sfx}.txt")];
+                if p.extra_output {
+                    outputs.push(format!("out/p{k}{sfx}.len"));
+                }
+                (
+                    outputs,
+                    format!("out/p{k}{sfx}.txt"),
+                    format!("out/p{k}{sfx}.len"),
+                )
+            };
             let mut cmd = match p.work {
                 Work::None => String::new(),
                 Work::Sleep(cs) => format!("sleep 0.0{cs}; "),
@@ -172,35 +292,43 @@ impl Spec {
                 .map(|j| format!(" {{needs.p{j}.outputs}}"))
                 .collect();
             let read_inputs = if inputs.is_empty() { "" } else { " {inputs}" };
+            // Every file read (directories walked), in path order, through one checksum.
             cmd.push_str(&format!(
-                "{{{{ echo p{k}{label}; cat /dev/null{ups}{read_inputs} | cksum; }}}} > out/p{k}{sfx}.txt"
+                "{{{{ echo p{k}{label}; find /dev/null{ups}{read_inputs} -type f | LC_ALL=C sort | xargs cat /dev/null | cksum; }}}} > {main}"
             ));
             if p.extra_output {
-                cmd.push_str(&format!(
-                    " && wc -c < out/p{k}{sfx}.txt > out/p{k}{sfx}.len"
-                ));
+                cmd.push_str(&format!(" && wc -c < {main} > {len}"));
+            }
+            match (p.fail, &p.langs) {
+                (None, _) => {}
+                (Some(x), Some(langs)) => {
+                    let l = langs[usize::from(x) % langs.len()];
+                    cmd.push_str(&format!("; test {{matrix.lang}} != {l}"));
+                }
+                (Some(_), None) => cmd.push_str("; exit 3"),
             }
             s.push_str(&format!("\n[phase.p{k}]\nrun = '{cmd}'\n"));
-            let list = |v: &[usize]| {
+            let list = |v: &[String]| {
                 v.iter()
-                    .map(|j| format!("\"p{j}\""))
+                    .map(|x| format!("\"{x}\""))
                     .collect::<Vec<_>>()
                     .join(", ")
             };
+            let phases = |v: &[usize]| list(&v.iter().map(|j| format!("p{j}")).collect::<Vec<_>>());
             if !p.needs.is_empty() {
-                s.push_str(&format!("needs = [{}]\n", list(&p.needs)));
+                s.push_str(&format!("needs = [{}]\n", phases(&p.needs)));
             }
             if !p.after.is_empty() {
-                s.push_str(&format!("after = [{}]\n", list(&p.after)));
+                s.push_str(&format!("after = [{}]\n", phases(&p.after)));
             }
             if let Some(langs) = &p.langs {
-                let v: Vec<String> = langs.iter().map(|l| format!("\"{l}\"")).collect();
-                s.push_str(&format!("matrix = {{ lang = [{}] }}\n", v.join(", ")));
+                let v: Vec<String> = langs.iter().map(|l| (*l).to_owned()).collect();
+                s.push_str(&format!("matrix = {{ lang = [{}] }}\n", list(&v)));
             }
             if !inputs.is_empty() {
-                s.push_str(&format!("inputs = [{}]\n", inputs.join(", ")));
+                s.push_str(&format!("inputs = [{}]\n", list(&inputs)));
             }
-            s.push_str(&format!("outputs = [{}]\n", outputs.join(", ")));
+            s.push_str(&format!("outputs = [{}]\n", list(&outputs)));
         }
         s
     }
@@ -245,39 +373,101 @@ impl Spec {
         Ok(())
     }
 
-    /// Instance name → the names of the instances it depends on.
-    fn instances(&self) -> BTreeMap<String, BTreeSet<String>> {
-        let names = |k: usize, lang: Option<&str>| match lang {
+    /// Instance name → (its phase, its language, upstream instance name → hard).
+    fn instance_deps(&self) -> BTreeMap<String, InstanceDeps> {
+        let name = |k: usize, lang: Option<&str>| match lang {
             Some(l) => format!("p{k}[lang={l}]"),
             None => format!("p{k}"),
         };
         let mut out = BTreeMap::new();
         for (k, p) in self.phases.iter().enumerate() {
-            let mine: Vec<Option<&str>> = match &p.langs {
+            let mine: Vec<Option<&'static str>> = match &p.langs {
                 Some(ls) => ls.iter().map(|l| Some(*l)).collect(),
                 None => vec![None],
             };
             for lang in mine {
-                let mut deps = BTreeSet::new();
-                for &j in p.needs.iter().chain(&p.after) {
+                let mut deps = BTreeMap::new();
+                let edges = p.needs.iter().map(|&j| (j, true));
+                for (j, hard) in edges.chain(p.after.iter().map(|&j| (j, false))) {
                     match (&self.phases[j].langs, lang) {
                         (None, _) => {
-                            deps.insert(names(j, None));
+                            deps.insert(name(j, None), hard);
                         }
                         (Some(ls), Some(l)) => {
                             if ls.contains(&l) {
-                                deps.insert(names(j, Some(l)));
+                                deps.insert(name(j, Some(l)), hard);
                             }
                         }
                         (Some(ls), None) => {
-                            deps.extend(ls.iter().map(|l| names(j, Some(l))));
+                            deps.extend(ls.iter().map(|l| (name(j, Some(l)), hard)));
                         }
                     }
                 }
-                out.insert(names(k, lang), deps);
+                out.insert(name(k, lang), (k, lang, deps));
             }
         }
         out
+    }
+
+    /// Instance name → the names of the instances it depends on.
+    fn instances(&self) -> BTreeMap<String, BTreeSet<String>> {
+        self.instance_deps()
+            .into_iter()
+            .map(|(i, (_, _, deps))| (i, deps.into_keys().collect()))
+            .collect()
+    }
+
+    /// Whether the command of this instance fails.
+    fn fails(&self, k: usize, lang: Option<&str>) -> bool {
+        let p = &self.phases[k];
+        match (p.fail, &p.langs, lang) {
+            (None, _, _) => false,
+            (Some(x), Some(ls), Some(l)) => ls[usize::from(x) % ls.len()] == l,
+            (Some(_), _, _) => true,
+        }
+    }
+
+    /// What `build -k` must do to each instance of a fresh project (§3 of the design):
+    /// `failed` when its command fails, `blocked` when a hard upstream failed or was
+    /// blocked, else `succeeded` (soft upstreams that failed do not matter).
+    fn keep_going_outcomes(&self) -> BTreeMap<String, &'static str> {
+        let deps = self.instance_deps();
+        let mut out: BTreeMap<String, &'static str> = BTreeMap::new();
+        // Phases only depend on lower phases, so phase order is a topological order.
+        let mut by_phase: Vec<(usize, &String)> =
+            deps.iter().map(|(n, (k, _, _))| (*k, n)).collect();
+        by_phase.sort();
+        for (_, name) in by_phase {
+            let (k, lang, ups) = &deps[name];
+            let blocked = ups
+                .iter()
+                .any(|(u, hard)| *hard && matches!(out.get(u), Some(&"failed" | &"blocked")));
+            let outcome = if blocked {
+                "blocked"
+            } else if self.fails(*k, *lang) {
+                "failed"
+            } else {
+                "succeeded"
+            };
+            out.insert(name.clone(), outcome);
+        }
+        out
+    }
+
+    /// The files an instance writes, relative to `out/`.
+    fn outputs_of(&self, k: usize, lang: Option<&str>) -> Vec<String> {
+        let sfx = lang.map(|l| format!("-{l}")).unwrap_or_default();
+        let p = &self.phases[k];
+        let (main, len) = if p.dir_output {
+            (format!("p{k}{sfx}.d/main.txt"), format!("p{k}{sfx}.d/len"))
+        } else {
+            (format!("p{k}{sfx}.txt"), format!("p{k}{sfx}.len"))
+        };
+        if p.extra_output {
+            vec![main, len]
+        } else {
+            vec![main]
+        }
     }
 }
 
@@ -378,7 +568,7 @@ fn completed(events: &[Value]) -> BTreeMap<String, (String, Value)> {
 }
 
 /// Checks, in event order, that no instance starts before each of its upstreams has
-/// completed or been skipped in this run.
+/// finished (completed, skipped, failed or blocked) in this run.
 fn check_start_order(
     events: &[Value],
     deps: &BTreeMap<String, BTreeSet<String>>,
@@ -397,7 +587,7 @@ fn check_start_order(
                     );
                 }
             }
-            "instance_completed" | "instance_skipped" => {
+            "instance_completed" | "instance_skipped" | "instance_failed" | "instance_blocked" => {
                 done.insert(inst);
             }
             _ => {}
@@ -463,8 +653,69 @@ fn keys(events: &[Value]) -> BTreeMap<String, String> {
     events
         .iter()
         .filter(|e| matches!(field(e, "type"), "instance_completed" | "instance_skipped"))
-        .map(|e| (field(e, "instance").to_owned(), field(e, "action_key").to_owned()))
+        .map(|e| {
+            (
+                field(e, "instance").to_owned(),
+                field(e, "action_key").to_owned(),
+            )
+        })
         .collect()
+}
+
+/// The plan digest of a run.
+fn plan_digest(events: &[Value]) -> Option<String> {
+    events
+        .iter()
+        .find(|e| field(e, "type") == "run_started")
+        .map(|e| field(e, "plan_digest").to_owned())
+}
+
+/// Events without the fields that may differ between two runs of the same state.
+fn normalized(events: &[Value]) -> Vec<Value> {
+    events
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            if let Some(o) = e.as_object_mut() {
+                o.remove("ts");
+                o.remove("duration_ms");
+            }
+            e
+        })
+        .collect()
+}
+
+/// Instance → how it ended in `events`: `succeeded`, `up_to_date`, `failed`, `blocked`.
+fn outcomes(events: &[Value]) -> BTreeMap<String, &'static str> {
+    events
+        .iter()
+        .filter_map(|e| {
+            let outcome = match field(e, "type") {
+                "instance_completed" => "succeeded",
+                "instance_skipped" => "up_to_date",
+                "instance_failed" => "failed",
+                "instance_blocked" => "blocked",
+                _ => return None,
+            };
+            Some((field(e, "instance").to_owned(), outcome))
+        })
+        .collect()
+}
+
+/// The events of these types, as (instance, event) pairs sorted by instance.
+fn by_type(events: &[Value], types: &[&str]) -> Vec<(String, Value)> {
+    let mut v: Vec<(String, Value)> = normalized(events)
+        .into_iter()
+        .filter(|e| types.contains(&field(e, "type")))
+        .map(|mut e| {
+            if let Some(o) = e.as_object_mut() {
+                o.remove("seq");
+            }
+            (field(&e, "instance").to_owned(), e)
+        })
+        .collect();
+    v.sort_by(|x, y| (&x.0, x.1.to_string()).cmp(&(&y.0, y.1.to_string())));
+    v
 }
 
 /// Builds `spec` with `-j 1` in one copy and `-j 8` in another, and checks that the
@@ -475,13 +726,16 @@ fn check_j1_matches_j8(spec: &Spec) -> Result<(), TestCaseError> {
     let tmp = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
     let a = tmp.path().join("a");
     let b = tmp.path().join("b");
+    let c = tmp.path().join("c");
     spec.write(&a)?;
     copy_tree(&a, &b)?;
+    copy_tree(&a, &c)?;
     let instances = spec.instances();
     let all: BTreeSet<String> = instances.keys().cloned().collect();
 
     orch_ok(&a, &["build", "-j", "1", "--run-id", "first"])?;
     orch_ok(&b, &["build", "-j", "8", "--run-id", "first"])?;
+    orch_ok(&c, &["build", "-j", "1", "--run-id", "first"])?;
 
     let out_a = tree(&a.join("out"))?;
     let out_b = tree(&b.join("out"))?;
@@ -490,7 +744,11 @@ fn check_j1_matches_j8(spec: &Spec) -> Result<(), TestCaseError> {
         .iter()
         .map(|p| p.langs.as_ref().map_or(1, Vec::len) * if p.extra_output { 2 } else { 1 })
         .sum();
-    prop_assert_eq!(out_a.len(), declared, "not every declared output was written");
+    prop_assert_eq!(
+        out_a.len(),
+        declared,
+        "not every declared output was written"
+    );
     prop_assert!(
         out_a == out_b,
         "out/ differs between -j 1 and -j 8: {:?}",
@@ -507,6 +765,15 @@ fn check_j1_matches_j8(spec: &Spec) -> Result<(), TestCaseError> {
     let done_b = completed(&ev_b);
     prop_assert_eq!(done_a.keys().cloned().collect::<BTreeSet<_>>(), all.clone());
     prop_assert_eq!(&done_a, &done_b, "instances or action keys differ");
+    prop_assert_eq!(
+        plan_digest(&ev_a),
+        plan_digest(&ev_b),
+        "equal project states have different plan digests"
+    );
+    // §7: with -j 1, two builds of the same state emit the same events apart from `ts`
+    // and durations.
+    let ev_c = events(&c, "first")?;
+    prop_assert_eq!(normalized(&ev_a), normalized(&ev_c), "-j 1 events differ");
     check_start_order(&ev_a, &instances)?;
     check_start_order(&ev_b, &instances)?;
     let last = |ev: &[Value]| {
@@ -519,7 +786,11 @@ fn check_j1_matches_j8(spec: &Spec) -> Result<(), TestCaseError> {
     };
     prop_assert_eq!(last(&ev_a), last(&ev_b));
 
-    prop_assert_eq!(db_state(&a, true)?, db_state(&b, true)?, "recorded state differs");
+    prop_assert_eq!(
+        db_state(&a, true)?,
+        db_state(&b, true)?,
+        "recorded state differs"
+    );
     let status_a = orch_ok(&a, &["status", "--json"])?;
     let status_b = orch_ok(&b, &["status", "--json"])?;
     prop_assert_eq!(&status_a, &status_b, "`status --json` differs");
@@ -546,8 +817,20 @@ fn check_j1_matches_j8(spec: &Spec) -> Result<(), TestCaseError> {
             .collect();
         prop_assert_eq!(&skipped, &all);
     }
-    prop_assert!(tree(&a.join("out"))? == out_a, "the second build changed out/");
-    prop_assert!(tree(&b.join("out"))? == out_b, "the second build changed out/");
+    prop_assert!(
+        tree(&a.join("out"))? == out_a,
+        "the second build changed out/"
+    );
+    orch_ok(&c, &["build", "-j", "1", "--run-id", "second"])?;
+    prop_assert_eq!(
+        normalized(&events(&a, "second")?),
+        normalized(&events(&c, "second")?),
+        "-j 1 no-op events differ"
+    );
+    prop_assert!(
+        tree(&b.join("out"))? == out_b,
+        "the second build changed out/"
+    );
     Ok(())
 }
 
@@ -680,10 +963,13 @@ fn check_incremental(spec: &Spec, edit: &Edit) -> Result<(), TestCaseError> {
         prop_assert!(!owners.is_empty());
         let (path, inst) = &owners[ix.index(owners.len())];
         let path = a.join(path);
-        let r = if matches!(edit, Edit::DeleteOutput(_)) {
-            std::fs::remove_file(&path)
-        } else {
-            std::fs::write(&path, "tampered\n")
+        let r = match (edit, path.is_dir()) {
+            (Edit::DeleteOutput(_), false) => std::fs::remove_file(&path),
+            (Edit::DeleteOutput(_), true) => std::fs::remove_dir_all(&path),
+            (_, false) => std::fs::write(&path, "tampered\n"),
+            // Directory outputs are left for the command to update (README), so only
+            // change a file the command rewrites.
+            (_, true) => std::fs::write(path.join("main.txt"), "tampered\n"),
         };
         r.map_err(|e| fail(format!("{}: {e}", path.display())))?;
         touched.insert(inst.clone());
@@ -699,14 +985,22 @@ fn check_incremental(spec: &Spec, edit: &Edit) -> Result<(), TestCaseError> {
         keys_clean.keys().cloned().collect::<BTreeSet<_>>(),
         edited.instances().into_keys().collect::<BTreeSet<_>>()
     );
-    prop_assert_eq!(&keys(&second), &keys_clean, "incremental and clean action keys differ");
+    prop_assert_eq!(
+        &keys(&second),
+        &keys_clean,
+        "incremental and clean action keys differ"
+    );
     let expected: BTreeSet<String> = keys_clean
         .iter()
         .filter(|(i, k)| keys_first.get(*i) != Some(k))
         .map(|(i, _)| i.clone())
         .chain(touched)
         .collect();
-    prop_assert_eq!(started(&second), expected, "the incremental build ran other instances");
+    prop_assert_eq!(
+        started(&second),
+        expected,
+        "the incremental build ran other instances"
+    );
     check_start_order(&second, &edited.instances())?;
 
     let out_a = tree(&a.join("out"))?;
@@ -720,16 +1014,525 @@ fn check_incremental(spec: &Spec, edit: &Edit) -> Result<(), TestCaseError> {
             .filter(|k| out_a.get(*k) != out_b.get(*k))
             .collect::<BTreeSet<_>>()
     );
-    prop_assert_eq!(db_state(&a, false)?, db_state(&b, false)?, "recorded state differs");
+    prop_assert_eq!(
+        db_state(&a, false)?,
+        db_state(&b, false)?,
+        "recorded state differs"
+    );
     prop_assert_eq!(
         orch_ok(&a, &["status", "--json"])?,
         orch_ok(&b, &["status", "--json"])?,
         "`status --json` differs"
     );
     let plan_a = orch_ok(&a, &["plan", "--json"])?;
-    prop_assert_eq!(&plan_a, &orch_ok(&b, &["plan", "--json"])?, "`plan --json` differs");
+    prop_assert_eq!(
+        &plan_a,
+        &orch_ok(&b, &["plan", "--json"])?,
+        "`plan --json` differs"
+    );
     let plan: Value = serde_json::from_str(&plan_a).map_err(|e| fail(e.to_string()))?;
     prop_assert_eq!(plan["stale"].as_u64(), Some(0), "plan: {}", plan_a);
+    Ok(())
+}
+
+/// Builds a project with failing phases with `-k`, in one copy with `-j 1` and in
+/// another with `-j 8`: each instance must fail, be blocked or succeed as §3 of the
+/// design says (whatever the job count), with the same blockers, warnings, outputs (none
+/// for failed instances) and status. A second `-k` build reruns exactly the failed
+/// instances. Once the failures are fixed, a build gives what a clean build does.
+fn check_keep_going(spec: &Spec) -> Result<(), TestCaseError> {
+    let tmp = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    spec.write(&a)?;
+    copy_tree(&a, &b)?;
+    let expected = spec.keep_going_outcomes();
+    let any_failed = expected.values().any(|o| *o == "failed");
+    let code = if any_failed { 1 } else { 0 };
+    for (dir, jobs) in [(&a, "1"), (&b, "8")] {
+        let out = orch(dir, &["build", "-k", "-j", jobs, "--run-id", "first"])?;
+        prop_assert_eq!(
+            out.status.code(),
+            Some(code),
+            "-j {}: {}{}",
+            jobs,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ev_a = events(&a, "first")?;
+    let ev_b = events(&b, "first")?;
+    prop_assert_eq!(&outcomes(&ev_a), &expected, "-j 1 outcomes");
+    prop_assert_eq!(&outcomes(&ev_b), &expected, "-j 8 outcomes");
+    let kinds = [
+        "instance_blocked",
+        "soft_dependency_unmet",
+        "instance_failed",
+    ];
+    let strip_log = |v: Vec<(String, Value)>| -> Vec<(String, Value)> {
+        v.into_iter()
+            .map(|(i, mut e)| {
+                if let Some(o) = e.as_object_mut() {
+                    o.remove("log");
+                }
+                (i, e)
+            })
+            .collect()
+    };
+    prop_assert_eq!(
+        strip_log(by_type(&ev_a, &kinds)),
+        strip_log(by_type(&ev_b, &kinds)),
+        "blocked, failed or soft-dependency events differ"
+    );
+    // Soft dependencies: a warning for each failed or blocked soft upstream of an
+    // instance that ran.
+    let deps = spec.instance_deps();
+    let mut unmet = BTreeSet::new();
+    for (name, (_, _, ups)) in &deps {
+        if expected[name] == "blocked" {
+            continue;
+        }
+        for (u, hard) in ups {
+            if !hard && expected[u] != "succeeded" {
+                unmet.insert((name.clone(), u.clone(), expected[u].to_owned()));
+            }
+        }
+    }
+    let seen: BTreeSet<(String, String, String)> = by_type(&ev_b, &["soft_dependency_unmet"])
+        .into_iter()
+        .map(|(i, e)| {
+            (
+                i,
+                field(&e, "upstream").to_owned(),
+                field(&e, "upstream_status").to_owned(),
+            )
+        })
+        .collect();
+    prop_assert_eq!(seen, unmet, "soft_dependency_unmet warnings");
+    check_start_order(&ev_b, &spec.instances())?;
+
+    let out_a = tree(&a.join("out"))?;
+    prop_assert!(
+        out_a == tree(&b.join("out"))?,
+        "out/ differs between -j 1 and -j 8"
+    );
+    let produced: BTreeSet<String> = deps
+        .iter()
+        .filter(|(n, _)| expected[*n] == "succeeded")
+        .flat_map(|(_, (k, lang, _))| spec.outputs_of(*k, *lang))
+        .collect();
+    prop_assert_eq!(
+        out_a.keys().cloned().collect::<BTreeSet<_>>(),
+        produced,
+        "out/ must hold exactly the outputs of instances that succeeded"
+    );
+    let status_a = orch_ok(&a, &["status", "--json"])?;
+    prop_assert_eq!(
+        &status_a,
+        &orch_ok(&b, &["status", "--json"])?,
+        "`status --json` differs"
+    );
+    let status: Value = serde_json::from_str(&status_a).map_err(|e| fail(e.to_string()))?;
+    for row in status["instances"].as_array().into_iter().flatten() {
+        let name = field(row, "instance");
+        match expected.get(name).copied() {
+            Some("failed") => prop_assert_eq!(field(row, "status"), "failed", "{}", row),
+            Some("blocked") => prop_assert_eq!(field(row, "status"), "blocked", "{}", row),
+            Some(_) => prop_assert!(
+                matches!(field(row, "status"), "up_to_date" | "stale"),
+                "{}",
+                row
+            ),
+            None => prop_assert!(false, "unknown instance in status: {}", row),
+        }
+    }
+    prop_assert_eq!(
+        orch_ok(&a, &["plan", "--json"])?,
+        orch_ok(&b, &["plan", "--json"])?,
+        "`plan --json` differs"
+    );
+
+    // Again: failed instances rerun (and fail again), nothing else runs.
+    for (dir, jobs) in [(&a, "1"), (&b, "8")] {
+        let out = orch(dir, &["build", "-k", "-j", jobs, "--run-id", "second"])?;
+        prop_assert_eq!(out.status.code(), Some(code));
+        let ev = events(dir, "second")?;
+        let failed: BTreeSet<String> = expected
+            .iter()
+            .filter(|(_, o)| **o == "failed")
+            .map(|(n, _)| n.clone())
+            .collect();
+        prop_assert_eq!(
+            started(&ev),
+            failed,
+            "-j {}: the second build ran other instances",
+            jobs
+        );
+        let again: BTreeMap<String, &str> = outcomes(&ev)
+            .into_iter()
+            .map(|(n, o)| (n, if o == "up_to_date" { "succeeded" } else { o }))
+            .collect();
+        prop_assert_eq!(
+            &again,
+            &expected,
+            "-j {}: outcomes of the second build",
+            jobs
+        );
+    }
+
+    // Fixed: the build must end where a clean build of the fixed project does.
+    let mut fixed = spec.clone();
+    for p in &mut fixed.phases {
+        p.fail = None;
+    }
+    fixed.write(&a)?;
+    orch_ok(&a, &["build", "-j", "8", "--run-id", "fixed"])?;
+    let c = tmp.path().join("c");
+    fixed.write(&c)?;
+    orch_ok(&c, &["build", "-j", "8", "--run-id", "clean"])?;
+    let fixed_keys = keys(&events(&a, "fixed")?);
+    prop_assert_eq!(
+        &fixed_keys,
+        &keys(&events(&c, "clean")?),
+        "action keys after the fix"
+    );
+    prop_assert!(
+        tree(&a.join("out"))? == tree(&c.join("out"))?,
+        "out/ after the fix"
+    );
+    prop_assert_eq!(
+        db_state(&a, false)?,
+        db_state(&c, false)?,
+        "recorded state after the fix"
+    );
+    prop_assert_eq!(
+        orch_ok(&a, &["status", "--json"])?,
+        orch_ok(&c, &["status", "--json"])?,
+        "`status --json` after the fix"
+    );
+    Ok(())
+}
+
+/// A build target: phase `k`, or its instance with language `langs[l % len]`.
+#[derive(Clone, Debug)]
+struct Target {
+    phase: Index,
+    lang: Option<Index>,
+}
+
+fn target() -> impl Strategy<Value = Target> {
+    (any::<Index>(), prop::option::of(any::<Index>()))
+        .prop_map(|(phase, lang)| Target { phase, lang })
+}
+
+impl Spec {
+    /// The target as given on the command line, and the instances it names.
+    fn resolve(&self, t: &Target) -> (String, BTreeSet<String>) {
+        let k = t.phase.index(self.phases.len());
+        match (&self.phases[k].langs, &t.lang) {
+            (Some(ls), Some(l)) => {
+                let l = ls[l.index(ls.len())];
+                (
+                    format!("p{k}[lang={l}]"),
+                    BTreeSet::from([format!("p{k}[lang={l}]")]),
+                )
+            }
+            (Some(ls), None) => (
+                format!("p{k}"),
+                ls.iter().map(|l| format!("p{k}[lang={l}]")).collect(),
+            ),
+            (None, _) => (format!("p{k}"), BTreeSet::from([format!("p{k}")])),
+        }
+    }
+
+    /// `from` and everything it depends on, transitively.
+    fn with_upstream(&self, from: &BTreeSet<String>) -> BTreeSet<String> {
+        let deps = self.instances();
+        let mut out = from.clone();
+        let mut stack: Vec<String> = from.iter().cloned().collect();
+        while let Some(i) = stack.pop() {
+            for d in &deps[&i] {
+                if out.insert(d.clone()) {
+                    stack.push(d.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// `from` and everything that depends on it, transitively.
+    fn with_downstream(&self, from: &BTreeSet<String>) -> BTreeSet<String> {
+        let deps = self.instances();
+        let mut out = from.clone();
+        loop {
+            let before = out.len();
+            for (i, ds) in &deps {
+                if ds.iter().any(|d| out.contains(d)) {
+                    out.insert(i.clone());
+                }
+            }
+            if out.len() == before {
+                return out;
+            }
+        }
+    }
+}
+
+/// Builds random targets, then everything; then `--from` a phase, then `--force` the
+/// targets. Each build must run exactly its selection (the targets and their upstreams;
+/// what is left; the phase and its downstream; the targets and their upstreams again),
+/// and the project must end as a clean full build leaves it.
+fn check_targets(spec: &Spec, targets: &[Target], from: Index) -> Result<(), TestCaseError> {
+    let tmp = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    spec.write(&a)?;
+    copy_tree(&a, &b)?;
+    let all: BTreeSet<String> = spec.instances().into_keys().collect();
+    let mut args: Vec<String> = Vec::new();
+    let mut named = BTreeSet::new();
+    for t in targets {
+        let (arg, instances) = spec.resolve(t);
+        args.push(arg);
+        named.extend(instances);
+    }
+    let selected = spec.with_upstream(&named);
+    let build = |dir: &Path, run_id: &str, extra: &[&str]| -> Result<Vec<Value>, TestCaseError> {
+        let mut argv = vec!["build", "-j", "8", "--run-id", run_id];
+        argv.extend(extra);
+        orch_ok(dir, &argv)?;
+        events(dir, run_id)
+    };
+    let target_args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    let ev = build(&a, "targets", &target_args)?;
+    prop_assert_eq!(
+        started(&ev),
+        selected.clone(),
+        "`build {}` ran",
+        args.join(" ")
+    );
+    prop_assert_eq!(
+        outcomes(&ev).into_keys().collect::<BTreeSet<_>>(),
+        selected.clone()
+    );
+    let plan = orch_ok(&a, &[&["plan", "--json"][..], &target_args].concat())?;
+    let plan: Value = serde_json::from_str(&plan).map_err(|e| fail(e.to_string()))?;
+    prop_assert_eq!(
+        plan["stale"].as_u64(),
+        Some(0),
+        "plan of the targets: {}",
+        plan
+    );
+
+    let ev = build(&a, "rest", &[])?;
+    let rest: BTreeSet<String> = all.difference(&selected).cloned().collect();
+    prop_assert_eq!(
+        started(&ev),
+        rest,
+        "the full build after `build {}` ran",
+        args.join(" ")
+    );
+    let keys_a = keys(&ev);
+    orch_ok(&b, &["build", "-j", "1", "--run-id", "clean"])?;
+    prop_assert_eq!(
+        &keys_a,
+        &keys(&events(&b, "clean")?),
+        "action keys differ from a clean build"
+    );
+    let out_b = tree(&b.join("out"))?;
+    prop_assert!(
+        tree(&a.join("out"))? == out_b,
+        "out/ differs from a clean build"
+    );
+    prop_assert_eq!(
+        db_state(&a, false)?,
+        db_state(&b, false)?,
+        "recorded state differs"
+    );
+
+    let (from_phase, from_instances) = spec.resolve(&Target {
+        phase: from,
+        lang: None,
+    });
+    let ev = build(&a, "from", &["--from", &from_phase])?;
+    prop_assert_eq!(
+        started(&ev),
+        spec.with_downstream(&from_instances),
+        "`build --from {}` ran",
+        from_phase
+    );
+    prop_assert_eq!(&keys(&ev), &keys_a);
+
+    let ev = build(&a, "force", &[&["--force"][..], &target_args].concat())?;
+    prop_assert_eq!(
+        started(&ev),
+        selected,
+        "`build --force {}` ran",
+        args.join(" ")
+    );
+    prop_assert!(
+        tree(&a.join("out"))? == out_b,
+        "out/ changed after forced rebuilds"
+    );
+    let plan = orch_ok(&a, &["plan", "--json"])?;
+    let plan: Value = serde_json::from_str(&plan).map_err(|e| fail(e.to_string()))?;
+    prop_assert_eq!(
+        plan["stale"].as_u64(),
+        Some(0),
+        "plan after forced rebuilds: {}",
+        plan
+    );
+    Ok(())
+}
+
+impl Spec {
+    /// Instance names in the order orch starts them with one job: repeatedly the
+    /// smallest name whose upstreams have all finished.
+    fn serial_order(&self) -> Vec<String> {
+        let deps = self.instances();
+        let mut done: BTreeSet<&String> = BTreeSet::new();
+        let mut order = Vec::new();
+        while let Some(next) = deps
+            .iter()
+            .find(|(n, ds)| !done.contains(n) && ds.iter().all(|d| done.contains(d)))
+            .map(|(n, _)| n)
+        {
+            done.insert(next);
+            order.push(next.clone());
+        }
+        order
+    }
+}
+
+/// Without `-k`, a build stops starting instances after the first failure. With `-j 1`
+/// the outcome is exact: instances succeed in serial order up to the first failing one,
+/// and the rest are blocked (`upstream_failed`, `upstream_blocked` or
+/// `stopped_after_failure`). With `-j 8`, no instance starts after the first failure,
+/// every instance is accounted for, and no instance is blocked by a stop while one of
+/// its hard upstreams failed.
+fn check_fail_fast(spec: &Spec) -> Result<(), TestCaseError> {
+    let tmp = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    spec.write(&a)?;
+    copy_tree(&a, &b)?;
+    let deps = spec.instance_deps();
+    let any_fails = deps.values().any(|(k, lang, _)| spec.fails(*k, *lang));
+    let code = Some(if any_fails { 1 } else { 0 });
+    let out = orch(&a, &["build", "-j", "1", "--run-id", "first"])?;
+    prop_assert_eq!(
+        out.status.code(),
+        code,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = orch(&b, &["build", "-j", "8", "--run-id", "first"])?;
+    prop_assert_eq!(
+        out.status.code(),
+        code,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // -j 1: exact.
+    let mut expected: BTreeMap<String, (&str, String, Vec<String>)> = BTreeMap::new();
+    let mut stopped = false;
+    for name in spec.serial_order() {
+        let (k, lang, ups) = &deps[&name];
+        let outcome = if stopped {
+            let hard: Vec<&String> = ups.iter().filter(|(_, h)| **h).map(|(u, _)| u).collect();
+            let failed: Vec<String> = hard
+                .iter()
+                .filter(|u| expected.get(**u).is_some_and(|e| e.0 == "failed"))
+                .map(|u| (*u).clone())
+                .collect();
+            let blocked: Vec<String> = hard
+                .iter()
+                .filter(|u| expected.get(**u).is_some_and(|e| e.0 == "blocked"))
+                .map(|u| (*u).clone())
+                .collect();
+            let reason = if !failed.is_empty() {
+                "upstream_failed"
+            } else if !blocked.is_empty() {
+                "upstream_blocked"
+            } else {
+                "stopped_after_failure"
+            };
+            let by: BTreeSet<String> = failed.into_iter().chain(blocked).collect();
+            ("blocked", reason.to_owned(), by.into_iter().collect())
+        } else if spec.fails(*k, *lang) {
+            stopped = true;
+            ("failed", String::new(), Vec::new())
+        } else {
+            ("succeeded", String::new(), Vec::new())
+        };
+        expected.insert(name, outcome);
+    }
+    let ev_a = events(&a, "first")?;
+    let mut seen: BTreeMap<String, (&str, String, Vec<String>)> = BTreeMap::new();
+    for e in &ev_a {
+        let inst = field(e, "instance").to_owned();
+        let entry = match field(e, "type") {
+            "instance_completed" => ("succeeded", String::new(), Vec::new()),
+            "instance_failed" => ("failed", String::new(), Vec::new()),
+            "instance_blocked" => {
+                let mut by: Vec<String> = e["blocked_by"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect();
+                by.sort();
+                ("blocked", field(e, "reason").to_owned(), by)
+            }
+            _ => continue,
+        };
+        seen.insert(inst, entry);
+    }
+    prop_assert_eq!(seen, expected, "-j 1 outcomes without -k");
+
+    // -j 8: invariants.
+    let ev_b = events(&b, "first")?;
+    check_start_order(&ev_b, &spec.instances())?;
+    let mut failed_yet = false;
+    for e in &ev_b {
+        match field(e, "type") {
+            "instance_started" => prop_assert!(
+                !failed_yet,
+                "`{}` started after a failure",
+                field(e, "instance")
+            ),
+            "instance_failed" => failed_yet = true,
+            _ => {}
+        }
+    }
+    let outcome_b = outcomes(&ev_b);
+    prop_assert_eq!(
+        outcome_b.keys().cloned().collect::<BTreeSet<_>>(),
+        deps.keys().cloned().collect::<BTreeSet<_>>(),
+        "every instance must be accounted for"
+    );
+    for (name, outcome) in &outcome_b {
+        let (k, lang, ups) = &deps[name];
+        match *outcome {
+            "failed" => prop_assert!(spec.fails(*k, *lang), "`{}` failed", name),
+            "succeeded" => prop_assert!(!spec.fails(*k, *lang), "`{}` succeeded", name),
+            _ => {}
+        }
+        for (u, hard) in ups {
+            if *hard && matches!(outcome_b[u], "failed" | "blocked") {
+                prop_assert_eq!(
+                    *outcome,
+                    "blocked",
+                    "`{}` ran although `{}` did not succeed",
+                    name,
+                    u
+                );
+            }
+        }
+    }
+    prop_assert_eq!(any_fails, outcome_b.values().any(|o| *o == "failed"));
     Ok(())
 }
 
@@ -737,6 +1540,11 @@ fn config() -> ProptestConfig {
     ProptestConfig {
         cases: 12,
         max_shrink_iters: 64,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "tests/proptest-regressions/properties.txt",
+            ),
+        )),
         ..ProptestConfig::default()
     }
 }
@@ -749,14 +1557,14 @@ proptest! {
     /// `status --json` and `plan --json` (all up to date), and a second build of each
     /// runs nothing.
     #[test]
-    fn parallel_build_matches_serial_build(spec in spec(2..25, false)) {
+    fn parallel_build_matches_serial_build(spec in spec(2..25, PLAIN)) {
         check_j1_matches_j8(&spec)?;
     }
 
     /// The same with random per-phase sleeps and busy loops, which only perturb the
     /// order in which instances complete: results still do not depend on it.
     #[test]
-    fn completion_order_does_not_matter(spec in spec(2..16, true)) {
+    fn completion_order_does_not_matter(spec in spec(2..16, Gen { perturb: true, ..PLAIN })) {
         check_j1_matches_j8(&spec)?;
     }
 
@@ -765,7 +1573,141 @@ proptest! {
     /// tampered with or deleted) equals a clean build of the edited project, and runs
     /// exactly what the edit invalidated.
     #[test]
-    fn incremental_build_matches_clean_build(spec in spec(2..16, false), edit in edit()) {
+    fn incremental_build_matches_clean_build(spec in spec(2..16, PLAIN), edit in edit()) {
         check_incremental(&spec, &edit)?;
     }
+
+    /// With failing phases and `-k`, `-j 1` and `-j 8` fail, block and succeed exactly
+    /// the instances the dependency semantics say, and recover once fixed.
+    #[test]
+    fn keep_going_outcomes_follow_the_dependency_semantics(
+        spec in spec(2..16, Gen { perturb: true, failures: true, ..PLAIN }),
+    ) {
+        check_keep_going(&spec)?;
+    }
+
+    /// Building targets, then everything, then `--from` a phase, then `--force` the
+    /// targets runs exactly each selection and ends where a clean build does.
+    #[test]
+    fn target_builds_run_exactly_their_selection(
+        spec in spec(2..16, PLAIN),
+        targets in prop::collection::vec(target(), 1..3),
+        from in any::<Index>(),
+    ) {
+        check_targets(&spec, &targets, from)?;
+    }
+
+    /// Without `-k`, builds stop starting instances at the first failure: exactly so
+    /// with `-j 1`, and without starting anything after a failure with `-j 8`.
+    #[test]
+    fn fail_fast_stops_at_the_first_failure(
+        spec in spec(2..16, Gen { perturb: true, failures: true, ..PLAIN }),
+    ) {
+        check_fail_fast(&spec)?;
+    }
+
+    /// Phases that list a `needs` upstream's directory output as a plain `inputs` path
+    /// (`out/pJ.d`): the same must hold.
+    #[test]
+    fn plain_inputs_naming_upstream_directory_outputs(
+        spec in spec(2..12, Gen { reads: &[Read::PlainDir], ..PLAIN }),
+    ) {
+        check_j1_matches_j8(&spec)?;
+    }
+}
+
+/// Builds `orchfile` in a fresh directory, and checks that `out/b.txt` then holds `a`
+/// and that a second build runs nothing.
+fn build_twice(orchfile: &str) -> Result<(), TestCaseError> {
+    let tmp = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let dir = tmp.path();
+    std::fs::write(dir.join("Orchfile.toml"), orchfile).map_err(|e| fail(e.to_string()))?;
+    orch_ok(dir, &["build", "--run-id", "first"])?;
+    let b = std::fs::read_to_string(dir.join("out/b.txt")).map_err(|e| fail(e.to_string()))?;
+    prop_assert_eq!(b, "a\n", "`b` did not see what `a` produced");
+    orch_ok(dir, &["build", "--run-id", "second"])?;
+    let ran = started(&events(dir, "second")?);
+    prop_assert!(ran.is_empty(), "a second build ran {:?}", ran);
+    Ok(())
+}
+
+/// Regression (fixed in 35b1526), minimal: `b` reads `a`'s output through a glob.
+#[test]
+fn glob_input_over_an_upstream_output() -> Result<(), TestCaseError> {
+    build_twice(
+        r#"[orch]
+format = 1
+
+[phase.a]
+run = "echo a > {output}"
+outputs = ["out/a.txt"]
+
+[phase.b]
+needs = ["a"]
+run = "cat /dev/null {inputs} > {output}"
+inputs = ["out/a*"]
+outputs = ["out/b.txt"]
+"#,
+    )
+}
+
+/// Regression, minimal: `b` lists `a`'s directory output as a plain input path, or a
+/// directory holding `a`'s output.
+#[test]
+fn plain_input_naming_an_upstream_directory_output() -> Result<(), TestCaseError> {
+    build_twice(
+        r#"[orch]
+format = 1
+
+[phase.a]
+run = "echo a > out/a.d/x.txt"
+outputs = ["out/a.d/"]
+
+[phase.b]
+needs = ["a"]
+run = "cat out/a.d/x.txt > {output}"
+inputs = ["out/a.d"]
+outputs = ["out/b.txt"]
+"#,
+    )
+}
+
+/// The same bug with a plain input naming a directory that holds `a`'s output file.
+#[test]
+fn plain_input_naming_a_directory_holding_an_upstream_output() -> Result<(), TestCaseError> {
+    build_twice(
+        r#"[orch]
+format = 1
+
+[phase.a]
+run = "echo a > {output}"
+outputs = ["out/sub/a.txt"]
+
+[phase.b]
+needs = ["a"]
+run = "cat out/sub/a.txt > {output}"
+inputs = ["out/sub"]
+outputs = ["out/b.txt"]
+"#,
+    )
+}
+
+/// The same with a plain input naming a file output: this works.
+#[test]
+fn plain_input_naming_an_upstream_file_output() -> Result<(), TestCaseError> {
+    build_twice(
+        r#"[orch]
+format = 1
+
+[phase.a]
+run = "echo a > {output}"
+outputs = ["out/a.txt"]
+
+[phase.b]
+needs = ["a"]
+run = "cat {inputs} > {output}"
+inputs = ["out/a.txt"]
+outputs = ["out/b.txt"]
+"#,
+    )
 }
