@@ -22,6 +22,7 @@ pub mod graph;
 pub mod model;
 pub mod orchfile;
 pub mod plan;
+pub mod shard;
 pub mod snapshot;
 pub mod store;
 pub mod timings;

@@ -132,6 +132,14 @@ impl<'p> Snapshot<'p> {
         let mut produced = HashSet::new();
         let mut produced_dirs = Vec::new();
         for inst in &project.instances {
+            // Per-shard outputs are known only when the shards run: their fixed directory
+            // counts as produced.
+            for t in &inst.shard_outputs {
+                let dir: Vec<&str> = t.split('/').take_while(|c| !c.contains('{')).collect();
+                if !dir.is_empty() && dir.len() < t.split('/').count() {
+                    produced_dirs.push(dir.join("/"));
+                }
+            }
             for o in &inst.outputs {
                 if o.dir {
                     produced_dirs.push(o.path.clone());
@@ -146,6 +154,7 @@ impl<'p> Snapshot<'p> {
             }
         }
         produced_dirs.sort();
+        produced_dirs.dedup();
 
         let mut inputs = vec![Vec::new(); project.instances.len()];
         for (k, files) in expand_inputs(project, &order)?.into_iter().enumerate() {

@@ -6,7 +6,8 @@ use serde_json::json;
 
 use crate::cli::PlanArgs;
 use crate::events::human::Verbosity;
-use crate::plan::{PlanEntry, plan_static, reason};
+use crate::exec::shards;
+use crate::plan::{PlanEntry, PlanSource, plan_static, reason};
 use crate::snapshot::Snapshot;
 use crate::store::{Layout, Store};
 use crate::{EXIT_FAILED, EXIT_OK};
@@ -49,7 +50,7 @@ pub fn print_plan(
         Ok(e) => e,
         Err(code) => return code,
     };
-    let stale: Vec<&PlanEntry> = entries.iter().filter(|e| e.stale).collect();
+    let stale: Vec<&Planned> = entries.iter().filter(|p| p.entry.stale).collect();
     if as_json {
         let instances: Vec<serde_json::Value> = entries.iter().map(entry_json).collect();
         let doc = json!({
@@ -66,14 +67,17 @@ pub fn print_plan(
         outln!("nothing to do: {} instances up to date", entries.len());
     } else {
         outln!("would run {} of {} instances:", stale.len(), entries.len());
-        let width = stale.iter().map(|e| e.instance.len()).max().unwrap_or(0);
-        for e in &stale {
-            let why: Vec<String> = e.reasons.iter().map(ToString::to_string).collect();
-            outln!("  {:width$}  {}", e.instance, why.join(", "));
+        let width = stale
+            .iter()
+            .map(|p| p.entry.instance.len())
+            .max()
+            .unwrap_or(0);
+        for p in &stale {
+            outln!("  {:width$}  {}", p.entry.instance, reasons_text(p));
         }
         if verbosity >= Verbosity::Verbose {
-            for e in entries.iter().filter(|e| !e.stale) {
-                outln!("  {:width$}  up to date", e.instance);
+            for p in entries.iter().filter(|p| !p.entry.stale) {
+                outln!("  {:width$}  up to date", p.entry.instance);
             }
         } else if stale.len() < entries.len() {
             outln!("{} up to date", entries.len() - stale.len());
@@ -82,13 +86,47 @@ pub fn print_plan(
     EXIT_OK
 }
 
+/// What is known about the shards of a stale sharded instance before it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardInfo {
+    /// This many of its shards must run.
+    Counted {
+        /// Shards that will run.
+        stale: usize,
+        /// All shards.
+        total: usize,
+    },
+    /// An upstream runs first, so the source is not known yet.
+    AfterUpstream,
+    /// The source cannot be split (the build will fail with this message).
+    Invalid(String),
+}
+
+impl std::fmt::Display for ShardInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShardInfo::Counted { stale, total } => write!(f, "{stale} of {total} shards stale"),
+            ShardInfo::AfterUpstream => f.write_str("shards are known once its upstreams have run"),
+            ShardInfo::Invalid(m) => write!(f, "cannot split: {m}"),
+        }
+    }
+}
+
+/// One planned instance.
+pub struct Planned {
+    /// The plan entry.
+    pub entry: PlanEntry,
+    /// For a stale sharded instance, what is known about its shards.
+    pub shards: Option<ShardInfo>,
+}
+
 /// The plan of `selected`, in topological order.
 pub fn planned(
     l: &Loaded,
     layout: &Layout,
     selected: &BTreeSet<usize>,
     forced: BTreeSet<usize>,
-) -> Result<Vec<PlanEntry>, i32> {
+) -> Result<Vec<Planned>, i32> {
     let (store, warning) =
         Store::open_existing_or_empty(layout).map_err(|e| report_diagnostic(&e, EXIT_FAILED))?;
     if let Some(w) = warning {
@@ -97,19 +135,73 @@ pub fn planned(
     let snap = Snapshot::take(&l.project, &l.graph, selected, forced, &store)
         .map_err(|e| report_diagnostic(&e, EXIT_FAILED))?;
     let plan = plan_static(&snap.order, &snap);
-    Ok(snap
-        .order
-        .iter()
-        .filter_map(|i| plan.get(i).cloned())
-        .collect())
+    let mut out = Vec::with_capacity(snap.order.len());
+    for &i in &snap.order {
+        let Some(entry) = plan.get(&i).cloned() else {
+            continue;
+        };
+        let inst = &l.project.instances[i];
+        let shards = (entry.stale && inst.shard.is_some()).then(|| {
+            if inst
+                .deps
+                .iter()
+                .any(|d| plan.get(&d.upstream).is_some_and(|e| e.stale))
+            {
+                return ShardInfo::AfterUpstream;
+            }
+            let upstream = |j: usize| {
+                snap.recorded(j)
+                    .success
+                    .as_ref()
+                    .map(crate::plan::Success::output_digests)
+            };
+            let parts = snap.parts(i, &upstream);
+            let recorded = store.shard_results(&inst.name).unwrap_or_default();
+            match shards::plan(
+                &l.project.root,
+                &layout.dir,
+                inst,
+                &parts,
+                &snap.inputs[i],
+                &|p| snap.digest(p),
+                &recorded,
+            ) {
+                Ok(p) => ShardInfo::Counted {
+                    stale: p.iter().filter(|s| s.reuse.is_none()).count(),
+                    total: p.len(),
+                },
+                Err(m) => ShardInfo::Invalid(m),
+            }
+        });
+        out.push(Planned { entry, shards });
+    }
+    Ok(out)
 }
 
-/// One plan entry as JSON.
-pub fn entry_json(e: &PlanEntry) -> serde_json::Value {
-    json!({
+/// One planned instance as JSON.
+pub fn entry_json(p: &Planned) -> serde_json::Value {
+    let e = &p.entry;
+    let mut v = json!({
         "instance": e.instance,
         "status": if e.stale { "stale" } else { "up_to_date" },
         "reasons": reason::codes(&e.reasons),
         "details": e.reasons,
-    })
+    });
+    if let Some(info) = &p.shards {
+        v["shards"] = match info {
+            ShardInfo::Counted { stale, total } => json!({ "stale": stale, "total": total }),
+            ShardInfo::AfterUpstream => json!({ "after_upstream": true }),
+            ShardInfo::Invalid(m) => json!({ "error": m }),
+        };
+    }
+    v
+}
+
+/// Reasons as shown to people, with shard counts when known.
+pub fn reasons_text(p: &Planned) -> String {
+    let mut why: Vec<String> = p.entry.reasons.iter().map(ToString::to_string).collect();
+    if let Some(info) = &p.shards {
+        why.push(info.to_string());
+    }
+    why.join(", ")
 }

@@ -9,7 +9,8 @@ use crate::cli::StatusArgs;
 use crate::plan::Reason;
 use crate::store::Layout;
 
-use super::{Global, load, plan::planned};
+use super::plan::{entry_json, planned, reasons_text};
+use super::{Global, load};
 
 /// Runs `orch status`.
 pub fn run(g: &Global, a: StatusArgs) -> i32 {
@@ -26,7 +27,8 @@ pub fn run(g: &Global, a: StatusArgs) -> i32 {
     // An instance whose last attempt failed is `failed`; a stale one downstream of a
     // failed or blocked instance is `blocked` by it.
     let mut state: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
-    for e in &entries {
+    for p in &entries {
+        let e = &p.entry;
         let idx = l.project.instance_index(&e.instance).unwrap_or(0);
         let inst = &l.project.instances[idx];
         let failed = e.reasons.iter().any(|w| w.reason == Reason::LastFailed);
@@ -55,9 +57,12 @@ pub fn run(g: &Global, a: StatusArgs) -> i32 {
     if a.json {
         let rows: Vec<serde_json::Value> = entries
             .iter()
-            .map(|e| {
-                let (s, by) = &state[&e.instance];
-                json!({ "instance": e.instance, "status": s, "reasons": crate::plan::reason::codes(&e.reasons), "details": e.reasons, "blocked_by": by })
+            .map(|p| {
+                let (s, by) = &state[&p.entry.instance];
+                let mut v = entry_json(p);
+                v["status"] = json!(s);
+                v["blocked_by"] = json!(by);
+                v
             })
             .collect();
         outln!(
@@ -66,9 +71,14 @@ pub fn run(g: &Global, a: StatusArgs) -> i32 {
         );
         return EXIT_OK;
     }
-    let width = entries.iter().map(|e| e.instance.len()).max().unwrap_or(0);
+    let width = entries
+        .iter()
+        .map(|p| p.entry.instance.len())
+        .max()
+        .unwrap_or(0);
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for e in &entries {
+    for p in &entries {
+        let e = &p.entry;
         let (s, by) = &state[&e.instance];
         *counts.entry(s.as_str()).or_default() += 1;
         let detail = match s.as_str() {
@@ -80,10 +90,7 @@ pub fn run(g: &Global, a: StatusArgs) -> i32 {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            other => {
-                let why: Vec<String> = e.reasons.iter().map(ToString::to_string).collect();
-                format!("{other}: {}", why.join(", "))
-            }
+            other => format!("{other}: {}", reasons_text(p)),
         };
         outln!("{:width$}  {detail}", e.instance);
     }

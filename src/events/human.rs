@@ -28,6 +28,7 @@ pub struct Human<W: Write> {
     verbosity: Verbosity,
     done: usize,
     total: usize,
+    printed: std::collections::BTreeSet<String>,
 }
 
 impl<W: Write> Human<W> {
@@ -39,6 +40,7 @@ impl<W: Write> Human<W> {
             verbosity,
             done: 0,
             total: 0,
+            printed: Default::default(),
         }
     }
 
@@ -87,6 +89,22 @@ impl<W: Write> Sink for Human<W> {
         let verbose = self.verbosity >= Verbosity::Verbose;
         match &e.kind {
             EventKind::PlanReady { stale, .. } => self.total = *stale,
+            EventKind::ShardPlan {
+                strategy,
+                shards,
+                stale,
+                reused,
+                ..
+            } => {
+                // Each shard that runs is one more line of work.
+                self.total += stale;
+                if verbose {
+                    let _ = writeln!(
+                        self.out,
+                        "{name}: {shards} {strategy} shards, {stale} to run, {reused} reused"
+                    );
+                }
+            }
             EventKind::InstanceInvalidated { details, .. } if verbose => {
                 let why: Vec<String> = details.iter().map(ToString::to_string).collect();
                 let _ = writeln!(self.out, "{name}: stale: {}", why.join(", "));
@@ -124,6 +142,7 @@ impl<W: Write> Sink for Human<W> {
                 message,
                 log,
                 duration_ms,
+                ..
             } => {
                 let c = self.counter();
                 let what = match (kind, exit_code, signal) {
@@ -132,6 +151,7 @@ impl<W: Write> Sink for Human<W> {
                     (FailureKind::Timeout, _, _) => "timeout".to_owned(),
                     (FailureKind::MissingOutput, _, _) => "missing output".to_owned(),
                     (FailureKind::Schema, _, _) => "schema".to_owned(),
+                    (FailureKind::InvalidInput, _, _) => "invalid input".to_owned(),
                     _ => "error".to_owned(),
                 };
                 let _ = writeln!(
@@ -139,8 +159,11 @@ impl<W: Write> Sink for Human<W> {
                     "{c} {name} FAILED ({what}) {}: {message}",
                     duration(*duration_ms)
                 );
-                let (name, log) = (name.to_owned(), log.clone());
-                self.print_log(&name, &log);
+                // A sharded instance's failure points at the log of a shard shown already.
+                if !log.is_empty() && self.printed.insert(log.clone()) {
+                    let (name, log) = (name.to_owned(), log.clone());
+                    self.print_log(&name, &log);
+                }
             }
             EventKind::InstanceBlocked { reason, blocked_by } => {
                 let why = match reason {

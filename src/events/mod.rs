@@ -50,6 +50,19 @@ pub enum FailureKind {
     Schema,
     /// Could not be started.
     Spawn,
+    /// Its input could not be split into shards (not JSON, a record without the key).
+    InvalidInput,
+}
+
+/// Which shard an event is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ShardRef {
+    /// Position, from 0.
+    pub index: usize,
+    /// Shards of the instance.
+    pub count: usize,
+    /// `{shard.key}`.
+    pub key: String,
 }
 
 /// Why an instance did not run.
@@ -124,6 +137,9 @@ pub enum EventKind {
         attempt: u32,
         /// The expanded command.
         command: String,
+        /// Set when the event is about one shard (`instance` is then `NAME#INDEX`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        shard: Option<ShardRef>,
     },
     /// An instance succeeded.
     InstanceCompleted {
@@ -133,6 +149,9 @@ pub enum EventKind {
         outputs: BTreeMap<String, String>,
         /// Wall time.
         duration_ms: u64,
+        /// Set when the event is about one shard.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        shard: Option<ShardRef>,
     },
     /// An instance failed.
     InstanceFailed {
@@ -150,6 +169,9 @@ pub enum EventKind {
         log: String,
         /// Wall time.
         duration_ms: u64,
+        /// Set when the event is about one shard.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        shard: Option<ShardRef>,
     },
     /// An instance did not run because of others.
     InstanceBlocked {
@@ -164,6 +186,30 @@ pub enum EventKind {
         upstream: String,
         /// `failed` or `blocked`.
         upstream_status: &'static str,
+    },
+    /// How an instance was split into shards.
+    ShardPlan {
+        /// `files`, `chunk` or `group`.
+        strategy: &'static str,
+        /// Number of shards.
+        shards: usize,
+        /// At most this many run at once (`parallel`, else `-j`).
+        parallel: usize,
+        /// Shards that will run.
+        stale: usize,
+        /// Shards whose recorded results are reused.
+        reused: usize,
+    },
+    /// Shard outputs were concatenated into the instance's output.
+    MergeCompleted {
+        /// The merged output.
+        output: String,
+        /// Its digest.
+        digest: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Parts merged.
+        shards: usize,
     },
     /// Progress after an instance finished.
     Progress {

@@ -2,30 +2,40 @@
 //! allow, on a rayon pool of `-j` threads, decides at that moment (with the outputs its
 //! upstreams really produced) whether it must run, and records results.
 //!
+//! Work items are whole instances and shards. Shards of sharded instances are started
+//! round-robin across those instances (each under its `parallel` cap) before new ready
+//! instances, so several sharded instances progress together; `-j` caps everything.
+//!
 //! Fail-fast by default: after a failure nothing new starts, running commands finish,
 //! and instances never started are reported blocked (`stopped_after_failure`).
 
 pub mod runner;
 pub mod scheduler;
+pub mod shards;
 pub mod signal;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::events::{BlockReason, Counts, EventKind, EventLog, FailureKind};
+use crate::events::{BlockReason, Counts, EventKind, EventLog, FailureKind, ShardRef};
 use crate::fs::{self, Digest, PathDigest};
 use crate::model::Instance;
 use crate::plan::{self, Freshness, KeyParts, Manifest, OutputMeta, PlanEntry, Success};
+use crate::shard::Merge;
 use crate::snapshot::{Snapshot, cached_to_row};
-use crate::store::{DigestRow, Layout, OutputRecord, ResultUpdate, Store, SuccessRecord};
+use crate::store::{
+    DigestRow, Layout, OutputRecord, ResultUpdate, ShardRecord, Store, SuccessRecord,
+};
 pub use runner::{Exit, Job, ProcessRunner, Runner};
 use scheduler::Scheduler;
+use shards::{PlannedShard, ShardResult};
 
 /// Options of one build.
 #[derive(Clone, Debug)]
@@ -59,18 +69,45 @@ enum Outcome {
     Blocked,
 }
 
+/// A unit of work on the pool.
+#[derive(Clone, Copy, Debug)]
+enum Work {
+    /// A whole instance.
+    Whole(usize),
+    /// Shard `.1` of instance `.0`.
+    Shard(usize, usize),
+}
+
 /// What a worker sends back.
 struct Done {
-    instance: usize,
+    work: Work,
     exit: Exit,
     outputs: Vec<(String, Result<PathDigest, std::io::Error>)>,
     duration: Duration,
 }
 
-/// A started instance's key, kept until its command finishes.
+/// A started whole instance's key, kept until its command finishes.
 struct Started {
     parts: KeyParts,
     key: Digest,
+}
+
+/// A failure to report: kind, exit code, signal, message.
+type Failure = (FailureKind, Option<i32>, Option<i32>, String);
+
+/// A sharded instance in progress.
+struct Sharded {
+    parts: KeyParts,
+    key: Digest,
+    shards: Vec<PlannedShard>,
+    /// Shards not started yet, in order.
+    waiting: VecDeque<usize>,
+    running: usize,
+    cap: usize,
+    results: Vec<Option<ShardResult>>,
+    /// The first shard failure, and the log of that shard.
+    failure: Option<(Failure, String)>,
+    started_at: Instant,
 }
 
 /// Writes that are flushed to the store in batches.
@@ -79,27 +116,27 @@ struct Pending {
     results: Vec<ResultUpdate>,
     outputs: Vec<OutputRecord>,
     digests: Vec<(String, Option<DigestRow>)>,
+    shards: Vec<ShardRecord>,
+    forget_shards: Vec<[u8; 32]>,
     since: Option<Instant>,
 }
 
 impl Pending {
     fn len(&self) -> usize {
-        self.results.len() + self.outputs.len() + self.digests.len()
+        self.results.len() + self.outputs.len() + self.digests.len() + self.shards.len()
     }
 
     fn flush(&mut self, store: &mut Store) {
         let r = store
             .write_results(&self.results)
             .and_then(|_| store.write_outputs(&self.outputs))
-            .and_then(|_| store.write_digests(&self.digests));
+            .and_then(|_| store.write_digests(&self.digests))
+            .and_then(|_| store.write_shard_results(&self.shards, &self.forget_shards));
         if let Err(e) = r {
             // Lost records only mean work is redone next time; never that it is skipped.
             eprintln!("warning: could not record results in `.orch/state.db`: {e}");
         }
-        self.results.clear();
-        self.outputs.clear();
-        self.digests.clear();
-        self.since = None;
+        *self = Pending::default();
     }
 }
 
@@ -115,300 +152,418 @@ pub fn execute(
     events: &mut EventLog,
     opts: &ExecOptions,
 ) -> std::io::Result<Report> {
-    let project = snap.project;
-    let root = project.root.clone();
-    let started_at = Instant::now();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.max(1))
         .thread_name(|i| format!("orch-job-{i}"))
         .build()
         .map_err(std::io::Error::other)?;
-    let (tx, rx) = crossbeam_channel::unbounded::<Done>();
-    let mut sched = Scheduler::new(project, snap.graph, selected);
-    let mut outcome: Vec<Option<Outcome>> = vec![None; project.instances.len()];
-    // Instances whose outputs are exactly as recorded before this run (skipped as planned).
-    let mut from_record = vec![false; project.instances.len()];
-    let mut started: BTreeMap<usize, Started> = BTreeMap::new();
-    let mut report = Report {
-        counts: Counts {
-            total: selected.len(),
-            ..Counts::default()
-        },
-        ..Report::default()
-    };
-    let mut pending = Pending::default();
-    let planned_total = plan.values().filter(|e| e.stale).count();
-    let mut done_planned = 0usize;
-    let mut stop = false;
     std::fs::create_dir_all(layout.log_dir(&opts.run_id))?;
+    let (tx, rx) = crossbeam_channel::unbounded::<Done>();
+    let n = snap.project.instances.len();
+    let mut b = Build {
+        snap,
+        plan,
+        store,
+        layout,
+        runner,
+        events,
+        opts,
+        root: snap.project.root.clone(),
+        pool,
+        tx,
+        rx,
+        sched: Scheduler::new(snap.project, snap.graph, selected),
+        outcome: vec![None; n],
+        from_record: vec![false; n],
+        running: 0,
+        whole: BTreeMap::new(),
+        sharded: BTreeMap::new(),
+        rr: VecDeque::new(),
+        report: Report {
+            counts: Counts {
+                total: selected.len(),
+                ..Counts::default()
+            },
+            ..Report::default()
+        },
+        pending: Pending::default(),
+        planned_total: plan.values().filter(|e| e.stale).count(),
+        done_planned: 0,
+        stop: false,
+        started_at: Instant::now(),
+    };
+    b.run();
+    Ok(b.report)
+}
 
-    loop {
-        while !stop && started.len() < opts.jobs.max(1) {
-            let Some(i) = sched.pop() else { break };
-            let inst = &project.instances[i];
-            let name = inst.name.as_str();
-            // Hard upstreams that did not succeed block this instance.
-            let mut failed_by = Vec::new();
-            let mut blocked_by = Vec::new();
-            for d in inst.deps.iter().filter(|d| d.hard) {
-                match outcome[d.upstream] {
-                    Some(Outcome::Failed) => {
-                        failed_by.push(project.instances[d.upstream].name.clone())
-                    }
-                    Some(Outcome::Blocked) => {
-                        blocked_by.push(project.instances[d.upstream].name.clone())
-                    }
-                    _ => {}
-                }
-            }
-            if !failed_by.is_empty() || !blocked_by.is_empty() {
-                let reason = if failed_by.is_empty() {
-                    BlockReason::UpstreamBlocked
-                } else {
-                    BlockReason::UpstreamFailed
-                };
-                failed_by.extend(blocked_by);
-                events.emit(
-                    Some(name),
-                    EventKind::InstanceBlocked {
-                        reason,
-                        blocked_by: failed_by,
-                    },
-                );
-                outcome[i] = Some(Outcome::Blocked);
-                report.counts.blocked += 1;
-                report.blocked.push(name.to_owned());
-                if plan.get(&i).is_some_and(|e| e.stale) {
-                    done_planned += 1;
-                }
-                sched.finish(i);
-                continue;
-            }
-            for d in inst.deps.iter().filter(|d| !d.hard) {
-                let status = match outcome[d.upstream] {
-                    Some(Outcome::Failed) => "failed",
-                    Some(Outcome::Blocked) => "blocked",
-                    _ => continue,
-                };
-                events.emit(
-                    Some(name),
-                    EventKind::SoftDependencyUnmet {
-                        upstream: project.instances[d.upstream].name.clone(),
-                        upstream_status: status,
-                    },
-                );
-            }
+/// The state of one build.
+struct Build<'a, 's> {
+    snap: &'a Snapshot<'s>,
+    plan: &'a BTreeMap<usize, PlanEntry>,
+    store: &'a mut Store,
+    layout: &'a Layout,
+    runner: Arc<dyn Runner>,
+    events: &'a mut EventLog,
+    opts: &'a ExecOptions,
+    root: PathBuf,
+    pool: rayon::ThreadPool,
+    tx: Sender<Done>,
+    rx: Receiver<Done>,
+    sched: Scheduler,
+    outcome: Vec<Option<Outcome>>,
+    /// Instances whose outputs are exactly as recorded before this run (skipped as planned).
+    from_record: Vec<bool>,
+    /// Work items on the pool.
+    running: usize,
+    whole: BTreeMap<usize, Started>,
+    sharded: BTreeMap<usize, Sharded>,
+    /// Sharded instances with shards waiting, in round-robin order.
+    rr: VecDeque<usize>,
+    report: Report,
+    pending: Pending,
+    planned_total: usize,
+    done_planned: usize,
+    stop: bool,
+    started_at: Instant,
+}
 
-            // Planned up to date and nothing upstream ran: the plan's key still holds.
-            if let Some(e) = plan.get(&i)
-                && !e.stale
-                && inst.deps.iter().all(|d| from_record[d.upstream])
-            {
-                events.emit(
+impl Build<'_, '_> {
+    fn jobs(&self) -> usize {
+        self.opts.jobs.max(1)
+    }
+
+    fn name(&self, i: usize) -> &str {
+        &self.snap.project.instances[i].name
+    }
+
+    fn run(&mut self) {
+        loop {
+            while !self.stop && self.running < self.jobs() {
+                if self.start_next_shard() {
+                    continue;
+                }
+                let Some(i) = self.sched.pop() else { break };
+                self.ready(i);
+            }
+            if self.running == 0 {
+                break;
+            }
+            match self.rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(done) => self.done(done),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if signal::interrupted() && !self.report.interrupted {
+                self.report.interrupted = true;
+                self.stop = true;
+                self.runner.interrupt_all();
+            }
+        }
+        // Sharded instances whose remaining shards never started.
+        let left: Vec<usize> = self.sharded.keys().copied().collect();
+        for i in left {
+            self.finalize_sharded(i);
+        }
+        self.pending.flush(self.store);
+        self.block_unstarted();
+        let duration_ms = self.started_at.elapsed().as_millis() as u64;
+        let r = &self.report;
+        if r.counts.failed == 0 && r.counts.blocked == 0 && !r.interrupted {
+            self.events.emit(
+                None,
+                EventKind::RunCompleted {
+                    counts: r.counts,
+                    duration_ms,
+                },
+            );
+        } else {
+            self.events.emit(
+                None,
+                EventKind::RunFailed {
+                    counts: r.counts,
+                    failed: r.failed.clone(),
+                    blocked: r.blocked.clone(),
+                    interrupted: r.interrupted,
+                    duration_ms,
+                },
+            );
+        }
+        self.events.flush();
+    }
+
+    /// An instance whose upstreams have all finished: block, skip, run, or plan shards.
+    fn ready(&mut self, i: usize) {
+        let project = self.snap.project;
+        let inst = &project.instances[i];
+        let name = inst.name.as_str();
+        // Hard upstreams that did not succeed block this instance.
+        let mut failed_by = Vec::new();
+        let mut blocked_by = Vec::new();
+        for d in inst.deps.iter().filter(|d| d.hard) {
+            match self.outcome[d.upstream] {
+                Some(Outcome::Failed) => failed_by.push(project.instances[d.upstream].name.clone()),
+                Some(Outcome::Blocked) => {
+                    blocked_by.push(project.instances[d.upstream].name.clone())
+                }
+                _ => {}
+            }
+        }
+        if !failed_by.is_empty() || !blocked_by.is_empty() {
+            let reason = if failed_by.is_empty() {
+                BlockReason::UpstreamBlocked
+            } else {
+                BlockReason::UpstreamFailed
+            };
+            failed_by.extend(blocked_by);
+            self.events.emit(
+                Some(name),
+                EventKind::InstanceBlocked {
+                    reason,
+                    blocked_by: failed_by,
+                },
+            );
+            self.set_blocked(i);
+            return;
+        }
+
+        // Planned up to date and nothing upstream ran: the plan's key still holds.
+        if let Some(e) = self.plan.get(&i)
+            && !e.stale
+            && inst.deps.iter().all(|d| self.from_record[d.upstream])
+        {
+            self.events.emit(
+                Some(name),
+                EventKind::InstanceSkipped {
+                    reason: "up_to_date",
+                    action_key: e.key.to_hex(),
+                    early_cutoff: false,
+                },
+            );
+            self.skip(i);
+            self.from_record[i] = true;
+            return;
+        }
+
+        for d in inst.deps.iter().filter(|d| !d.hard) {
+            let status = match self.outcome[d.upstream] {
+                Some(Outcome::Failed) => "failed",
+                Some(Outcome::Blocked) => "blocked",
+                _ => continue,
+            };
+            self.events.emit(
+                Some(name),
+                EventKind::SoftDependencyUnmet {
+                    upstream: project.instances[d.upstream].name.clone(),
+                    upstream_status: status,
+                },
+            );
+        }
+
+        // The real key, from what upstreams produced in this run.
+        let (files, now) = match self.snap.current_inputs(i) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("warning: {e}; using the inputs found when the build started");
+                (self.snap.inputs[i].clone(), BTreeMap::new())
+            }
+        };
+        let snap = self.snap;
+        let digest_of = |p: &str| match now.get(p) {
+            Some(d) => *d,
+            None => snap.digest(p),
+        };
+        let outcome = &self.outcome;
+        let upstream = |j: usize| match &outcome[j] {
+            Some(Outcome::Succeeded(outs)) => Some(outs.clone()),
+            _ => None,
+        };
+        let parts = snap.parts_with(i, &files, &upstream, &digest_of);
+        let key = parts.action_key();
+        let fresh = plan::evaluate(
+            &parts,
+            &key,
+            &snap.records[i],
+            &|p| snap.digest(p),
+            snap.forced.contains(&i),
+            inst.always,
+        );
+        let whys = match fresh {
+            Freshness::Fresh => {
+                let early_cutoff = self.plan.get(&i).is_some_and(|e| e.stale);
+                self.events.emit(
                     Some(name),
                     EventKind::InstanceSkipped {
                         reason: "up_to_date",
-                        action_key: e.key.to_hex(),
-                        early_cutoff: false,
+                        action_key: key.to_hex(),
+                        early_cutoff,
                     },
                 );
-                let outs = snap.records[i]
-                    .success
-                    .as_ref()
-                    .map(Success::output_digests)
-                    .unwrap_or_default();
-                outcome[i] = Some(Outcome::Succeeded(outs));
-                from_record[i] = true;
-                report.counts.up_to_date += 1;
-                sched.finish(i);
-                continue;
-            }
-
-            // The real key, from what upstreams produced in this run.
-            let (files, now) = match snap.current_inputs(i) {
-                Ok(x) => x,
-                Err(e) => {
-                    eprintln!("warning: {e}; using the inputs found when the build started");
-                    (snap.inputs[i].clone(), BTreeMap::new())
+                if early_cutoff {
+                    self.done_planned += 1;
                 }
-            };
-            let digest_of = |p: &str| match now.get(p) {
-                Some(d) => *d,
-                None => snap.digest(p),
-            };
-            let upstream = |j: usize| match &outcome[j] {
-                Some(Outcome::Succeeded(outs)) => Some(outs.clone()),
-                _ => None,
-            };
-            let parts = snap.parts_with(i, &files, &upstream, &digest_of);
-            let key = parts.action_key();
-            let fresh = plan::evaluate(
-                &parts,
-                &key,
-                &snap.records[i],
-                &|p| snap.digest(p),
-                snap.forced.contains(&i),
-                inst.always,
+                self.skip(i);
+                return;
+            }
+            Freshness::Stale(whys) => whys,
+        };
+        self.events.emit(
+            Some(name),
+            EventKind::InstanceInvalidated {
+                reasons: plan::reason::codes(&whys),
+                details: whys,
+            },
+        );
+        let present: Vec<&str> = parts.inputs.keys().map(String::as_str).collect();
+        if inst.shard.is_some() {
+            self.events.emit(
+                Some(name),
+                EventKind::InstanceStarted {
+                    attempt: 1,
+                    command: parts.command.clone(),
+                    shard: None,
+                },
             );
-            match fresh {
-                Freshness::Fresh => {
-                    let early_cutoff = plan.get(&i).is_some_and(|e| e.stale);
-                    if early_cutoff {
-                        done_planned += 1;
-                    }
-                    events.emit(
-                        Some(name),
-                        EventKind::InstanceSkipped {
-                            reason: "up_to_date",
-                            action_key: key.to_hex(),
-                            early_cutoff,
-                        },
-                    );
-                    let outs = snap.records[i]
-                        .success
-                        .as_ref()
-                        .map(Success::output_digests)
-                        .unwrap_or_default();
-                    outcome[i] = Some(Outcome::Succeeded(outs));
-                    report.counts.up_to_date += 1;
-                    sched.finish(i);
-                }
-                Freshness::Stale(whys) => {
-                    events.emit(
-                        Some(name),
-                        EventKind::InstanceInvalidated {
-                            reasons: plan::reason::codes(&whys),
-                            details: whys,
-                        },
-                    );
-                    let job = Job {
-                        name: name.to_owned(),
-                        command: {
-                            let present: Vec<&str> =
-                                parts.inputs.keys().map(String::as_str).collect();
-                            inst.command_line(&present).unwrap_or_default()
-                        },
-                        cwd: if inst.cwd.is_empty() {
-                            root.clone()
-                        } else {
-                            root.join(&inst.cwd)
-                        },
-                        env: job_env(inst, &opts.run_id),
-                        log: layout.log_file(&opts.run_id, name),
-                    };
-                    events.emit(
-                        Some(name),
-                        EventKind::InstanceStarted {
-                            attempt: 1,
-                            command: job.command.clone(),
-                        },
-                    );
-                    let prepared = prepare_outputs(&root, inst);
-                    started.insert(i, Started { parts, key });
-                    let tx = tx.clone();
-                    let runner = Arc::clone(&runner);
-                    let root = root.clone();
-                    let outputs: Vec<String> =
-                        inst.outputs.iter().map(|o| o.path.clone()).collect();
-                    let has_run = inst.run.is_some();
-                    pool.spawn(move || {
-                        let t0 = Instant::now();
-                        let exit = match prepared {
-                            Err(e) => Exit::Spawn(e),
-                            Ok(()) if has_run => runner.run(&job),
-                            Ok(()) => Exit::Success,
-                        };
-                        let outputs = if exit == Exit::Success {
-                            let digests = fs::digest_paths(&root, &outputs, |_| None);
-                            outputs.into_iter().zip(digests).collect()
-                        } else {
-                            Vec::new()
-                        };
-                        let _ = tx.send(Done {
-                            instance: i,
-                            exit,
-                            outputs,
-                            duration: t0.elapsed(),
-                        });
-                    });
-                }
-            }
+            self.plan_shards(i, parts, key, &files, &digest_of);
+            return;
         }
+        let job = Job {
+            name: name.to_owned(),
+            command: inst.command_line(&present, None).unwrap_or_default(),
+            cwd: self.cwd(inst),
+            env: job_env(inst, &self.opts.run_id, None),
+            log: self.layout.log_file(&self.opts.run_id, name),
+        };
+        self.events.emit(
+            Some(name),
+            EventKind::InstanceStarted {
+                attempt: 1,
+                command: job.command.clone(),
+                shard: None,
+            },
+        );
+        let prepared = prepare_outputs(&self.root, inst);
+        self.whole.insert(i, Started { parts, key });
+        let outputs: Vec<String> = inst.outputs.iter().map(|o| o.path.clone()).collect();
+        self.spawn(Work::Whole(i), job, prepared, inst.run.is_some(), outputs);
+    }
 
-        if started.is_empty() {
-            break;
+    fn cwd(&self, inst: &Instance) -> PathBuf {
+        if inst.cwd.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(&inst.cwd)
         }
-        let done = match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(d) => d,
-            Err(RecvTimeoutError::Timeout) => {
-                if signal::interrupted() && !report.interrupted {
-                    report.interrupted = true;
-                    stop = true;
-                    runner.interrupt_all();
-                }
-                continue;
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        let i = done.instance;
-        let Some(st) = started.remove(&i) else {
-            continue;
-        };
-        let inst = &project.instances[i];
-        let name = inst.name.as_str();
-        let duration_ms = done.duration.as_millis() as u64;
-        let log = layout
-            .log_file(&opts.run_id, name)
-            .strip_prefix(&root)
-            .map(|p| p.to_string_lossy().into_owned())
+    }
+
+    /// Puts a job on the pool; the worker runs it and hashes its outputs.
+    fn spawn(
+        &mut self,
+        work: Work,
+        job: Job,
+        prepared: Result<(), String>,
+        has_run: bool,
+        outputs: Vec<String>,
+    ) {
+        self.running += 1;
+        let tx = self.tx.clone();
+        let runner = Arc::clone(&self.runner);
+        let root = self.root.clone();
+        self.pool.spawn(move || {
+            let t0 = Instant::now();
+            let exit = match prepared {
+                Err(e) => Exit::Spawn(e),
+                Ok(()) if has_run => runner.run(&job),
+                Ok(()) => Exit::Success,
+            };
+            let outputs = if exit == Exit::Success {
+                let digests = fs::digest_paths(&root, &outputs, |_| None);
+                outputs.into_iter().zip(digests).collect()
+            } else {
+                Vec::new()
+            };
+            let _ = tx.send(Done {
+                work,
+                exit,
+                outputs,
+                duration: t0.elapsed(),
+            });
+        });
+    }
+
+    /// Up to date: its recorded outputs stand.
+    fn skip(&mut self, i: usize) {
+        let outs = self.snap.records[i]
+            .success
+            .as_ref()
+            .map(Success::output_digests)
             .unwrap_or_default();
-        done_planned += 1;
+        self.outcome[i] = Some(Outcome::Succeeded(outs));
+        self.report.counts.up_to_date += 1;
+        self.sched.finish(i);
+    }
 
-        let failure = match &done.exit {
-            Exit::Success => {
-                let missing: Vec<&str> = done
-                    .outputs
-                    .iter()
-                    .filter(|(_, r)| !matches!(r, Ok(PathDigest::Present { .. })))
-                    .map(|(p, _)| p.as_str())
-                    .collect();
-                if missing.is_empty() {
-                    None
-                } else {
-                    Some((
-                        FailureKind::MissingOutput,
-                        None,
-                        None,
-                        format!(
-                            "the command succeeded but did not produce {}",
-                            missing
-                                .iter()
-                                .map(|m| format!("`{m}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    ))
-                }
-            }
-            Exit::Code(c) => Some((
-                FailureKind::Exit,
-                Some(*c),
-                None,
-                format!("the command exited with status {c}"),
-            )),
-            Exit::Signal(s) => Some((
-                FailureKind::Signal,
-                None,
-                Some(*s),
-                format!("the command was killed by signal {s}"),
-            )),
-            Exit::Spawn(m) => Some((FailureKind::Spawn, None, None, m.clone())),
+    fn set_blocked(&mut self, i: usize) {
+        self.outcome[i] = Some(Outcome::Blocked);
+        self.report.counts.blocked += 1;
+        self.report.blocked.push(self.name(i).to_owned());
+        if self.plan.get(&i).is_some_and(|e| e.stale) {
+            self.done_planned += 1;
+        }
+        self.sched.finish(i);
+    }
+
+    fn log_rel(&self, name: &str) -> String {
+        self.layout
+            .log_file(&self.opts.run_id, name)
+            .strip_prefix(&self.root)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    fn progress(&mut self) {
+        self.events.emit(
+            None,
+            EventKind::Progress {
+                done: self.done_planned,
+                total: self.planned_total.max(self.done_planned),
+                running: self.running,
+            },
+        );
+    }
+
+    fn maybe_flush(&mut self) {
+        if self.pending.since.is_none() {
+            self.pending.since = Some(Instant::now());
+        }
+        if self.pending.len() >= 256
+            || self
+                .pending
+                .since
+                .is_some_and(|t| t.elapsed() > Duration::from_secs(1))
+        {
+            self.pending.flush(self.store);
+        }
+    }
+
+    fn done(&mut self, done: Done) {
+        self.running -= 1;
+        match done.work {
+            Work::Whole(i) => self.done_whole(i, done),
+            Work::Shard(i, s) => self.done_shard(i, s, done),
+        }
+        self.maybe_flush();
+    }
+
+    fn done_whole(&mut self, i: usize, done: Done) {
+        let Some(st) = self.whole.remove(&i) else {
+            return;
         };
-
-        let now = fs::now_ns();
-        match failure {
+        let inst = &self.snap.project.instances[i];
+        let name = inst.name.clone();
+        let duration_ms = done.duration.as_millis() as u64;
+        self.done_planned += 1;
+        match failure_of(&done) {
             None => {
-                let mut outputs = BTreeMap::new();
                 let mut metas = BTreeMap::new();
                 for (path, r) in done.outputs {
                     if let Ok(PathDigest::Present {
@@ -417,7 +572,6 @@ pub fn execute(
                         refreshed,
                     }) = r
                     {
-                        outputs.insert(path.clone(), digest);
                         metas.insert(
                             path.clone(),
                             OutputMeta {
@@ -428,61 +582,361 @@ pub fn execute(
                         if let Some(c) = refreshed
                             && !stat.is_dir
                         {
-                            pending.digests.push((path, Some(cached_to_row(&c))));
+                            self.pending.digests.push((path, Some(cached_to_row(&c))));
                         }
                     }
                 }
-                let built_from =
-                    serde_json::json!({ "inputs": st.parts.inputs, "upstream": st.parts.upstream })
-                        .to_string();
-                for (path, meta) in &metas {
-                    pending.outputs.push(OutputRecord {
-                        path: path.clone(),
-                        digest: meta.digest.0,
-                        size: meta.size,
-                        instance: name.to_owned(),
-                        action_key: st.key.0,
-                        run_id: opts.run_id.clone(),
-                        built_from: built_from.clone(),
-                        recorded_at_ns: now,
-                    });
+                self.succeed(i, st.parts, st.key, metas, duration_ms);
+            }
+            Some(f) => {
+                remove_outputs(&self.root, inst);
+                let log = self.log_rel(&name);
+                self.fail(i, f, log, duration_ms, None);
+            }
+        }
+        self.progress();
+        self.sched.finish(i);
+    }
+
+    /// Records a success and reports it.
+    fn succeed(
+        &mut self,
+        i: usize,
+        parts: KeyParts,
+        key: Digest,
+        metas: BTreeMap<String, OutputMeta>,
+        duration_ms: u64,
+    ) {
+        let name = self.name(i).to_owned();
+        let now = fs::now_ns();
+        let built_from =
+            serde_json::json!({ "inputs": parts.inputs, "upstream": parts.upstream }).to_string();
+        for (path, meta) in &metas {
+            self.pending.outputs.push(OutputRecord {
+                path: path.clone(),
+                digest: meta.digest.0,
+                size: meta.size,
+                instance: name.clone(),
+                action_key: key.0,
+                run_id: self.opts.run_id.clone(),
+                built_from: built_from.clone(),
+                recorded_at_ns: now,
+            });
+        }
+        let outputs: BTreeMap<String, Digest> =
+            metas.iter().map(|(p, m)| (p.clone(), m.digest)).collect();
+        let manifest = Manifest {
+            parts,
+            outputs: metas,
+        };
+        self.pending.results.push(ResultUpdate::Succeeded {
+            instance: name.clone(),
+            record: SuccessRecord {
+                action_key: key.0,
+                manifest: manifest.encode(),
+                run_id: self.opts.run_id.clone(),
+                finished_at_ns: now,
+            },
+        });
+        self.events.emit(
+            Some(&name),
+            EventKind::InstanceCompleted {
+                action_key: key.to_hex(),
+                outputs: outputs
+                    .iter()
+                    .map(|(p, d)| (p.clone(), d.to_hex()))
+                    .collect(),
+                duration_ms,
+                shard: None,
+            },
+        );
+        self.outcome[i] = Some(Outcome::Succeeded(outputs));
+        self.report.counts.succeeded += 1;
+    }
+
+    /// Records a failure and reports it; fail-fast stops the build.
+    fn fail(
+        &mut self,
+        i: usize,
+        (kind, exit_code, signal, message): Failure,
+        log: String,
+        duration_ms: u64,
+        shard: Option<ShardRef>,
+    ) {
+        let name = self.name(i).to_owned();
+        self.pending.results.push(ResultUpdate::Failed {
+            instance: name.clone(),
+            run_id: self.opts.run_id.clone(),
+            finished_at_ns: fs::now_ns(),
+        });
+        self.events.emit(
+            Some(&name),
+            EventKind::InstanceFailed {
+                kind,
+                exit_code,
+                signal,
+                message,
+                log,
+                duration_ms,
+                shard,
+            },
+        );
+        self.outcome[i] = Some(Outcome::Failed);
+        self.report.counts.failed += 1;
+        self.report.failed.push(name);
+        if !self.opts.keep_going {
+            self.stop = true;
+        }
+    }
+
+    /// Splits a stale sharded instance and queues the shards that must run.
+    fn plan_shards(
+        &mut self,
+        i: usize,
+        parts: KeyParts,
+        key: Digest,
+        files: &[String],
+        digest_of: &dyn Fn(&str) -> Option<Digest>,
+    ) {
+        let inst = &self.snap.project.instances[i];
+        let Some(spec) = inst.shard.clone() else {
+            return;
+        };
+        let recorded = self.store.shard_results(&inst.name).unwrap_or_default();
+        let planned = match shards::plan(
+            &self.root,
+            &self.layout.dir,
+            inst,
+            &parts,
+            files,
+            digest_of,
+            &recorded,
+        ) {
+            Ok(p) => p,
+            Err(message) => {
+                remove_outputs(&self.root, inst);
+                self.done_planned += 1;
+                self.fail(
+                    i,
+                    (FailureKind::InvalidInput, None, None, message),
+                    String::new(),
+                    0,
+                    None,
+                );
+                self.sched.finish(i);
+                return;
+            }
+        };
+        let count = planned.len();
+        let waiting: VecDeque<usize> = planned
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.reuse.is_none())
+            .map(|(k, _)| k)
+            .collect();
+        let cap = spec.parallel.unwrap_or(usize::MAX).min(self.jobs()).max(1);
+        self.events.emit(
+            Some(&inst.name),
+            EventKind::ShardPlan {
+                strategy: spec.strategy.name(),
+                shards: count,
+                parallel: cap,
+                stale: waiting.len(),
+                reused: count - waiting.len(),
+            },
+        );
+        let results = planned.iter().map(|p| p.reuse.clone()).collect();
+        let has_waiting = !waiting.is_empty();
+        self.sharded.insert(
+            i,
+            Sharded {
+                parts,
+                key,
+                shards: planned,
+                waiting,
+                running: 0,
+                cap,
+                results,
+                failure: None,
+                started_at: Instant::now(),
+            },
+        );
+        if has_waiting {
+            self.rr.push_back(i);
+        } else {
+            self.finalize_sharded(i);
+        }
+    }
+
+    /// Starts the next waiting shard, round-robin over sharded instances under their cap.
+    fn start_next_shard(&mut self) -> bool {
+        for _ in 0..self.rr.len() {
+            let Some(i) = self.rr.pop_front() else {
+                return false;
+            };
+            let Some(sh) = self.sharded.get_mut(&i) else {
+                continue;
+            };
+            if sh.waiting.is_empty() {
+                continue;
+            }
+            if sh.running >= sh.cap {
+                self.rr.push_back(i);
+                continue;
+            }
+            let Some(s) = sh.waiting.pop_front() else {
+                continue;
+            };
+            sh.running += 1;
+            if !sh.waiting.is_empty() {
+                self.rr.push_back(i);
+            }
+            self.start_shard(i, s);
+            return true;
+        }
+        false
+    }
+
+    fn start_shard(&mut self, i: usize, s: usize) {
+        let inst = &self.snap.project.instances[i];
+        let Some(sh) = self.sharded.get(&i) else {
+            return;
+        };
+        let p = &sh.shards[s];
+        let count = sh.shards.len();
+        let shard_name = format!("{}#{}", inst.name, p.shard.index);
+        let present: Vec<&str> = sh.parts.inputs.keys().map(String::as_str).collect();
+        let values = shards::values(p, count);
+        let job = Job {
+            name: shard_name.clone(),
+            command: inst
+                .command_line(&present, Some(&values))
+                .unwrap_or_default(),
+            cwd: self.cwd(inst),
+            env: job_env(inst, &self.opts.run_id, Some((p.shard.index, count))),
+            log: self.layout.log_file(&self.opts.run_id, &shard_name),
+        };
+        let outputs: Vec<String> = if p.part.is_empty() {
+            p.outputs.clone()
+        } else {
+            vec![p.part.clone()]
+        };
+        let prepared = shards::write_slice(&self.root, p)
+            .map_err(|e| format!("cannot write the shard's input: {e}"))
+            .and_then(|_| prepare_paths(&self.root, &outputs));
+        let shard = Some(ShardRef {
+            index: p.shard.index,
+            count,
+            key: p.shard.key.clone(),
+        });
+        self.events.emit(
+            Some(&shard_name),
+            EventKind::InstanceStarted {
+                attempt: 1,
+                command: job.command.clone(),
+                shard,
+            },
+        );
+        self.spawn(
+            Work::Shard(i, s),
+            job,
+            prepared,
+            inst.run.is_some(),
+            outputs,
+        );
+    }
+
+    fn done_shard(&mut self, i: usize, s: usize, done: Done) {
+        let log = self
+            .sharded
+            .get(&i)
+            .map(|sh| self.log_rel(&format!("{}#{}", self.name(i), sh.shards[s].shard.index)))
+            .unwrap_or_default();
+        let Some(sh) = self.sharded.get_mut(&i) else {
+            return;
+        };
+        sh.running -= 1;
+        let p = &sh.shards[s];
+        let count = sh.shards.len();
+        let shard_name = format!("{}#{}", self.snap.project.instances[i].name, p.shard.index);
+        let shard = Some(ShardRef {
+            index: p.shard.index,
+            count,
+            key: p.shard.key.clone(),
+        });
+        let duration_ms = done.duration.as_millis() as u64;
+        let key = p.key;
+        self.done_planned += 1;
+        match failure_of(&done) {
+            None => {
+                let mut metas = BTreeMap::new();
+                for (path, r) in &done.outputs {
+                    if let Ok(PathDigest::Present { stat, digest, .. }) = r {
+                        metas.insert(
+                            path.clone(),
+                            OutputMeta {
+                                digest: *digest,
+                                size: stat.size,
+                            },
+                        );
+                    }
                 }
-                let manifest = Manifest {
-                    parts: st.parts,
-                    outputs: metas,
+                let merged = !p.part.is_empty();
+                let result = if merged {
+                    let m = metas.values().next().cloned().unwrap_or(OutputMeta {
+                        digest: fs::hash_bytes(b""),
+                        size: 0,
+                    });
+                    ShardResult {
+                        digest: m.digest,
+                        size: m.size,
+                        outputs: BTreeMap::new(),
+                    }
+                } else {
+                    let size = metas.values().map(|m| m.size).sum();
+                    ShardResult {
+                        digest: shards::outputs_digest(&metas),
+                        size,
+                        outputs: metas.clone(),
+                    }
                 };
-                pending.results.push(ResultUpdate::Succeeded {
-                    instance: name.to_owned(),
-                    record: SuccessRecord {
-                        action_key: st.key.0,
-                        manifest: manifest.encode(),
-                        run_id: opts.run_id.clone(),
-                        finished_at_ns: now,
-                    },
+                self.pending.shards.push(ShardRecord {
+                    shard_key: key.0,
+                    instance: self.snap.project.instances[i].name.clone(),
+                    output_digest: result.digest.0,
+                    size: result.size,
+                    run_id: self.opts.run_id.clone(),
                 });
-                events.emit(
-                    Some(name),
+                sh.results[s] = Some(result);
+                self.events.emit(
+                    Some(&shard_name),
                     EventKind::InstanceCompleted {
-                        action_key: st.key.to_hex(),
-                        outputs: outputs
+                        action_key: key.to_hex(),
+                        outputs: metas
                             .iter()
-                            .map(|(p, d)| (p.clone(), d.to_hex()))
+                            .map(|(p, m)| (p.clone(), m.digest.to_hex()))
                             .collect(),
                         duration_ms,
+                        shard,
                     },
                 );
-                outcome[i] = Some(Outcome::Succeeded(outputs));
-                report.counts.succeeded += 1;
             }
-            Some((kind, exit_code, signal, message)) => {
-                remove_outputs(&root, inst);
-                pending.results.push(ResultUpdate::Failed {
-                    instance: name.to_owned(),
-                    run_id: opts.run_id.clone(),
-                    finished_at_ns: now,
-                });
-                events.emit(
-                    Some(name),
+            Some(f) => {
+                for out in done
+                    .outputs
+                    .iter()
+                    .map(|(p, _)| p)
+                    .chain(p.outputs.iter())
+                    .chain(std::iter::once(&p.part).filter(|p| !p.is_empty()))
+                {
+                    let _ = std::fs::remove_file(self.root.join(out));
+                }
+                if sh.failure.is_none() {
+                    sh.failure = Some((f.clone(), log.clone()));
+                }
+                let (kind, exit_code, signal, message) = f;
+                self.events.emit(
+                    Some(&shard_name),
                     EventKind::InstanceFailed {
                         kind,
                         exit_code,
@@ -490,109 +944,227 @@ pub fn execute(
                         message,
                         log,
                         duration_ms,
+                        shard,
                     },
                 );
-                outcome[i] = Some(Outcome::Failed);
-                report.counts.failed += 1;
-                report.failed.push(name.to_owned());
-                if !opts.keep_going {
-                    stop = true;
+                if !self.opts.keep_going {
+                    self.stop = true;
                 }
             }
         }
-        events.emit(
-            None,
-            EventKind::Progress {
-                done: done_planned,
-                total: planned_total.max(done_planned),
-                running: started.len(),
-            },
-        );
-        sched.finish(i);
-        if pending.since.is_none() {
-            pending.since = Some(Instant::now());
-        }
-        if pending.len() >= 256
-            || pending
-                .since
-                .is_some_and(|t| t.elapsed() > Duration::from_secs(1))
-        {
-            pending.flush(store);
-        }
-        if signal::interrupted() && !report.interrupted {
-            report.interrupted = true;
-            stop = true;
-            runner.interrupt_all();
-        }
-    }
-    pending.flush(store);
-
-    // Whatever never started: blocked by a failed upstream, or by the stop.
-    for i in sched.unstarted() {
-        let inst = &project.instances[i];
-        let mut by = Vec::new();
-        let mut any_failed = false;
-        for d in inst.deps.iter().filter(|d| d.hard) {
-            match outcome[d.upstream] {
-                Some(Outcome::Failed) => {
-                    any_failed = true;
-                    by.push(project.instances[d.upstream].name.clone());
-                }
-                Some(Outcome::Blocked) => by.push(project.instances[d.upstream].name.clone()),
-                _ => {}
-            }
-        }
-        let reason = if any_failed {
-            BlockReason::UpstreamFailed
-        } else if !by.is_empty() {
-            BlockReason::UpstreamBlocked
-        } else if report.interrupted {
-            BlockReason::Interrupted
-        } else {
-            BlockReason::StoppedAfterFailure
+        self.progress();
+        let Some(sh) = self.sharded.get(&i) else {
+            return;
         };
-        events.emit(
-            Some(&inst.name),
-            EventKind::InstanceBlocked {
-                reason,
-                blocked_by: by,
-            },
-        );
-        outcome[i] = Some(Outcome::Blocked);
-        report.counts.blocked += 1;
-        report.blocked.push(inst.name.clone());
+        if sh.running == 0 && (sh.waiting.is_empty() || self.stop) {
+            self.finalize_sharded(i);
+        }
     }
-    let duration_ms = started_at.elapsed().as_millis() as u64;
-    if report.counts.failed == 0 && report.counts.blocked == 0 && !report.interrupted {
-        events.emit(
-            None,
-            EventKind::RunCompleted {
-                counts: report.counts,
-                duration_ms,
-            },
-        );
-    } else {
-        events.emit(
-            None,
-            EventKind::RunFailed {
-                counts: report.counts,
-                failed: report.failed.clone(),
-                blocked: report.blocked.clone(),
-                interrupted: report.interrupted,
-                duration_ms,
-            },
-        );
+
+    /// All of an instance's shards have ended (or will never start): merge, or report
+    /// why it did not finish.
+    fn finalize_sharded(&mut self, i: usize) {
+        let Some(sh) = self.sharded.remove(&i) else {
+            return;
+        };
+        let inst = &self.snap.project.instances[i];
+        let duration_ms = sh.started_at.elapsed().as_millis() as u64;
+        self.done_planned += 1;
+        if let Some((f, log)) = sh.failure {
+            remove_outputs(&self.root, inst);
+            let failed = sh.shards.len()
+                - sh.results.iter().filter(|r| r.is_some()).count()
+                - sh.waiting.len();
+            let message = format!(
+                "{failed} of {} shards failed; first: {}",
+                sh.shards.len(),
+                f.3
+            );
+            self.fail(i, (f.0, f.1, f.2, message), log, duration_ms, None);
+            self.sched.finish(i);
+            return;
+        }
+        if !sh.waiting.is_empty() || sh.results.iter().any(Option::is_none) {
+            let reason = if self.report.interrupted {
+                BlockReason::Interrupted
+            } else {
+                BlockReason::StoppedAfterFailure
+            };
+            self.events.emit(
+                Some(&inst.name),
+                EventKind::InstanceBlocked {
+                    reason,
+                    blocked_by: Vec::new(),
+                },
+            );
+            self.set_blocked(i);
+            self.done_planned -= 1;
+            return;
+        }
+        let Some(spec) = inst.shard.clone() else {
+            return;
+        };
+        let results: Vec<ShardResult> = sh.results.into_iter().flatten().collect();
+        let mut metas = BTreeMap::new();
+        match spec.merge {
+            Merge::Concat => {
+                let target = inst
+                    .outputs
+                    .first()
+                    .map(|o| o.path.clone())
+                    .unwrap_or_default();
+                let parts: Vec<PathBuf> =
+                    sh.shards.iter().map(|p| self.root.join(&p.part)).collect();
+                match crate::shard::merge(&parts, &self.root.join(&target)) {
+                    Ok((digest, size)) => {
+                        self.events.emit(
+                            Some(&inst.name),
+                            EventKind::MergeCompleted {
+                                output: target.clone(),
+                                digest: digest.to_hex(),
+                                size,
+                                shards: parts.len(),
+                            },
+                        );
+                        metas.insert(target, OutputMeta { digest, size });
+                    }
+                    Err(e) => {
+                        remove_outputs(&self.root, inst);
+                        let f = (
+                            FailureKind::MissingOutput,
+                            None,
+                            None,
+                            format!("merging the shard outputs into `{target}` failed: {e}"),
+                        );
+                        self.fail(i, f, String::new(), duration_ms, None);
+                        self.sched.finish(i);
+                        return;
+                    }
+                }
+            }
+            Merge::None => {
+                for r in &results {
+                    metas.extend(r.outputs.clone());
+                }
+                // Outputs of shards that no longer exist (a group gone from the source).
+                if let Some(old) = &self.snap.records[i].success {
+                    for path in old.outputs.keys().filter(|p| !metas.contains_key(*p)) {
+                        let _ = std::fs::remove_file(self.root.join(path));
+                    }
+                }
+            }
+        }
+        // Forget shard results, parts and slices that are no longer part of this instance.
+        let slices: BTreeSet<PathBuf> =
+            sh.shards.iter().map(|p| self.root.join(&p.input)).collect();
+        let in_dir = shards::shard_dir(&self.layout.dir, &inst.name).join("in");
+        for entry in std::fs::read_dir(&in_dir).into_iter().flatten().flatten() {
+            if !slices.contains(&entry.path()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let keep: BTreeSet<[u8; 32]> = sh.shards.iter().map(|p| p.key.0).collect();
+        if let Ok(recorded) = self.store.shard_results(&inst.name) {
+            for k in recorded.keys().filter(|k| !keep.contains(*k)) {
+                self.pending.forget_shards.push(*k);
+                let part = shards::shard_dir(&self.layout.dir, &inst.name)
+                    .join("out")
+                    .join(format!("{}.part", Digest(*k).to_hex()));
+                let _ = std::fs::remove_file(part);
+            }
+        }
+        self.succeed(i, sh.parts, sh.key, metas, duration_ms);
+        self.sched.finish(i);
     }
-    events.flush();
-    Ok(report)
+
+    /// Reports every selected instance that never started.
+    fn block_unstarted(&mut self) {
+        let project = self.snap.project;
+        for i in self.sched.unstarted() {
+            let inst = &project.instances[i];
+            let mut by = Vec::new();
+            let mut any_failed = false;
+            for d in inst.deps.iter().filter(|d| d.hard) {
+                match self.outcome[d.upstream] {
+                    Some(Outcome::Failed) => {
+                        any_failed = true;
+                        by.push(project.instances[d.upstream].name.clone());
+                    }
+                    Some(Outcome::Blocked) => by.push(project.instances[d.upstream].name.clone()),
+                    _ => {}
+                }
+            }
+            let reason = if any_failed {
+                BlockReason::UpstreamFailed
+            } else if !by.is_empty() {
+                BlockReason::UpstreamBlocked
+            } else if self.report.interrupted {
+                BlockReason::Interrupted
+            } else {
+                BlockReason::StoppedAfterFailure
+            };
+            self.events.emit(
+                Some(&inst.name),
+                EventKind::InstanceBlocked {
+                    reason,
+                    blocked_by: by,
+                },
+            );
+            self.outcome[i] = Some(Outcome::Blocked);
+            self.report.counts.blocked += 1;
+            self.report.blocked.push(inst.name.clone());
+        }
+    }
 }
 
-fn job_env(inst: &Instance, run_id: &str) -> Vec<(String, String)> {
+/// Why a finished job failed, if it did.
+fn failure_of(done: &Done) -> Option<Failure> {
+    match &done.exit {
+        Exit::Success => {
+            let missing: Vec<String> = done
+                .outputs
+                .iter()
+                .filter(|(_, r)| !matches!(r, Ok(PathDigest::Present { .. })))
+                .map(|(p, _)| format!("`{p}`"))
+                .collect();
+            (!missing.is_empty()).then(|| {
+                (
+                    FailureKind::MissingOutput,
+                    None,
+                    None,
+                    format!(
+                        "the command succeeded but did not produce {}",
+                        missing.join(", ")
+                    ),
+                )
+            })
+        }
+        Exit::Code(c) => Some((
+            FailureKind::Exit,
+            Some(*c),
+            None,
+            format!("the command exited with status {c}"),
+        )),
+        Exit::Signal(s) => Some((
+            FailureKind::Signal,
+            None,
+            Some(*s),
+            format!("the command was killed by signal {s}"),
+        )),
+        Exit::Spawn(m) => Some((FailureKind::Spawn, None, None, m.clone())),
+    }
+}
+
+fn job_env(inst: &Instance, run_id: &str, shard: Option<(usize, usize)>) -> Vec<(String, String)> {
     let mut env = vec![
         ("ORCH_RUN_ID".to_owned(), run_id.to_owned()),
         ("ORCH_PHASE".to_owned(), inst.phase.clone()),
         ("ORCH_INSTANCE".to_owned(), inst.name.clone()),
     ];
+    if let Some((index, count)) = shard {
+        env.push(("ORCH_SHARD_INDEX".to_owned(), index.to_string()));
+        env.push(("ORCH_SHARD_COUNT".to_owned(), count.to_string()));
+    }
     for (k, v) in &inst.env {
         if let crate::model::EnvValue::Set(s) = v {
             env.push((k.clone(), s.clone()));
@@ -603,7 +1175,7 @@ fn job_env(inst: &Instance, run_id: &str) -> Vec<(String, String)> {
 
 /// Creates output parent directories and removes old file outputs, so a command that
 /// fails to write an output is caught instead of leaving last run's file in place.
-fn prepare_outputs(root: &std::path::Path, inst: &Instance) -> Result<(), String> {
+fn prepare_outputs(root: &Path, inst: &Instance) -> Result<(), String> {
     for o in &inst.outputs {
         let path = root.join(&o.path);
         let parent = if o.dir {
@@ -616,18 +1188,35 @@ fn prepare_outputs(root: &std::path::Path, inst: &Instance) -> Result<(), String
                 .map_err(|e| format!("cannot create directory `{}`: {e}", p.display()))?;
         }
         if !o.dir {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("cannot remove old output `{}`: {e}", o.path)),
-            }
+            remove_file(&path, &o.path)?;
         }
     }
     Ok(())
 }
 
+/// The same for a shard's files.
+fn prepare_paths(root: &Path, paths: &[String]) -> Result<(), String> {
+    for p in paths {
+        let path = root.join(p);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create directory `{}`: {e}", dir.display()))?;
+        }
+        remove_file(&path, p)?;
+    }
+    Ok(())
+}
+
+fn remove_file(path: &Path, shown: &str) -> Result<(), String> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot remove old output `{shown}`: {e}")),
+    }
+}
+
 /// Removes a failed instance's outputs so a half-written file is never taken for a result.
-fn remove_outputs(root: &std::path::Path, inst: &Instance) {
+fn remove_outputs(root: &Path, inst: &Instance) {
     for o in &inst.outputs {
         let path = root.join(&o.path);
         let _ = if o.dir {

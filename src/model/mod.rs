@@ -76,6 +76,64 @@ pub enum CmdPiece {
     Text(String),
     /// `{inputs}`: the matched input files, known only after the walk.
     Inputs,
+    /// A `{shard.*}` placeholder, known only when the shard runs.
+    Shard(ShardHole),
+}
+
+/// The `{shard.*}` placeholders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardHole {
+    /// `{shard.input}`: the shard's input file.
+    Input,
+    /// `{shard.output}`: where the shard writes its part.
+    Output,
+    /// `{shard.index}`: its position, from 0.
+    Index,
+    /// `{shard.count}`: how many shards the instance has.
+    Count,
+    /// `{shard.key}`: the group value, the file path, or the index for chunks.
+    Key,
+}
+
+impl ShardHole {
+    /// The placeholder's name after `shard.`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ShardHole::Input => "input",
+            ShardHole::Output => "output",
+            ShardHole::Index => "index",
+            ShardHole::Count => "count",
+            ShardHole::Key => "key",
+        }
+    }
+
+    /// The hole named `name` (after `shard.`).
+    pub fn parse(name: &str) -> Option<ShardHole> {
+        [
+            ShardHole::Input,
+            ShardHole::Output,
+            ShardHole::Index,
+            ShardHole::Count,
+            ShardHole::Key,
+        ]
+        .into_iter()
+        .find(|h| h.name() == name)
+    }
+}
+
+/// The values of `{shard.*}` for one shard (paths project-relative).
+#[derive(Clone, Debug)]
+pub struct ShardValues {
+    /// `{shard.input}`.
+    pub input: String,
+    /// `{shard.output}`.
+    pub output: String,
+    /// `{shard.index}`.
+    pub index: usize,
+    /// `{shard.count}`.
+    pub count: usize,
+    /// `{shard.key}`.
+    pub key: String,
 }
 
 /// One variable an instance passes to its command and hashes into its key.
@@ -147,21 +205,52 @@ pub struct Instance {
     pub retry: Option<Retry>,
     /// Dependencies, sorted by upstream index.
     pub deps: Vec<Dep>,
+    /// How the instance is split into shards (None: one piece).
+    pub shard: Option<crate::shard::ShardSpec>,
+    /// With `merge = "none"`: each shard's outputs, with `{shard.key}` / `{shard.index}`
+    /// still in them.
+    pub shard_outputs: Vec<String>,
 }
 
 impl Instance {
-    /// The command with `{inputs}` replaced by the given (already quoted) input list.
-    pub fn command(&self, quoted_inputs: &str) -> Option<String> {
+    /// The command with `{inputs}` replaced by the given (already quoted) input list and
+    /// `{shard.*}` by the shard's values.
+    pub fn command(&self, quoted_inputs: &str, shard: Option<&ShardValues>) -> Option<String> {
         self.run.as_ref().map(|pieces| {
             let mut s = String::new();
             for p in pieces {
                 match p {
                     CmdPiece::Text(t) => s.push_str(t),
                     CmdPiece::Inputs => s.push_str(quoted_inputs),
+                    CmdPiece::Shard(h) => {
+                        if let Some(v) = shard {
+                            let rel =
+                                |p: &str| template::shell_quote(&path::relative_to(&self.cwd, p));
+                            s.push_str(&match h {
+                                ShardHole::Input => rel(&v.input),
+                                ShardHole::Output => rel(&v.output),
+                                ShardHole::Index => v.index.to_string(),
+                                ShardHole::Count => v.count.to_string(),
+                                ShardHole::Key => template::shell_quote(&v.key),
+                            });
+                        }
+                    }
                 }
             }
             s
         })
+    }
+
+    /// Whether the command uses `{shard.index}` or `{shard.count}`, which makes a shard's
+    /// result depend on its position.
+    pub fn uses_shard_position(&self) -> bool {
+        self.run.as_ref().is_some_and(|p| {
+            p.iter()
+                .any(|x| matches!(x, CmdPiece::Shard(ShardHole::Index | ShardHole::Count)))
+        }) || self
+            .shard_outputs
+            .iter()
+            .any(|o| o.contains("{shard.index}") || o.contains("{shard.count}"))
     }
 
     /// The command with `{inputs}` left as a placeholder and literal braces escaped: a
@@ -173,6 +262,11 @@ impl Instance {
                 match p {
                     CmdPiece::Text(t) => s.push_str(&t.replace('{', "{{").replace('}', "}}")),
                     CmdPiece::Inputs => s.push_str("{inputs}"),
+                    CmdPiece::Shard(h) => {
+                        s.push_str("{shard.");
+                        s.push_str(h.name());
+                        s.push('}');
+                    }
                 }
             }
             s
@@ -180,15 +274,15 @@ impl Instance {
     }
 
     /// The command to run, given the input files that exist (project-relative).
-    pub fn command_line(&self, inputs: &[&str]) -> Option<String> {
+    pub fn command_line(&self, inputs: &[&str], shard: Option<&ShardValues>) -> Option<String> {
         if !self.uses_inputs() {
-            return self.command("");
+            return self.command("", shard);
         }
         let rel: Vec<String> = inputs
             .iter()
             .map(|p| path::relative_to(&self.cwd, p))
             .collect();
-        self.command(&template::shell_join(rel.iter().map(String::as_str)))
+        self.command(&template::shell_join(rel.iter().map(String::as_str)), shard)
     }
 
     /// Whether the command uses `{inputs}`.

@@ -12,13 +12,14 @@ use toml::Spanned;
 
 use super::path::{Containment, PathProblem, is_plain, normalize, relative_to};
 use super::template::{self, Piece, shell_join};
-use super::{CmdPiece, Dep, EnvValue, FORMAT, Instance, Output, Phase, Project, Retry};
+use super::{CmdPiece, Dep, EnvValue, FORMAT, Instance, Output, Phase, Project, Retry, ShardHole};
 use crate::fs::Digest;
 use crate::orchfile::load::{ConfigFailure, LoadedPhase, RawProject};
-use crate::orchfile::raw::{RawAxis, RawEnv, RawOutput, RawVar};
+use crate::orchfile::raw::{RawAxis, RawEnv, RawOutput, RawShard, RawVar};
 use crate::orchfile::source::{
     ConfigError, ErrorKind, FileId, Sources, Span, did_you_mean, sort_errors,
 };
+use crate::shard::{Merge, ShardSpec, Strategy};
 
 /// Validates a loaded Orchfile: the project, or every error found (including those
 /// loading found).
@@ -192,10 +193,13 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
     let mut outputs: Vec<Vec<Output>> = Vec::with_capacity(skeletons.len());
     let mut output_spans: Vec<Vec<Span>> = Vec::with_capacity(skeletons.len());
     let mut outputs_complete: Vec<bool> = Vec::with_capacity(skeletons.len());
+    let mut shard_outputs: Vec<Vec<String>> = Vec::with_capacity(skeletons.len());
     for (_, phase, matrix) in &skeletons {
         let lp = &raw_phases[phase];
         let mut outs = Vec::new();
         let mut spans = Vec::new();
+        let mut per_shard = Vec::new();
+        let merge_none = merge_none_phase(lp);
         for o in &lp.raw.outputs {
             let span = Span::new(lp.file, o.span());
             let (path, schema) = match o.get_ref() {
@@ -209,9 +213,41 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                 sources: &sources,
                 span: &span,
             };
-            let Some(expanded) = expand_simple(&path, &ctx, "outputs", &mut errors) else {
+            let Some(expanded) = expand_simple(&path, &ctx, "outputs", merge_none, &mut errors)
+            else {
                 continue;
             };
+            if merge_none {
+                // Each shard writes its own: the path must tell the shards apart.
+                let norm = normalize(&expanded);
+                let literal: String = norm
+                    .split('/')
+                    .take_while(|c| !c.contains('{'))
+                    .collect::<Vec<_>>()
+                    .join("/");
+                if !expanded.contains("{shard.") {
+                    errors.push(
+                        ConfigError::new(ErrorKind::Placeholder, format!("with `merge = \"none\"`, output `{expanded}` of phase `{phase}` is the same for every shard"))
+                            .at(&span, "no `{shard.key}` or `{shard.index}` in it")
+                            .help("put `{shard.key}` or `{shard.index}` in each output path, or merge the shards into one output"),
+                    );
+                } else if expanded.starts_with('/')
+                    || norm.split('/').any(|c| c == "..")
+                    || norm.starts_with(".orch")
+                {
+                    errors.push(path_error(
+                        "output",
+                        &expanded,
+                        &span,
+                        "outputs must stay inside the project, outside `.orch/`",
+                    ));
+                } else if let Err(problem) = contain.check(&literal, true) {
+                    errors.push(path_error("output", &expanded, &span, &problem.describe()));
+                } else {
+                    per_shard.push(norm);
+                }
+                continue;
+            }
             let dir = expanded.ends_with('/');
             let norm = normalize(&expanded);
             let problem = if expanded.starts_with('/') {
@@ -240,12 +276,18 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
             spans.push(span);
         }
         // An output already reported as invalid must not also make `{output}` fail.
-        outputs_complete.push(outs.len() == lp.raw.outputs.len());
+        outputs_complete.push(outs.len() + per_shard.len() == lp.raw.outputs.len());
+        shard_outputs.push(per_shard);
         outputs.push(outs);
         output_spans.push(spans);
     }
     check_duplicate_outputs(&skeletons, &outputs, &output_spans, &mut errors);
 
+    let merge_none_phases: BTreeSet<&str> = raw_phases
+        .iter()
+        .filter(|(_, lp)| merge_none_phase(lp))
+        .map(|(n, _)| n.as_str())
+        .collect();
     let mut instances = Vec::with_capacity(skeletons.len());
     for (i, (name, phase, matrix)) in skeletons.iter().enumerate() {
         let lp = &raw_phases[phase];
@@ -337,6 +379,32 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
             None => String::new(),
         };
 
+        let shard = lp.raw.shard.as_ref().and_then(|sh| {
+            let span = Span::new(file, sh.span());
+            let ctx = Ctx {
+                phase,
+                matrix,
+                vars: &var_values,
+                sources: &sources,
+                span: &span,
+            };
+            let first = i == p.instances[0];
+            let mut errs = Vec::new();
+            let spec = shard_spec(sh.get_ref(), &ctx, &outputs[i], &mut contain, &mut errs);
+            if first {
+                errors.extend(errs);
+            }
+            let spec = spec?;
+            // The source decides the shards, so it is an input of the instance.
+            let source = match &spec.strategy {
+                Strategy::Files { pattern } => pattern,
+                Strategy::Chunk { source, .. } | Strategy::Group { source, .. } => source,
+            };
+            if !inputs.contains(source) {
+                inputs.push(source.clone());
+            }
+            Some(spec)
+        });
         let run = lp.raw.run.as_ref().and_then(|r| {
             let span = Span::new(file, r.span());
             let ctx = Ctx {
@@ -354,9 +422,23 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                 all_outputs: &outputs,
                 phase: p,
                 cwd: &cwd,
+                shard: shard.as_ref(),
+                merge_none_phases: &merge_none_phases,
             };
             expand_run(r.get_ref(), &ctx, &env, &mut errors)
         });
+        if let (Some(spec), Some(pieces)) = (&shard, &run)
+            && spec.merge == Merge::Concat
+            && !pieces.contains(&CmdPiece::Shard(ShardHole::Output))
+            && i == p.instances[0]
+            && let Some(r) = &lp.raw.run
+        {
+            errors.push(
+                ConfigError::new(ErrorKind::Placeholder, format!("the command of sharded phase `{phase}` does not write `{{shard.output}}`"))
+                    .at(&Span::new(file, r.span()), "no `{shard.output}`")
+                    .help("each shard writes its part to `{shard.output}`; orch concatenates the parts in shard order into the output"),
+            );
+        }
         if lp.raw.run.is_none() && !lp.raw.outputs.is_empty() && i == p.instances[0] {
             errors.push(
                 ConfigError::new(
@@ -442,36 +524,6 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
             })
         });
 
-        if let Some(shard) = &lp.raw.shard
-            && first
-        {
-            let span = Span::new(file, shard.span());
-            let strategy = shard.get_ref().strategy.as_deref().unwrap_or("full");
-            match strategy {
-                "full" => {}
-                "files" | "chunk" | "group" => errors.push(
-                    ConfigError::new(ErrorKind::Unsupported, format!("shard strategy `{strategy}` is not supported by this version of orch"))
-                        .at(&span, "not supported yet")
-                        .help("remove the `shard` table (or use `strategy = \"full\"`) to run the phase as one instance"),
-                ),
-                other => errors.push(
-                    ConfigError::new(ErrorKind::Value, format!("unknown shard strategy `{other}`"))
-                        .at(&span, "unknown strategy")
-                        .help("use `full`, `files`, `chunk` or `group`"),
-                ),
-            }
-            if let Some(m) = shard.get_ref().merge.as_deref()
-                && m != "concat"
-                && m != "none"
-            {
-                errors.push(
-                    ConfigError::new(ErrorKind::Value, format!("unknown merge mode `{m}`"))
-                        .at(&span, "unknown merge mode")
-                        .help("use `merge = \"concat\"` (default) or `merge = \"none\"`"),
-                );
-            }
-        }
-
         instances.push(Instance {
             name: name.clone(),
             phase: phase.clone(),
@@ -486,6 +538,8 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
             timeout,
             retry,
             deps: instance_deps[i].clone(),
+            shard,
+            shard_outputs: shard_outputs[i].clone(),
         });
     }
 
@@ -885,6 +939,7 @@ fn expand_simple(
     text: &str,
     ctx: &Ctx<'_>,
     key: &str,
+    shard_ok: bool,
     errors: &mut Vec<ConfigError>,
 ) -> Option<String> {
     let pieces = template_pieces(text, ctx, errors)?;
@@ -900,6 +955,10 @@ fn expand_simple(
                     Some(Err(msg)) => {
                         bad_hole(ctx, hole, msg, errors);
                         ok = false;
+                    }
+                    // Kept as written: each shard fills them in when it runs.
+                    None if shard_ok && (name == "shard.key" || name == "shard.index") => {
+                        out.push_str(hole)
                     }
                     None => {
                         let err = ConfigError::new(
@@ -968,6 +1027,10 @@ struct RunEnv<'a> {
     phase: &'a Phase,
     /// Where the command runs: path placeholders are written relative to it.
     cwd: &'a str,
+    /// The instance's sharding, which `{shard.*}` placeholders need.
+    shard: Option<&'a ShardSpec>,
+    /// Phases whose shards write their own outputs (no single output to name).
+    merge_none_phases: &'a BTreeSet<&'a str>,
 }
 
 fn expand_run(
@@ -1054,6 +1117,18 @@ fn expand_run(
                             ok = false;
                             continue;
                         }
+                        if env.merge_none_phases.contains(dep) {
+                            bad_hole(
+                                ctx,
+                                hole,
+                                format!(
+                                    "`{hole}`: the shards of `{dep}` write their own outputs (`merge = \"none\"`), so there is no fixed list to insert"
+                                ),
+                                errors,
+                            );
+                            ok = false;
+                            continue;
+                        }
                         let declared = phase
                             .needs
                             .iter()
@@ -1080,15 +1155,36 @@ fn expand_run(
                         push_text(&mut out, &shell_join(paths.iter().map(String::as_str)));
                     }
                     n if n.starts_with("shard.") => {
-                        bad_hole(
-                            ctx,
-                            hole,
-                            format!(
-                                "`{hole}` needs a `shard` table with a `files`, `chunk` or `group` strategy, which this version of orch does not run yet"
-                            ),
-                            errors,
-                        );
-                        ok = false;
+                        let hole_kind = ShardHole::parse(&n["shard.".len()..]);
+                        match (env.shard, hole_kind) {
+                            (None, _) => {
+                                bad_hole(
+                                    ctx,
+                                    hole,
+                                    format!(
+                                        "`{hole}` needs a `shard` table with a `files`, `chunk` or `group` strategy"
+                                    ),
+                                    errors,
+                                );
+                                ok = false;
+                            }
+                            (Some(_), None) => {
+                                bad_hole(
+                                    ctx,
+                                    hole,
+                                    format!(
+                                        "unknown placeholder `{hole}`; shards have `{{shard.input}}`, `{{shard.output}}`, `{{shard.index}}`, `{{shard.count}}` and `{{shard.key}}`"
+                                    ),
+                                    errors,
+                                );
+                                ok = false;
+                            }
+                            (Some(spec), Some(ShardHole::Output)) if spec.merge == Merge::None => {
+                                bad_hole(ctx, hole, "with `merge = \"none\"` shards write their own outputs; `{shard.output}` is for shards merged into one output".to_owned(), errors);
+                                ok = false;
+                            }
+                            (Some(_), Some(h)) => out.push(CmdPiece::Shard(h)),
+                        }
                     }
                     _ => {
                         ctx.unknown(hole, &name, BUILTIN, errors);
@@ -1099,4 +1195,155 @@ fn expand_run(
         }
     }
     ok.then_some(out)
+}
+
+/// Whether the phase's shards write their own outputs (`merge = "none"`).
+fn merge_none_phase(lp: &LoadedPhase) -> bool {
+    lp.raw.shard.as_ref().is_some_and(|s| {
+        let s = s.get_ref();
+        s.strategy.as_deref().unwrap_or("full") != "full" && s.merge.as_deref() == Some("none")
+    })
+}
+
+/// Validates a `shard` table; None for `full` (one piece) or when it is invalid.
+fn shard_spec(
+    raw: &RawShard,
+    ctx: &Ctx<'_>,
+    outputs: &[Output],
+    contain: &mut Containment,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ShardSpec> {
+    let span = ctx.span;
+    let strategy = raw.strategy.as_deref().unwrap_or("full");
+    let err = |message: String, label: &str, help: &str| {
+        ConfigError::new(ErrorKind::Value, message)
+            .at(span, label.to_owned())
+            .help(help.to_owned())
+    };
+    let phase = ctx.phase;
+    if strategy == "full" {
+        return None;
+    }
+    if !matches!(strategy, "files" | "chunk" | "group") {
+        errors.push(err(
+            format!("unknown shard strategy `{strategy}`"),
+            "unknown strategy",
+            "use `full`, `files`, `chunk` or `group`",
+        ));
+        return None;
+    }
+    let merge = match raw.merge.as_deref() {
+        None | Some("concat") => Merge::Concat,
+        Some("none") => Merge::None,
+        Some(other) => {
+            errors.push(err(
+                format!("unknown merge mode `{other}`"),
+                "unknown merge mode",
+                "use `merge = \"concat\"` (default) or `merge = \"none\"`",
+            ));
+            return None;
+        }
+    };
+    let parallel = match raw.parallel {
+        Some(0) => {
+            errors.push(err(
+                "`shard.parallel` must be at least 1".to_owned(),
+                "zero shards at once",
+                "remove `parallel` to let `-j` decide",
+            ));
+            return None;
+        }
+        Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        None => None,
+    };
+    let Some(source) = raw.source.as_deref() else {
+        errors.push(err(
+            format!("shard strategy `{strategy}` of phase `{phase}` needs a `source`"),
+            "no `source`",
+            "name the file to split (`chunk`, `group`) or a glob of files (`files`)",
+        ));
+        return None;
+    };
+    let expanded = expand_input_pattern(source, ctx, errors)?;
+    let norm = normalize(&expanded);
+    if expanded.starts_with('/') || norm.is_empty() || norm.split('/').any(|c| c == "..") {
+        errors.push(path_error(
+            "shard source",
+            &expanded,
+            span,
+            "the source must be inside the project",
+        ));
+        return None;
+    }
+    let plain = is_plain(&norm);
+    let literal: String = norm
+        .split('/')
+        .take_while(|c| !c.contains(['*', '?', '[', '{', '\\']))
+        .collect::<Vec<_>>()
+        .join("/");
+    if !literal.is_empty()
+        && let Err(problem) = contain.check(&literal, !plain)
+    {
+        errors.push(path_error(
+            "shard source",
+            &expanded,
+            span,
+            &problem.describe(),
+        ));
+        return None;
+    }
+    let strategy = match strategy {
+        "files" => {
+            if let Err(e) = globset::GlobBuilder::new(&norm)
+                .literal_separator(true)
+                .build()
+            {
+                errors.push(err(
+                    format!("invalid shard source pattern `{expanded}`: {}", e.kind()),
+                    "invalid glob",
+                    "use `*`, `**`, `?`, `[...]` or `{a,b}` globs",
+                ));
+                return None;
+            }
+            Strategy::Files { pattern: norm }
+        }
+        other => {
+            if !plain {
+                errors.push(err(format!("the `{other}` source `{expanded}` must be one file, not a glob"), "a glob", "name one JSON Lines file, or use `strategy = \"files\"` for one shard per file"));
+                return None;
+            }
+            if other == "chunk" {
+                let Some(size) = raw.size.filter(|s| *s > 0) else {
+                    errors.push(err(format!("shard strategy `chunk` of phase `{phase}` needs `size`, the records per shard"), "no `size`", "add e.g. `size = 1000`"));
+                    return None;
+                };
+                Strategy::Chunk {
+                    source: norm,
+                    size: usize::try_from(size).unwrap_or(usize::MAX),
+                }
+            } else {
+                let Some(key) = raw.key.as_deref().filter(|k| !k.is_empty()) else {
+                    errors.push(err(format!("shard strategy `group` of phase `{phase}` needs `key`, the field to group records by"), "no `key`", "add e.g. `key = \"route_id\"`"));
+                    return None;
+                };
+                Strategy::Group {
+                    source: norm,
+                    key: key.to_owned(),
+                }
+            }
+        }
+    };
+    if merge == Merge::Concat && (outputs.len() != 1 || outputs[0].dir) {
+        errors.push(err(
+            format!("the shards of phase `{phase}` are merged into one output, but it declares {}", if outputs.len() == 1 { "a directory".to_owned() } else { outputs.len().to_string() }),
+            "needs exactly one file output",
+            "declare one output file for the merged result, or set `merge = \"none\"` and put `{shard.key}` in each output",
+        ));
+        return None;
+    }
+    Some(ShardSpec {
+        strategy,
+        parallel,
+        merge,
+    })
 }

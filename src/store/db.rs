@@ -17,7 +17,10 @@
 //! `runs(run_id TEXT UNIQUE, plan_digest, targets TEXT JSON array, started_at_ns,
 //! finished_at_ns, status 'succeeded'|'failed'|'interrupted', summary TEXT JSON)` has one
 //! row per build, inserted when it starts and completed when it ends (NULLs while running
-//! or if it crashed).
+//! or if it crashed). `shard_results(shard_key BLOB PRIMARY KEY, instance, output_digest
+//! BLOB, size, run_id)` remembers what each shard produced, so an instance whose source
+//! changed in one record reruns only that record's shard (the output itself lives in
+//! `.orch/shards/`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -29,7 +32,7 @@ use super::layout::Layout;
 use super::{SqliteContext, StoreError};
 
 /// Version of the on-disk schema below; bump it whenever the schema changes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another process's write transaction before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -78,7 +81,25 @@ CREATE TABLE IF NOT EXISTS runs (
     summary TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at_ns);
+CREATE TABLE IF NOT EXISTS shard_results (
+    shard_key BLOB NOT NULL PRIMARY KEY,
+    instance TEXT NOT NULL,
+    output_digest BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    run_id TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS shard_results_by_instance ON shard_results (instance);
 ";
+
+const SELECT_SHARDS: &str =
+    "SELECT shard_key, output_digest, size FROM shard_results WHERE instance = ?1";
+
+const UPSERT_SHARD: &str = "INSERT INTO shard_results (shard_key, instance, output_digest,
+    size, run_id) VALUES (?1, ?2, ?3, ?4, ?5)
+    ON CONFLICT (shard_key) DO UPDATE SET instance = excluded.instance,
+    output_digest = excluded.output_digest, size = excluded.size, run_id = excluded.run_id";
+
+const DELETE_SHARD: &str = "DELETE FROM shard_results WHERE shard_key = ?1";
 
 const SELECT_RESULTS: &str = "SELECT name, last_status, last_run_id, last_finished_at_ns,
     success_action_key, success_manifest, success_run_id, success_finished_at_ns FROM instances";
@@ -145,6 +166,9 @@ const ALL_STATEMENTS: &[&str] = &[
     INSERT_RUN,
     FINISH_RUN,
     DELETE_INSTANCE,
+    SELECT_SHARDS,
+    UPSERT_SHARD,
+    DELETE_SHARD,
 ];
 
 /// Status of an instance's latest attempt.
@@ -259,6 +283,24 @@ pub struct OutputRecord {
     pub built_from: String,
     /// When it was recorded.
     pub recorded_at_ns: i64,
+}
+
+/// Recorded shard results: shard key → (output digest, size).
+pub type ShardResults = HashMap<[u8; 32], ([u8; 32], u64)>;
+
+/// The result of one shard, keyed by its shard key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardRecord {
+    /// The shard's key.
+    pub shard_key: [u8; 32],
+    /// The instance it belongs to.
+    pub instance: String,
+    /// Digest of its output.
+    pub output_digest: [u8; 32],
+    /// Size of its output.
+    pub size: u64,
+    /// The run that produced it.
+    pub run_id: String,
 }
 
 /// A run as recorded before its first instance starts, and completed at its end.
@@ -531,6 +573,61 @@ impl Store {
                         out.recorded_at_ns,
                     ])
                     .ctx(ACTION)?;
+            }
+        }
+        tx.commit().ctx(ACTION)
+    }
+
+    /// The recorded shard results of `instance`: shard key → (output digest, size).
+    pub fn shard_results(&self, instance: &str) -> Result<ShardResults, StoreError> {
+        const ACTION: &str = "loading shard results";
+        let mut stmt = self.conn.prepare_cached(SELECT_SHARDS).ctx(ACTION)?;
+        let rows = stmt
+            .query_map([instance], |row| {
+                Ok((
+                    row.get::<_, [u8; 32]>(0)?,
+                    (row.get::<_, [u8; 32]>(1)?, from_db_u64(row.get(2)?)),
+                ))
+            })
+            .ctx(ACTION)?;
+        let mut out = HashMap::new();
+        for r in rows {
+            let (k, v) = r.ctx(ACTION)?;
+            out.insert(k, v);
+        }
+        Ok(out)
+    }
+
+    /// Upserts shard results and deletes the shard keys in `forget`, in one transaction.
+    pub fn write_shard_results(
+        &mut self,
+        rows: &[ShardRecord],
+        forget: &[[u8; 32]],
+    ) -> Result<(), StoreError> {
+        const ACTION: &str = "writing shard results";
+        if rows.is_empty() && forget.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(ACTION)?;
+        {
+            let mut upsert = tx.prepare_cached(UPSERT_SHARD).ctx(ACTION)?;
+            for r in rows {
+                upsert
+                    .execute(params![
+                        r.shard_key,
+                        r.instance,
+                        r.output_digest,
+                        to_db_u64(r.size),
+                        r.run_id
+                    ])
+                    .ctx(ACTION)?;
+            }
+            let mut delete = tx.prepare_cached(DELETE_SHARD).ctx(ACTION)?;
+            for k in forget {
+                delete.execute([k]).ctx(ACTION)?;
             }
         }
         tx.commit().ctx(ACTION)

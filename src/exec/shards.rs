@@ -1,0 +1,253 @@
+//! Planning the shards of one instance when it is about to run: its source split into
+//! slices, each shard's key, its input and output paths under `.orch/shards/`, and
+//! whether a recorded result can be reused.
+//!
+//! Planning writes nothing, so `orch plan` uses it too; the executor writes the slices
+//! of the shards it starts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::fs::{self, Digest, PathDigest};
+use crate::model::path::{Containment, normalize};
+use crate::model::{Instance, ShardValues};
+use crate::plan::{KeyParts, OutputMeta, Upstream};
+use crate::shard::{self, Merge, Shard, Slice, Strategy};
+use crate::store::ShardResults;
+use crate::store::layout::log_file_stem;
+
+/// One shard ready to run or reuse.
+#[derive(Clone, Debug)]
+pub struct PlannedShard {
+    /// The shard.
+    pub shard: Shard,
+    /// Its key.
+    pub key: Digest,
+    /// `{shard.input}`, project-relative.
+    pub input: String,
+    /// `{shard.output}` (merge = concat), project-relative; empty with merge = none.
+    pub part: String,
+    /// With merge = none: the outputs this shard writes.
+    pub outputs: Vec<String>,
+    /// The recorded result, when its outputs are still intact: no need to run.
+    pub reuse: Option<ShardResult>,
+}
+
+/// What a shard produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardResult {
+    /// The part's digest (concat), or a digest over every output's path and digest.
+    pub digest: Digest,
+    /// Bytes produced.
+    pub size: u64,
+    /// With merge = none: each output.
+    pub outputs: BTreeMap<String, OutputMeta>,
+}
+
+/// `.orch/shards/INSTANCE/`.
+pub fn shard_dir(orch_dir: &Path, instance: &str) -> PathBuf {
+    orch_dir.join("shards").join(log_file_stem(instance))
+}
+
+/// The source files of a shard strategy, as they appear among the instance's inputs.
+pub fn source_files(strategy: &Strategy, inputs: &[String]) -> Vec<String> {
+    match strategy {
+        Strategy::Files { pattern } => match globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+        {
+            Ok(g) => {
+                let m = g.compile_matcher();
+                inputs
+                    .iter()
+                    .filter(|p| m.is_match(p.as_str()))
+                    .cloned()
+                    .collect()
+            }
+            Err(_) => Vec::new(),
+        },
+        Strategy::Chunk { source, .. } | Strategy::Group { source, .. } => vec![source.clone()],
+    }
+}
+
+/// The instance's key without its shard sources: what every shard key builds on, so a
+/// change to one record changes only its own shard's key.
+pub fn base_key(parts: &KeyParts, sources: &[String]) -> Digest {
+    let mut p = parts.clone();
+    for s in sources {
+        p.inputs.remove(s);
+    }
+    for u in p.upstream.values_mut() {
+        if let Upstream::Present { outputs, .. } = u {
+            for s in sources {
+                outputs.remove(s);
+            }
+        }
+    }
+    p.action_key()
+}
+
+/// Expands `{shard.key}` / `{shard.index}` in a merge = none output template.
+fn expand_output(template: &str, shard: &Shard) -> String {
+    normalize(
+        &template
+            .replace("{shard.key}", &shard.key)
+            .replace("{shard.index}", &shard.index.to_string()),
+    )
+}
+
+/// Digest over each (path, digest): the identity of a merge = none shard's outputs.
+pub fn outputs_digest(outputs: &BTreeMap<String, OutputMeta>) -> Digest {
+    let mut h = blake3::Hasher::new();
+    for (p, m) in outputs {
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+        h.update(&m.digest.0);
+    }
+    Digest(*h.finalize().as_bytes())
+}
+
+/// Plans the shards of `inst`. `files` and `digest_of` are its current inputs;
+/// `recorded` maps shard keys to what they produced before.
+#[allow(clippy::too_many_arguments)]
+pub fn plan(
+    root: &Path,
+    orch_dir: &Path,
+    inst: &Instance,
+    parts: &KeyParts,
+    files: &[String],
+    digest_of: &dyn Fn(&str) -> Option<Digest>,
+    recorded: &ShardResults,
+) -> Result<Vec<PlannedShard>, String> {
+    let Some(spec) = &inst.shard else {
+        return Ok(Vec::new());
+    };
+    let sources = source_files(&spec.strategy, files);
+    let with_digests: Vec<(String, Digest)> = sources
+        .iter()
+        .filter_map(|p| digest_of(p).map(|d| (p.clone(), d)))
+        .collect();
+    if !matches!(spec.strategy, Strategy::Files { .. }) && with_digests.is_empty() {
+        return Err(format!(
+            "the shard source `{}` does not exist",
+            sources.first().map_or("", String::as_str)
+        ));
+    }
+    let read = |p: &str| std::fs::read(root.join(p));
+    let shards = shard::split(&spec.strategy, &with_digests, &read).map_err(|e| e.to_string())?;
+    let base = base_key(parts, &sources);
+    let count = shards.len();
+    let uses_position = inst.uses_shard_position();
+    let dir = shard_dir(orch_dir, &inst.name);
+    let rel_dir = dir
+        .strip_prefix(root)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut contain = Containment::new(root);
+    let mut planned = Vec::with_capacity(count);
+    for s in shards {
+        let key = shard::shard_key(&base, &spec.strategy, &s, count, uses_position);
+        let input = match &s.slice {
+            Slice::File(p) => p.clone(),
+            Slice::Bytes(_) => format!("{rel_dir}/in/{}.jsonl", s.digest.to_hex()),
+        };
+        let (part, outputs) = match spec.merge {
+            Merge::Concat => (format!("{rel_dir}/out/{}.part", key.to_hex()), Vec::new()),
+            Merge::None => {
+                let mut outs = Vec::new();
+                for t in &inst.shard_outputs {
+                    let p = expand_output(t, &s);
+                    if p.is_empty()
+                        || p.split('/').any(|c| c == "..")
+                        || p.starts_with(".orch")
+                        || contain.check(&p, false).is_err()
+                    {
+                        return Err(format!(
+                            "shard `{}` would write `{p}`, which is not a path inside the project",
+                            s.key
+                        ));
+                    }
+                    outs.push(p);
+                }
+                (String::new(), outs)
+            }
+        };
+        let reuse = recorded.get(&key.0).and_then(|(digest, size)| {
+            let now = current(root, spec.merge, &part, &outputs)?;
+            (now.digest.0 == *digest && now.size == *size).then_some(now)
+        });
+        planned.push(PlannedShard {
+            shard: s,
+            key,
+            input,
+            part,
+            outputs,
+            reuse,
+        });
+    }
+    Ok(planned)
+}
+
+/// What a shard's outputs hold now (None when one is missing).
+pub fn current(root: &Path, merge: Merge, part: &str, outputs: &[String]) -> Option<ShardResult> {
+    match merge {
+        Merge::Concat => {
+            let d = fs::hash_file(&root.join(part)).ok()?;
+            let size = std::fs::metadata(root.join(part)).ok()?.len();
+            Some(ShardResult {
+                digest: d,
+                size,
+                outputs: BTreeMap::new(),
+            })
+        }
+        Merge::None => {
+            let results = fs::digest_paths(root, outputs, |_| None);
+            let mut metas = BTreeMap::new();
+            let mut size = 0;
+            for (p, r) in outputs.iter().zip(results) {
+                let Ok(PathDigest::Present { stat, digest, .. }) = r else {
+                    return None;
+                };
+                size += stat.size;
+                metas.insert(
+                    p.clone(),
+                    OutputMeta {
+                        digest,
+                        size: stat.size,
+                    },
+                );
+            }
+            Some(ShardResult {
+                digest: outputs_digest(&metas),
+                size,
+                outputs: metas,
+            })
+        }
+    }
+}
+
+/// Writes a shard's input slice (once; slices are named by their digest).
+pub fn write_slice(root: &Path, planned: &PlannedShard) -> std::io::Result<()> {
+    if let Slice::Bytes(b) = &planned.shard.slice {
+        let path = root.join(&planned.input);
+        if !path.exists() {
+            let dir = path.parent().unwrap_or(root);
+            std::fs::create_dir_all(dir)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            std::io::Write::write_all(&mut tmp, b)?;
+            tmp.persist(&path).map_err(|e| e.error)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `{shard.*}` values of a planned shard.
+pub fn values(p: &PlannedShard, count: usize) -> ShardValues {
+    ShardValues {
+        input: p.input.clone(),
+        output: p.part.clone(),
+        index: p.shard.index,
+        count,
+        key: p.shard.key.clone(),
+    }
+}

@@ -1,0 +1,250 @@
+//! Shards: splitting one instance's work into pieces, each with its own key, and merging
+//! their outputs back in shard order.
+//!
+//! Splitting is pure (bytes in, slices out) so that `plan` can count stale shards without
+//! writing anything; the executor writes slices under `.orch/shards/` and runs them.
+//! A shard's key covers the instance's key *without* the shard source, plus the shard's
+//! own slice, so changing one record reruns exactly one shard and the merge.
+
+pub mod split;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::fs::{self, Digest};
+
+pub use split::{SplitError, split_chunk, split_group};
+
+/// How an instance is split.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// One shard per file matching a glob.
+    Files {
+        /// The glob.
+        pattern: String,
+    },
+    /// A JSON Lines file in shards of `size` records.
+    Chunk {
+        /// The file.
+        source: String,
+        /// Records per shard.
+        size: usize,
+    },
+    /// A JSON Lines file grouped by the value of one field, one shard per value.
+    Group {
+        /// The file.
+        source: String,
+        /// The field.
+        key: String,
+    },
+}
+
+impl Strategy {
+    /// The strategy's name, as written in the Orchfile.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::Files { .. } => "files",
+            Strategy::Chunk { .. } => "chunk",
+            Strategy::Group { .. } => "group",
+        }
+    }
+}
+
+/// How shard outputs become the instance's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// Concatenated in shard order into the single declared output.
+    Concat,
+    /// Each shard writes its own templated outputs.
+    None,
+}
+
+/// The `shard` table of a phase, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardSpec {
+    /// How to split.
+    pub strategy: Strategy,
+    /// At most this many shards of one instance at once.
+    pub parallel: Option<usize>,
+    /// How to merge.
+    pub merge: Merge,
+}
+
+/// Where a shard's input comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Slice {
+    /// A project file (`files`).
+    File(String),
+    /// Bytes cut from the source (`chunk`, `group`), written under `.orch/shards/`.
+    Bytes(Vec<u8>),
+}
+
+/// One shard of an instance, before it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// Position in merge order, from 0.
+    pub index: usize,
+    /// `{shard.key}`: the group value, the file path, or the index for chunks.
+    pub key: String,
+    /// Its input.
+    pub slice: Slice,
+    /// Digest of its input's content.
+    pub digest: Digest,
+}
+
+/// Splits the source of `strategy`. `files` are the files matching a `files` glob, in
+/// path order, with their digests; `read` reads a chunk or group source.
+pub fn split(
+    strategy: &Strategy,
+    files: &[(String, Digest)],
+    read: &dyn Fn(&str) -> std::io::Result<Vec<u8>>,
+) -> Result<Vec<Shard>, SplitError> {
+    match strategy {
+        Strategy::Files { .. } => Ok(files
+            .iter()
+            .enumerate()
+            .map(|(index, (path, digest))| Shard {
+                index,
+                key: path.clone(),
+                slice: Slice::File(path.clone()),
+                digest: *digest,
+            })
+            .collect()),
+        Strategy::Chunk { source, size } => {
+            let bytes = read(source).map_err(|e| SplitError::io(source, &e))?;
+            Ok(split_chunk(source, &bytes, *size)?
+                .into_iter()
+                .enumerate()
+                .map(|(index, b)| Shard {
+                    index,
+                    key: index.to_string(),
+                    digest: fs::hash_bytes(&b),
+                    slice: Slice::Bytes(b),
+                })
+                .collect())
+        }
+        Strategy::Group { source, key } => {
+            let bytes = read(source).map_err(|e| SplitError::io(source, &e))?;
+            Ok(split_group(source, &bytes, key)?
+                .into_iter()
+                .enumerate()
+                .map(|(index, (k, b))| Shard {
+                    index,
+                    key: k,
+                    digest: fs::hash_bytes(&b),
+                    slice: Slice::Bytes(b),
+                })
+                .collect())
+        }
+    }
+}
+
+/// The key of one shard: the instance's key without the shard source (`base`), the
+/// strategy, the shard's identity and its input digest. The index and count enter only
+/// when the command uses them, so adding a file does not rerun every later shard.
+pub fn shard_key(
+    base: &Digest,
+    strategy: &Strategy,
+    shard: &Shard,
+    count: usize,
+    uses_position: bool,
+) -> Digest {
+    let mut h = blake3::Hasher::new();
+    let mut put = |b: &[u8]| {
+        h.update(&(b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    put(b"orch-shard-key\x01");
+    put(&base.0);
+    put(strategy.name().as_bytes());
+    match strategy {
+        Strategy::Chunk { size, .. } => put(&(*size as u64).to_le_bytes()),
+        Strategy::Group { key, .. } => put(key.as_bytes()),
+        Strategy::Files { .. } => put(b""),
+    }
+    put(shard.key.as_bytes());
+    put(&shard.digest.0);
+    if uses_position {
+        put(&(shard.index as u64).to_le_bytes());
+        put(&(count as u64).to_le_bytes());
+    }
+    Digest(*h.finalize().as_bytes())
+}
+
+/// Concatenates `parts` in order into `target`, through a temporary file renamed into
+/// place, so readers never see a half-merged output. Returns its digest and size.
+pub fn merge(parts: &[PathBuf], target: &Path) -> std::io::Result<(Digest, u64)> {
+    let dir = target.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut size = 0u64;
+    {
+        let mut out = std::io::BufWriter::new(tmp.as_file_mut());
+        for p in parts {
+            let bytes = std::fs::read(p)?;
+            hasher.update(&bytes);
+            size += bytes.len() as u64;
+            out.write_all(&bytes)?;
+        }
+        out.flush()?;
+    }
+    tmp.persist(target).map_err(|e| e.error)?;
+    Ok((Digest(*hasher.finalize().as_bytes()), size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(index: usize, key: &str, content: &[u8]) -> Shard {
+        Shard {
+            index,
+            key: key.into(),
+            slice: Slice::Bytes(content.to_vec()),
+            digest: fs::hash_bytes(content),
+        }
+    }
+
+    #[test]
+    fn shard_keys_depend_on_identity_and_content_only() {
+        let base = fs::hash_bytes(b"base");
+        let s = Strategy::Group {
+            source: "in.jsonl".into(),
+            key: "k".into(),
+        };
+        let a = shard_key(&base, &s, &shard(0, "a", b"1"), 3, false);
+        assert_eq!(a, shard_key(&base, &s, &shard(5, "a", b"1"), 9, false));
+        assert_ne!(a, shard_key(&base, &s, &shard(5, "a", b"1"), 9, true));
+        assert_ne!(a, shard_key(&base, &s, &shard(0, "b", b"1"), 3, false));
+        assert_ne!(a, shard_key(&base, &s, &shard(0, "a", b"2"), 3, false));
+        assert_ne!(
+            a,
+            shard_key(
+                &fs::hash_bytes(b"other"),
+                &s,
+                &shard(0, "a", b"1"),
+                3,
+                false
+            )
+        );
+    }
+
+    #[test]
+    fn merge_concatenates_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let parts: Vec<PathBuf> = (0..3)
+            .map(|i| {
+                let p = dir.path().join(format!("{i}.part"));
+                std::fs::write(&p, format!("part {i}\n")).unwrap();
+                p
+            })
+            .collect();
+        let target = dir.path().join("out/merged.txt");
+        let (digest, size) = merge(&parts, &target).unwrap();
+        let text = std::fs::read_to_string(&target).unwrap();
+        assert_eq!(text, "part 0\npart 1\npart 2\n");
+        assert_eq!(digest, fs::hash_bytes(text.as_bytes()));
+        assert_eq!(size, text.len() as u64);
+    }
+}
