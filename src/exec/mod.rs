@@ -805,7 +805,9 @@ impl Build<'_, '_> {
         let p = &sh.shards[s];
         let count = sh.shards.len();
         let shard_name = format!("{}#{}", inst.name, p.shard.index);
-        let present: Vec<&str> = sh.parts.inputs.keys().map(String::as_str).collect();
+        // Collected only for commands that use `{inputs}`: a `files` source can make the
+        // input list as long as the shard list.
+        let present: Vec<&str> = if inst.uses_inputs() { sh.parts.inputs.keys().map(String::as_str).collect() } else { Vec::new() };
         let values = shards::values(p, count);
         let job = Job {
             name: shard_name.clone(),
