@@ -745,6 +745,8 @@ impl Build<'_, '_> {
                 reused: count - waiting.len(),
             },
         );
+        // Shards that run are units of progress of their own.
+        self.planned_total += waiting.len();
         let results = planned.iter().map(|p| p.reuse.clone()).collect();
         let has_waiting = !waiting.is_empty();
         self.sharded.insert(
