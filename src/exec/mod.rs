@@ -671,15 +671,7 @@ impl Build<'_, '_> {
         });
         self.events.emit(
             Some(&name),
-            EventKind::InstanceFailed {
-                kind,
-                exit_code,
-                signal,
-                message,
-                log,
-                duration_ms,
-                shard,
-            },
+            failed_event((kind, exit_code, signal, message), log, duration_ms, shard),
         );
         self.outcome[i] = Some(Outcome::Failed);
         self.report.counts.failed += 1;
@@ -809,7 +801,11 @@ impl Build<'_, '_> {
         let shard_name = format!("{}#{}", inst.name, p.shard.index);
         // Collected only for commands that use `{inputs}`: a `files` source can make the
         // input list as long as the shard list.
-        let present: Vec<&str> = if inst.uses_inputs() { sh.parts.inputs.keys().map(String::as_str).collect() } else { Vec::new() };
+        let present: Vec<&str> = if inst.uses_inputs() {
+            sh.parts.inputs.keys().map(String::as_str).collect()
+        } else {
+            Vec::new()
+        };
         let values = shards::values(p, count);
         let job = Job {
             name: shard_name.clone(),
@@ -938,19 +934,8 @@ impl Build<'_, '_> {
                 if sh.failure.is_none() {
                     sh.failure = Some((f.clone(), log.clone()));
                 }
-                let (kind, exit_code, signal, message) = f;
-                self.events.emit(
-                    Some(&shard_name),
-                    EventKind::InstanceFailed {
-                        kind,
-                        exit_code,
-                        signal,
-                        message,
-                        log,
-                        duration_ms,
-                        shard,
-                    },
-                );
+                self.events
+                    .emit(Some(&shard_name), failed_event(f, log, duration_ms, shard));
                 if !self.opts.keep_going {
                     self.stop = true;
                 }
@@ -1118,6 +1103,24 @@ impl Build<'_, '_> {
             self.report.counts.blocked += 1;
             self.report.blocked.push(inst.name.clone());
         }
+    }
+}
+
+/// The `instance_failed` event of a failure.
+fn failed_event(
+    (kind, exit_code, signal, message): Failure,
+    log: String,
+    duration_ms: u64,
+    shard: Option<ShardRef>,
+) -> EventKind {
+    EventKind::InstanceFailed {
+        kind,
+        exit_code,
+        signal,
+        message,
+        log,
+        duration_ms,
+        shard,
     }
 }
 

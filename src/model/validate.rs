@@ -206,13 +206,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                 RawOutput::Path(p) => (p.clone(), None),
                 RawOutput::Table { path, schema } => (path.clone(), schema.clone()),
             };
-            let ctx = Ctx {
-                phase,
-                matrix,
-                vars: &var_values,
-                sources: &sources,
-                span: &span,
-            };
+            let ctx = Ctx::new(phase, matrix, &var_values, &sources, &span);
             let Some(expanded) = expand_simple(&path, &ctx, "outputs", merge_none, &mut errors)
             else {
                 continue;
@@ -297,13 +291,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
         let mut inputs = Vec::new();
         for pat in &lp.raw.inputs {
             let span = Span::new(file, pat.span());
-            let ctx = Ctx {
-                phase,
-                matrix,
-                vars: &var_values,
-                sources: &sources,
-                span: &span,
-            };
+            let ctx = Ctx::new(phase, matrix, &var_values, &sources, &span);
             let Some(expanded) = expand_input_pattern(pat.get_ref(), &ctx, &mut errors) else {
                 continue;
             };
@@ -381,13 +369,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
 
         let shard = lp.raw.shard.as_ref().and_then(|sh| {
             let span = Span::new(file, sh.span());
-            let ctx = Ctx {
-                phase,
-                matrix,
-                vars: &var_values,
-                sources: &sources,
-                span: &span,
-            };
+            let ctx = Ctx::new(phase, matrix, &var_values, &sources, &span);
             let first = i == p.instances[0];
             let mut errs = Vec::new();
             let spec = shard_spec(sh.get_ref(), &ctx, &outputs[i], &mut contain, &mut errs);
@@ -407,13 +389,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
         });
         let run = lp.raw.run.as_ref().and_then(|r| {
             let span = Span::new(file, r.span());
-            let ctx = Ctx {
-                phase,
-                matrix,
-                vars: &var_values,
-                sources: &sources,
-                span: &span,
-            };
+            let ctx = Ctx::new(phase, matrix, &var_values, &sources, &span);
             let env = RunEnv {
                 outputs: &outputs[i],
                 outputs_complete: outputs_complete[i],
@@ -842,7 +818,23 @@ struct Ctx<'a> {
     span: &'a Span,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(
+        phase: &'a str,
+        matrix: &'a BTreeMap<String, String>,
+        vars: &'a BTreeMap<String, RawVar>,
+        sources: &'a Sources,
+        span: &'a Span,
+    ) -> Ctx<'a> {
+        Ctx {
+            phase,
+            matrix,
+            vars,
+            sources,
+            span,
+        }
+    }
+
     /// Best-effort span of `hole` inside the template's source text.
     fn hole_span(&self, hole: &str) -> Span {
         let text = &self.sources.get(self.span.file).text;
