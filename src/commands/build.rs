@@ -13,12 +13,12 @@ use crate::store::{BuildLock, Layout, RunRecord, Store};
 use crate::timings::Timings;
 use crate::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE};
 
-use super::{Global, load, plan, report_diagnostic, report_error, selection};
+use super::{Global, load_project, plan, report_diagnostic, report_error, selection};
 
 /// Runs `orch build`.
 pub fn run(g: &Global, a: BuildArgs) -> i32 {
     let mut t = Timings::start();
-    let l = match load(g) {
+    let l = match load_project(g, true) {
         Ok(l) => l,
         Err(code) => return code,
     };

@@ -37,6 +37,7 @@ use crate::events::human::Verbosity;
 use crate::graph::{self, Graph};
 use crate::model::{self, Project};
 use crate::orchfile::{self, ConfigError, ConfigFailure, Sources};
+use crate::store::Layout;
 use crate::{EXIT_FAILED, EXIT_USAGE};
 
 /// Runs the parsed command line and returns the exit status.
@@ -96,6 +97,12 @@ pub struct Loaded {
 /// Finds, loads and validates the project; on error prints diagnostics and returns the
 /// exit status.
 pub fn load(g: &Global) -> Result<Loaded, i32> {
+    load_project(g, false)
+}
+
+/// Like [`load`]; with `remember`, a fresh load is written to `.orch/project.cache` for
+/// the next command (only `build` writes: `plan` and friends write nothing).
+pub fn load_project(g: &Global, remember: bool) -> Result<Loaded, i32> {
     let start = g.start_dir();
     if !start.is_dir() {
         eprintln!("error: `{}` is not a directory", start.display());
@@ -103,6 +110,14 @@ pub fn load(g: &Global) -> Result<Loaded, i32> {
     }
     let path = orchfile::find_orchfile(&start, g.file.as_deref())
         .map_err(|e| report(vec![*e], &Sources::default()))?;
+    let path = std::path::absolute(&path).unwrap_or(path);
+    let orch_dir = path
+        .parent()
+        .map(|root| Layout::new(root).dir)
+        .unwrap_or_default();
+    if let Some((project, graph)) = model::cache::read(&orch_dir, &path) {
+        return Ok(Loaded { project, graph });
+    }
     let raw = orchfile::load(&path).map_err(report_failure)?;
     // Validation and cycle detection both run, so every error is reported at once.
     let (project, mut errors) = model::validate_all(raw);
@@ -112,6 +127,9 @@ pub fn load(g: &Global) -> Result<Loaded, i32> {
         return Err(report(errors, &project.sources));
     }
     let graph = graph::build(&project).map_err(|errs| report(errs, &project.sources))?;
+    if remember && orch_dir.is_dir() {
+        let _ = model::cache::write(&orch_dir, &project, &graph);
+    }
     Ok(Loaded { project, graph })
 }
 

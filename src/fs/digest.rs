@@ -75,9 +75,14 @@ impl From<blake3::Hash> for Digest {
     }
 }
 
+/// Hex in human-readable formats (JSON), the 32 raw bytes in binary ones (postcard).
 impl serde::Serialize for Digest {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_hex())
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&self.to_hex())
+        } else {
+            serde::Serialize::serialize(&self.0, serializer)
+        }
     }
 }
 
@@ -94,7 +99,11 @@ impl<'de> serde::Deserialize<'de> for Digest {
                     .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
             }
         }
-        deserializer.deserialize_str(HexVisitor)
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_str(HexVisitor)
+        } else {
+            <[u8; 32] as serde::Deserialize>::deserialize(deserializer).map(Digest)
+        }
     }
 }
 

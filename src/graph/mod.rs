@@ -11,7 +11,7 @@ use crate::model::Project;
 use crate::orchfile::source::{ConfigError, ErrorKind, did_you_mean};
 
 /// Instances and their edges, acyclic by construction.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Graph {
     /// Instances in a topological order; ties broken by name.
     pub order: Vec<usize>,

@@ -4,6 +4,7 @@
 //! `validate` turns a [`crate::orchfile::RawProject`] into a [`Project`] or reports every
 //! configuration error at once.
 
+pub mod cache;
 pub mod path;
 pub mod template;
 pub mod validate;
@@ -21,14 +22,17 @@ pub use validate::{validate, validate_all};
 pub const FORMAT: i64 = 1;
 
 /// A validated project.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Project {
     /// The project root (canonical).
     pub root: PathBuf,
     /// The Orchfile and fragments, for diagnostics found later.
+    #[serde(skip)]
     pub sources: Sources,
     /// BLAKE3 over every configuration file's name and text.
     pub digest: Digest,
+    /// The `include` patterns of the Orchfile.
+    pub includes: Vec<String>,
     /// Default `-j`.
     pub jobs: Option<usize>,
     /// Variables passed to and hashed into every phase (`orch.env`), sorted.
@@ -49,7 +53,7 @@ impl Project {
 }
 
 /// A declared phase.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Phase {
     /// Its name.
     pub name: String,
@@ -70,7 +74,7 @@ pub struct Phase {
 }
 
 /// A piece of an expanded command.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CmdPiece {
     /// Literal text.
     Text(String),
@@ -81,7 +85,7 @@ pub enum CmdPiece {
 }
 
 /// The `{shard.*}` placeholders.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ShardHole {
     /// `{shard.input}`: the shard's input file.
     Input,
@@ -137,7 +141,7 @@ pub struct ShardValues {
 }
 
 /// One variable an instance passes to its command and hashes into its key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EnvValue {
     /// Taken from orch's own environment.
     Inherit,
@@ -146,7 +150,7 @@ pub enum EnvValue {
 }
 
 /// A declared output of an instance.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Output {
     /// Normalised project-relative path, without a trailing `/`.
     pub path: String,
@@ -157,7 +161,7 @@ pub struct Output {
 }
 
 /// Retry policy of a phase.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Retry {
     /// Total attempts, including the first.
     pub attempts: u32,
@@ -168,7 +172,9 @@ pub struct Retry {
 }
 
 /// A dependency of one instance on another.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Dep {
     /// The upstream instance.
     pub upstream: usize,
@@ -177,7 +183,7 @@ pub struct Dep {
 }
 
 /// A phase × one matrix combination: the unit that is planned and run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Instance {
     /// `phase` or `phase[axis=value,...]` (axes sorted).
     pub name: String,

@@ -525,6 +525,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
         root,
         sources,
         digest,
+        includes: orch.include.iter().map(|p| p.get_ref().clone()).collect(),
         jobs,
         env,
         phases,

@@ -267,6 +267,22 @@ fn duplicate(
     }
 }
 
+/// The fragment files `patterns` include now, in order, as loading would read them; None
+/// when a pattern is invalid or names a missing file (loading reports those).
+pub fn include_files(root: &Path, patterns: &[String]) -> Option<Vec<PathBuf>> {
+    let mut errors = Vec::new();
+    let span = Span::new(0, 0..0);
+    let mut files: Vec<PathBuf> = Vec::new();
+    for p in patterns {
+        for f in expand_include(root, p, &span, &mut errors) {
+            if !files.contains(&f) {
+                files.push(f);
+            }
+        }
+    }
+    errors.is_empty().then_some(files)
+}
+
 /// Expands one include pattern, relative to the project root, in sorted order.
 fn expand_include(
     root: &Path,

@@ -69,7 +69,7 @@ impl Sources {
 }
 
 /// A byte range in one source file.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Span {
     /// Which file.
     pub file: FileId,

@@ -16,8 +16,9 @@ use crate::fs::Digest;
 pub const KEY_FORMAT: u32 = 1;
 
 /// What an upstream instance contributes to a key.
+// Externally tagged: manifests are postcard, which cannot decode internal tags.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Upstream {
     /// It succeeded; these are its outputs.
     Present {
@@ -193,7 +194,7 @@ pub struct Manifest {
 }
 
 /// Manifest format version.
-pub const MANIFEST_FORMAT: u32 = 1;
+pub const MANIFEST_FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Head {
@@ -202,43 +203,43 @@ struct Head {
 }
 
 impl Manifest {
-    /// The stored text.
-    pub fn encode(&self) -> String {
+    /// The stored bytes: postcard of the format and outputs, then of the key parts. A
+    /// build reads the first part of every manifest; the key parts are decoded only when
+    /// a key differs and the reasons must be named.
+    pub fn encode(&self) -> Vec<u8> {
         let head = Head {
             v: MANIFEST_FORMAT,
             outputs: self.outputs.clone(),
         };
-        let mut text = serde_json::to_string(&head).unwrap_or_default();
-        text.push('\n');
-        text.push_str(&serde_json::to_string(&self.parts).unwrap_or_default());
-        text
+        let mut bytes = postcard::to_stdvec(&head).unwrap_or_default();
+        bytes.extend(postcard::to_stdvec(&self.parts).unwrap_or_default());
+        bytes
     }
 }
 
-/// A recorded success, with its key parts parsed only on demand.
+/// A recorded success, with its key parts decoded only on demand.
 #[derive(Clone, Debug)]
 pub struct Success {
     /// Its action key.
     pub key: Digest,
     /// Output path → what was produced.
     pub outputs: BTreeMap<String, OutputMeta>,
-    parts_text: String,
+    parts_bytes: Vec<u8>,
     parts: std::sync::OnceLock<Option<KeyParts>>,
 }
 
 impl Success {
     /// Decodes a stored manifest; None when it is unreadable (older orch, damage), which
     /// only means the instance rebuilds.
-    pub fn decode(key: Digest, text: &str) -> Option<Success> {
-        let (head, rest) = text.split_once('\n')?;
-        let head: Head = serde_json::from_str(head).ok()?;
+    pub fn decode(key: Digest, bytes: &[u8]) -> Option<Success> {
+        let (head, rest) = postcard::take_from_bytes::<Head>(bytes).ok()?;
         if head.v != MANIFEST_FORMAT {
             return None;
         }
         Some(Success {
             key,
             outputs: head.outputs,
-            parts_text: rest.to_owned(),
+            parts_bytes: rest.to_vec(),
             parts: std::sync::OnceLock::new(),
         })
     }
@@ -250,7 +251,7 @@ impl Success {
         Success {
             key,
             outputs: m.outputs,
-            parts_text: String::new(),
+            parts_bytes: Vec::new(),
             parts: cell,
         }
     }
@@ -258,7 +259,7 @@ impl Success {
     /// The recorded key parts (None when unreadable).
     pub fn parts(&self) -> Option<&KeyParts> {
         self.parts
-            .get_or_init(|| serde_json::from_str(&self.parts_text).ok())
+            .get_or_init(|| postcard::from_bytes(&self.parts_bytes).ok())
             .as_ref()
     }
 
@@ -349,7 +350,7 @@ mod tests {
         let s = Success::decode(parts().action_key(), &m.encode()).unwrap();
         assert_eq!(s.outputs, m.outputs);
         assert_eq!(s.parts(), Some(&parts()));
-        assert!(Success::decode(parts().action_key(), "garbage").is_none());
+        assert!(Success::decode(parts().action_key(), b"garbage").is_none());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::fs::{self, Digest};
 pub use split::{SplitError, split_chunk, split_group};
 
 /// How an instance is split.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Strategy {
     /// One shard per file matching a glob.
     Files {
@@ -51,7 +51,7 @@ impl Strategy {
 }
 
 /// How shard outputs become the instance's output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Merge {
     /// Concatenated in shard order into the single declared output.
     Concat,
@@ -60,7 +60,7 @@ pub enum Merge {
 }
 
 /// The `shard` table of a phase, validated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShardSpec {
     /// How to split.
     pub strategy: Strategy,

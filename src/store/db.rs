@@ -6,10 +6,10 @@
 //! are 32-byte BLOBs, timestamps INTEGER nanoseconds since the Unix epoch, and `u64`
 //! sizes/inodes are stored bit-for-bit as INTEGER (SQLite integers are signed 64-bit).
 //! `instances(name TEXT UNIQUE, last_status TEXT 'succeeded'|'failed', last_run_id,
-//! last_finished_at_ns, success_action_key BLOB, success_manifest TEXT, success_run_id,
+//! last_finished_at_ns, success_action_key BLOB, success_manifest BLOB, success_run_id,
 //! success_finished_at_ns)` holds one row per instance: its latest attempt, plus its last
 //! *successful* result (the four `success_*` columns, all NULL if it never succeeded; the
-//! manifest is planner-owned JSON). `digests(path TEXT PRIMARY KEY, size, mtime_ns, ino,
+//! manifest is planner-owned bytes). `digests(path TEXT PRIMARY KEY, size, mtime_ns, ino,
 //! is_dir 0|1, digest BLOB, hashed_at_ns)` caches content digests of project files keyed by
 //! project-relative path, valid while size/mtime/inode still match. `outputs(path TEXT
 //! UNIQUE, digest BLOB, size, instance, action_key BLOB, run_id, built_from TEXT JSON,
@@ -32,7 +32,7 @@ use super::layout::Layout;
 use super::{SqliteContext, StoreError};
 
 /// Version of the on-disk schema below; bump it whenever the schema changes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// How long a statement waits for another process's write transaction before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS instances (
     last_run_id TEXT NOT NULL,
     last_finished_at_ns INTEGER NOT NULL,
     success_action_key BLOB,
-    success_manifest TEXT,
+    success_manifest BLOB,
     success_run_id TEXT,
     success_finished_at_ns INTEGER,
     CHECK ((success_action_key IS NULL) = (success_manifest IS NULL)
@@ -200,13 +200,13 @@ impl LastStatus {
     }
 }
 
-/// The last successful result of an instance: its action key and the manifest (a JSON text owned by the planner, opaque here) describing the key's parts and produced outputs.
+/// The last successful result of an instance: its action key and the manifest (bytes owned by the planner, opaque here) describing the key's parts and produced outputs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SuccessRecord {
     /// The action key the successful run computed.
     pub action_key: [u8; 32],
     /// Planner-owned JSON describing the key's parts and the outputs produced.
-    pub manifest: String,
+    pub manifest: Vec<u8>,
     /// The run in which it succeeded.
     pub run_id: String,
     /// When it finished.
@@ -907,7 +907,7 @@ mod tests {
     fn success(byte: u8, run: &str, at: i64) -> SuccessRecord {
         SuccessRecord {
             action_key: key(byte),
-            manifest: format!(r#"{{"key":{byte}}}"#),
+            manifest: format!(r#"{{"key":{byte}}}"#).into_bytes(),
             run_id: run.to_owned(),
             finished_at_ns: at,
         }
@@ -1321,7 +1321,8 @@ mod tests {
                 instance: format!("task[i={i}]"),
                 record: SuccessRecord {
                     action_key: *blake3::hash(&i.to_le_bytes()).as_bytes(),
-                    manifest: format!(r#"{{"outputs":["out/{i}.txt"],"inputs":["src/{i}.txt"]}}"#),
+                    manifest: format!(r#"{{"outputs":["out/{i}.txt"],"inputs":["src/{i}.txt"]}}"#)
+                        .into_bytes(),
                     run_id: "r1".to_owned(),
                     finished_at_ns: i64::from(i),
                 },

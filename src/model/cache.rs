@@ -1,0 +1,131 @@
+//! The validated project remembered between builds, so a no-op build of a large project
+//! does not parse and validate its Orchfile again.
+//!
+//! `.orch/project.cache` holds the project and its graph (postcard), with the name, path
+//! and digest of every configuration file and the `include` patterns. It is used only
+//! when the same orch version reads it, every file still has its digest, the patterns
+//! still expand to the same fragments, and no path has come to lead out of the root
+//! through a symlink since; anything else means a full load. It is a cache: deleting it
+//! is always safe.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::Project;
+use super::path::{Containment, is_plain};
+use crate::fs::{self, Digest};
+use crate::graph::Graph;
+use crate::orchfile::Sources;
+use crate::orchfile::load::include_files;
+
+/// Bumped whenever the cached types change shape.
+const FORMAT: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    format: u32,
+    version: String,
+    /// Every configuration file: display name, absolute path, digest of its text.
+    files: Vec<(String, PathBuf, Digest)>,
+    project: Project,
+    graph: Graph,
+}
+
+/// Where the cache lives for a project whose state directory is `orch_dir`.
+pub fn path(orch_dir: &Path) -> PathBuf {
+    orch_dir.join("project.cache")
+}
+
+/// The cached project for the Orchfile at `orchfile`, if it is still valid.
+pub fn read(orch_dir: &Path, orchfile: &Path) -> Option<(Project, Graph)> {
+    let bytes = std::fs::read(path(orch_dir)).ok()?;
+    let cached: CacheFile = postcard::from_bytes(&bytes).ok()?;
+    if cached.format != FORMAT || cached.version != env!("CARGO_PKG_VERSION") {
+        return None;
+    }
+    let (main, fragments) = cached.files.split_first()?;
+    if main.1 != orchfile {
+        return None;
+    }
+    let root = &cached.project.root;
+    let now = include_files(root, &cached.project.includes)?;
+    if now.len() != fragments.len() || now.iter().zip(fragments).any(|(a, b)| *a != b.1) {
+        return None;
+    }
+    let mut sources = Sources::default();
+    for (name, path, digest) in &cached.files {
+        let text = std::fs::read_to_string(path).ok()?;
+        if fs::hash_bytes(text.as_bytes()) != *digest {
+            return None;
+        }
+        sources.add(name.clone(), path.clone(), text);
+    }
+    if !still_contained(&cached.project) {
+        return None;
+    }
+    let mut project = cached.project;
+    project.sources = sources;
+    Some((project, cached.graph))
+}
+
+/// Remembers a validated project (atomically; a failure only costs the next load).
+pub fn write(orch_dir: &Path, project: &Project, graph: &Graph) -> std::io::Result<()> {
+    let files = project
+        .sources
+        .files()
+        .iter()
+        .map(|f| {
+            (
+                f.name.clone(),
+                f.path.clone(),
+                fs::hash_bytes(f.text.as_bytes()),
+            )
+        })
+        .collect();
+    // Serialize borrows: `CacheFile` owns its parts, so build it from references.
+    #[derive(Serialize)]
+    struct Ref<'a> {
+        format: u32,
+        version: &'a str,
+        files: Vec<(String, PathBuf, Digest)>,
+        project: &'a Project,
+        graph: &'a Graph,
+    }
+    let bytes = postcard::to_stdvec(&Ref {
+        format: FORMAT,
+        version: env!("CARGO_PKG_VERSION"),
+        files,
+        project,
+        graph,
+    })
+    .map_err(std::io::Error::other)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(orch_dir)?;
+    std::io::Write::write_all(&mut tmp, &bytes)?;
+    tmp.persist(path(orch_dir)).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Whether every path the project declares still stays inside the root: a directory
+/// may have been replaced by a symlink since validation checked it.
+fn still_contained(project: &Project) -> bool {
+    let mut c = Containment::new(&project.root);
+    let literal = |p: &str| {
+        p.split('/')
+            .take_while(|c| !c.contains(['*', '?', '[', '{', '\\']))
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    project.instances.iter().all(|i| {
+        i.outputs.iter().all(|o| c.check(&o.path, o.dir).is_ok())
+            && i.inputs.iter().all(|p| {
+                let l = literal(p);
+                l.is_empty() || c.check(&l, !is_plain(p)).is_ok()
+            })
+            && (i.cwd.is_empty() || c.check(&i.cwd, true).is_ok())
+            && i.shard_outputs.iter().all(|t| {
+                let l = literal(t);
+                l.is_empty() || c.check(&l, true).is_ok()
+            })
+    })
+}
