@@ -106,3 +106,129 @@ fn the_project_pipeline_and_its_fragments_are_valid() {
         "{stdout}"
     );
 }
+
+/// The events of run `run_id` in `dir`.
+fn events(dir: &Path, run_id: &str) -> Vec<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(dir.join(format!(".orch/runs/{run_id}/events.jsonl"))).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Instances whose command started (shards as `NAME#INDEX`), sorted.
+fn started(events: &[serde_json::Value]) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .filter(|e| e["type"] == "instance_started")
+        .map(|e| e["instance"].as_str().unwrap().to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn translate_one_edited_announcement_reruns_one_shard_per_language() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/translate"),
+        dir,
+    );
+    let first = orch(dir, &["build", "--run-id", "first"]);
+    assert!(
+        first.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&first.stdout),
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let ev = events(dir, "first");
+    for lang in ["de", "fr"] {
+        let plan = ev
+            .iter()
+            .find(|e| {
+                e["type"] == "shard_plan" && e["instance"] == format!("translate[lang={lang}]")
+            })
+            .unwrap();
+        assert_eq!(plan["shards"], 6, "one shard per route: {plan}");
+        assert_eq!(plan["strategy"], "group");
+    }
+    let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
+    let fr = read("build/translate/fr.jsonl");
+    assert_eq!(fr.lines().count(), 28);
+    // Grouped by route, in route order, each route's records in file order.
+    assert!(
+        fr.starts_with(
+            "{\"lang\":\"fr\",\"route_id\":\"R1\",\"seq\":1,\"text\":\"Bienvenue abord, le prochain arret est le gare.\"}\n\
+             {\"lang\":\"fr\",\"route_id\":\"R1\",\"seq\":4,"
+        ),
+        "{fr}"
+    );
+    let routes: Vec<String> = fr
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{}:{:03}",
+                v["route_id"].as_str().unwrap(),
+                v["seq"].as_u64().unwrap()
+            )
+        })
+        .collect();
+    let mut sorted = routes.clone();
+    sorted.sort();
+    assert_eq!(routes, sorted);
+    assert!(read("build/summary.md").contains("| R4 | 4 | Willkommen an bord"));
+
+    // Edit the first announcement of route R4 (the fourth route: shard 3).
+    let scripts = read("raw/scripts.txt");
+    let edited = scripts.replace(
+        "R4|Welcome aboard, the next stop is the museum.",
+        "R4|Welcome aboard, the next stop is the old town.",
+    );
+    assert_ne!(scripts, edited);
+    std::fs::write(dir.join("raw/scripts.txt"), edited).unwrap();
+    let second = orch(dir, &["build", "--run-id", "edit"]);
+    assert!(second.status.success());
+    let ev = events(dir, "edit");
+    assert_eq!(
+        started(&ev),
+        [
+            "ingest",
+            "report[lang=de]",
+            "report[lang=fr]",
+            "summary",
+            "translate[lang=de]",
+            "translate[lang=de]#3",
+            "translate[lang=fr]",
+            "translate[lang=fr]#3",
+        ]
+    );
+    for lang in ["de", "fr"] {
+        let plan = ev
+            .iter()
+            .find(|e| {
+                e["type"] == "shard_plan" && e["instance"] == format!("translate[lang={lang}]")
+            })
+            .unwrap();
+        assert_eq!(
+            (plan["stale"].as_u64(), plan["reused"].as_u64()),
+            (Some(1), Some(5))
+        );
+    }
+    let fr_after = read("build/translate/fr.jsonl");
+    let changed: Vec<(&str, &str)> = fr
+        .lines()
+        .zip(fr_after.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert!(changed[0].1.contains("le old town."), "{changed:?}");
+    assert!(
+        read("build/summary.md")
+            .contains("| R4 | 4 | Bienvenue abord, le prochain arret est le old town. |")
+    );
+
+    let third = orch(dir, &["build"]);
+    assert!(String::from_utf8_lossy(&third.stdout).contains("nothing to do"));
+}

@@ -156,7 +156,11 @@ pub fn planned(
                     .map(crate::plan::Success::output_digests)
             };
             let parts = snap.parts(i, &upstream);
-            let recorded = store.shard_results(&inst.name).unwrap_or_default();
+            let recorded = if snap.forced.contains(&i) || inst.always {
+                Default::default()
+            } else {
+                store.shard_results(&inst.name).unwrap_or_default()
+            };
             match shards::plan(
                 &l.project.root,
                 &layout.dir,

@@ -694,7 +694,12 @@ impl Build<'_, '_> {
         let Some(spec) = inst.shard.clone() else {
             return;
         };
-        let recorded = self.store.shard_results(&inst.name).unwrap_or_default();
+        // Forced or `always`: every shard runs again, none is reused.
+        let recorded = if self.snap.forced.contains(&i) || inst.always {
+            Default::default()
+        } else {
+            self.store.shard_results(&inst.name).unwrap_or_default()
+        };
         let planned = match shards::plan(
             &self.root,
             &self.layout.dir,
@@ -1035,11 +1040,10 @@ impl Build<'_, '_> {
                 for r in &results {
                     metas.extend(r.outputs.clone());
                 }
-                // Outputs of shards that no longer exist (a group gone from the source).
-                if let Some(old) = &self.snap.records[i].success {
-                    for path in old.outputs.keys().filter(|p| !metas.contains_key(*p)) {
-                        let _ = std::fs::remove_file(self.root.join(path));
-                    }
+                // Outputs of shards that no longer exist (a group gone from the source),
+                // whichever build wrote them, failed ones included.
+                for path in shards::stray_outputs(&self.root, &inst.shard_outputs, &metas) {
+                    let _ = std::fs::remove_file(self.root.join(path));
                 }
             }
         }

@@ -87,6 +87,62 @@ pub fn base_key(parts: &KeyParts, sources: &[String]) -> Digest {
     p.action_key()
 }
 
+/// A directory (an upstream's directory output, or a directory input) that holds shard
+/// sources would put every source into every shard's key through its tree digest; its
+/// digest is replaced by one over the rest of its content.
+fn without_sources_in_dirs(root: &Path, parts: &KeyParts, sources: &[String]) -> KeyParts {
+    let holds = |dir: &str| {
+        sources
+            .iter()
+            .any(|s| s.len() > dir.len() && s.starts_with(dir) && s.as_bytes()[dir.len()] == b'/')
+    };
+    let mut p = parts.clone();
+    let entries = p
+        .inputs
+        .iter_mut()
+        .chain(p.upstream.values_mut().flat_map(|u| {
+            match u {
+                Upstream::Present { outputs, .. } => Some(outputs.iter_mut()),
+                Upstream::Absent => None,
+            }
+            .into_iter()
+            .flatten()
+        }));
+    for (path, digest) in entries {
+        if holds(path) {
+            *digest = rest_of_dir(root, path, sources);
+        }
+    }
+    p
+}
+
+/// Digest over the files of `dir` that are not shard sources: path and content.
+fn rest_of_dir(root: &Path, dir: &str, sources: &[String]) -> Digest {
+    let mut h = blake3::Hasher::new();
+    h.update(b"orch-dir-without-sources\x01");
+    for entry in walkdir::WalkDir::new(root.join(dir))
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if sources.contains(&rel) {
+            continue;
+        }
+        h.update(&(rel.len() as u64).to_le_bytes());
+        h.update(rel.as_bytes());
+        h.update(&fs::hash_file(entry.path()).map_or([0; 32], |d| d.0));
+    }
+    Digest(*h.finalize().as_bytes())
+}
+
 /// Expands `{shard.key}` / `{shard.index}` in a merge = none output template.
 fn expand_output(template: &str, shard: &Shard) -> String {
     normalize(
@@ -94,6 +150,66 @@ fn expand_output(template: &str, shard: &Shard) -> String {
             .replace("{shard.key}", &shard.key)
             .replace("{shard.index}", &shard.index.to_string()),
     )
+}
+
+/// Whether `path` is an instance of `template`, whose `{shard.key}` / `{shard.index}`
+/// holes stand for any non-empty text.
+pub fn matches_template(template: &str, path: &str) -> bool {
+    let literals: Vec<&str> = template
+        .split("{shard.key}")
+        .flat_map(|p| p.split("{shard.index}"))
+        .collect();
+    let (Some(first), Some(last)) = (literals.first(), literals.last()) else {
+        return false;
+    };
+    if literals.len() == 1 {
+        return template == path;
+    }
+    if !path.starts_with(first)
+        || !path.ends_with(last)
+        || path.len() < first.len() + last.len() + literals.len() - 1
+    {
+        return false;
+    }
+    let mut rest = &path[first.len()..path.len() - last.len()];
+    for mid in &literals[1..literals.len() - 1] {
+        // Each hole takes at least one character.
+        match rest.get(1..).and_then(|r| r.find(mid)) {
+            Some(pos) => rest = &rest[pos + 1 + mid.len()..],
+            None => return false,
+        }
+    }
+    !rest.is_empty()
+}
+
+/// Files that match an output template but are not among `keep`: left by shards that no
+/// longer exist.
+pub fn stray_outputs(
+    root: &Path,
+    templates: &[String],
+    keep: &BTreeMap<String, OutputMeta>,
+) -> Vec<String> {
+    let mut stray = Vec::new();
+    for t in templates {
+        let dir: Vec<&str> = t.split('/').take_while(|c| !c.contains('{')).collect();
+        for entry in walkdir::WalkDir::new(root.join(dir.join("/")))
+            .sort_by_file_name()
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let Ok(rel) = entry.path().strip_prefix(root) else {
+                continue;
+            };
+            let rel = rel.to_string_lossy().into_owned();
+            if !keep.contains_key(&rel) && matches_template(t, &rel) && !stray.contains(&rel) {
+                stray.push(rel);
+            }
+        }
+    }
+    stray
 }
 
 /// Digest over each (path, digest): the identity of a merge = none shard's outputs.
@@ -135,7 +251,7 @@ pub fn plan(
     }
     let read = |p: &str| std::fs::read(root.join(p));
     let shards = shard::split(&spec.strategy, &with_digests, &read).map_err(|e| e.to_string())?;
-    let base = base_key(parts, &sources);
+    let base = base_key(&without_sources_in_dirs(root, parts, &sources), &sources);
     let count = shards.len();
     let uses_position = inst.uses_shard_position();
     let dir = shard_dir(orch_dir, &inst.name);
@@ -249,5 +365,27 @@ pub fn values(p: &PlannedShard, count: usize) -> ShardValues {
         index: p.shard.index,
         count,
         key: p.shard.key.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_their_instances_only() {
+        assert!(matches_template("out/{shard.key}.txt", "out/a.txt"));
+        assert!(matches_template("out/{shard.key}.txt", "out/sub/a.txt"));
+        assert!(!matches_template("out/{shard.key}.txt", "out/.txt"));
+        assert!(!matches_template("out/{shard.key}.txt", "out/a.json"));
+        assert!(matches_template(
+            "out/{shard.index}-{shard.key}.md",
+            "out/3-x.md"
+        ));
+        assert!(!matches_template(
+            "out/{shard.index}-{shard.key}.md",
+            "out/3x.md"
+        ));
+        assert!(matches_template("fixed.txt", "fixed.txt"));
     }
 }

@@ -390,17 +390,21 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
         let run = lp.raw.run.as_ref().and_then(|r| {
             let span = Span::new(file, r.span());
             let ctx = Ctx::new(phase, matrix, &var_values, &sources, &span);
-            let env = RunEnv {
-                outputs: &outputs[i],
-                outputs_complete: outputs_complete[i],
-                deps: &instance_deps[i],
-                skeletons: &skeletons,
-                all_outputs: &outputs,
-                phase: p,
-                cwd: &cwd,
-                shard: shard.as_ref(),
-                merge_none_phases: &merge_none_phases,
-            };
+            let env =
+                RunEnv {
+                    outputs: &outputs[i],
+                    outputs_complete: outputs_complete[i],
+                    deps: &instance_deps[i],
+                    skeletons: &skeletons,
+                    all_outputs: &outputs,
+                    phase: p,
+                    cwd: &cwd,
+                    shard: shard.as_ref(),
+                    shard_declared: lp.raw.shard.as_ref().is_some_and(|s| {
+                        s.get_ref().strategy.as_deref().unwrap_or("full") != "full"
+                    }),
+                    merge_none_phases: &merge_none_phases,
+                };
             expand_run(r.get_ref(), &ctx, &env, &mut errors)
         });
         if let (Some(spec), Some(pieces)) = (&shard, &run)
@@ -1022,6 +1026,8 @@ struct RunEnv<'a> {
     cwd: &'a str,
     /// The instance's sharding, which `{shard.*}` placeholders need.
     shard: Option<&'a ShardSpec>,
+    /// A `shard` table other than `full` is declared (even if invalid).
+    shard_declared: bool,
     /// Phases whose shards write their own outputs (no single output to name).
     merge_none_phases: &'a BTreeSet<&'a str>,
 }
@@ -1150,6 +1156,8 @@ fn expand_run(
                     n if n.starts_with("shard.") => {
                         let hole_kind = ShardHole::parse(&n["shard.".len()..]);
                         match (env.shard, hole_kind) {
+                            // The `shard` table itself was reported invalid.
+                            (None, _) if env.shard_declared => ok = false,
                             (None, _) => {
                                 bad_hole(
                                     ctx,
@@ -1307,7 +1315,19 @@ fn shard_spec(
             }
             if other == "chunk" {
                 let Some(size) = raw.size.filter(|s| *s > 0) else {
-                    errors.push(err(format!("shard strategy `chunk` of phase `{phase}` needs `size`, the records per shard"), "no `size`", "add e.g. `size = 1000`"));
+                    let (message, label) = match raw.size {
+                        Some(_) => (
+                            format!("`shard.size` of phase `{phase}` must be at least 1"),
+                            "zero records per shard",
+                        ),
+                        None => (
+                            format!(
+                                "shard strategy `chunk` of phase `{phase}` needs `size`, the records per shard"
+                            ),
+                            "no `size`",
+                        ),
+                    };
+                    errors.push(err(message, label, "add e.g. `size = 1000`"));
                     return None;
                 };
                 Strategy::Chunk {

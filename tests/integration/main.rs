@@ -8,5 +8,6 @@ mod config_errors;
 mod events;
 mod failures;
 mod parallel;
+mod shards;
 mod snapshots;
 mod staleness;
