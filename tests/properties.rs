@@ -16,7 +16,10 @@
 //!   the instances whose key changed or whose outputs were edited by hand;
 //! - with failures, `-k` fails and blocks exactly what the dependency semantics say,
 //!   and without `-k` the build stops starting instances at the first failure;
-//! - target builds, `--from` and `--force` run exactly their selection.
+//! - target builds, `--from` and `--force` run exactly their selection;
+//! - sharded phases (`group`, `chunk`, `files`; see "Sharded phases" below) merge the
+//!   same bytes, equal to a model, whatever `-j`, the `parallel` caps and the order in
+//!   which shards complete; changing one record of a `group` source reruns one shard.
 //!
 //! The fixed-case tests at the end are regressions for bugs these properties found.
 
@@ -98,7 +101,7 @@ struct Gen {
 }
 
 /// No sleeps, no failures; upstream output files read through plain `inputs` paths and
-/// globs (but not directory outputs named as plain paths: see the ignored tests).
+/// globs (directory outputs named as plain paths have regression tests of their own).
 const PLAIN: Gen = Gen {
     perturb: false,
     failures: false,
@@ -1709,5 +1712,746 @@ run = "cat {inputs} > {output}"
 inputs = ["out/a.txt"]
 outputs = ["out/b.txt"]
 "#,
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Sharded phases.
+//
+// A random sharded project reads `src/data.jsonl` (JSON Lines records with three group
+// fields drawn from a small per-case alphabet of JSON values, so records share keys) and
+// `src/parts/**/*.txt` (small files whose names sort differently by path and by
+// component). Phases `s0..sN` each shard one of them (`group` by a random field, `chunk`
+// of a random size, or `files`), and each shard writes its key (and its position), its
+// input upper-cased and its input's line count; `all` concatenates their merged outputs.
+// Shards sleep or spin by their key (patterns baked into the Orchfile), only to perturb
+// completion order. The merged bytes are modelled here: the expected parts in shard order.
+
+/// JSON values a group field may hold: strings that need shell quoting, a string and a
+/// number with the same text (`"1"` and `1` are one group), other JSON types.
+const GROUP_VALUES: &[&str] = &[
+    r#""a""#,
+    r#""b""#,
+    r#""B""#,
+    r#""a b""#,
+    r#""it's $x""#,
+    r#""ü""#,
+    r#""""#,
+    "1",
+    r#""1""#,
+    "10",
+    "2",
+    "1.5",
+    "true",
+    "null",
+];
+
+/// The group fields every record has.
+const GROUP_FIELDS: &[&str] = &["k", "lang", "g"];
+
+/// Files the `files` strategy may see: `-` and `.` sort before `/` by path but after it
+/// by component, digits sort as text.
+const PART_FILES: &[&str] = &[
+    "0.txt",
+    "10.txt",
+    "9.txt",
+    "B.txt",
+    "a-b.txt",
+    "a.b/c.txt",
+    "a.txt",
+    "a/a.txt",
+    "a/b.txt",
+    "b.txt",
+    "z/y/x.txt",
+];
+
+/// `case` patterns over `{shard.key}` that pick a shard's delay.
+const DELAY_PATTERNS: &[&str] = &["*a*", "*b*", "*1*", "*0*", "*2*", "*/*", "*t*", "?"];
+
+/// How a phase splits its work.
+#[derive(Clone, Copy, Debug)]
+enum Split {
+    /// `group` by this field of `src/data.jsonl`.
+    Group(usize),
+    /// `chunk` of `src/data.jsonl`, this many records each.
+    Chunk(usize),
+    /// `files` over `src/parts/**/*.txt`.
+    Files,
+}
+
+#[derive(Clone, Debug)]
+struct ShardPhase {
+    split: Split,
+    /// The command also writes `{shard.index}/{shard.count}`.
+    position: bool,
+    /// `case {shard.key} in PATTERN) WORK;; ... esac` before the real work.
+    delays: Vec<(&'static str, Work)>,
+}
+
+#[derive(Clone, Debug)]
+struct Record {
+    id: u16,
+    /// Per group field, an index into the alphabet.
+    groups: [usize; 3],
+    text: String,
+}
+
+impl Record {
+    fn line(&self, alphabet: &[&str]) -> String {
+        format!(
+            r#"{{"id":{},"k":{},"t":"{}","lang":{},"g":{}}}"#,
+            self.id,
+            alphabet[self.groups[0]],
+            self.text,
+            alphabet[self.groups[1]],
+            alphabet[self.groups[2]]
+        )
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ShardProject {
+    /// The JSON values of group fields in this case.
+    alphabet: Vec<&'static str>,
+    records: Vec<Record>,
+    /// Whether the last record of `src/data.jsonl` ends with a newline.
+    trailing_newline: bool,
+    /// `src/parts/PATH` → content.
+    parts: BTreeMap<&'static str, String>,
+    phases: Vec<ShardPhase>,
+}
+
+/// The `{shard.key}` of a group value: a string as it is, anything else as its JSON text.
+fn group_key(json: &str) -> String {
+    json.strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(json)
+        .to_owned()
+}
+
+impl ShardProject {
+    fn data(&self) -> String {
+        let lines: Vec<String> = self
+            .records
+            .iter()
+            .map(|r| r.line(&self.alphabet))
+            .collect();
+        let mut s = lines.join("\n");
+        if self.trailing_newline && !lines.is_empty() {
+            s.push('\n');
+        }
+        s
+    }
+
+    /// The shards of `split` in merge order: (key, input bytes).
+    fn shards(&self, split: Split) -> Vec<(String, Vec<u8>)> {
+        let line = |r: &Record| format!("{}\n", r.line(&self.alphabet)).into_bytes();
+        match split {
+            Split::Group(f) => {
+                let mut groups: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+                for r in &self.records {
+                    groups
+                        .entry(group_key(self.alphabet[r.groups[f]]))
+                        .or_default()
+                        .extend(line(r));
+                }
+                groups.into_iter().collect()
+            }
+            Split::Chunk(size) => self
+                .records
+                .chunks(size)
+                .enumerate()
+                .map(|(i, c)| (i.to_string(), c.iter().flat_map(line).collect()))
+                .collect(),
+            // Path order: the order of the project-relative paths as strings.
+            Split::Files => self
+                .parts
+                .iter()
+                .map(|(p, text)| (format!("src/parts/{p}"), text.clone().into_bytes()))
+                .collect(),
+        }
+    }
+
+    /// The expected merged output of phase `k`: each shard's part, in shard order.
+    fn merged(&self, k: usize) -> Vec<u8> {
+        let p = &self.phases[k];
+        let shards = self.shards(p.split);
+        let n = shards.len();
+        let mut out = Vec::new();
+        for (i, (key, input)) in shards.iter().enumerate() {
+            out.extend(format!("{key}\n").bytes());
+            if p.position {
+                out.extend(format!("{i}/{n}\n").bytes());
+            }
+            out.extend(input.to_ascii_uppercase());
+            let lines = input.iter().filter(|b| **b == b'\n').count();
+            out.extend(format!("{lines}\n").bytes());
+        }
+        out
+    }
+
+    /// The Orchfile, with each phase's `parallel` cap (None: no cap).
+    fn orchfile(&self, caps: &[Option<usize>]) -> String {
+        let mut s = String::from("[orch]\nformat = 1\n");
+        for (k, p) in self.phases.iter().enumerate() {
+            let mut cmd = String::from("export LC_ALL=C; ");
+            if !p.delays.is_empty() {
+                cmd.push_str("case {shard.key} in ");
+                for (pattern, work) in &p.delays {
+                    let w = match work {
+                        Work::None => ":".to_owned(),
+                        Work::Sleep(cs) => format!("sleep 0.0{cs}"),
+                        Work::Spin(n) => {
+                            format!("i=0; while [ $i -lt {n} ]; do i=$((i+1)); done")
+                        }
+                    };
+                    cmd.push_str(&format!("{pattern}) {w};; "));
+                }
+                cmd.push_str("esac; ");
+            }
+            let position = if p.position {
+                " {shard.index}/{shard.count}"
+            } else {
+                ""
+            };
+            cmd.push_str(&format!(
+                "{{{{ printf '%s\\n' {{shard.key}}{position}; tr a-z A-Z < {{shard.input}}; \
+                 wc -l < {{shard.input}} | tr -d ' '; }} > {{shard.output}}"
+            ));
+            let strategy = match p.split {
+                Split::Group(f) => format!(
+                    r#"strategy = "group", source = "src/data.jsonl", key = "{}""#,
+                    GROUP_FIELDS[f]
+                ),
+                Split::Chunk(size) => {
+                    format!(r#"strategy = "chunk", source = "src/data.jsonl", size = {size}"#)
+                }
+                Split::Files => r#"strategy = "files", source = "src/parts/**/*.txt""#.to_owned(),
+            };
+            let cap = match caps.get(k).copied().flatten() {
+                Some(n) => format!(", parallel = {n}"),
+                None => String::new(),
+            };
+            s.push_str(&format!(
+                "\n[phase.s{k}]\nrun = '''{cmd}'''\noutputs = [\"out/s{k}.txt\"]\n\
+                 shard = {{ {strategy}{cap} }}\n"
+            ));
+        }
+        let names: Vec<String> = (0..self.phases.len()).map(|k| format!("s{k}")).collect();
+        let needs: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+        let ups: Vec<String> = names
+            .iter()
+            .map(|n| format!("{{needs.{n}.outputs}}"))
+            .collect();
+        s.push_str(&format!(
+            "\n[phase.all]\nneeds = [{}]\nrun = \"cat {} > {{output}}\"\noutputs = [\"out/all.txt\"]\n",
+            needs.join(", "),
+            ups.join(" ")
+        ));
+        s
+    }
+
+    /// Writes the project into `dir` (a fresh directory).
+    fn write(&self, dir: &Path, caps: &[Option<usize>]) -> Result<(), TestCaseError> {
+        let mut files = vec![
+            ("Orchfile.toml".to_owned(), self.orchfile(caps)),
+            ("src/data.jsonl".to_owned(), self.data()),
+        ];
+        for (p, text) in &self.parts {
+            files.push((format!("src/parts/{p}"), text.clone()));
+        }
+        for (rel, text) in files {
+            let path = dir.join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+            }
+            std::fs::write(&path, text).map_err(|e| fail(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+fn split() -> impl Strategy<Value = Split> {
+    prop_oneof![
+        (0..GROUP_FIELDS.len()).prop_map(Split::Group),
+        (1usize..8).prop_map(Split::Chunk),
+        Just(Split::Files),
+    ]
+}
+
+fn shard_phase(split: BoxedStrategy<Split>) -> impl Strategy<Value = ShardPhase> {
+    (
+        split,
+        any::<bool>(),
+        prop::collection::vec((prop::sample::select(DELAY_PATTERNS), work(true)), 0..3),
+    )
+        .prop_map(|(split, position, delays)| ShardPhase {
+            split,
+            position,
+            delays,
+        })
+}
+
+fn shard_project(
+    phases: BoxedStrategy<Vec<ShardPhase>>,
+    records: std::ops::Range<usize>,
+) -> impl Strategy<Value = ShardProject> {
+    (
+        prop::sample::subsequence(GROUP_VALUES, 1..6),
+        prop::collection::vec(
+            (
+                any::<u16>(),
+                [any::<Index>(), any::<Index>(), any::<Index>()],
+                "[a-z ]{0,6}",
+            ),
+            records,
+        ),
+        any::<bool>(),
+        prop::sample::subsequence(PART_FILES, 0..7),
+        prop::collection::vec("[a-z \n]{0,12}", PART_FILES.len()),
+        phases,
+    )
+        .prop_map(
+            |(alphabet, raw, trailing_newline, names, texts, phases)| ShardProject {
+                records: raw
+                    .into_iter()
+                    .map(|(id, ix, text)| Record {
+                        id,
+                        groups: ix.map(|i| i.index(alphabet.len())),
+                        text,
+                    })
+                    .collect(),
+                alphabet,
+                trailing_newline,
+                parts: names.into_iter().zip(texts).collect(),
+                phases,
+            },
+        )
+}
+
+/// Per instance, at most its cap of shards run at once, and at most `jobs` work items
+/// (shards and whole instances) in all, as the events tell.
+fn check_shard_concurrency(
+    events: &[Value],
+    caps: &BTreeMap<String, usize>,
+    jobs: usize,
+) -> Result<(), TestCaseError> {
+    let mut per: BTreeMap<String, usize> = BTreeMap::new();
+    let mut total = 0usize;
+    for e in events {
+        let inst = field(e, "instance");
+        let (owner, is_shard) = match inst.split_once('#') {
+            Some((owner, _)) => (owner, true),
+            None => (inst, false),
+        };
+        // A sharded instance's own start is not a work item: its shards are.
+        if !is_shard && caps.contains_key(owner) {
+            continue;
+        }
+        match field(e, "type") {
+            "instance_started" => {
+                total += 1;
+                prop_assert!(total <= jobs, "more than -j {} work items at once", jobs);
+                if is_shard {
+                    prop_assert!(
+                        e.get("shard").is_some(),
+                        "shard event without `shard`: {}",
+                        e
+                    );
+                    let n = per.entry(owner.to_owned()).or_default();
+                    *n += 1;
+                    let cap = caps.get(owner).copied().unwrap_or(jobs);
+                    prop_assert!(
+                        *n <= cap,
+                        "{} shards of `{}` ran at once (cap {})",
+                        n,
+                        owner,
+                        cap
+                    );
+                }
+            }
+            "instance_completed" | "instance_failed" => {
+                total = total.saturating_sub(1);
+                if is_shard {
+                    let n = per.entry(owner.to_owned()).or_default();
+                    *n = n.saturating_sub(1);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TestCaseError> {
+    std::fs::read(path).map_err(|e| fail(format!("{}: {e}", path.display())))
+}
+
+/// The `shard_plan` event of `instance`.
+fn shard_plan<'a>(events: &'a [Value], instance: &str) -> Result<&'a Value, TestCaseError> {
+    events
+        .iter()
+        .find(|e| field(e, "type") == "shard_plan" && field(e, "instance") == instance)
+        .ok_or_else(|| fail(format!("no shard_plan event for `{instance}`")))
+}
+
+/// The shards of `instance` started in `events`, as `{shard.key}`s in start order.
+fn shards_started(events: &[Value], instance: &str) -> Vec<String> {
+    let prefix = format!("{instance}#");
+    events
+        .iter()
+        .filter(|e| field(e, "type") == "instance_started")
+        .filter(|e| field(e, "instance").starts_with(&prefix))
+        .map(|e| {
+            e.get("shard")
+                .map(|s| field(s, "key").to_owned())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Builds copies of `project` with `-j 1` and each of `jobs`, with the `parallel` caps
+/// of each, and checks that every merged output equals the model, that caps and `-j`
+/// were respected, that a second build runs nothing, and that another `-j 1` build of
+/// the same state emits the same events apart from times.
+fn check_shard_merge(
+    project: &ShardProject,
+    runs: &[(usize, Vec<Option<usize>>)],
+) -> Result<(), TestCaseError> {
+    let tmp = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let mut all_expected = Vec::new();
+    for k in 0..project.phases.len() {
+        all_expected.extend(project.merged(k));
+    }
+    for (c, (jobs, caps)) in runs.iter().enumerate() {
+        let dir = tmp.path().join(format!("c{c}"));
+        project.write(&dir, caps)?;
+        let j = jobs.to_string();
+        orch_ok(&dir, &["build", "-j", &j, "--run-id", "first"])?;
+        for k in 0..project.phases.len() {
+            let got = read(&dir.join(format!("out/s{k}.txt")))?;
+            let want = project.merged(k);
+            prop_assert!(
+                got == want,
+                "-j {}, caps {:?}: out/s{}.txt differs from the model\n--- got ---\n{}\n--- want ---\n{}",
+                jobs,
+                caps,
+                k,
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want)
+            );
+        }
+        let got = read(&dir.join("out/all.txt"))?;
+        prop_assert!(
+            got == all_expected,
+            "-j {}: out/all.txt is not the concatenation of the merged outputs",
+            jobs
+        );
+        let ev = events(&dir, "first")?;
+        let mut eff = BTreeMap::new();
+        for (k, p) in project.phases.iter().enumerate() {
+            let name = format!("s{k}");
+            let n = project.shards(p.split).len();
+            let cap = caps.get(k).copied().flatten().unwrap_or(*jobs).min(*jobs);
+            let plan = shard_plan(&ev, &name)?;
+            prop_assert_eq!(plan["shards"].as_u64(), Some(n as u64), "{}", plan);
+            prop_assert_eq!(plan["stale"].as_u64(), Some(n as u64), "{}", plan);
+            prop_assert_eq!(plan["reused"].as_u64(), Some(0), "{}", plan);
+            prop_assert_eq!(plan["parallel"].as_u64(), Some(cap as u64), "{}", plan);
+            let mut ran = shards_started(&ev, &name);
+            ran.sort();
+            let mut want: Vec<String> = project.shards(p.split).into_iter().map(|s| s.0).collect();
+            want.sort();
+            prop_assert_eq!(ran, want, "shards started for `{}`", name);
+            eff.insert(name, cap);
+        }
+        check_shard_concurrency(&ev, &eff, *jobs)?;
+        if c == 0 {
+            orch_ok(&dir, &["build", "-j", &j, "--run-id", "second"])?;
+            let ran = started(&events(&dir, "second")?);
+            prop_assert!(ran.is_empty(), "a second build ran {:?}", ran);
+        }
+        if *jobs == 1 {
+            // With -j 1, another build of the same state emits the same events.
+            let twin = tmp.path().join(format!("c{c}-twin"));
+            project.write(&twin, caps)?;
+            orch_ok(&twin, &["build", "-j", "1", "--run-id", "first"])?;
+            prop_assert_eq!(
+                normalized(&ev),
+                normalized(&events(&twin, "first")?),
+                "-j 1 events differ between two builds of the same state"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A change to one field of one record that is not the group key.
+#[derive(Clone, Copy, Debug)]
+enum RecordEdit {
+    Text,
+    Id,
+    /// Another group field (not the one grouped by).
+    OtherField,
+}
+
+/// Builds `project` (one `group` phase), edits a field other than the key in record
+/// `which`, rebuilds: exactly the edited record's shard runs, the others are reused,
+/// and the output and key equal those of a clean build of the edited project.
+fn check_one_record_edit(
+    project: &ShardProject,
+    which: Index,
+    edit: RecordEdit,
+    jobs: usize,
+) -> Result<(), TestCaseError> {
+    let Split::Group(f) = project.phases[0].split else {
+        return Err(fail("the edit property needs a group phase"));
+    };
+    let tmp = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    let j = jobs.to_string();
+    project.write(&a, &[])?;
+    orch_ok(&a, &["build", "-j", &j, "--run-id", "first"])?;
+    prop_assert!(read(&a.join("out/s0.txt"))? == project.merged(0));
+
+    let mut edited = project.clone();
+    let r = which.index(edited.records.len());
+    let rec = &mut edited.records[r];
+    match edit {
+        RecordEdit::OtherField if edited.alphabet.len() > 1 => {
+            let g = (f + 1) % GROUP_FIELDS.len();
+            rec.groups[g] = (rec.groups[g] + 1) % edited.alphabet.len();
+        }
+        RecordEdit::Id => rec.id = rec.id.wrapping_add(1),
+        _ => rec.text.push('x'),
+    }
+    let key = group_key(edited.alphabet[edited.records[r].groups[f]]);
+    prop_assert_ne!(project.data(), edited.data());
+    let n = edited.shards(Split::Group(f)).len();
+
+    std::fs::write(a.join("src/data.jsonl"), edited.data()).map_err(|e| fail(e.to_string()))?;
+    orch_ok(&a, &["build", "-j", &j, "--run-id", "second"])?;
+    let ev = events(&a, "second")?;
+    prop_assert_eq!(
+        shards_started(&ev, "s0"),
+        vec![key],
+        "not exactly the edited record's shard ran"
+    );
+    let plan = shard_plan(&ev, "s0")?;
+    prop_assert_eq!(plan["shards"].as_u64(), Some(n as u64), "{}", plan);
+    prop_assert_eq!(plan["stale"].as_u64(), Some(1), "{}", plan);
+    prop_assert_eq!(plan["reused"].as_u64(), Some(n as u64 - 1), "{}", plan);
+    let got = read(&a.join("out/s0.txt"))?;
+    prop_assert!(
+        got == edited.merged(0),
+        "after the edit, out/s0.txt differs from the model\n--- got ---\n{}\n--- want ---\n{}",
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&edited.merged(0))
+    );
+
+    edited.write(&b, &[])?;
+    orch_ok(&b, &["build", "-j", &j, "--run-id", "clean"])?;
+    prop_assert!(
+        read(&b.join("out/s0.txt"))? == got,
+        "the incremental build differs from a clean build"
+    );
+    let key_of = |ev: &[Value]| completed(ev).get("s0").map(|c| c.0.clone());
+    prop_assert_eq!(
+        key_of(&ev),
+        key_of(&events(&b, "clean")?),
+        "the incremental and clean builds give `s0` different action keys"
+    );
+    Ok(())
+}
+
+fn shard_config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 10,
+        ..config()
+    }
+}
+
+proptest! {
+    #![proptest_config(shard_config())]
+
+    /// Merged outputs do not depend on the job count, the `parallel` caps or the order
+    /// in which shards complete: builds with `-j 1` and random `-j`, each with random
+    /// caps, all write exactly the modelled concatenation of parts in shard order; no
+    /// instance runs more shards at once than its cap, nor the build more than `-j`.
+    #[test]
+    fn merged_output_is_independent_of_jobs_and_completion_order(
+        project in shard_project(
+            prop::collection::vec(shard_phase(split().boxed()), 1..4).boxed(),
+            0..60,
+        ),
+        jobs in prop::collection::vec(2usize..9, 2),
+        caps in prop::collection::vec(
+            prop::collection::vec(prop::option::of(1usize..5), 3),
+            3,
+        ),
+    ) {
+        let runs = [
+            (1, caps[0].clone()),
+            (jobs[0], caps[1].clone()),
+            (jobs[1], caps[2].clone()),
+        ];
+        check_shard_merge(&project, &runs)?;
+    }
+
+    /// With `group` sharding, changing a field other than the key in one record reruns
+    /// exactly that record's shard, reuses the others, and ends as a clean build does.
+    #[test]
+    fn one_changed_record_reruns_exactly_one_shard(
+        project in shard_project(
+            prop::collection::vec(
+                shard_phase((0..GROUP_FIELDS.len()).prop_map(Split::Group).boxed()),
+                1..2,
+            )
+            .boxed(),
+            1..40,
+        ),
+        which in any::<Index>(),
+        edit in prop_oneof![
+            Just(RecordEdit::Text),
+            Just(RecordEdit::Id),
+            Just(RecordEdit::OtherField),
+        ],
+        jobs in 1usize..9,
+    ) {
+        check_one_record_edit(&project, which, edit, jobs)?;
+    }
+}
+
+/// Builds a project whose shards each append a line to `runs.log` when they run, then
+/// builds again with `args`, and checks that every shard ran again.
+fn every_shard_reruns(extra_phase_key: &str, args: &[&str]) -> Result<(), TestCaseError> {
+    let tmp = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let dir = tmp.path();
+    let files = [
+        (
+            "Orchfile.toml".to_owned(),
+            format!(
+                r#"[orch]
+format = 1
+
+[phase.s]
+run = "echo {{shard.key}} >> runs.log; cp {{shard.input}} {{shard.output}}"
+outputs = ["out/s.txt"]
+shard = {{ strategy = "files", source = "src/*.txt" }}
+{extra_phase_key}
+"#
+            ),
+        ),
+        ("src/a.txt".to_owned(), "a\n".to_owned()),
+        ("src/b.txt".to_owned(), "b\n".to_owned()),
+    ];
+    for (rel, text) in files {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap_or(dir)).map_err(|e| fail(e.to_string()))?;
+        std::fs::write(path, text).map_err(|e| fail(e.to_string()))?;
+    }
+    orch_ok(dir, &["build", "--run-id", "first"])?;
+    prop_assert_eq!(shards_started(&events(dir, "first")?, "s").len(), 2);
+    let mut again = vec!["build", "--run-id", "second"];
+    again.extend(args);
+    orch_ok(dir, &again)?;
+    let ev = events(dir, "second")?;
+    prop_assert!(
+        started(&ev).contains("s"),
+        "`s` did not run again: {:?}",
+        started(&ev)
+    );
+    prop_assert_eq!(
+        shards_started(&ev, "s"),
+        vec!["src/a.txt".to_owned(), "src/b.txt".to_owned()],
+        "not every shard ran again; shard_plan: {}",
+        shard_plan(&ev, "s")?
+    );
+    let log = std::fs::read_to_string(dir.join("runs.log")).map_err(|e| fail(e.to_string()))?;
+    prop_assert_eq!(log.lines().count(), 4, "shard commands run: {:?}", log);
+    Ok(())
+}
+
+/// Regression (fixed in ec43b54): `--force` reruns every selected instance; for a sharded
+/// instance it reran only the merge, reusing every shard result.
+#[test]
+fn force_reruns_every_shard() -> Result<(), TestCaseError> {
+    every_shard_reruns("", &["--force"])
+}
+
+/// Regression (fixed in ec43b54): `always = true` means never up to date; a sharded
+/// instance only merged the recorded shard results, its commands never ran again.
+#[test]
+fn always_reruns_every_shard() -> Result<(), TestCaseError> {
+    every_shard_reruns("always = true", &[])
+}
+
+/// Regression (fixed in ec43b54): `--from` the sharded phase, the same.
+#[test]
+fn from_reruns_every_shard() -> Result<(), TestCaseError> {
+    every_shard_reruns("", &["--from", "s"])
+}
+
+/// Builds the `shard` table `before`, changes it to `after` (same source, same command),
+/// builds again: the output must be that of a clean build with `after`.
+fn changed_split_rebuilds(before: &str, after: &str) -> Result<(), TestCaseError> {
+    let tmp = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let orchfile = |shard: &str| {
+        format!(
+            r#"[orch]
+format = 1
+
+[phase.s]
+run = '''{{{{ echo ==; cat {{shard.input}}; }} > {{shard.output}}'''
+outputs = ["out/s.txt"]
+shard = {{ {shard} }}
+"#
+        )
+    };
+    let data = "{\"k\":\"b\",\"g\":1}\n{\"k\":\"a\",\"g\":2}\n{\"k\":\"c\",\"g\":1}\n";
+    let mut outs = Vec::new();
+    for (name, steps) in [
+        ("incremental", &[before, after][..]),
+        ("clean", &[after][..]),
+    ] {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(dir.join("src")).map_err(|e| fail(e.to_string()))?;
+        std::fs::write(dir.join("src/d.jsonl"), data).map_err(|e| fail(e.to_string()))?;
+        for (k, shard) in steps.iter().enumerate() {
+            std::fs::write(dir.join("Orchfile.toml"), orchfile(shard))
+                .map_err(|e| fail(e.to_string()))?;
+            orch_ok(&dir, &["build", "--run-id", &format!("b{k}")])?;
+        }
+        outs.push(read(&dir.join("out/s.txt"))?);
+    }
+    prop_assert!(
+        outs[0] == outs[1],
+        "after changing `shard = {{ {} }}` to `{{ {} }}`, the output is still\n{}\nbut a clean build writes\n{}",
+        before,
+        after,
+        String::from_utf8_lossy(&outs[0]),
+        String::from_utf8_lossy(&outs[1])
+    );
+    Ok(())
+}
+
+/// The `shard` table decides what each shard sees, but is not part of the instance's
+/// key: changing `size`, `key` or `strategy` (same source, same command) leaves the
+/// instance up to date with the output of the old split.
+#[test]
+fn changing_the_shard_split_reruns_the_instance() -> Result<(), TestCaseError> {
+    let src = r#"source = "src/d.jsonl""#;
+    changed_split_rebuilds(
+        &format!(r#"strategy = "chunk", {src}, size = 1"#),
+        &format!(r#"strategy = "chunk", {src}, size = 2"#),
+    )?;
+    changed_split_rebuilds(
+        &format!(r#"strategy = "group", {src}, key = "k""#),
+        &format!(r#"strategy = "group", {src}, key = "g""#),
+    )?;
+    changed_split_rebuilds(
+        &format!(r#"strategy = "chunk", {src}, size = 1"#),
+        &format!(r#"strategy = "group", {src}, key = "k""#),
     )
 }
