@@ -40,6 +40,16 @@ pub enum Command {
     Graph(GraphArgs),
     /// Validate the Orchfile.
     Check,
+    /// List recent runs: id, start, duration, status, counts.
+    Runs(RunsArgs),
+    /// Show the events of a run (default: the latest).
+    Log(LogArgs),
+    /// Show where an output came from (PATH), or an instance's last result (TARGET).
+    Show(ShowArgs),
+    /// Remove the declared outputs of the targets (default: all).
+    Clean(CleanArgs),
+    /// Prune old runs, logs and shard files.
+    Gc(GcArgs),
     /// Create a starter Orchfile.toml in the current (or -C) directory.
     Init,
     /// Print the JSON Schema of the Orchfile.
@@ -75,6 +85,9 @@ pub struct BuildArgs {
     /// Print events on stdout as JSON Lines (the human display goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Write a JUnit XML report to FILE (one test case per instance).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 /// `orch plan`.
@@ -106,6 +119,55 @@ pub struct StatusArgs {
 pub struct ExplainArgs {
     /// A phase or instance.
     pub target: String,
+}
+
+/// `orch runs`.
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Show at most N runs, newest first.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 20)]
+    pub limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `orch log`.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// The run id (default: the latest run).
+    pub run: Option<String>,
+    /// Print the raw events (JSON Lines).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `orch show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// An output path (relative to the project root) or a target (`phase`, `phase[axis=v]`).
+    pub what: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `orch clean`.
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Phases or instances whose outputs to remove; default: all.
+    pub targets: Vec<String>,
+    /// Also empty the local cache (`.orch/cache`).
+    #[arg(long)]
+    pub cache: bool,
+}
+
+/// `orch gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Keep the newest N runs (events, logs, summaries).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub keep: usize,
 }
 
 /// Graph output formats.

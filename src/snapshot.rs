@@ -134,7 +134,7 @@ impl<'p> Snapshot<'p> {
         for inst in &project.instances {
             // Per-shard outputs are known only when the shards run: their fixed directory
             // counts as produced.
-            for t in &inst.shard_outputs {
+            for t in inst.shard_outputs.iter().map(|o| &o.path) {
                 let dir: Vec<&str> = t.split('/').take_while(|c| !c.contains('{')).collect();
                 if !dir.is_empty() && dir.len() < t.split('/').count() {
                     produced_dirs.push(dir.join("/"));
@@ -340,7 +340,13 @@ impl<'p> Snapshot<'p> {
                         o.path.clone()
                     }
                 })
+                .chain(inst.shard_outputs.iter().map(|o| o.path.clone()))
                 .collect(),
+            shard: inst
+                .shard
+                .as_ref()
+                .map(crate::shard::ShardSpec::describe)
+                .unwrap_or_default(),
             env,
             inputs,
             upstream,

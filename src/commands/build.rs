@@ -1,10 +1,14 @@
 //! `orch build`: plan under the build lock, then execute and record the run.
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 use crate::cli::BuildArgs;
 use crate::events::human::{Human, Verbosity};
+use crate::events::junit::Junit;
+use crate::events::progress::{self, Printer, Progress};
 use crate::events::sink::{JsonFile, JsonStdout};
+use crate::events::summary::Summary;
 use crate::events::{EventKind, EventLog};
 use crate::exec::{self, ExecOptions, ProcessRunner};
 use crate::plan::plan_static;
@@ -117,6 +121,19 @@ pub fn run(g: &Global, a: BuildArgs) -> i32 {
         Ok(f) => events.add(Box::new(f)),
         Err(e) => return report_error("cannot write the event log", &e),
     }
+    events.add(Box::new(Summary::new(
+        layout.run_dir(&run_id).join("summary.json"),
+    )));
+    if let Some(path) = &a.junit {
+        let path = if path.is_absolute() {
+            path.clone()
+        } else {
+            g.start_dir().join(path)
+        };
+        events.add(Box::new(Junit::new(path, l.project.root.clone())));
+    }
+    // The live display's printer: lines above its bars.
+    let mut printer: Option<Printer> = None;
     if a.json {
         events.add(Box::new(JsonStdout::new()));
         events.add(Box::new(Human::new(
@@ -124,6 +141,14 @@ pub fn run(g: &Global, a: BuildArgs) -> i32 {
             l.project.root.clone(),
             g.verbosity.min(Verbosity::Quiet),
         )));
+    } else if progress::is_live(std::io::stdout().is_terminal()) {
+        let live = Progress::new(
+            l.project.root.clone(),
+            g.verbosity,
+            progress::color_enabled(),
+        );
+        printer = Some(live.printer());
+        events.add(Box::new(live));
     } else {
         events.add(Box::new(Human::new(
             std::io::stdout(),
@@ -150,10 +175,25 @@ pub fn run(g: &Global, a: BuildArgs) -> i32 {
     );
 
     exec::signal::install();
+    // -v: every line a command prints, as it prints it, prefixed with the instance.
+    let to_stderr = a.json;
+    let stream: Option<exec::Stream> = (g.verbosity == Verbosity::Verbose).then(|| {
+        Arc::new(move |name: &str, line: &str| {
+            use std::io::Write as _;
+            if let Some(p) = &printer {
+                p.print(&format!("{name} | {line}"));
+            } else if to_stderr {
+                let _ = writeln!(std::io::stderr().lock(), "{name} | {line}");
+            } else {
+                let _ = writeln!(std::io::stdout().lock(), "{name} | {line}");
+            }
+        }) as exec::Stream
+    });
     let opts = ExecOptions {
         jobs,
         keep_going: a.keep_going,
         run_id: run_id.clone(),
+        stream,
     };
     let report = match exec::execute(
         &snap,

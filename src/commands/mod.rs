@@ -19,11 +19,16 @@ macro_rules! out {
 
 mod build;
 mod check;
+mod clean;
 mod explain;
+mod gc;
 mod graph_cmd;
 mod init;
+mod log;
 mod plan;
+mod runs;
 mod schema;
+mod show;
 mod status;
 
 use std::collections::BTreeSet;
@@ -61,6 +66,11 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Explain(a) => explain::run(&g, a),
         Command::Graph(a) => graph_cmd::run(&g, a),
         Command::Check => check::run(&g),
+        Command::Runs(a) => runs::run(&g, a),
+        Command::Log(a) => log::run(&g, a),
+        Command::Show(a) => show::run(&g, a),
+        Command::Clean(a) => clean::run(&g, a),
+        Command::Gc(a) => gc::run(&g, a),
         Command::Init => init::run(&g),
         Command::Schema => schema::run(),
     }

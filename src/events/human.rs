@@ -176,11 +176,26 @@ impl<W: Write> Sink for Human<W> {
                     BlockReason::StoppedAfterFailure => {
                         "not started: the build stops after a failure (-k keeps going)".to_owned()
                     }
-                    BlockReason::Interrupted => "not started: interrupted".to_owned(),
+                    BlockReason::Interrupted => {
+                        "interrupted: stopped before it finished".to_owned()
+                    }
                 };
                 if normal || *reason != BlockReason::StoppedAfterFailure {
                     let _ = writeln!(self.out, "[-] {name} {why}");
                 }
+            }
+            EventKind::InstanceRetrying {
+                attempt,
+                attempts,
+                delay_ms,
+                message,
+                ..
+            } => {
+                let _ = writeln!(
+                    self.out,
+                    "[~] {name} attempt {attempt} of {attempts} failed: {message}; retrying in {}",
+                    duration(*delay_ms)
+                );
             }
             EventKind::SoftDependencyUnmet {
                 upstream,

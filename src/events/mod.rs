@@ -6,7 +6,10 @@
 //! `-j 1` two builds emit the same events apart from those.
 
 pub mod human;
+pub mod junit;
+pub mod progress;
 pub mod sink;
+pub mod summary;
 
 use std::collections::BTreeMap;
 
@@ -131,6 +134,22 @@ pub enum EventKind {
         /// Reasons with what they are about.
         details: Vec<Why>,
     },
+    /// An attempt failed and the instance will run again after a delay.
+    InstanceRetrying {
+        /// The attempt that failed, from 1.
+        attempt: u32,
+        /// Attempts allowed in all.
+        attempts: u32,
+        /// Delay before the next attempt.
+        delay_ms: u64,
+        /// How the attempt failed.
+        kind: FailureKind,
+        /// One line for humans.
+        message: String,
+        /// Set when the event is about one shard.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        shard: Option<ShardRef>,
+    },
     /// An instance's command started.
     InstanceStarted {
         /// 1 for the first attempt.
@@ -165,7 +184,9 @@ pub enum EventKind {
         signal: Option<i32>,
         /// One line for humans.
         message: String,
-        /// The captured output, project-relative.
+        /// The captured output, project-relative; "" when no command ran (a source that
+        /// cannot be split, a failed merge). For a sharded instance, its first failed
+        /// shard's log.
         log: String,
         /// Wall time.
         duration_ms: u64,
@@ -177,7 +198,8 @@ pub enum EventKind {
     InstanceBlocked {
         /// Why.
         reason: BlockReason,
-        /// The instances that blocked it (empty for `stopped_after_failure`).
+        /// The instances that blocked it (empty for `stopped_after_failure` and
+        /// `interrupted`).
         blocked_by: Vec<String>,
     },
     /// A soft dependency failed or was blocked; the instance runs without it.
@@ -211,11 +233,11 @@ pub enum EventKind {
         /// Parts merged.
         shards: usize,
     },
-    /// Progress after an instance finished.
+    /// Progress after an instance or shard finished.
     Progress {
-        /// Finished instances that were planned to run.
+        /// Finished units of work (instances and shards) that were planned to run.
         done: usize,
-        /// Instances planned to run.
+        /// Units of work planned to run (grows as shards are planned).
         total: usize,
         /// Instances running now.
         running: usize,

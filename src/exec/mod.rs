@@ -11,6 +11,7 @@
 
 pub mod runner;
 pub mod scheduler;
+pub mod schema;
 pub mod shards;
 pub mod signal;
 
@@ -37,8 +38,11 @@ pub use runner::{Exit, Job, ProcessRunner, Runner};
 use scheduler::Scheduler;
 use shards::{PlannedShard, ShardResult};
 
+/// Receives (instance, line) for every line a command prints (`-v`).
+pub type Stream = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 /// Options of one build.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ExecOptions {
     /// Parallel jobs.
     pub jobs: usize,
@@ -46,6 +50,8 @@ pub struct ExecOptions {
     pub keep_going: bool,
     /// The run id.
     pub run_id: String,
+    /// Where command output goes as it is printed, besides the log (`-v`).
+    pub stream: Option<Stream>,
 }
 
 /// What a build did.
@@ -79,11 +85,43 @@ enum Work {
 }
 
 /// What a worker sends back.
+enum Msg {
+    /// An attempt failed; the worker waits `delay` and tries again.
+    Retrying {
+        work: Work,
+        attempt: u32,
+        attempts: u32,
+        delay: Duration,
+        failure: Failure,
+    },
+    /// A further attempt starts now.
+    Attempt {
+        work: Work,
+        attempt: u32,
+        command: String,
+    },
+    /// The job ended, for good.
+    Done(Done),
+}
+
+/// How a job ended after all its attempts.
 struct Done {
     work: Work,
-    exit: Exit,
     outputs: Vec<(String, Result<PathDigest, std::io::Error>)>,
+    failure: Option<Failure>,
     duration: Duration,
+}
+
+/// Gets a job's files ready before each attempt.
+type Prepare = Box<dyn Fn() -> Result<(), String> + Send>;
+
+/// What a worker needs beyond the job itself.
+struct JobPlan {
+    prepare: Prepare,
+    has_run: bool,
+    outputs: Vec<String>,
+    retry: Option<crate::model::Retry>,
+    schemas: Vec<(String, String)>,
 }
 
 /// A started whole instance's key, kept until its command finishes.
@@ -158,7 +196,7 @@ pub fn execute(
         .build()
         .map_err(std::io::Error::other)?;
     std::fs::create_dir_all(layout.log_dir(&opts.run_id))?;
-    let (tx, rx) = crossbeam_channel::unbounded::<Done>();
+    let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
     let n = snap.project.instances.len();
     let mut b = Build {
         snap,
@@ -207,8 +245,8 @@ struct Build<'a, 's> {
     opts: &'a ExecOptions,
     root: PathBuf,
     pool: rayon::ThreadPool,
-    tx: Sender<Done>,
-    rx: Receiver<Done>,
+    tx: Sender<Msg>,
+    rx: Receiver<Msg>,
     sched: Scheduler,
     outcome: Vec<Option<Outcome>>,
     /// Instances whose outputs are exactly as recorded before this run (skipped as planned).
@@ -249,7 +287,30 @@ impl Build<'_, '_> {
                 break;
             }
             match self.rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(done) => self.done(done),
+                Ok(Msg::Done(done)) => self.done(done),
+                Ok(Msg::Retrying {
+                    work,
+                    attempt,
+                    attempts,
+                    delay,
+                    failure,
+                }) => self.retrying(work, attempt, attempts, delay, failure),
+                Ok(Msg::Attempt {
+                    work,
+                    attempt,
+                    command,
+                }) => {
+                    if let Some((name, shard)) = self.work_name(work) {
+                        self.events.emit(
+                            Some(&name),
+                            EventKind::InstanceStarted {
+                                attempt,
+                                command,
+                                shard,
+                            },
+                        );
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -432,6 +493,8 @@ impl Build<'_, '_> {
             cwd: self.cwd(inst),
             env: job_env(inst, &self.opts.run_id, None),
             log: self.layout.log_file(&self.opts.run_id, name),
+            timeout: inst.timeout,
+            stream: self.stream_for(name),
         };
         self.events.emit(
             Some(name),
@@ -441,10 +504,27 @@ impl Build<'_, '_> {
                 shard: None,
             },
         );
-        let prepared = prepare_outputs(&self.root, inst);
         self.whole.insert(i, Started { parts, key });
-        let outputs: Vec<String> = inst.outputs.iter().map(|o| o.path.clone()).collect();
-        self.spawn(Work::Whole(i), job, prepared, inst.run.is_some(), outputs);
+        let (root, declared) = (self.root.clone(), inst.outputs.clone());
+        let plan = JobPlan {
+            prepare: Box::new(move || prepare_outputs(&root, &declared)),
+            has_run: inst.run.is_some(),
+            outputs: inst.outputs.iter().map(|o| o.path.clone()).collect(),
+            retry: inst.retry.clone(),
+            schemas: inst
+                .outputs
+                .iter()
+                .filter_map(|o| o.schema.clone().map(|s| (o.path.clone(), s)))
+                .collect(),
+        };
+        self.spawn(Work::Whole(i), job, plan);
+    }
+
+    /// `-v`: the job's output lines, prefixed with its name.
+    fn stream_for(&self, name: &str) -> Option<runner::LineSink> {
+        let show = self.opts.stream.clone()?;
+        let name = name.to_owned();
+        Some(Arc::new(move |line: &str| show(&name, line)))
     }
 
     fn cwd(&self, inst: &Instance) -> PathBuf {
@@ -456,38 +536,107 @@ impl Build<'_, '_> {
     }
 
     /// Puts a job on the pool; the worker runs it and hashes its outputs.
-    fn spawn(
-        &mut self,
-        work: Work,
-        job: Job,
-        prepared: Result<(), String>,
-        has_run: bool,
-        outputs: Vec<String>,
-    ) {
+    fn spawn(&mut self, work: Work, job: Job, w: JobPlan) {
         self.running += 1;
         let tx = self.tx.clone();
         let runner = Arc::clone(&self.runner);
         let root = self.root.clone();
         self.pool.spawn(move || {
-            let t0 = Instant::now();
-            let exit = match prepared {
-                Err(e) => Exit::Spawn(e),
-                Ok(()) if has_run => runner.run(&job),
-                Ok(()) => Exit::Success,
-            };
-            let outputs = if exit == Exit::Success {
-                let digests = fs::digest_paths(&root, &outputs, |_| None);
-                outputs.into_iter().zip(digests).collect()
-            } else {
-                Vec::new()
-            };
-            let _ = tx.send(Done {
-                work,
-                exit,
-                outputs,
-                duration: t0.elapsed(),
-            });
+            let started = Instant::now();
+            let mut attempt = 1;
+            loop {
+                let exit = match (w.prepare)() {
+                    Err(e) => Exit::Spawn(e),
+                    Ok(()) if w.has_run => runner.run(&job),
+                    Ok(()) => Exit::Success,
+                };
+                let outputs: Vec<(String, Result<PathDigest, std::io::Error>)> =
+                    if exit == Exit::Success {
+                        let digests = fs::digest_paths(&root, &w.outputs, |_| None);
+                        w.outputs.iter().cloned().zip(digests).collect()
+                    } else {
+                        Vec::new()
+                    };
+                let failure = failure_of(&exit, &outputs).or_else(|| {
+                    schema::check(&root, &w.schemas).map(|m| (FailureKind::Schema, None, None, m))
+                });
+                match (failure, &w.retry) {
+                    (Some(f), Some(r)) if attempt < r.attempts && !signal::interrupted() => {
+                        let delay = backoff(r, attempt);
+                        let _ = tx.send(Msg::Retrying {
+                            work,
+                            attempt,
+                            attempts: r.attempts,
+                            delay,
+                            failure: f,
+                        });
+                        // Earlier attempts' output is kept beside the last one's.
+                        let _ = std::fs::rename(
+                            &job.log,
+                            job.log.with_extension(format!("attempt-{attempt}.log")),
+                        );
+                        wait_unless_interrupted(delay);
+                        attempt += 1;
+                        let _ = tx.send(Msg::Attempt {
+                            work,
+                            attempt,
+                            command: job.command.clone(),
+                        });
+                    }
+                    (failure, _) => {
+                        let _ = tx.send(Msg::Done(Done {
+                            work,
+                            outputs,
+                            failure,
+                            duration: started.elapsed(),
+                        }));
+                        return;
+                    }
+                }
+            }
         });
+    }
+
+    /// The event name of a work item, and its shard.
+    fn work_name(&self, work: Work) -> Option<(String, Option<ShardRef>)> {
+        match work {
+            Work::Whole(i) => Some((self.name(i).to_owned(), None)),
+            Work::Shard(i, s) => self.sharded.get(&i).map(|sh| {
+                let p = &sh.shards[s];
+                (
+                    format!("{}#{}", self.name(i), p.shard.index),
+                    Some(ShardRef {
+                        index: p.shard.index,
+                        count: sh.shards.len(),
+                        key: p.shard.key.clone(),
+                    }),
+                )
+            }),
+        }
+    }
+
+    fn retrying(
+        &mut self,
+        work: Work,
+        attempt: u32,
+        attempts: u32,
+        delay: Duration,
+        (kind, _, _, message): Failure,
+    ) {
+        let Some((name, shard)) = self.work_name(work) else {
+            return;
+        };
+        self.events.emit(
+            Some(&name),
+            EventKind::InstanceRetrying {
+                attempt,
+                attempts,
+                delay_ms: delay.as_millis() as u64,
+                kind,
+                message,
+                shard,
+            },
+        );
     }
 
     /// Up to date: its recorded outputs stand.
@@ -562,7 +711,7 @@ impl Build<'_, '_> {
         let name = inst.name.clone();
         let duration_ms = done.duration.as_millis() as u64;
         self.done_planned += 1;
-        match failure_of(&done) {
+        match done.failure.clone() {
             None => {
                 let mut metas = BTreeMap::new();
                 for (path, r) in done.outputs {
@@ -587,6 +736,19 @@ impl Build<'_, '_> {
                     }
                 }
                 self.succeed(i, st.parts, st.key, metas, duration_ms);
+            }
+            Some(f) if self.killed_by_us(&f) => {
+                remove_outputs(&self.root, inst);
+                self.events.emit(
+                    Some(&name),
+                    EventKind::InstanceBlocked {
+                        reason: BlockReason::Interrupted,
+                        blocked_by: Vec::new(),
+                    },
+                );
+                self.outcome[i] = Some(Outcome::Blocked);
+                self.report.counts.blocked += 1;
+                self.report.blocked.push(name.clone());
             }
             Some(f) => {
                 remove_outputs(&self.root, inst);
@@ -652,6 +814,14 @@ impl Build<'_, '_> {
         );
         self.outcome[i] = Some(Outcome::Succeeded(outputs));
         self.report.counts.succeeded += 1;
+    }
+
+    /// A command that died of the signal orch sent it because the build was interrupted
+    /// did not fail on its own: it is reported as interrupted, not recorded as failed.
+    fn killed_by_us(&self, f: &Failure) -> bool {
+        self.report.interrupted
+            && f.0 == FailureKind::Signal
+            && matches!(f.2, Some(libc::SIGTERM | libc::SIGKILL))
     }
 
     /// Records a failure and reports it; fail-fast stops the build.
@@ -820,15 +990,20 @@ impl Build<'_, '_> {
             cwd: self.cwd(inst),
             env: job_env(inst, &self.opts.run_id, Some((p.shard.index, count))),
             log: self.layout.log_file(&self.opts.run_id, &shard_name),
+            timeout: inst.timeout,
+            stream: self.stream_for(&shard_name),
         };
         let outputs: Vec<String> = if p.part.is_empty() {
             p.outputs.clone()
         } else {
             vec![p.part.clone()]
         };
-        let prepared = shards::write_slice(&self.root, p)
-            .map_err(|e| format!("cannot write the shard's input: {e}"))
-            .and_then(|_| prepare_paths(&self.root, &outputs));
+        let (root, shard_copy, paths) = (self.root.clone(), p.clone(), outputs.clone());
+        let prepare: Prepare = Box::new(move || {
+            shards::write_slice(&root, &shard_copy)
+                .map_err(|e| format!("cannot write the shard's input: {e}"))?;
+            prepare_paths(&root, &paths)
+        });
         let shard = Some(ShardRef {
             index: p.shard.index,
             count,
@@ -842,16 +1017,18 @@ impl Build<'_, '_> {
                 shard,
             },
         );
-        self.spawn(
-            Work::Shard(i, s),
-            job,
-            prepared,
-            inst.run.is_some(),
+        let plan = JobPlan {
+            prepare,
+            has_run: inst.run.is_some(),
             outputs,
-        );
+            retry: inst.retry.clone(),
+            schemas: p.schemas.clone(),
+        };
+        self.spawn(Work::Shard(i, s), job, plan);
     }
 
     fn done_shard(&mut self, i: usize, s: usize, done: Done) {
+        let ours = done.failure.as_ref().is_some_and(|f| self.killed_by_us(f));
         let log = self
             .sharded
             .get(&i)
@@ -872,7 +1049,7 @@ impl Build<'_, '_> {
         let duration_ms = done.duration.as_millis() as u64;
         let key = p.key;
         self.done_planned += 1;
-        match failure_of(&done) {
+        match done.failure.clone() {
             None => {
                 let mut metas = BTreeMap::new();
                 for (path, r) in &done.outputs {
@@ -936,11 +1113,23 @@ impl Build<'_, '_> {
                 {
                     let _ = std::fs::remove_file(self.root.join(out));
                 }
-                if sh.failure.is_none() {
-                    sh.failure = Some((f.clone(), log.clone()));
+                if ours {
+                    // Killed because the build was interrupted: not a failure of its own;
+                    // the instance ends up reported as interrupted.
+                    self.events.emit(
+                        Some(&shard_name),
+                        EventKind::InstanceBlocked {
+                            reason: BlockReason::Interrupted,
+                            blocked_by: Vec::new(),
+                        },
+                    );
+                } else {
+                    if sh.failure.is_none() {
+                        sh.failure = Some((f.clone(), log.clone()));
+                    }
+                    self.events
+                        .emit(Some(&shard_name), failed_event(f, log, duration_ms, shard));
                 }
-                self.events
-                    .emit(Some(&shard_name), failed_event(f, log, duration_ms, shard));
                 if !self.opts.keep_going {
                     self.stop = true;
                 }
@@ -1020,6 +1209,22 @@ impl Build<'_, '_> {
                                 shards: parts.len(),
                             },
                         );
+                        // The schema applies to the merged output.
+                        let schema = inst.outputs.first().and_then(|o| o.schema.clone());
+                        if let Some(m) =
+                            schema.and_then(|sc| schema::check(&self.root, &[(target.clone(), sc)]))
+                        {
+                            remove_outputs(&self.root, inst);
+                            self.fail(
+                                i,
+                                (FailureKind::Schema, None, None, m),
+                                String::new(),
+                                duration_ms,
+                                None,
+                            );
+                            self.sched.finish(i);
+                            return;
+                        }
                         metas.insert(target, OutputMeta { digest, size });
                     }
                     Err(e) => {
@@ -1042,7 +1247,9 @@ impl Build<'_, '_> {
                 }
                 // Outputs of shards that no longer exist (a group gone from the source),
                 // whichever build wrote them, failed ones included.
-                for path in shards::stray_outputs(&self.root, &inst.shard_outputs, &metas) {
+                let templates: Vec<String> =
+                    inst.shard_outputs.iter().map(|o| o.path.clone()).collect();
+                for path in shards::stray_outputs(&self.root, &templates, &metas) {
                     let _ = std::fs::remove_file(self.root.join(path));
                 }
             }
@@ -1129,11 +1336,13 @@ fn failed_event(
 }
 
 /// Why a finished job failed, if it did.
-fn failure_of(done: &Done) -> Option<Failure> {
-    match &done.exit {
+fn failure_of(
+    exit: &Exit,
+    outputs: &[(String, Result<PathDigest, std::io::Error>)],
+) -> Option<Failure> {
+    match exit {
         Exit::Success => {
-            let missing: Vec<String> = done
-                .outputs
+            let missing: Vec<String> = outputs
                 .iter()
                 .filter(|(_, r)| !matches!(r, Ok(PathDigest::Present { .. })))
                 .map(|(p, _)| format!("`{p}`"))
@@ -1163,6 +1372,34 @@ fn failure_of(done: &Done) -> Option<Failure> {
             format!("the command was killed by signal {s}"),
         )),
         Exit::Spawn(m) => Some((FailureKind::Spawn, None, None, m.clone())),
+        Exit::Timeout(t) => Some((
+            FailureKind::Timeout,
+            None,
+            None,
+            format!(
+                "the command ran longer than its timeout of {}",
+                humantime::format_duration(*t)
+            ),
+        )),
+    }
+}
+
+/// The delay before attempt `attempt + 1`: `backoff` doubled for each earlier retry,
+/// at most `max_backoff`. No jitter, so a build is repeatable.
+pub fn backoff(r: &crate::model::Retry, attempt: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+    r.backoff.saturating_mul(factor).min(r.max_backoff)
+}
+
+/// Sleeps, waking early when the build is interrupted.
+fn wait_unless_interrupted(delay: Duration) {
+    let end = Instant::now() + delay;
+    while !signal::interrupted() {
+        let now = Instant::now();
+        if now >= end {
+            return;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
     }
 }
 
@@ -1186,8 +1423,8 @@ fn job_env(inst: &Instance, run_id: &str, shard: Option<(usize, usize)>) -> Vec<
 
 /// Creates output parent directories and removes old file outputs, so a command that
 /// fails to write an output is caught instead of leaving last run's file in place.
-fn prepare_outputs(root: &Path, inst: &Instance) -> Result<(), String> {
-    for o in &inst.outputs {
+fn prepare_outputs(root: &Path, outputs: &[crate::model::Output]) -> Result<(), String> {
+    for o in outputs {
         let path = root.join(&o.path);
         let parent = if o.dir {
             Some(path.as_path())

@@ -3,14 +3,16 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// One command to run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Job {
     /// Instance name (for messages).
     pub name: String,
@@ -22,7 +24,14 @@ pub struct Job {
     pub env: Vec<(String, String)>,
     /// Where stdout and stderr go.
     pub log: PathBuf,
+    /// Stop the command (its whole process group) after this long.
+    pub timeout: Option<Duration>,
+    /// Also hand each line of output to this (`-v`).
+    pub stream: Option<LineSink>,
 }
+
+/// Receives a command's output line by line.
+pub type LineSink = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// How a command ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +44,8 @@ pub enum Exit {
     Signal(i32),
     /// Could not start.
     Spawn(String),
+    /// Ran longer than its timeout and was stopped.
+    Timeout(Duration),
 }
 
 /// Runs commands; the seam that lets the executor be tested without processes.
@@ -54,6 +65,14 @@ pub struct ProcessRunner {
 /// How long a stopped command may take to exit before it is killed.
 const GRACE: Duration = Duration::from_secs(3);
 
+/// Sends `sig` to a process group.
+fn kill_group(pgid: i32, sig: i32) {
+    // SAFETY: killpg has no memory-safety preconditions; a stale id fails with ESRCH.
+    unsafe {
+        libc::killpg(pgid, sig);
+    }
+}
+
 impl ProcessRunner {
     fn signal_all(&self, sig: i32) {
         let groups: Vec<i32> = self
@@ -62,10 +81,7 @@ impl ProcessRunner {
             .map(|g| g.iter().copied().collect())
             .unwrap_or_default();
         for pgid in groups {
-            // SAFETY: killpg has no memory-safety preconditions; a stale id fails with ESRCH.
-            unsafe {
-                libc::killpg(pgid, sig);
-            }
+            kill_group(pgid, sig);
         }
     }
 }
@@ -78,20 +94,26 @@ impl Runner for ProcessRunner {
                 return Exit::Spawn(format!("cannot create log `{}`: {e}", job.log.display()));
             }
         };
-        let err = match log.try_clone() {
-            Ok(f) => f,
-            Err(e) => return Exit::Spawn(format!("cannot open log: {e}")),
-        };
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(&job.command)
             .current_dir(&job.cwd)
             .envs(job.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
             // Its own process group, so stopping it stops everything it started.
             .process_group(0);
+        let log = if job.stream.is_some() {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            Some(Arc::new(Mutex::new(log)))
+        } else {
+            match log.try_clone() {
+                Ok(err) => {
+                    cmd.stdout(log).stderr(err);
+                }
+                Err(e) => return Exit::Spawn(format!("cannot open log: {e}")),
+            }
+            None
+        };
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => return Exit::Spawn(format!("cannot start `sh`: {e}")),
@@ -100,9 +122,55 @@ impl Runner for ProcessRunner {
         if let Ok(mut g) = self.groups.lock() {
             g.insert(pid);
         }
+        // Lines go to the log and, for -v, to the display, as they come.
+        let mut readers = Vec::new();
+        if let (Some(log), Some(stream)) = (&log, &job.stream) {
+            let pipes: [Option<Box<dyn std::io::Read + Send>>; 2] = [
+                child.stdout.take().map(|p| Box::new(p) as _),
+                child.stderr.take().map(|p| Box::new(p) as _),
+            ];
+            for pipe in pipes.into_iter().flatten() {
+                let (log, stream) = (Arc::clone(log), Arc::clone(stream));
+                readers.push(std::thread::spawn(move || {
+                    for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                        if let Ok(mut f) = log.lock() {
+                            let _ = writeln!(f, "{line}");
+                        }
+                        stream(&line);
+                    }
+                }));
+            }
+        }
+        // The timeout watcher: woken early (disconnected) when the command ends.
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let (ended, watcher) = crossbeam_channel::bounded::<()>(0);
+        if let Some(limit) = job.timeout {
+            let flag = Arc::clone(&timed_out);
+            std::thread::spawn(move || {
+                if watcher.recv_timeout(limit) == Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                {
+                    flag.store(true, Ordering::SeqCst);
+                    kill_group(pid, libc::SIGTERM);
+                    if watcher.recv_timeout(GRACE)
+                        == Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                    {
+                        kill_group(pid, libc::SIGKILL);
+                    }
+                }
+            });
+        }
         let status = child.wait();
+        drop(ended);
+        for r in readers {
+            let _ = r.join();
+        }
         if let Ok(mut g) = self.groups.lock() {
             g.remove(&pid);
+        }
+        if timed_out.load(Ordering::SeqCst) {
+            // Whatever the group left behind goes too.
+            kill_group(pid, libc::SIGKILL);
+            return Exit::Timeout(job.timeout.unwrap_or_default());
         }
         match status {
             Ok(s) if s.success() => Exit::Success,
@@ -125,10 +193,7 @@ impl Runner for ProcessRunner {
         std::thread::spawn(move || {
             std::thread::sleep(GRACE);
             for pgid in groups {
-                // SAFETY: as above.
-                unsafe {
-                    libc::killpg(pgid, libc::SIGKILL);
-                }
+                kill_group(pgid, libc::SIGKILL);
             }
         });
     }

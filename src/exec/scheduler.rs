@@ -16,6 +16,7 @@ pub struct Scheduler {
     waiting_on: Vec<usize>,
     selected: Vec<bool>,
     popped: Vec<bool>,
+    finished: Vec<bool>,
     ready: BinaryHeap<Reverse<(usize, usize)>>,
     rank: Vec<usize>,
     downstream: Vec<Vec<usize>>,
@@ -45,6 +46,7 @@ impl Scheduler {
             waiting_on,
             selected: sel,
             popped: vec![false; n],
+            finished: vec![false; n],
             ready,
             rank: graph.rank.clone(),
             downstream: graph.downstream.clone(),
@@ -60,6 +62,10 @@ impl Scheduler {
 
     /// Marks `i` finished, making downstream instances ready when all their upstreams are.
     pub fn finish(&mut self, i: usize) {
+        // Finishing twice must not count downstream waits twice.
+        if std::mem::replace(&mut self.finished[i], true) {
+            return;
+        }
         for &j in &self.downstream[i] {
             if self.selected[j] {
                 self.waiting_on[j] -= 1;

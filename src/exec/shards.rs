@@ -29,6 +29,8 @@ pub struct PlannedShard {
     pub part: String,
     /// With merge = none: the outputs this shard writes.
     pub outputs: Vec<String>,
+    /// With merge = none: (output, schema) pairs to check after the shard runs.
+    pub schemas: Vec<(String, String)>,
     /// The recorded result, when its outputs are still intact: no need to run.
     pub reuse: Option<ShardResult>,
 }
@@ -267,12 +269,16 @@ pub fn plan(
             Slice::File(p) => p.clone(),
             Slice::Bytes(_) => format!("{rel_dir}/in/{}.jsonl", s.digest.to_hex()),
         };
+        let mut schemas = Vec::new();
         let (part, outputs) = match spec.merge {
             Merge::Concat => (format!("{rel_dir}/out/{}.part", key.to_hex()), Vec::new()),
             Merge::None => {
                 let mut outs = Vec::new();
                 for t in &inst.shard_outputs {
-                    let p = expand_output(t, &s);
+                    let p = expand_output(&t.path, &s);
+                    if let Some(schema) = &t.schema {
+                        schemas.push((p.clone(), schema.clone()));
+                    }
                     if p.is_empty()
                         || p.split('/').any(|c| c == "..")
                         || p.starts_with(".orch")
@@ -298,6 +304,7 @@ pub fn plan(
             input,
             part,
             outputs,
+            schemas,
             reuse,
         });
     }

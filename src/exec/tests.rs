@@ -89,6 +89,7 @@ fn build(dir: &Path, fail: &[&str], keep_going: bool) -> (Vec<String>, Vec<Strin
     let mut events = EventLog::new("test".into());
     events.add(Box::new(memory.clone()));
     let opts = ExecOptions {
+        stream: None,
         jobs: 1,
         keep_going,
         run_id: "test".into(),

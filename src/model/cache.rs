@@ -124,7 +124,7 @@ fn still_contained(project: &Project) -> bool {
             })
             && (i.cwd.is_empty() || c.check(&i.cwd, true).is_ok())
             && i.shard_outputs.iter().all(|t| {
-                let l = literal(t);
+                let l = literal(&t.path);
                 l.is_empty() || c.check(&l, true).is_ok()
             })
     })

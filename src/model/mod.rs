@@ -215,7 +215,7 @@ pub struct Instance {
     pub shard: Option<crate::shard::ShardSpec>,
     /// With `merge = "none"`: each shard's outputs, with `{shard.key}` / `{shard.index}`
     /// still in them.
-    pub shard_outputs: Vec<String>,
+    pub shard_outputs: Vec<Output>,
 }
 
 impl Instance {
@@ -256,7 +256,7 @@ impl Instance {
         }) || self
             .shard_outputs
             .iter()
-            .any(|o| o.contains("{shard.index}") || o.contains("{shard.count}"))
+            .any(|o| o.path.contains("{shard.index}") || o.path.contains("{shard.count}"))
     }
 
     /// The command with `{inputs}` left as a placeholder and literal braces escaped: a

@@ -193,7 +193,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
     let mut outputs: Vec<Vec<Output>> = Vec::with_capacity(skeletons.len());
     let mut output_spans: Vec<Vec<Span>> = Vec::with_capacity(skeletons.len());
     let mut outputs_complete: Vec<bool> = Vec::with_capacity(skeletons.len());
-    let mut shard_outputs: Vec<Vec<String>> = Vec::with_capacity(skeletons.len());
+    let mut shard_outputs: Vec<Vec<Output>> = Vec::with_capacity(skeletons.len());
     for (_, phase, matrix) in &skeletons {
         let lp = &raw_phases[phase];
         let mut outs = Vec::new();
@@ -238,7 +238,11 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                 } else if let Err(problem) = contain.check(&literal, true) {
                     errors.push(path_error("output", &expanded, &span, &problem.describe()));
                 } else {
-                    per_shard.push(norm);
+                    per_shard.push(Output {
+                        path: norm,
+                        dir: false,
+                        schema: schema.clone().map(|s| normalize(&s)),
+                    });
                 }
                 continue;
             }

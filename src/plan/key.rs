@@ -13,7 +13,7 @@ use super::reason::{Reason, Why};
 use crate::fs::Digest;
 
 /// Version of the action-key encoding; bump it to invalidate every recorded key.
-pub const KEY_FORMAT: u32 = 1;
+pub const KEY_FORMAT: u32 = 2;
 
 /// What an upstream instance contributes to a key.
 // Externally tagged: manifests are postcard, which cannot decode internal tags.
@@ -40,8 +40,12 @@ pub struct KeyParts {
     pub command: String,
     /// Working directory, project-relative.
     pub cwd: String,
-    /// Declared outputs (directories with a trailing `/`).
+    /// Declared outputs (directories with a trailing `/`; per-shard output templates).
     pub outputs: Vec<String>,
+    /// How the instance is split into shards ("" when it is not): strategy, source,
+    /// key or size, merge mode. The `parallel` cap is left out: it changes no result.
+    #[serde(default)]
+    pub shard: String,
     /// Variable name → digest of its value (None when unset). Never the value itself.
     pub env: BTreeMap<String, Option<Digest>>,
     /// Input file → content digest.
@@ -83,6 +87,8 @@ impl KeyParts {
         e.str(&self.command);
         e.tag(b'w');
         e.str(&self.cwd);
+        e.tag(b's');
+        e.str(&self.shard);
         e.tag(b'o');
         e.len(self.outputs.len());
         for o in &self.outputs {
@@ -129,7 +135,11 @@ impl KeyParts {
     /// and upstream that changed.
     pub fn diff(&self, old: &KeyParts) -> Vec<Why> {
         let mut whys = Vec::new();
-        if self.command != old.command || self.cwd != old.cwd || self.outputs != old.outputs {
+        if self.command != old.command
+            || self.cwd != old.cwd
+            || self.outputs != old.outputs
+            || self.shard != old.shard
+        {
             whys.push(Why::plain(Reason::CommandChanged));
         }
         for (k, v) in &self.env {
@@ -194,7 +204,7 @@ pub struct Manifest {
 }
 
 /// Manifest format version.
-pub const MANIFEST_FORMAT: u32 = 2;
+pub const MANIFEST_FORMAT: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct Head {
@@ -282,6 +292,7 @@ mod tests {
             command: "echo hi > out".into(),
             cwd: String::new(),
             outputs: vec!["out".into()],
+            shard: String::new(),
             env: BTreeMap::from([("LANG".into(), Some(crate::fs::hash_bytes(b"C")))]),
             inputs: BTreeMap::from([("in.txt".into(), crate::fs::hash_bytes(b"x"))]),
             upstream: BTreeMap::from([("up".into(), Upstream::Absent)]),
@@ -293,7 +304,7 @@ mod tests {
     fn golden_key() {
         assert_eq!(
             parts().action_key().to_hex(),
-            "9e92e0638d1a61ea13514f9a28c2f5321a8f6cf669dafaa334bde8e8fa8159b1"
+            "87cc7fe2803ccfbe3fcae986cd9d2e59b42463098189a5c6a5a4864e8d0c9df5"
         );
     }
 
@@ -305,6 +316,9 @@ mod tests {
         assert_ne!(p.action_key(), base);
         let mut p = parts();
         p.outputs.push("x".into());
+        assert_ne!(p.action_key(), base);
+        let mut p = parts();
+        p.shard = "chunk source=\"in.jsonl\" size=2 merge=concat".into();
         assert_ne!(p.action_key(), base);
         let mut p = parts();
         p.env.insert("LANG".into(), None);

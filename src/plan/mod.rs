@@ -176,6 +176,7 @@ mod tests {
             command: cmd.into(),
             cwd: String::new(),
             outputs: vec!["out".into()],
+            shard: String::new(),
             env: BTreeMap::new(),
             inputs: BTreeMap::new(),
             upstream: BTreeMap::new(),

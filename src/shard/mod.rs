@@ -50,6 +50,26 @@ impl Strategy {
     }
 }
 
+impl ShardSpec {
+    /// A canonical text of everything that decides the shards and the merge, for the
+    /// action key.
+    pub fn describe(&self) -> String {
+        let merge = match self.merge {
+            Merge::Concat => "concat",
+            Merge::None => "none",
+        };
+        match &self.strategy {
+            Strategy::Files { pattern } => format!("files source={pattern:?} merge={merge}"),
+            Strategy::Chunk { source, size } => {
+                format!("chunk source={source:?} size={size} merge={merge}")
+            }
+            Strategy::Group { source, key } => {
+                format!("group source={source:?} key={key:?} merge={merge}")
+            }
+        }
+    }
+}
+
 /// How shard outputs become the instance's output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Merge {

@@ -152,6 +152,15 @@ const FINISH_RUN: &str =
 
 const DELETE_INSTANCE: &str = "DELETE FROM instances WHERE name = ?1";
 
+const SELECT_RUN: &str = "SELECT run_id, plan_digest, targets, started_at_ns, finished_at_ns,
+    status, summary FROM runs WHERE run_id = ?1";
+
+const DELETE_RUN: &str = "DELETE FROM runs WHERE run_id = ?1";
+
+const SELECT_SHARD_INSTANCES: &str = "SELECT DISTINCT instance FROM shard_results";
+
+const DELETE_SHARDS_OF: &str = "DELETE FROM shard_results WHERE instance = ?1";
+
 /// Every statement the store runs; preparing them all at open proves the schema matches.
 const ALL_STATEMENTS: &[&str] = &[
     SELECT_RESULTS,
@@ -169,6 +178,10 @@ const ALL_STATEMENTS: &[&str] = &[
     SELECT_SHARDS,
     UPSERT_SHARD,
     DELETE_SHARD,
+    SELECT_RUN,
+    DELETE_RUN,
+    SELECT_SHARD_INSTANCES,
+    DELETE_SHARDS_OF,
 ];
 
 /// Status of an instance's latest attempt.
@@ -704,24 +717,69 @@ impl Store {
         let mut rows = stmt.query([limit]).ctx(ACTION)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().ctx(ACTION)? {
-            let run_id: String = row.get(0).ctx(ACTION)?;
-            let targets_json: String = row.get(2).ctx(ACTION)?;
-            let targets =
-                serde_json::from_str(&targets_json).map_err(|err| StoreError::InvalidRow {
-                    what: "run targets",
-                    detail: format!("run {run_id}: {err}"),
-                })?;
-            out.push(RunRecord {
-                plan_digest: row.get(1).ctx(ACTION)?,
-                targets,
-                started_at_ns: row.get(3).ctx(ACTION)?,
-                finished_at_ns: row.get(4).ctx(ACTION)?,
-                status: row.get(5).ctx(ACTION)?,
-                summary: row.get(6).ctx(ACTION)?,
-                run_id,
-            });
+            out.push(run_from_row(row, ACTION)?);
         }
         Ok(out)
+    }
+
+    /// The run with this id, if recorded.
+    pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        const ACTION: &str = "reading a run";
+        let mut stmt = self.conn.prepare_cached(SELECT_RUN).ctx(ACTION)?;
+        let mut rows = stmt.query([run_id]).ctx(ACTION)?;
+        match rows.next().ctx(ACTION)? {
+            Some(row) => Ok(Some(run_from_row(row, ACTION)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes the records of these runs in one transaction; returns how many existed.
+    pub fn delete_runs(&mut self, run_ids: &[String]) -> Result<usize, StoreError> {
+        const ACTION: &str = "deleting runs";
+        if run_ids.is_empty() {
+            return Ok(0);
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(ACTION)?;
+        let mut removed = 0;
+        {
+            let mut delete = tx.prepare_cached(DELETE_RUN).ctx(ACTION)?;
+            for id in run_ids {
+                removed += delete.execute([id]).ctx(ACTION)?;
+            }
+        }
+        tx.commit().ctx(ACTION)?;
+        Ok(removed)
+    }
+
+    /// Removes the shard results of instances not in `keep`, in one transaction; returns
+    /// how many rows were removed.
+    pub fn forget_shard_results_except(
+        &mut self,
+        keep: &BTreeSet<String>,
+    ) -> Result<usize, StoreError> {
+        const ACTION: &str = "forgetting shard results of undeclared instances";
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(ACTION)?;
+        let mut removed = 0;
+        {
+            let mut names = tx.prepare_cached(SELECT_SHARD_INSTANCES).ctx(ACTION)?;
+            let all = names
+                .query_map([], |row| row.get::<_, String>(0))
+                .ctx(ACTION)?
+                .collect::<Result<Vec<String>, _>>()
+                .ctx(ACTION)?;
+            let mut delete = tx.prepare_cached(DELETE_SHARDS_OF).ctx(ACTION)?;
+            for name in all.iter().filter(|name| !keep.contains(*name)) {
+                removed += delete.execute([name]).ctx(ACTION)?;
+            }
+        }
+        tx.commit().ctx(ACTION)?;
+        Ok(removed)
     }
 
     /// Removes the records of instances not in `keep`, in one transaction; returns how many were removed.
@@ -753,6 +811,25 @@ impl Store {
         tx.commit().ctx(ACTION)?;
         Ok(removed)
     }
+}
+
+/// Decodes a row of [`SELECT_RUNS`] / [`SELECT_RUN`].
+fn run_from_row(row: &rusqlite::Row<'_>, action: &'static str) -> Result<RunRecord, StoreError> {
+    let run_id: String = row.get(0).ctx(action)?;
+    let targets_json: String = row.get(2).ctx(action)?;
+    let targets = serde_json::from_str(&targets_json).map_err(|err| StoreError::InvalidRow {
+        what: "run targets",
+        detail: format!("run {run_id}: {err}"),
+    })?;
+    Ok(RunRecord {
+        plan_digest: row.get(1).ctx(action)?,
+        targets,
+        started_at_ns: row.get(3).ctx(action)?,
+        finished_at_ns: row.get(4).ctx(action)?,
+        status: row.get(5).ctx(action)?,
+        summary: row.get(6).ctx(action)?,
+        run_id,
+    })
 }
 
 /// Opens (creating) the database file at `path` and brings it to the current schema.
@@ -1114,6 +1191,47 @@ mod tests {
         assert_eq!(store.runs(2)?.len(), 2);
         assert_eq!(store.runs(0)?.len(), 0);
         assert_eq!(store.runs(usize::MAX)?.len(), 3);
+        Ok(())
+    }
+
+    #[test]
+    fn run_by_id_and_delete_runs() -> TestResult {
+        let (_tmp, _layout, mut store) = open_fresh()?;
+        store.begin_run(&run("r1", 100))?;
+        store.begin_run(&run("r2", 200))?;
+        store.begin_run(&run("r3", 300))?;
+        store.finish_run("r2", 250, "failed", "{}")?;
+        assert_eq!(store.run("r1")?, Some(run("r1", 100)));
+        assert_eq!(
+            store.run("r2")?.and_then(|r| r.status),
+            Some("failed".into())
+        );
+        assert_eq!(store.run("nope")?, None);
+        assert_eq!(store.delete_runs(&[])?, 0);
+        let gone = ["r1".to_owned(), "r2".to_owned(), "never".to_owned()];
+        assert_eq!(store.delete_runs(&gone)?, 2);
+        let ids: Vec<String> = store.runs(10)?.into_iter().map(|r| r.run_id).collect();
+        assert_eq!(ids, ["r3"]);
+        assert_eq!(store.run("r1")?, None);
+        Ok(())
+    }
+
+    #[test]
+    fn forget_shard_results_except_keeps_declared_instances() -> TestResult {
+        let (_tmp, _layout, mut store) = open_fresh()?;
+        let shard = |k: u8, inst: &str| ShardRecord {
+            shard_key: key(k),
+            instance: inst.to_owned(),
+            output_digest: key(k + 100),
+            size: u64::from(k),
+            run_id: "r1".to_owned(),
+        };
+        store.write_shard_results(&[shard(1, "a"), shard(2, "a"), shard(3, "gone")], &[])?;
+        let keep: BTreeSet<String> = ["a".to_owned(), "z".to_owned()].into();
+        assert_eq!(store.forget_shard_results_except(&keep)?, 1);
+        assert_eq!(store.shard_results("a")?.len(), 2);
+        assert!(store.shard_results("gone")?.is_empty());
+        assert_eq!(store.forget_shard_results_except(&keep)?, 0);
         Ok(())
     }
 

@@ -308,7 +308,6 @@ outputs = ["out/after.txt"]
 }
 
 #[test]
-#[ignore = "unimplemented (README: not applied yet): `timeout` is parsed but never enforced"]
 fn timeout_stops_a_slow_command() {
     let run = format!(
         "{}; echo late > {{output}}",
@@ -337,7 +336,6 @@ outputs = ["out/slow.txt"]
 }
 
 #[test]
-#[ignore = "unimplemented (README: not applied yet): `retry` is parsed but a failed attempt is never retried"]
 fn retry_runs_a_failed_command_again() {
     let out = Test::new()
         .orchfile(
@@ -362,7 +360,6 @@ outputs = ["out/flaky.txt"]
 }
 
 #[test]
-#[ignore = "unimplemented (README: validation arrives later): an output's `schema` is never checked"]
 fn output_violating_its_schema_fails() {
     let out = Test::new()
         .orchfile(

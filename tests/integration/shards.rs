@@ -1550,15 +1550,17 @@ outputs = ["out/routes.jsonl"]
         "`parallel = 1` runs the shards in order"
     );
     event(&events, "instance_completed", "routes#0");
-    // The shard killed by the interrupt fails the instance, as a killed command does.
+    // A shard killed because of the interrupt did not fail on its own: it and its
+    // instance are reported interrupted, and nothing is recorded as failed.
     assert_eq!(
-        event(&events, "instance_failed", "routes#1")["kind"],
-        "signal"
+        event(&events, "instance_blocked", "routes#1")["reason"],
+        "interrupted"
     );
     assert_eq!(
-        event(&events, "instance_failed", "routes")["kind"],
-        "signal"
+        event(&events, "instance_blocked", "routes")["reason"],
+        "interrupted"
     );
+    assert!(events.iter().all(|e| e["type"] != "instance_failed"));
     assert_eq!(events.last().unwrap()["interrupted"], true);
     assert!(!project.exists("out/routes.jsonl"));
 

@@ -1,0 +1,596 @@
+//! `orch show PATH`: where an output came from, as a tree back to source files.
+//! `orch show TARGET`: each instance's last result, key, outputs and current status.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Component, Path};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::cli::ShowArgs;
+use crate::fs::{Digest, PathDigest, digest_paths};
+use crate::graph;
+use crate::plan::Success;
+use crate::store::{LastStatus, Layout, OutputRecord, Store};
+use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+
+use super::plan::{entry_json, planned, reasons_text};
+use super::runs::{bytes_text, open_store, time_json, time_text};
+use super::{Global, Loaded, load, report, report_diagnostic};
+
+/// Runs `orch show`.
+pub fn run(g: &Global, a: ShowArgs) -> i32 {
+    let l = match load(g) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let layout = Layout::new(&l.project.root);
+    let store = match open_store(&layout) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let candidates = project_paths(&l.project.root, &g.start_dir(), &a.what);
+    for c in &candidates {
+        match store.output(c) {
+            Ok(Some(rec)) => return show_path(&l, &store, rec, a.json),
+            Ok(None) => {}
+            Err(e) => return report_diagnostic(&e, EXIT_FAILED),
+        }
+    }
+    // A name orch never recorded as an output that is a target is the target, even if
+    // a file of that name exists.
+    let target = (!a.what.contains('/'))
+        .then(|| graph::resolve_targets(&l.project, std::slice::from_ref(&a.what)));
+    if let Some(Ok(targets)) = target {
+        drop(store);
+        return show_target(&l, &layout, &targets, a.json);
+    }
+    let exists = candidates.iter().any(|c| l.project.root.join(c).exists());
+    if a.what.contains('/') || exists || target.is_none() {
+        let shown = candidates.first().map_or(a.what.as_str(), String::as_str);
+        eprintln!("error: orch has no record of an output `{shown}`");
+        let name = a.what.trim_start_matches("./").trim_end_matches('/');
+        if l.project.phases.contains_key(name) {
+            eprintln!("help: `{name}` is a phase: `orch show {name}` shows its last result");
+        } else {
+            eprintln!(
+                "help: `orch show` knows the outputs of successful builds; `orch status` lists the instances"
+            );
+        }
+        return EXIT_USAGE;
+    }
+    eprintln!(
+        "error: `{}` is neither an output orch recorded nor a target",
+        a.what
+    );
+    match target {
+        Some(Err(e)) => report(vec![*e], &l.project.sources),
+        _ => EXIT_USAGE,
+    }
+}
+
+/// The project-relative paths `arg` may mean: relative to the current directory when
+/// that is inside the project, then relative to the project root. Absolute paths inside
+/// the project work too.
+fn project_paths(root: &Path, start: &Path, arg: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut push = |p: Option<String>| {
+        if let Some(p) = p.filter(|p| !p.is_empty())
+            && !out.contains(&p)
+        {
+            out.push(p);
+        }
+    };
+    let arg_path = Path::new(arg);
+    if arg_path.is_absolute() {
+        let canonical = arg_path.canonicalize().ok();
+        for p in [Some(arg_path.to_path_buf()), canonical]
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(rel) = p.strip_prefix(root) {
+                push(lexical(Path::new(""), rel));
+            }
+        }
+        return out;
+    }
+    let start = start.canonicalize().unwrap_or_else(|_| start.to_path_buf());
+    if let Ok(prefix) = start.strip_prefix(root) {
+        push(lexical(prefix, arg_path));
+    }
+    push(lexical(Path::new(""), arg_path));
+    out
+}
+
+/// `base/rel` with `.` and `..` resolved lexically; None when it leaves the root.
+fn lexical(base: &Path, rel: &Path) -> Option<String> {
+    let mut parts: Vec<String> = Vec::new();
+    for c in base.components().chain(rel.components()) {
+        match c {
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// One node of an output's lineage.
+#[derive(Debug, Serialize)]
+struct Node {
+    /// `output` (produced by an instance), `source` (a file no instance produces) or
+    /// `absent` (a soft dependency that had not succeeded).
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    /// The digest this file had where it was used (for the top node: as recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
+    /// The file now: `unchanged`, `modified`, `missing` or `unreadable`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_disk: Option<&'static str>,
+    /// Its digest now, when modified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_disk_digest: Option<String>,
+    /// When the output was built again since it was used: the digest recorded now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recorded_digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recorded_at: Option<String>,
+    /// For `output`: orch holds no record of it (so its lineage stops here).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    unrecorded: bool,
+    /// Already shown elsewhere in the tree (its lineage is not repeated).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    repeated: bool,
+    /// What it was built from.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    built_from: Vec<Node>,
+    #[serde(skip)]
+    recorded_at_ns: Option<i64>,
+}
+
+impl Node {
+    fn empty(kind: &'static str) -> Node {
+        Node {
+            kind,
+            path: None,
+            digest: None,
+            on_disk: None,
+            on_disk_digest: None,
+            recorded_digest: None,
+            size: None,
+            instance: None,
+            action_key: None,
+            run_id: None,
+            recorded_at: None,
+            unrecorded: false,
+            repeated: false,
+            built_from: Vec::new(),
+            recorded_at_ns: None,
+        }
+    }
+
+    fn source(path: &str, digest: &str) -> Node {
+        Node {
+            path: Some(path.to_owned()),
+            digest: Some(digest.to_owned()),
+            ..Node::empty("source")
+        }
+    }
+
+    fn output(rec: &OutputRecord, used: &str) -> Node {
+        let recorded = Digest(rec.digest).to_hex();
+        Node {
+            path: Some(rec.path.clone()),
+            recorded_digest: (recorded != used).then_some(recorded),
+            digest: Some(used.to_owned()),
+            size: Some(rec.size),
+            instance: Some(rec.instance.clone()),
+            action_key: Some(Digest(rec.action_key).to_hex()),
+            run_id: Some(rec.run_id.clone()),
+            recorded_at: Some(time_json(rec.recorded_at_ns)),
+            recorded_at_ns: Some(rec.recorded_at_ns),
+            ..Node::empty("output")
+        }
+    }
+}
+
+/// Walks `built_from` records back to source files. Each recorded output is expanded
+/// once; later mentions are marked `repeated` (which also ends cycles).
+struct Lineage<'a> {
+    store: &'a Store,
+    expanded: HashSet<String>,
+}
+
+impl Lineage<'_> {
+    fn expand(&mut self, node: &mut Node, rec: &OutputRecord) -> Result<(), i32> {
+        self.expanded.insert(rec.path.clone());
+        let built_from: Value = serde_json::from_str(&rec.built_from).unwrap_or(Value::Null);
+        let mut from_upstream = HashSet::new();
+        if let Some(ups) = built_from["upstream"].as_object() {
+            for (instance, u) in ups {
+                let Some(outputs) = u["present"]["outputs"].as_object() else {
+                    node.built_from.push(Node {
+                        instance: Some(instance.clone()),
+                        ..Node::empty("absent")
+                    });
+                    continue;
+                };
+                for (path, digest) in outputs {
+                    from_upstream.insert(path.clone());
+                    let digest = digest.as_str().unwrap_or("");
+                    let child = match self.record(path)? {
+                        Some(r) => self.child(&r, digest)?,
+                        None => Node {
+                            path: Some(path.clone()),
+                            digest: Some(digest.to_owned()),
+                            instance: Some(instance.clone()),
+                            unrecorded: true,
+                            ..Node::empty("output")
+                        },
+                    };
+                    node.built_from.push(child);
+                }
+            }
+        }
+        if let Some(inputs) = built_from["inputs"].as_object() {
+            for (path, digest) in inputs {
+                if from_upstream.contains(path) {
+                    continue;
+                }
+                let digest = digest.as_str().unwrap_or("");
+                // An input glob may match another phase's output: follow it too.
+                let child = match self.record(path)? {
+                    Some(r) => self.child(&r, digest)?,
+                    None => Node::source(path, digest),
+                };
+                node.built_from.push(child);
+            }
+        }
+        Ok(())
+    }
+
+    fn child(&mut self, rec: &OutputRecord, used: &str) -> Result<Node, i32> {
+        let mut node = Node::output(rec, used);
+        if self.expanded.contains(&rec.path) {
+            node.repeated = true;
+        } else {
+            self.expand(&mut node, rec)?;
+        }
+        Ok(node)
+    }
+
+    fn record(&self, path: &str) -> Result<Option<OutputRecord>, i32> {
+        self.store
+            .output(path)
+            .map_err(|e| report_diagnostic(&e, EXIT_FAILED))
+    }
+}
+
+fn show_path(l: &Loaded, store: &Store, rec: OutputRecord, as_json: bool) -> i32 {
+    let mut root = Node::output(&rec, &Digest(rec.digest).to_hex());
+    let mut lineage = Lineage {
+        store,
+        expanded: HashSet::new(),
+    };
+    if let Err(code) = lineage.expand(&mut root, &rec) {
+        return code;
+    }
+    check_disk(&l.project.root, store, &mut root);
+    if as_json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&root).unwrap_or_default()
+        );
+        return EXIT_OK;
+    }
+    let path = root.path.clone().unwrap_or_default();
+    outln!("{path}");
+    let disk = match root.on_disk {
+        Some("unchanged") => "the file still has it".to_owned(),
+        Some("modified") => format!(
+            "the file was modified since: it now has {}",
+            short(root.on_disk_digest.as_deref())
+        ),
+        Some("missing") => "the file is missing".to_owned(),
+        _ => "the file cannot be read".to_owned(),
+    };
+    outln!("  digest      {}  ({disk})", short(root.digest.as_deref()));
+    outln!("  size        {}", bytes_text(rec.size));
+    outln!(
+        "  built by    {} in run {} at {}",
+        rec.instance,
+        rec.run_id,
+        time_text(rec.recorded_at_ns)
+    );
+    outln!("  action key  {}", Digest(rec.action_key).to_hex());
+    if root.built_from.is_empty() {
+        outln!("  built from  nothing (no inputs, no upstream outputs)");
+    } else {
+        outln!("  built from");
+        print_tree(&root.built_from, "  ");
+    }
+    EXIT_OK
+}
+
+/// Fills `on_disk` of every node with a path (digests reuse the digest cache).
+fn check_disk(root: &Path, store: &Store, tree: &mut Node) {
+    let mut paths: Vec<String> = Vec::new();
+    collect_paths(tree, &mut paths);
+    paths.sort();
+    paths.dedup();
+    let cache = store.load_digests().unwrap_or_default();
+    let results = digest_paths(root, &paths, |p| {
+        cache.get(p).map(crate::snapshot::row_to_cached)
+    });
+    let now: HashMap<&str, Option<Option<Digest>>> = paths
+        .iter()
+        .zip(results)
+        .map(|(p, r)| {
+            let d = match r {
+                Ok(PathDigest::Present { digest, .. }) => Some(Some(digest)),
+                Ok(PathDigest::Missing) => Some(None),
+                Err(_) => None,
+            };
+            (p.as_str(), d)
+        })
+        .collect();
+    fill_disk(tree, &now);
+}
+
+fn collect_paths(node: &Node, out: &mut Vec<String>) {
+    if let Some(p) = &node.path {
+        out.push(p.clone());
+    }
+    for c in &node.built_from {
+        collect_paths(c, out);
+    }
+}
+
+fn fill_disk(node: &mut Node, now: &HashMap<&str, Option<Option<Digest>>>) {
+    if let Some(p) = &node.path {
+        let (state, digest) = match now.get(p.as_str()) {
+            Some(Some(Some(d))) if Some(d.to_hex()) == node.digest => ("unchanged", None),
+            Some(Some(Some(d))) => ("modified", Some(d.to_hex())),
+            Some(Some(None)) => ("missing", None),
+            _ => ("unreadable", None),
+        };
+        node.on_disk = Some(state);
+        node.on_disk_digest = digest;
+    }
+    for c in &mut node.built_from {
+        fill_disk(c, now);
+    }
+}
+
+fn short(hex: Option<&str>) -> String {
+    hex.map_or_else(|| "-".to_owned(), |h| h.chars().take(12).collect())
+}
+
+/// Prints `nodes` as a tree under `indent`.
+fn print_tree(nodes: &[Node], indent: &str) {
+    for (k, n) in nodes.iter().enumerate() {
+        let last = k + 1 == nodes.len();
+        let (branch, more) = if last {
+            ("└── ", "    ")
+        } else {
+            ("├── ", "│   ")
+        };
+        outln!("{indent}{branch}{}", node_text(n));
+        if !n.built_from.is_empty() {
+            print_tree(&n.built_from, &format!("{indent}{more}"));
+        }
+    }
+}
+
+fn node_text(n: &Node) -> String {
+    if n.kind == "absent" {
+        return format!(
+            "upstream `{}` absent (a soft dependency that had not succeeded)",
+            n.instance.as_deref().unwrap_or("?")
+        );
+    }
+    let mut s = format!(
+        "{}  {}",
+        n.path.as_deref().unwrap_or("?"),
+        short(n.digest.as_deref())
+    );
+    match n.kind {
+        "source" => s.push_str("  source"),
+        _ if n.unrecorded => s.push_str(&format!(
+            "  output of {} (no record)",
+            n.instance.as_deref().unwrap_or("?")
+        )),
+        _ => {
+            s.push_str(&format!(
+                "  {}, run {}",
+                n.instance.as_deref().unwrap_or("?"),
+                n.run_id.as_deref().unwrap_or("?")
+            ));
+            if let Some(at) = n.recorded_at_ns {
+                s.push_str(&format!(" at {}", time_text(at)));
+            }
+        }
+    }
+    if let Some(r) = &n.recorded_digest {
+        s.push_str(&format!("  [built again since: {}]", short(Some(r))));
+    }
+    match n.on_disk {
+        Some("modified") => s.push_str(&format!(
+            "  [modified on disk: now {}]",
+            short(n.on_disk_digest.as_deref())
+        )),
+        Some("missing") => s.push_str("  [missing on disk]"),
+        Some("unreadable") => s.push_str("  [unreadable]"),
+        _ => {}
+    }
+    if n.repeated {
+        s.push_str("  (lineage shown above)");
+    }
+    s
+}
+
+fn show_target(
+    l: &Loaded,
+    layout: &Layout,
+    targets: &std::collections::BTreeSet<usize>,
+    as_json: bool,
+) -> i32 {
+    let selected = graph::with_upstream(&l.project, targets);
+    let entries = match planned(l, layout, &selected, Default::default()) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let store = match open_store(layout) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let results = match store.load_results() {
+        Ok(r) => r,
+        Err(e) => return report_diagnostic(&e, EXIT_FAILED),
+    };
+    let mut docs = Vec::new();
+    let mut first = true;
+    for &i in targets {
+        let name = &l.project.instances[i].name;
+        let Some(p) = entries.iter().find(|p| &p.entry.instance == name) else {
+            continue;
+        };
+        let rec = results.get(name);
+        let success = rec.and_then(|r| {
+            let s = r.success.as_ref()?;
+            Some((s, Success::decode(Digest(s.action_key), &s.manifest)))
+        });
+        let outputs: BTreeMap<String, (String, u64)> = success
+            .as_ref()
+            .and_then(|(_, s)| s.as_ref())
+            .map(|s| {
+                s.outputs
+                    .iter()
+                    .map(|(p, m)| (p.clone(), (m.digest.to_hex(), m.size)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if as_json {
+            let mut v = entry_json(p);
+            v["phase"] = json!(l.project.instances[i].phase);
+            v["last_result"] = rec.map_or(Value::Null, |r| {
+                json!({
+                    "status": r.last_status.as_str(),
+                    "run_id": r.last_run_id,
+                    "finished_at": time_json(r.last_finished_at_ns),
+                })
+            });
+            v["last_success"] = success.as_ref().map_or(Value::Null, |(s, _)| {
+                let outs: BTreeMap<&String, Value> = outputs
+                    .iter()
+                    .map(|(p, (d, size))| (p, json!({ "digest": d, "size": size })))
+                    .collect();
+                json!({
+                    "run_id": s.run_id,
+                    "finished_at": time_json(s.finished_at_ns),
+                    "action_key": Digest(s.action_key).to_hex(),
+                    "outputs": outs,
+                })
+            });
+            docs.push(v);
+            continue;
+        }
+        if !first {
+            outln!();
+        }
+        first = false;
+        outln!("{name}");
+        match rec {
+            None => outln!("  last result  never run"),
+            Some(r) => {
+                outln!(
+                    "  last result  {} in run {} at {}",
+                    r.last_status.as_str(),
+                    r.last_run_id,
+                    time_text(r.last_finished_at_ns)
+                );
+                if r.last_status == LastStatus::Failed {
+                    match &r.success {
+                        Some(s) => outln!(
+                            "  last success run {} at {}",
+                            s.run_id,
+                            time_text(s.finished_at_ns)
+                        ),
+                        None => outln!("  last success never"),
+                    }
+                }
+            }
+        }
+        if let Some((s, _)) = &success {
+            outln!("  action key   {}", Digest(s.action_key).to_hex());
+        }
+        if success.is_some() {
+            let width = outputs.keys().map(String::len).max().unwrap_or(0);
+            let mut label = "outputs";
+            if outputs.is_empty() {
+                outln!("  outputs      none");
+            }
+            for (path, (digest, size)) in &outputs {
+                outln!(
+                    "  {label:12} {path:width$}  {}  {}",
+                    short(Some(digest)),
+                    bytes_text(*size)
+                );
+                label = "";
+            }
+        }
+        if p.entry.stale {
+            outln!("  status       stale: {}", reasons_text(p));
+        } else {
+            outln!("  status       up to date");
+        }
+    }
+    if as_json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "instances": docs })).unwrap_or_default()
+        );
+    }
+    EXIT_OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_against_the_current_directory_then_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("sub/dir")).unwrap();
+        assert_eq!(project_paths(&root, &root, "./out/a.txt"), ["out/a.txt"]);
+        assert_eq!(
+            project_paths(&root, &root.join("sub"), "x.txt"),
+            ["sub/x.txt", "x.txt"]
+        );
+        assert_eq!(
+            project_paths(&root, &root.join("sub/dir"), "../y"),
+            ["sub/y"]
+        );
+        let abs = root.join("out/a.txt");
+        assert_eq!(
+            project_paths(&root, &root, abs.to_str().unwrap()),
+            ["out/a.txt"]
+        );
+        assert!(project_paths(&root, &root, "/elsewhere/a").is_empty());
+        assert!(project_paths(&root, &root, "../outside").is_empty());
+    }
+}

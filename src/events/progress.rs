@@ -1,0 +1,996 @@
+//! The live display of `orch build` on a terminal: an overall bar (`[k/N]`, elapsed time,
+//! how many instances run and how many were up to date), one line per running instance or
+//! shard below it, and failures, blocked instances and warnings printed above the bars as
+//! they happen, in the same words as the plain display (`human.rs`). At the end of the run
+//! the bars are cleared and the plain display's summary line is printed.
+//!
+//! [`is_live`] says when to use it; everywhere else (pipes, CI, `TERM=dumb`) the plain
+//! display stays. Lines are printed with real newlines while the bars are erased (never
+//! padded to the terminal width), so what scrolls up is exactly the plain display's text.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+
+use super::human::{Verbosity, duration};
+use super::{BlockReason, Event, EventKind, FailureKind, Sink};
+
+/// Longest log printed in full; longer logs show their tail (as in the plain display).
+const MAX_LOG_LINES: usize = 400;
+
+/// How often the spinners and elapsed times move.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Whether `orch build` should use the live display: stdout is a terminal, `TERM` is set
+/// and not `dumb`, and `CI` is not set (set to empty, `0` or `false` counts as not set).
+pub fn is_live(stdout_is_terminal: bool) -> bool {
+    let term_ok = std::env::var_os("TERM").is_some_and(|t| !t.is_empty() && t != "dumb");
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "0" && v != "false");
+    stdout_is_terminal && term_ok && !ci
+}
+
+/// Whether colors are wanted: `NO_COLOR` is unset or empty (<https://no-color.org>).
+pub fn color_enabled() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The live display; a [`Sink`] of build events.
+pub struct Progress {
+    screen: Arc<Mutex<Screen>>,
+    ticker: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+}
+
+/// Prints whole lines above the bars, from any thread; cheap to clone. After the run has
+/// ended (or with `-q`) it prints plainly.
+#[derive(Clone)]
+pub struct Printer(Arc<Mutex<Screen>>);
+
+impl Printer {
+    /// Prints `text` (one or more lines; a final newline is added when missing).
+    pub fn print(&self, text: &str) {
+        lock(&self.0).print(text);
+    }
+}
+
+impl Progress {
+    /// The live display on stdout; logs are read relative to `root`. With `color` false
+    /// the bars and lines carry no ANSI colors (cursor movement only). With
+    /// [`Verbosity::Quiet`] no bars are drawn: only failures, blocked instances, warnings
+    /// and the failure summary are printed.
+    pub fn new(root: PathBuf, verbosity: Verbosity, color: bool) -> Progress {
+        let target = if verbosity == Verbosity::Quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stdout()
+        };
+        Progress::with_target(root, verbosity, color, target, Box::new(io::stdout()))
+    }
+
+    /// A display drawing its bars on `target` and printing lines to `out` (tests, embedding).
+    /// `out` must be the stream `target` draws on, or lines and bars will not line up.
+    pub fn with_target(
+        root: PathBuf,
+        verbosity: Verbosity,
+        color: bool,
+        target: ProgressDrawTarget,
+        out: Box<dyn Write + Send>,
+    ) -> Progress {
+        let bars = verbosity > Verbosity::Quiet && !target.is_hidden();
+        let screen = Arc::new(Mutex::new(Screen {
+            root,
+            verbosity,
+            color,
+            out,
+            multi: MultiProgress::with_draw_target(target),
+            bars,
+            overall: None,
+            running: BTreeMap::new(),
+            done: 0,
+            total: 0,
+            up_to_date: 0,
+            failed: BTreeSet::new(),
+            printed: BTreeSet::new(),
+            ended: false,
+        }));
+        let ticker = if bars {
+            spawn_ticker(Arc::clone(&screen))
+        } else {
+            None
+        };
+        Progress { screen, ticker }
+    }
+
+    /// Prints lines above the bars from other threads (`-v` streaming of phase output).
+    pub fn printer(&self) -> Printer {
+        Printer(Arc::clone(&self.screen))
+    }
+
+    /// Units of work finished and planned so far, as the overall bar shows them.
+    pub fn position(&self) -> (usize, usize) {
+        let s = lock(&self.screen);
+        (s.done, s.total.max(s.done))
+    }
+
+    /// Instances and shards shown as running now.
+    pub fn running(&self) -> Vec<String> {
+        lock(&self.screen).running.keys().cloned().collect()
+    }
+}
+
+impl Sink for Progress {
+    fn event(&mut self, event: &Event) {
+        lock(&self.screen).event(event);
+    }
+
+    fn flush(&mut self) {
+        let _ = lock(&self.screen).out.flush();
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some((stop, handle)) = self.ticker.take() {
+            drop(stop);
+            let _ = handle.join();
+        }
+        // A build that stopped without a final event must not leave bars on the screen.
+        let mut s = lock(&self.screen);
+        s.end();
+        let _ = s.out.flush();
+    }
+}
+
+/// The lock, even after a panic elsewhere: the display is never worth a second panic.
+fn lock(m: &Mutex<Screen>) -> MutexGuard<'_, Screen> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One thread moves every spinner and elapsed time (rather than one thread per bar).
+fn spawn_ticker(screen: Arc<Mutex<Screen>>) -> Option<(mpsc::Sender<()>, JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("orch-progress".to_owned())
+        .spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(TICK) {
+                let s = lock(&screen);
+                if s.ended {
+                    break;
+                }
+                s.tick();
+            }
+        })
+        .ok()?;
+    Some((tx, handle))
+}
+
+/// A running instance or shard.
+struct Running {
+    bar: ProgressBar,
+    /// For a sharded instance: shards finished and shards to run.
+    shards: Option<(usize, usize)>,
+}
+
+/// Everything behind the lock: counters, bars and the output stream.
+struct Screen {
+    root: PathBuf,
+    verbosity: Verbosity,
+    color: bool,
+    out: Box<dyn Write + Send>,
+    multi: MultiProgress,
+    /// Bars may be drawn (not quiet, a visible target, the run not ended).
+    bars: bool,
+    overall: Option<ProgressBar>,
+    running: BTreeMap<String, Running>,
+    done: usize,
+    total: usize,
+    up_to_date: usize,
+    /// Instances with a failure (a failed shard counts for its instance).
+    failed: BTreeSet<String>,
+    /// Logs printed already.
+    printed: BTreeSet<String>,
+    ended: bool,
+}
+
+impl Screen {
+    /// Prints text above the bars: erase them, write, draw them again below.
+    fn print(&mut self, text: &str) {
+        let live = self.overall.is_some();
+        if live {
+            let _ = self.multi.clear();
+        }
+        let _ = self.out.write_all(text.as_bytes());
+        if !text.ends_with('\n') {
+            let _ = self.out.write_all(b"\n");
+        }
+        let _ = self.out.flush();
+        if let Some(o) = &self.overall {
+            o.force_draw();
+        }
+    }
+
+    fn tick(&self) {
+        if let Some(o) = &self.overall {
+            o.tick();
+        }
+        for r in self.running.values() {
+            r.bar.tick();
+        }
+    }
+
+    /// The `[k/N]` of the next finished unit of work, counted as the plain display does.
+    fn counter(&mut self) -> String {
+        self.done += 1;
+        self.total = self.total.max(self.done);
+        format!("[{}/{}]", self.done, self.total)
+    }
+
+    fn ensure_overall(&mut self) {
+        if !self.bars || self.overall.is_some() {
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(
+            Some(self.total.max(self.done) as u64),
+            ProgressDrawTarget::hidden(),
+        )
+        .with_style(overall_style(self.color))
+        .with_position(self.done as u64)
+        .with_message(self.summary());
+        self.overall = Some(self.multi.add(bar));
+    }
+
+    fn update_overall(&self) {
+        if let Some(o) = &self.overall {
+            let (done, total) = (self.done as u64, self.total.max(self.done) as u64);
+            o.set_message(self.summary());
+            o.update(|s| {
+                s.set_len(total);
+                s.set_pos(done);
+            });
+        }
+    }
+
+    /// `3 running · 12 up to date · 1 failed`
+    fn summary(&self) -> String {
+        let running = self.running.values().filter(|r| r.shards.is_none()).count();
+        let mut parts = vec![format!("{running} running")];
+        if self.up_to_date > 0 {
+            parts.push(format!("{} up to date", self.up_to_date));
+        }
+        if !self.failed.is_empty() {
+            let failed = format!("{} failed", self.failed.len());
+            parts.push(if self.color { red(&failed) } else { failed });
+        }
+        parts.join(" · ")
+    }
+
+    fn start_line(&mut self, name: &str, attempt: u32) {
+        if !self.bars {
+            return;
+        }
+        self.ensure_overall();
+        let note = if attempt > 1 {
+            format!(" (attempt {attempt})")
+        } else {
+            String::new()
+        };
+        if let Some(r) = self.running.get(name) {
+            r.bar.reset_elapsed();
+            r.bar.set_message(note);
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
+            .with_style(line_style(self.color))
+            .with_prefix(name.to_owned())
+            .with_message(note);
+        let bar = self.multi.add(bar);
+        bar.tick();
+        self.running
+            .insert(name.to_owned(), Running { bar, shards: None });
+    }
+
+    /// Removes the line of a finished instance or shard; a shard moves its instance's count.
+    fn finish_line(&mut self, name: &str, shard: bool) {
+        if let Some(r) = self.running.remove(name) {
+            self.multi.remove(&r.bar);
+        }
+        if !shard {
+            return;
+        }
+        let Some((parent, _)) = name.rsplit_once('#') else {
+            return;
+        };
+        if let Some(r) = self.running.get_mut(parent)
+            && let Some((done, stale)) = &mut r.shards
+        {
+            *done += 1;
+            r.bar.set_message(format!("  {done}/{stale} shards"));
+        }
+    }
+
+    /// Erases the bars for good; later lines are printed plainly.
+    fn end(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        if self.bars {
+            let _ = self.multi.clear();
+        }
+        self.bars = false;
+        self.multi.set_draw_target(ProgressDrawTarget::hidden());
+        self.overall = None;
+        self.running.clear();
+    }
+
+    fn event(&mut self, e: &Event) {
+        let name = e.instance.as_deref().unwrap_or("");
+        let normal = self.verbosity >= Verbosity::Normal;
+        let verbose = self.verbosity >= Verbosity::Verbose;
+        match &e.kind {
+            EventKind::PlanReady { stale, .. } => {
+                self.total = *stale;
+                if *stale > 0 {
+                    self.ensure_overall();
+                }
+                self.update_overall();
+            }
+            EventKind::ShardPlan {
+                strategy,
+                shards,
+                stale,
+                reused,
+                ..
+            } => {
+                // Each shard that runs is one more unit of work.
+                self.total += stale;
+                if let Some(r) = self.running.get_mut(name) {
+                    r.shards = Some((0, *stale));
+                    r.bar.set_message(format!("  0/{stale} shards"));
+                }
+                self.update_overall();
+                if verbose {
+                    self.print(&format!(
+                        "{name}: {shards} {strategy} shards, {stale} to run, {reused} reused"
+                    ));
+                }
+            }
+            EventKind::InstanceInvalidated { details, .. } if verbose => {
+                let why: Vec<String> = details.iter().map(ToString::to_string).collect();
+                self.print(&format!("{name}: stale: {}", why.join(", ")));
+            }
+            EventKind::InstanceStarted {
+                attempt, command, ..
+            } => {
+                if verbose {
+                    self.print(&format!("{name}: $ {command}"));
+                }
+                self.start_line(name, *attempt);
+                self.update_overall();
+            }
+            EventKind::InstanceRetrying {
+                attempt,
+                attempts,
+                delay_ms,
+                message,
+                ..
+            } => {
+                let delay = duration(*delay_ms);
+                if let Some(r) = self.running.get(name) {
+                    r.bar
+                        .set_message(format!(" retrying in {delay} (attempt {attempt} failed)"));
+                }
+                self.print(&format!(
+                    "[~] {name} attempt {attempt} of {attempts} failed: {message}; retrying in {delay}"
+                ));
+            }
+            EventKind::InstanceSkipped { early_cutoff, .. } => {
+                self.up_to_date += 1;
+                let line = if *early_cutoff {
+                    // Planned to run: it is finished work like any other.
+                    let c = self.counter();
+                    format!("{c} {name} up to date (upstream outputs unchanged)")
+                } else {
+                    format!("{name} up to date")
+                };
+                self.update_overall();
+                if verbose {
+                    self.print(&line);
+                }
+            }
+            EventKind::InstanceCompleted {
+                duration_ms, shard, ..
+            } => {
+                let c = self.counter();
+                self.finish_line(name, shard.is_some());
+                self.update_overall();
+                if verbose {
+                    self.print(&format!("{c} {name} ok {}", duration(*duration_ms)));
+                }
+            }
+            EventKind::InstanceFailed {
+                kind,
+                exit_code,
+                signal,
+                message,
+                log,
+                duration_ms,
+                shard,
+            } => {
+                let c = self.counter();
+                self.finish_line(name, shard.is_some());
+                let instance = match shard {
+                    Some(_) => name.rsplit_once('#').map_or(name, |(p, _)| p),
+                    None => name,
+                };
+                self.failed.insert(instance.to_owned());
+                let what = failure_what(*kind, *exit_code, *signal);
+                let failed = if self.color {
+                    red("FAILED")
+                } else {
+                    "FAILED".to_owned()
+                };
+                let mut text = format!(
+                    "{c} {name} {failed} ({what}) {}: {message}\n",
+                    duration(*duration_ms)
+                );
+                // A sharded instance's failure points at the log of a shard shown already.
+                if !log.is_empty() && self.printed.insert(log.clone()) {
+                    text.push_str(&log_block(&self.root, name, log));
+                }
+                self.update_overall();
+                self.print(&text);
+            }
+            EventKind::InstanceBlocked { reason, blocked_by } => {
+                // A sharded instance whose remaining shards never started.
+                self.finish_line(name, false);
+                self.update_overall();
+                if normal || *reason != BlockReason::StoppedAfterFailure {
+                    self.print(&format!("[-] {name} {}", blocked_why(*reason, blocked_by)));
+                }
+            }
+            EventKind::SoftDependencyUnmet {
+                upstream,
+                upstream_status,
+            } => {
+                let warning = if self.color {
+                    yellow("warning:")
+                } else {
+                    "warning:".to_owned()
+                };
+                self.print(&format!(
+                    "{warning} {name} runs without its soft dependency `{upstream}` ({upstream_status})"
+                ));
+            }
+            EventKind::RunCompleted {
+                counts,
+                duration_ms,
+            } => {
+                self.end();
+                if normal {
+                    if counts.succeeded == 0 {
+                        self.print(&format!(
+                            "orch: nothing to do ({} up to date)",
+                            counts.up_to_date
+                        ));
+                    } else {
+                        self.print(&format!(
+                            "orch: {} built, {} up to date in {}",
+                            counts.succeeded,
+                            counts.up_to_date,
+                            duration(*duration_ms)
+                        ));
+                    }
+                }
+            }
+            EventKind::RunFailed {
+                counts,
+                failed,
+                interrupted,
+                duration_ms,
+                ..
+            } => {
+                self.end();
+                let head = if *interrupted {
+                    "interrupted"
+                } else {
+                    "build failed"
+                };
+                let mut text = format!(
+                    "orch: {head}: {} failed, {} blocked, {} built, {} up to date in {}\n",
+                    counts.failed,
+                    counts.blocked,
+                    counts.succeeded,
+                    counts.up_to_date,
+                    duration(*duration_ms)
+                );
+                if !failed.is_empty() {
+                    text.push_str(&format!("orch: failed: {}\n", failed.join(", ")));
+                }
+                self.print(&text);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `exit 3`, `signal 9`, `timeout`, … as the plain display writes them.
+fn failure_what(kind: FailureKind, exit_code: Option<i32>, signal: Option<i32>) -> String {
+    match (kind, exit_code, signal) {
+        (FailureKind::Exit, Some(code), _) => format!("exit {code}"),
+        (FailureKind::Signal, _, Some(sig)) => format!("signal {sig}"),
+        (FailureKind::Timeout, _, _) => "timeout".to_owned(),
+        (FailureKind::MissingOutput, _, _) => "missing output".to_owned(),
+        (FailureKind::Schema, _, _) => "schema".to_owned(),
+        (FailureKind::InvalidInput, _, _) => "invalid input".to_owned(),
+        _ => "error".to_owned(),
+    }
+}
+
+/// Why an instance did not run, as the plain display writes it.
+fn blocked_why(reason: BlockReason, blocked_by: &[String]) -> String {
+    let names = || {
+        blocked_by
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match reason {
+        BlockReason::UpstreamFailed => format!("blocked: upstream {} failed", names()),
+        BlockReason::UpstreamBlocked => format!("blocked: upstream {} is blocked", names()),
+        BlockReason::StoppedAfterFailure => {
+            "not started: the build stops after a failure (-k keeps going)".to_owned()
+        }
+        BlockReason::Interrupted => "interrupted: stopped before it finished".to_owned(),
+    }
+}
+
+/// A failed instance's log as one block, as the plain display prints it.
+fn log_block(root: &std::path::Path, name: &str, log: &str) -> String {
+    let text = std::fs::read_to_string(root.join(log)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = format!("──── output of {name} ({log}) ────\n");
+    if lines.len() > MAX_LOG_LINES {
+        out.push_str(&format!(
+            "… {} earlier lines in the log file\n",
+            lines.len() - MAX_LOG_LINES
+        ));
+    }
+    for l in &lines[lines.len().saturating_sub(MAX_LOG_LINES)..] {
+        out.push_str(l);
+        out.push('\n');
+    }
+    if lines.is_empty() {
+        out.push_str("(no output)\n");
+    }
+    out.push_str("────\n");
+    out
+}
+
+fn red(s: &str) -> String {
+    format!("\x1b[1;31m{s}\x1b[0m")
+}
+
+fn yellow(s: &str) -> String {
+    format!("\x1b[33m{s}\x1b[0m")
+}
+
+/// Elapsed time that moves smoothly: `0.4s`, `12.3s`, `2m05s`.
+fn elapsed_key(state: &ProgressState, w: &mut dyn std::fmt::Write) {
+    let ms = state.elapsed().as_millis() as u64;
+    let _ = if ms < 60_000 {
+        write!(w, "{:.1}s", ms as f64 / 1000.0)
+    } else {
+        w.write_str(&duration(ms))
+    };
+}
+
+/// `[3/12] [=======>          ] 4.2s · 3 running · 12 up to date`
+fn overall_style(color: bool) -> ProgressStyle {
+    let template = if color {
+        "[{pos:.bold}/{len:.bold}] [{bar:30.cyan/blue}] {t} · {msg}"
+    } else {
+        "[{pos}/{len}] [{bar:30}] {t} · {msg}"
+    };
+    style(template, "=> ").with_key("t", elapsed_key)
+}
+
+/// `  ⠙ translate[lang=fr]#3 1.2s`
+fn line_style(color: bool) -> ProgressStyle {
+    let template = if color {
+        "  {spinner:.green} {prefix} {t:.dim}{msg:.dim}"
+    } else {
+        "  {spinner} {prefix} {t}{msg}"
+    };
+    style(template, "=> ").with_key("t", elapsed_key)
+}
+
+fn style(template: &str, chars: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars(chars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Counts, EVENT_VERSION, ShardRef};
+
+    /// A terminal that records what is written to it.
+    #[derive(Clone, Debug, Default)]
+    struct FakeTerm(Arc<Mutex<String>>);
+
+    impl FakeTerm {
+        fn text(&self) -> String {
+            self.0.lock().unwrap().clone()
+        }
+        fn push(&self, s: &str) {
+            self.0.lock().unwrap().push_str(s);
+        }
+    }
+
+    impl indicatif::TermLike for FakeTerm {
+        fn width(&self) -> u16 {
+            100
+        }
+        fn height(&self) -> u16 {
+            30
+        }
+        fn move_cursor_up(&self, n: usize) -> io::Result<()> {
+            if n > 0 {
+                self.push(&format!("\x1b[{n}A"));
+            }
+            Ok(())
+        }
+        fn move_cursor_down(&self, n: usize) -> io::Result<()> {
+            if n > 0 {
+                self.push(&format!("\x1b[{n}B"));
+            }
+            Ok(())
+        }
+        fn move_cursor_right(&self, n: usize) -> io::Result<()> {
+            self.push(&format!("\x1b[{n}C"));
+            Ok(())
+        }
+        fn move_cursor_left(&self, n: usize) -> io::Result<()> {
+            self.push(&format!("\x1b[{n}D"));
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> io::Result<()> {
+            self.push(s);
+            self.push("\n");
+            Ok(())
+        }
+        fn write_str(&self, s: &str) -> io::Result<()> {
+            self.push(s);
+            Ok(())
+        }
+        fn clear_line(&self) -> io::Result<()> {
+            self.push("\r\x1b[2K");
+            Ok(())
+        }
+        fn flush(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Lines written to the output stream; shares the fake terminal's buffer.
+    struct Out(FakeTerm);
+
+    impl Write for Out {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.push(&String::from_utf8_lossy(buf));
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn ev(instance: Option<&str>, kind: EventKind) -> Event {
+        Event {
+            v: EVENT_VERSION,
+            seq: 0,
+            ts: String::new(),
+            run_id: "test".to_owned(),
+            kind,
+            instance: instance.map(str::to_owned),
+        }
+    }
+
+    fn started(name: &str, shard: Option<ShardRef>) -> Event {
+        ev(
+            Some(name),
+            EventKind::InstanceStarted {
+                attempt: 1,
+                command: "true".to_owned(),
+                shard,
+            },
+        )
+    }
+
+    fn completed(name: &str, shard: Option<ShardRef>) -> Event {
+        ev(
+            Some(name),
+            EventKind::InstanceCompleted {
+                action_key: String::new(),
+                outputs: BTreeMap::new(),
+                duration_ms: 1200,
+                shard,
+            },
+        )
+    }
+
+    fn shard(index: usize) -> Option<ShardRef> {
+        Some(ShardRef {
+            index,
+            count: 2,
+            key: index.to_string(),
+        })
+    }
+
+    fn plan(stale: usize, up_to_date: usize) -> Event {
+        ev(
+            None,
+            EventKind::PlanReady {
+                total: stale + up_to_date,
+                stale,
+                up_to_date,
+            },
+        )
+    }
+
+    fn skipped(name: &str, early_cutoff: bool) -> Event {
+        ev(
+            Some(name),
+            EventKind::InstanceSkipped {
+                reason: "up_to_date",
+                action_key: String::new(),
+                early_cutoff,
+            },
+        )
+    }
+
+    fn display(verbosity: Verbosity, root: PathBuf) -> (Progress, FakeTerm) {
+        let term = FakeTerm::default();
+        let target = ProgressDrawTarget::term_like(Box::new(term.clone()));
+        let p = Progress::with_target(root, verbosity, false, target, Box::new(Out(term.clone())));
+        (p, term)
+    }
+
+    #[test]
+    fn counts_work_as_the_plain_display_does() {
+        let (mut p, term) = display(Verbosity::Normal, PathBuf::from("."));
+        p.event(&plan(3, 1));
+        assert_eq!(p.position(), (0, 3));
+        p.event(&skipped("fresh", false));
+        p.event(&started("a", None));
+        p.event(&started("sharded", None));
+        p.event(&ev(
+            Some("sharded"),
+            EventKind::ShardPlan {
+                strategy: "files",
+                shards: 3,
+                parallel: 2,
+                stale: 2,
+                reused: 1,
+            },
+        ));
+        assert_eq!(p.position(), (0, 5));
+        p.event(&started("sharded#0", shard(0)));
+        p.event(&started("sharded#2", shard(2)));
+        assert_eq!(p.running(), ["a", "sharded", "sharded#0", "sharded#2"]);
+        p.event(&completed("a", None));
+        p.event(&completed("sharded#0", shard(0)));
+        p.event(&completed("sharded#2", shard(2)));
+        assert_eq!(p.position(), (3, 5));
+        assert_eq!(p.running(), ["sharded"]);
+        p.event(&completed("sharded", None));
+        // Planned to run, found up to date after its upstream reproduced its outputs.
+        p.event(&skipped("cut", true));
+        assert_eq!(p.position(), (5, 5));
+        assert!(p.running().is_empty());
+        let screen = term.text();
+        assert!(screen.contains("[5/5] [=="), "{screen}");
+        assert!(screen.contains("up to date"), "{screen}");
+        assert!(screen.contains("sharded#2"), "{screen}");
+        // Finished instances are shown by the bar, not printed one per line.
+        assert!(!screen.contains(" ok 1.2s"), "{screen}");
+        p.event(&ev(
+            None,
+            EventKind::RunCompleted {
+                counts: Counts {
+                    total: 5,
+                    succeeded: 3,
+                    up_to_date: 2,
+                    ..Counts::default()
+                },
+                duration_ms: 1500,
+            },
+        ));
+        let after = term.text();
+        assert!(
+            after.ends_with("orch: 3 built, 2 up to date in 1.5s\n"),
+            "{after}"
+        );
+        // No colors without `color`.
+        assert!(!after.contains("\x1b[1;31m") && !after.contains("\x1b[36m"));
+    }
+
+    #[test]
+    fn failures_print_the_plain_lines_and_log_above_the_bars() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("logs")).unwrap();
+        std::fs::write(root.path().join("logs/bad.log"), "boom\nsecond line\n").unwrap();
+        let (mut p, term) = display(Verbosity::Normal, root.path().to_owned());
+        p.event(&plan(2, 0));
+        p.event(&started("bad", None));
+        p.event(&ev(
+            Some("bad"),
+            EventKind::InstanceFailed {
+                kind: FailureKind::Exit,
+                exit_code: Some(3),
+                signal: None,
+                message: "the command exited with status 3".to_owned(),
+                log: "logs/bad.log".to_owned(),
+                duration_ms: 12,
+                shard: None,
+            },
+        ));
+        p.event(&ev(
+            Some("after"),
+            EventKind::InstanceBlocked {
+                reason: BlockReason::UpstreamFailed,
+                blocked_by: vec!["bad".to_owned()],
+            },
+        ));
+        assert_eq!(p.position(), (1, 2));
+        let screen = term.text();
+        assert!(
+            screen.contains(
+                "[1/2] bad FAILED (exit 3) 12ms: the command exited with status 3\n\
+                 ──── output of bad (logs/bad.log) ────\nboom\nsecond line\n────\n"
+            ),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("[-] after blocked: upstream `bad` failed\n"),
+            "{screen}"
+        );
+        assert!(screen.contains("1 failed"), "{screen}");
+        p.event(&ev(
+            None,
+            EventKind::RunFailed {
+                counts: Counts {
+                    total: 2,
+                    failed: 1,
+                    blocked: 1,
+                    ..Counts::default()
+                },
+                failed: vec!["bad".to_owned()],
+                blocked: vec!["after".to_owned()],
+                interrupted: false,
+                duration_ms: 20,
+            },
+        ));
+        let after = term.text();
+        assert!(
+            after.ends_with(
+                "orch: build failed: 1 failed, 1 blocked, 0 built, 0 up to date in 20ms\n\
+                 orch: failed: bad\n"
+            ),
+            "{after}"
+        );
+    }
+
+    #[test]
+    fn quiet_draws_no_bars_and_prints_only_failures() {
+        let (mut p, term) = display(Verbosity::Quiet, PathBuf::from("."));
+        p.event(&plan(2, 0));
+        p.event(&started("a", None));
+        p.event(&completed("a", None));
+        p.event(&ev(
+            Some("b"),
+            EventKind::InstanceBlocked {
+                reason: BlockReason::StoppedAfterFailure,
+                blocked_by: Vec::new(),
+            },
+        ));
+        p.event(&ev(
+            None,
+            EventKind::RunCompleted {
+                counts: Counts::default(),
+                duration_ms: 1,
+            },
+        ));
+        assert_eq!(term.text(), "");
+        assert!(p.running().is_empty());
+    }
+
+    #[test]
+    fn verbose_prints_each_finished_instance_and_the_printer_prints_above() {
+        let (mut p, term) = display(Verbosity::Verbose, PathBuf::from("."));
+        p.event(&plan(1, 0));
+        p.event(&started("a", None));
+        let printer = p.printer();
+        std::thread::spawn(move || printer.print("a | hello from a thread"))
+            .join()
+            .unwrap();
+        p.event(&completed("a", None));
+        let screen = term.text();
+        assert!(screen.contains("a: $ true\n"), "{screen}");
+        assert!(screen.contains("a | hello from a thread\n"), "{screen}");
+        assert!(screen.contains("[1/1] a ok 1.2s\n"), "{screen}");
+    }
+
+    #[test]
+    fn a_retry_keeps_one_line_and_prints_the_plain_retry_line() {
+        let (mut p, term) = display(Verbosity::Normal, PathBuf::from("."));
+        p.event(&plan(1, 0));
+        p.event(&started("flaky", None));
+        p.event(&ev(
+            Some("flaky"),
+            EventKind::InstanceRetrying {
+                attempt: 1,
+                attempts: 3,
+                delay_ms: 500,
+                kind: FailureKind::Exit,
+                message: "the command exited with status 1".to_owned(),
+                shard: None,
+            },
+        ));
+        assert!(term.text().contains(
+            "[~] flaky attempt 1 of 3 failed: the command exited with status 1; retrying in 500ms\n"
+        ));
+        assert!(term.text().contains("retrying in 500ms (attempt 1 failed)"));
+        p.event(&ev(
+            Some("flaky"),
+            EventKind::InstanceStarted {
+                attempt: 2,
+                command: "true".to_owned(),
+                shard: None,
+            },
+        ));
+        assert_eq!(p.running(), ["flaky"]);
+        assert!(term.text().contains(" (attempt 2)"));
+        p.event(&completed("flaky", None));
+        assert_eq!(p.position(), (1, 1));
+        assert!(p.running().is_empty());
+    }
+
+    #[test]
+    fn colors_only_when_asked() {
+        let term = FakeTerm::default();
+        let target = ProgressDrawTarget::term_like(Box::new(term.clone()));
+        let mut p = Progress::with_target(
+            PathBuf::from("."),
+            Verbosity::Normal,
+            true,
+            target,
+            Box::new(Out(term.clone())),
+        );
+        p.event(&plan(1, 0));
+        p.event(&ev(
+            Some("bad"),
+            EventKind::InstanceFailed {
+                kind: FailureKind::Signal,
+                exit_code: None,
+                signal: Some(9),
+                message: "killed".to_owned(),
+                log: String::new(),
+                duration_ms: 5,
+                shard: None,
+            },
+        ));
+        assert!(
+            term.text()
+                .contains("[1/1] bad \x1b[1;31mFAILED\x1b[0m (signal 9) 5ms: killed")
+        );
+    }
+}
