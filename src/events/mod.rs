@@ -242,6 +242,13 @@ pub enum EventKind {
         /// Instances running now.
         running: usize,
     },
+    /// `orch watch` saw changes and starts a build for them.
+    WatchChanges {
+        /// Changed paths, project-relative, sorted (empty for a timer).
+        paths: Vec<String>,
+        /// `files`, `orchfile` or `timer`.
+        trigger: &'static str,
+    },
     /// The run ended without failures.
     RunCompleted {
         /// By outcome.

@@ -33,6 +33,7 @@ const EVENT_TYPES: &[&str] = &[
     "shard_plan",
     "merge_completed",
     "progress",
+    "watch_changes",
     "run_completed",
     "run_failed",
 ];
@@ -53,6 +54,7 @@ fn type_of(kind: &EventKind) -> &'static str {
         EventKind::ShardPlan { .. } => "shard_plan",
         EventKind::MergeCompleted { .. } => "merge_completed",
         EventKind::Progress { .. } => "progress",
+        EventKind::WatchChanges { .. } => "watch_changes",
         EventKind::RunCompleted { .. } => "run_completed",
         EventKind::RunFailed { .. } => "run_failed",
     }
@@ -458,6 +460,13 @@ fn every_event_type_with_every_field_validates() {
                 done: 3,
                 total: 4,
                 running: 1,
+            },
+        ),
+        (
+            None,
+            EventKind::WatchChanges {
+                paths: vec!["src/a.txt".to_owned()],
+                trigger: "files",
             },
         ),
         (
