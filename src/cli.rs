@@ -168,6 +168,40 @@ pub struct GcArgs {
     /// Keep the newest N runs (events, logs, summaries).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub keep: usize,
+    /// Also trim the local cache to SIZE (`500M`, `2G`, bytes), least recently used first.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+}
+
+/// `500M`, `2G`, `1.5GiB`, `4096`: a size in bytes (K, M, G, T are powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size; write e.g. `500M` or `2G`"))?;
+    let mult: u64 = match unit
+        .trim()
+        .trim_end_matches("iB")
+        .trim_end_matches('B')
+        .to_ascii_uppercase()
+        .as_str()
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{s}`; use K, M, G or T"
+            ));
+        }
+    };
+    Ok((n * mult as f64) as u64)
 }
 
 /// Graph output formats.

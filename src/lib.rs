@@ -13,6 +13,7 @@
 //!   └ store / events     → .orch/state.db, .orch/runs/RUN/events.jsonl, terminal
 //! ```
 
+pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod events;

@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
+use crate::cache::Cache;
 use crate::cli::BuildArgs;
 use crate::events::human::{Human, Verbosity};
 use crate::events::junit::Junit;
@@ -189,7 +190,9 @@ pub fn run(g: &Global, a: BuildArgs) -> i32 {
             }
         }) as exec::Stream
     });
+    let cache = (!a.no_cache).then(|| Arc::new(open_cache(&l.project, &layout)));
     let opts = ExecOptions {
+        cache,
         jobs,
         keep_going: a.keep_going,
         run_id: run_id.clone(),
@@ -235,6 +238,28 @@ pub fn run(g: &Global, a: BuildArgs) -> i32 {
     } else {
         EXIT_OK
     }
+}
+
+/// The project's cache: the local store (`[cache] dir`, default `.orch/cache`) and the
+/// remote (`[cache] remote`), if it can be opened (otherwise one warning, local only).
+pub fn open_cache(project: &crate::model::Project, layout: &Layout) -> Cache {
+    let dir = match &project.cache.dir {
+        Some(d) => project.root.join(d),
+        None => layout.cache_dir(),
+    };
+    let remote =
+        project
+            .cache
+            .remote
+            .as_deref()
+            .and_then(|url| match crate::cache::remote::open(url) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("warning: cannot use the remote cache: {e}; building locally");
+                    None
+                }
+            });
+    Cache::new(&dir, remote, project.cache.push)
 }
 
 /// A run id names a directory under `.orch/runs/`, so it must be a plain file name.

@@ -124,6 +124,24 @@ pub fn run(g: &Global, a: GcArgs) -> i32 {
             );
         }
     }
+    if let Some(max) = a.max_size {
+        let cache = crate::cache::local::Local::new(&match &l.project.cache.dir {
+            Some(d) => l.project.root.join(d),
+            None => layout.cache_dir(),
+        });
+        match cache.trim(max) {
+            Ok((0, _)) => outln!("orch: the cache is within {}", bytes_text(max)),
+            Ok((n, freed)) => outln!(
+                "orch: trimmed the cache to {}: removed {n} least recently used files ({})",
+                bytes_text(max),
+                bytes_text(freed)
+            ),
+            Err(e) => {
+                eprintln!("error: cannot trim the cache: {e}");
+                errors += 1;
+            }
+        }
+    }
     if errors > 0 { EXIT_FAILED } else { EXIT_OK }
 }
 

@@ -118,6 +118,8 @@ pub struct Planned {
     pub entry: PlanEntry,
     /// For a stale sharded instance, what is known about its shards.
     pub shards: Option<ShardInfo>,
+    /// A stale instance whose result the local cache holds: it would be restored.
+    pub cached: bool,
 }
 
 /// The plan of `selected`, in topological order.
@@ -135,6 +137,10 @@ pub fn planned(
     let snap = Snapshot::take(&l.project, &l.graph, selected, forced, &store)
         .map_err(|e| report_diagnostic(&e, EXIT_FAILED))?;
     let plan = plan_static(&snap.order, &snap);
+    let cache = crate::cache::local::Local::new(&match &l.project.cache.dir {
+        Some(d) => l.project.root.join(d),
+        None => layout.cache_dir(),
+    });
     let mut out = Vec::with_capacity(snap.order.len());
     for &i in &snap.order {
         let Some(entry) = plan.get(&i).cloned() else {
@@ -177,7 +183,20 @@ pub fn planned(
                 Err(m) => ShardInfo::Invalid(m),
             }
         });
-        out.push(Planned { entry, shards });
+        let cached = entry.stale
+            && inst.cache
+            && !inst.always
+            && !snap.forced.contains(&i)
+            && inst
+                .deps
+                .iter()
+                .all(|d| plan.get(&d.upstream).is_some_and(|e| !e.stale))
+            && cache.entry(&entry.key).is_some();
+        out.push(Planned {
+            entry,
+            shards,
+            cached,
+        });
     }
     Ok(out)
 }
@@ -191,6 +210,9 @@ pub fn entry_json(p: &Planned) -> serde_json::Value {
         "reasons": reason::codes(&e.reasons),
         "details": e.reasons,
     });
+    if p.entry.stale {
+        v["source"] = json!(if p.cached { "local" } else { "built" });
+    }
     if let Some(info) = &p.shards {
         v["shards"] = match info {
             ShardInfo::Counted { stale, total } => json!({ "stale": stale, "total": total }),
@@ -207,5 +229,9 @@ pub fn reasons_text(p: &Planned) -> String {
     if let Some(info) = &p.shards {
         why.push(info.to_string());
     }
-    why.join(", ")
+    let mut text = why.join(", ");
+    if p.cached {
+        text.push_str(" — restorable from the local cache");
+    }
+    text
 }

@@ -71,6 +71,42 @@ impl<W: Write> Human<W> {
     }
 }
 
+/// The closing line of a run without failures.
+pub fn completed_line(counts: &super::Counts, duration_ms: u64) -> String {
+    if counts.succeeded == 0 && counts.cached == 0 {
+        return format!("orch: nothing to do ({} up to date)", counts.up_to_date);
+    }
+    let cached = if counts.cached > 0 {
+        format!("{} restored from cache, ", counts.cached)
+    } else {
+        String::new()
+    };
+    format!(
+        "orch: {} built, {cached}{} up to date in {}",
+        counts.succeeded,
+        counts.up_to_date,
+        duration(duration_ms)
+    )
+}
+
+/// `512 B`, `12.3 KiB`, `4.0 MiB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
 /// `850ms`, `1.2s`, `2m05s`.
 pub fn duration(ms: u64) -> String {
     if ms < 1000 {
@@ -209,20 +245,17 @@ impl<W: Write> Sink for Human<W> {
             EventKind::RunCompleted {
                 counts,
                 duration_ms,
+                ..
             } if normal => {
-                if counts.succeeded == 0 {
+                let _ = writeln!(self.out, "{}", completed_line(counts, *duration_ms));
+            }
+            EventKind::InstanceCached { source, bytes, .. } => {
+                let c = self.counter();
+                if normal {
                     let _ = writeln!(
                         self.out,
-                        "orch: nothing to do ({} up to date)",
-                        counts.up_to_date
-                    );
-                } else {
-                    let _ = writeln!(
-                        self.out,
-                        "orch: {} built, {} up to date in {}",
-                        counts.succeeded,
-                        counts.up_to_date,
-                        duration(*duration_ms)
+                        "{c} {name} restored from the {source} cache ({})",
+                        size(*bytes)
                     );
                 }
             }

@@ -372,6 +372,7 @@ mod tests {
             vec![(
                 None,
                 EventKind::RunFailed {
+                    cache: Default::default(),
                     counts: Counts::default(),
                     failed: vec![],
                     blocked: vec![],

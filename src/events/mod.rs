@@ -35,6 +35,8 @@ pub struct Counts {
     pub failed: usize,
     /// Blocked.
     pub blocked: usize,
+    /// Restored from the cache instead of run.
+    pub cached: usize,
 }
 
 /// How an instance failed.
@@ -150,6 +152,19 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         shard: Option<ShardRef>,
     },
+    /// A stale instance's result was restored from the cache instead of running it.
+    InstanceCached {
+        /// `local` or `remote`.
+        source: &'static str,
+        /// Its action key.
+        action_key: String,
+        /// Output path → digest.
+        outputs: BTreeMap<String, String>,
+        /// Bytes restored.
+        bytes: u64,
+        /// How long building it had taken.
+        saved_ms: u64,
+    },
     /// An instance's command started.
     InstanceStarted {
         /// 1 for the first attempt.
@@ -253,6 +268,8 @@ pub enum EventKind {
     RunCompleted {
         /// By outcome.
         counts: Counts,
+        /// Cache hits, bytes moved and time saved.
+        cache: crate::cache::Stats,
         /// Wall time.
         duration_ms: u64,
     },
@@ -260,6 +277,8 @@ pub enum EventKind {
     RunFailed {
         /// By outcome.
         counts: Counts,
+        /// Cache hits, bytes moved and time saved.
+        cache: crate::cache::Stats,
         /// Failed instances.
         failed: Vec<String>,
         /// Blocked instances.

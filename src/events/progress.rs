@@ -403,6 +403,16 @@ impl Screen {
                     self.print(&line);
                 }
             }
+            EventKind::InstanceCached { source, bytes, .. } => {
+                let c = self.counter();
+                self.update_overall();
+                if verbose {
+                    self.print(&format!(
+                        "{c} {name} restored from the {source} cache ({})",
+                        super::human::size(*bytes)
+                    ));
+                }
+            }
             EventKind::InstanceCompleted {
                 duration_ms, shard, ..
             } => {
@@ -470,22 +480,11 @@ impl Screen {
             EventKind::RunCompleted {
                 counts,
                 duration_ms,
+                ..
             } => {
                 self.end();
                 if normal {
-                    if counts.succeeded == 0 {
-                        self.print(&format!(
-                            "orch: nothing to do ({} up to date)",
-                            counts.up_to_date
-                        ));
-                    } else {
-                        self.print(&format!(
-                            "orch: {} built, {} up to date in {}",
-                            counts.succeeded,
-                            counts.up_to_date,
-                            duration(*duration_ms)
-                        ));
-                    }
+                    self.print(&super::human::completed_line(counts, *duration_ms));
                 }
             }
             EventKind::RunFailed {
@@ -805,6 +804,7 @@ mod tests {
         p.event(&ev(
             None,
             EventKind::RunCompleted {
+                cache: Default::default(),
                 counts: Counts {
                     total: 5,
                     succeeded: 3,
@@ -867,10 +867,12 @@ mod tests {
         p.event(&ev(
             None,
             EventKind::RunFailed {
+                cache: Default::default(),
                 counts: Counts {
                     total: 2,
                     failed: 1,
                     blocked: 1,
+                    cached: 0,
                     ..Counts::default()
                 },
                 failed: vec!["bad".to_owned()],
@@ -905,6 +907,7 @@ mod tests {
         p.event(&ev(
             None,
             EventKind::RunCompleted {
+                cache: Default::default(),
                 counts: Counts::default(),
                 duration_ms: 1,
             },

@@ -58,6 +58,8 @@ pub struct RunSummary {
     pub counts: Counts,
     /// Shards run and reused, over every sharded instance.
     pub shards: ShardCounts,
+    /// Cache hits, bytes downloaded and uploaded, and build time saved.
+    pub cache: crate::cache::Stats,
     /// Instances that ran and succeeded, sorted.
     pub instances_ran: Vec<String>,
     /// Failed instances, sorted by name.
@@ -146,15 +148,17 @@ impl Summary {
 
     /// The summary as of the final event `end`.
     fn summary(&self, end: &Event) -> Option<RunSummary> {
-        let (status, counts, duration_ms) = match &end.kind {
+        let (status, counts, duration_ms, cache) = match &end.kind {
             EventKind::RunCompleted {
                 counts,
                 duration_ms,
-            } => ("succeeded", *counts, *duration_ms),
+                cache,
+            } => ("succeeded", *counts, *duration_ms, *cache),
             EventKind::RunFailed {
                 counts,
                 interrupted,
                 duration_ms,
+                cache,
                 ..
             } => (
                 if *interrupted {
@@ -164,6 +168,7 @@ impl Summary {
                 },
                 *counts,
                 *duration_ms,
+                *cache,
             ),
             _ => return None,
         };
@@ -200,6 +205,7 @@ impl Summary {
             jobs: self.jobs,
             counts,
             shards: self.shards,
+            cache,
             instances_ran: self.ran.iter().cloned().collect(),
             failed,
             blocked: self.blocked.values().cloned().collect(),
@@ -406,6 +412,7 @@ mod tests {
             up_to_date,
             failed,
             blocked,
+            cached: 0,
         }
     }
 
@@ -529,6 +536,7 @@ mod tests {
                 (
                     None,
                     EventKind::RunFailed {
+                        cache: Default::default(),
                         counts: counts(6, 1, 1, 2, 2),
                         failed: vec!["t[l=fr]".to_owned(), "c".to_owned()],
                         blocked: vec!["e".to_owned(), "d".to_owned()],
@@ -551,8 +559,9 @@ mod tests {
                 "finished": "2024-05-01T12:00:18.000Z",
                 "duration_ms": 1234,
                 "jobs": 4,
-                "counts": {"total": 6, "succeeded": 1, "up_to_date": 1, "failed": 2, "blocked": 2},
+                "counts": {"total": 6, "succeeded": 1, "up_to_date": 1, "failed": 2, "blocked": 2, "cached": 0},
                 "shards": {"ran": 2, "reused": 1},
+                "cache": {"local_hits": 0, "remote_hits": 0, "bytes_down": 0, "bytes_up": 0, "saved_ms": 0},
                 "instances_ran": ["b"],
                 "failed": [
                     {
@@ -623,6 +632,7 @@ mod tests {
                 (
                     None,
                     EventKind::RunCompleted {
+                        cache: Default::default(),
                         counts: counts(1, 1, 0, 0, 0),
                         duration_ms: 9,
                     },
@@ -652,6 +662,7 @@ mod tests {
                 (
                     None,
                     EventKind::RunFailed {
+                        cache: Default::default(),
                         counts: counts(1, 0, 0, 0, 1),
                         failed: vec![],
                         blocked: vec!["a".to_owned()],
@@ -690,6 +701,7 @@ mod tests {
                 (
                     None,
                     EventKind::RunCompleted {
+                        cache: Default::default(),
                         counts: counts(0, 0, 0, 0, 0),
                         duration_ms: 1,
                     },

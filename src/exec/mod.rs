@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::cache::{Cache, Source};
 use crate::events::{BlockReason, Counts, EventKind, EventLog, FailureKind, ShardRef};
 use crate::fs::{self, Digest, PathDigest};
 use crate::model::Instance;
@@ -52,6 +53,8 @@ pub struct ExecOptions {
     pub run_id: String,
     /// Where command output goes as it is printed, besides the log (`-v`).
     pub stream: Option<Stream>,
+    /// The cache (None with `--no-cache`).
+    pub cache: Option<Arc<Cache>>,
 }
 
 /// What a build did.
@@ -115,8 +118,14 @@ struct Done {
 /// Gets a job's files ready before each attempt.
 type Prepare = Box<dyn Fn() -> Result<(), String> + Send>;
 
+/// Where a job's result goes after a success: the cache, the key, the declared outputs
+/// (path, is a directory).
+type StoreAfter = (Arc<Cache>, Digest, Vec<(String, bool)>);
+
 /// What a worker needs beyond the job itself.
 struct JobPlan {
+    /// Where to store the result after a success: the cache, the key, the outputs.
+    store: Option<StoreAfter>,
     prepare: Prepare,
     has_run: bool,
     outputs: Vec<String>,
@@ -333,6 +342,12 @@ impl Build<'_, '_> {
             self.events.emit(
                 None,
                 EventKind::RunCompleted {
+                    cache: self
+                        .opts
+                        .cache
+                        .as_ref()
+                        .map(|c| c.stats())
+                        .unwrap_or_default(),
                     counts: r.counts,
                     duration_ms,
                 },
@@ -341,6 +356,12 @@ impl Build<'_, '_> {
             self.events.emit(
                 None,
                 EventKind::RunFailed {
+                    cache: self
+                        .opts
+                        .cache
+                        .as_ref()
+                        .map(|c| c.stats())
+                        .unwrap_or_default(),
                     counts: r.counts,
                     failed: r.failed.clone(),
                     blocked: r.blocked.clone(),
@@ -474,6 +495,9 @@ impl Build<'_, '_> {
                 details: whys,
             },
         );
+        if self.try_restore(i, &parts, &key) {
+            return;
+        }
         let present: Vec<&str> = parts.inputs.keys().map(String::as_str).collect();
         if inst.shard.is_some() {
             self.events.emit(
@@ -507,6 +531,16 @@ impl Build<'_, '_> {
         self.whole.insert(i, Started { parts, key });
         let (root, declared) = (self.root.clone(), inst.outputs.clone());
         let plan = JobPlan {
+            store: self.cache_for(i).map(|c| {
+                (
+                    c,
+                    key,
+                    inst.outputs
+                        .iter()
+                        .map(|o| (o.path.clone(), o.dir))
+                        .collect(),
+                )
+            }),
             prepare: Box::new(move || prepare_outputs(&root, &declared)),
             has_run: inst.run.is_some(),
             outputs: inst.outputs.iter().map(|o| o.path.clone()).collect(),
@@ -584,6 +618,28 @@ impl Build<'_, '_> {
                         });
                     }
                     (failure, _) => {
+                        if failure.is_none()
+                            && let Some((cache, key, decl)) = &w.store
+                        {
+                            let digests = outputs
+                                .iter()
+                                .filter_map(|(p, r)| match r {
+                                    Ok(PathDigest::Present { digest, .. }) => {
+                                        Some((p.clone(), *digest))
+                                    }
+                                    _ => None,
+                                })
+                                .collect();
+                            if let Err(m) = cache.store(
+                                &root,
+                                key,
+                                decl,
+                                &digests,
+                                started.elapsed().as_millis() as u64,
+                            ) {
+                                eprintln!("warning: {}: not cached: {m}", job.name);
+                            }
+                        }
                         let _ = tx.send(Msg::Done(Done {
                             work,
                             outputs,
@@ -735,7 +791,7 @@ impl Build<'_, '_> {
                         }
                     }
                 }
-                self.succeed(i, st.parts, st.key, metas, duration_ms);
+                self.succeed(i, st.parts, st.key, metas, duration_ms, None);
             }
             Some(f) if self.killed_by_us(&f) => {
                 remove_outputs(&self.root, inst);
@@ -768,6 +824,7 @@ impl Build<'_, '_> {
         key: Digest,
         metas: BTreeMap<String, OutputMeta>,
         duration_ms: u64,
+        cached: Option<(Source, u64, u64)>,
     ) {
         let name = self.name(i).to_owned();
         let now = fs::now_ns();
@@ -800,20 +857,86 @@ impl Build<'_, '_> {
                 finished_at_ns: now,
             },
         });
-        self.events.emit(
-            Some(&name),
-            EventKind::InstanceCompleted {
-                action_key: key.to_hex(),
-                outputs: outputs
-                    .iter()
-                    .map(|(p, d)| (p.clone(), d.to_hex()))
-                    .collect(),
-                duration_ms,
-                shard: None,
-            },
-        );
+        let hex = outputs
+            .iter()
+            .map(|(p, d)| (p.clone(), d.to_hex()))
+            .collect();
+        let event = match cached {
+            Some((source, bytes, saved_ms)) => {
+                self.report.counts.cached += 1;
+                EventKind::InstanceCached {
+                    source: source.name(),
+                    action_key: key.to_hex(),
+                    outputs: hex,
+                    bytes,
+                    saved_ms,
+                }
+            }
+            None => {
+                self.report.counts.succeeded += 1;
+                EventKind::InstanceCompleted {
+                    action_key: key.to_hex(),
+                    outputs: hex,
+                    duration_ms,
+                    shard: None,
+                }
+            }
+        };
+        self.events.emit(Some(&name), event);
         self.outcome[i] = Some(Outcome::Succeeded(outputs));
-        self.report.counts.succeeded += 1;
+    }
+
+    /// The cache, when instance `i` may use it: not `cache = false`, `--force`, `always`.
+    fn cache_for(&self, i: usize) -> Option<Arc<Cache>> {
+        let inst = &self.snap.project.instances[i];
+        (inst.cache && !inst.always && !self.snap.forced.contains(&i))
+            .then(|| self.opts.cache.clone())
+            .flatten()
+    }
+
+    /// Restores a stale instance's result from the cache when its key is there; true
+    /// when it was restored (and recorded).
+    fn try_restore(&mut self, i: usize, parts: &KeyParts, key: &Digest) -> bool {
+        let Some(cache) = self.cache_for(i) else {
+            return false;
+        };
+        let Some((entry, source)) = cache.lookup(key) else {
+            return false;
+        };
+        match cache.restore(&self.root, key, &entry, source) {
+            Ok(bytes) => {
+                let metas = entry
+                    .outputs
+                    .iter()
+                    .map(|(p, s)| {
+                        (
+                            p.clone(),
+                            OutputMeta {
+                                digest: s.digest(),
+                                size: s.size(),
+                            },
+                        )
+                    })
+                    .collect();
+                self.succeed(
+                    i,
+                    parts.clone(),
+                    *key,
+                    metas,
+                    0,
+                    Some((source, bytes, entry.duration_ms)),
+                );
+                if self.plan.get(&i).is_some_and(|e| e.stale) {
+                    self.done_planned += 1;
+                }
+                self.sched.finish(i);
+                true
+            }
+            Err(m) => {
+                eprintln!("warning: {}: {m}; running it instead", self.name(i));
+                false
+            }
+        }
     }
 
     /// A command that died of the signal orch sent it because the build was interrupted
@@ -1018,6 +1141,7 @@ impl Build<'_, '_> {
             },
         );
         let plan = JobPlan {
+            store: None,
             prepare,
             has_run: inst.run.is_some(),
             outputs,
@@ -1273,7 +1397,14 @@ impl Build<'_, '_> {
                 let _ = std::fs::remove_file(part);
             }
         }
-        self.succeed(i, sh.parts, sh.key, metas, duration_ms);
+        if let Some(cache) = self.cache_for(i) {
+            let outputs: Vec<(String, bool)> = metas.keys().map(|p| (p.clone(), false)).collect();
+            let digests = metas.iter().map(|(p, m)| (p.clone(), m.digest)).collect();
+            if let Err(m) = cache.store(&self.root, &sh.key, &outputs, &digests, duration_ms) {
+                eprintln!("warning: {}: not cached: {m}", inst.name);
+            }
+        }
+        self.succeed(i, sh.parts, sh.key, metas, duration_ms, None);
         self.sched.finish(i);
     }
 

@@ -90,6 +90,7 @@ fn build(dir: &Path, fail: &[&str], keep_going: bool) -> (Vec<String>, Vec<Strin
     events.add(Box::new(memory.clone()));
     let opts = ExecOptions {
         stream: None,
+        cache: None,
         jobs: 1,
         keep_going,
         run_id: "test".into(),

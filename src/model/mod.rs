@@ -33,6 +33,8 @@ pub struct Project {
     pub digest: Digest,
     /// The `include` patterns of the Orchfile.
     pub includes: Vec<String>,
+    /// The `[cache]` table.
+    pub cache: CacheConfig,
     /// Default `-j`.
     pub jobs: Option<usize>,
     /// Variables passed to and hashed into every phase (`orch.env`), sorted.
@@ -50,6 +52,17 @@ impl Project {
             .binary_search_by(|i| i.name.as_str().cmp(name))
             .ok()
     }
+}
+
+/// The `[cache]` settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CacheConfig {
+    /// The local store, project-relative (default `.orch/cache`).
+    pub dir: Option<String>,
+    /// The remote store's URL.
+    pub remote: Option<String>,
+    /// Upload results after success (default true when there is a remote).
+    pub push: bool,
 }
 
 /// A declared phase.

@@ -12,7 +12,10 @@ use toml::Spanned;
 
 use super::path::{Containment, PathProblem, is_plain, normalize, relative_to};
 use super::template::{self, Piece, shell_join};
-use super::{CmdPiece, Dep, EnvValue, FORMAT, Instance, Output, Phase, Project, Retry, ShardHole};
+use super::{
+    CacheConfig, CmdPiece, Dep, EnvValue, FORMAT, Instance, Output, Phase, Project, Retry,
+    ShardHole,
+};
 use crate::fs::Digest;
 use crate::orchfile::load::{ConfigFailure, LoadedPhase, RawProject};
 use crate::orchfile::raw::{RawAxis, RawEnv, RawOutput, RawShard, RawVar};
@@ -42,7 +45,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
         root,
         sources,
         orch,
-        cache: _,
+        cache: raw_cache,
         vars,
         phases: raw_phases,
         broken,
@@ -534,6 +537,21 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
         sources,
         digest,
         includes: orch.include.iter().map(|p| p.get_ref().clone()).collect(),
+        cache: CacheConfig {
+            dir: raw_cache
+                .as_ref()
+                .and_then(|c| c.dir.as_deref())
+                .map(|d| {
+                    if d.starts_with('/') {
+                        d.to_owned()
+                    } else {
+                        normalize(d)
+                    }
+                })
+                .filter(|d| !d.is_empty()),
+            remote: raw_cache.as_ref().and_then(|c| c.remote.clone()),
+            push: raw_cache.as_ref().and_then(|c| c.push).unwrap_or(true),
+        },
         jobs,
         env,
         phases,

@@ -426,7 +426,7 @@ fn damaged_state_database_is_set_aside_and_everything_rebuilds() {
     out.write(".orch/state.db", "this is not a database");
     let out = out
         .again()
-        .args(["build", "--run-id", "fresh"])
+        .args(["build", "--no-cache", "--run-id", "fresh"])
         .stderr_contains("warning: the state database")
         .run();
     assert_eq!(ran(&out.events("fresh")).len(), 4);

@@ -72,7 +72,7 @@ fn event_log_of_a_successful_run() {
     let end = events.last().unwrap();
     assert_eq!(
         end["counts"],
-        serde_json::json!({"total": 4, "succeeded": 4, "up_to_date": 0, "failed": 0, "blocked": 0})
+        serde_json::json!({"total": 4, "succeeded": 4, "up_to_date": 0, "failed": 0, "blocked": 0, "cached": 0})
     );
 }
 

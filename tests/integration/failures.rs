@@ -84,7 +84,10 @@ fn failed_hard_dependency_blocks_downstream_and_removes_its_output() {
 
     // Fixed: it builds again.
     out.write("Orchfile.toml", CHAIN);
-    let out = out.again().args(["build", "--run-id", "fixed"]).run();
+    let out = out
+        .again()
+        .args(["build", "--no-cache", "--run-id", "fixed"])
+        .run();
     assert!(ran(&out.events("fixed")).contains(&"b".to_owned()));
     assert_eq!(out.read("out/c.txt"), "a\n");
 }

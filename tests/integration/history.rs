@@ -407,7 +407,10 @@ fn clean_removes_outputs_and_the_next_build_rebuilds_them() {
         .stdout_contains("nothing to remove")
         .run();
 
-    let out = out.again().args(["build", "--run-id", "two"]).run();
+    let out = out
+        .again()
+        .args(["build", "--no-cache", "--run-id", "two"])
+        .run();
     let events = out.events("two");
     assert_eq!(sorted(ran(&events)), names(&["a", "b", "c"]));
     let why = event(&events, "instance_invalidated", "a");

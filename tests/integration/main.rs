@@ -3,6 +3,7 @@
 mod test;
 
 mod build;
+mod cache;
 mod commands;
 mod config_errors;
 mod events;

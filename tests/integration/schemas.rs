@@ -25,6 +25,7 @@ const EVENT_TYPES: &[&str] = &[
     "instance_skipped",
     "instance_invalidated",
     "instance_retrying",
+    "instance_cached",
     "instance_started",
     "instance_completed",
     "instance_failed",
@@ -46,6 +47,7 @@ fn type_of(kind: &EventKind) -> &'static str {
         EventKind::InstanceSkipped { .. } => "instance_skipped",
         EventKind::InstanceInvalidated { .. } => "instance_invalidated",
         EventKind::InstanceRetrying { .. } => "instance_retrying",
+        EventKind::InstanceCached { .. } => "instance_cached",
         EventKind::InstanceStarted { .. } => "instance_started",
         EventKind::InstanceCompleted { .. } => "instance_completed",
         EventKind::InstanceFailed { .. } => "instance_failed",
@@ -344,6 +346,7 @@ fn every_event_type_with_every_field_validates() {
         up_to_date: 1,
         failed: 1,
         blocked: 2,
+        cached: 0,
     };
     let samples: Vec<(Option<&str>, EventKind)> = vec![
         (
@@ -390,6 +393,16 @@ fn every_event_type_with_every_field_validates() {
                 kind: FailureKind::Timeout,
                 message: "timed out".to_owned(),
                 shard: shard(),
+            },
+        ),
+        (
+            Some("t[lang=de]"),
+            EventKind::InstanceCached {
+                source: "remote",
+                action_key: digest.clone(),
+                outputs: BTreeMap::from([("out/de.jsonl".to_owned(), digest.clone())]),
+                bytes: 42,
+                saved_ms: 1200,
             },
         ),
         (
@@ -472,6 +485,7 @@ fn every_event_type_with_every_field_validates() {
         (
             None,
             EventKind::RunCompleted {
+                cache: Default::default(),
                 counts,
                 duration_ms: 99,
             },
@@ -479,6 +493,7 @@ fn every_event_type_with_every_field_validates() {
         (
             None,
             EventKind::RunFailed {
+                cache: Default::default(),
                 counts,
                 failed: vec!["t[lang=fr]".to_owned()],
                 blocked: vec!["d".to_owned(), "e".to_owned()],

@@ -528,7 +528,10 @@ fn a_record_without_the_group_key_fails_before_any_shard_runs() {
 
     // Fixed: the shards recorded before still stand; only the merge runs.
     out.write("data/in.jsonl", GOOD_ROUTES);
-    let out = out.again().args(["build", "--run-id", "fixed"]).run();
+    let out = out
+        .again()
+        .args(["build", "--no-cache", "--run-id", "fixed"])
+        .run();
     let events = out.events("fixed");
     assert_eq!(plan_counts(&events, "routes"), (2, 0, 2));
     assert!(shards_started(&events).is_empty());
@@ -760,7 +763,10 @@ fn a_hand_edited_merged_output_is_restored_from_the_recorded_parts() {
         .stdout_contains("output_modified")
         .stdout_contains("0 of 5 shards stale")
         .run();
-    let out = out.again().args(["build", "--run-id", "restore"]).run();
+    let out = out
+        .again()
+        .args(["build", "--no-cache", "--run-id", "restore"])
+        .run();
     let events = out.events("restore");
     assert_eq!(plan_counts(&events, "routes"), (5, 0, 5));
     assert!(shards_started(&events).is_empty());
@@ -770,7 +776,10 @@ fn a_hand_edited_merged_output_is_restored_from_the_recorded_parts() {
     let part = parts(&out, "routes")[0].clone();
     out.remove(&format!(".orch/shards/routes/out/{part}"));
     out.remove("out/routes.jsonl");
-    let out = out.again().args(["build", "--run-id", "lost"]).run();
+    let out = out
+        .again()
+        .args(["build", "--no-cache", "--run-id", "lost"])
+        .run();
     let events = out.events("lost");
     assert_eq!(plan_counts(&events, "routes"), (5, 1, 4));
     assert_eq!(out.read("out/routes.jsonl"), merged);
@@ -1188,7 +1197,10 @@ fn merge_none_shards_write_their_own_outputs() {
         .stdout_contains("output_missing (out/per/b.txt)")
         .stdout_contains("1 of 3 shards stale")
         .run();
-    let out = out.again().args(["build", "--run-id", "n3"]).run();
+    let out = out
+        .again()
+        .args(["build", "--no-cache", "--run-id", "n3"])
+        .run();
     assert_eq!(started_keys(&out.events("n3"), "routes"), ["b"]);
     assert_eq!(out.read("out/per/b.txt"), "1\n");
 }

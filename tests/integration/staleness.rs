@@ -154,7 +154,10 @@ fn deleted_output_is_rebuilt() {
     );
     assert_eq!(plan_entry(&p, "a")["status"], "up_to_date");
 
-    let out = out.again().args(["build", "--run-id", "rm"]).run();
+    let out = out
+        .again()
+        .args(["build", "--no-cache", "--run-id", "rm"])
+        .run();
     let events = out.events("rm");
     assert_eq!(ran(&events), names(&["b"]));
     assert_eq!(out.read("out/b.txt"), "b:one\nb:two\n");
@@ -176,14 +179,20 @@ fn tampered_output_is_rebuilt_and_restored() {
         "out/c.txt",
         "{p:#}"
     );
-    let out = out.again().args(["build", "--run-id", "fix"]).run();
+    let out = out
+        .again()
+        .args(["build", "--no-cache", "--run-id", "fix"])
+        .run();
     let events = out.events("fix");
     assert_eq!(ran(&events), names(&["c"]));
     assert_eq!(out.read("out/c.txt"), "c:one\nc:two\n");
 
     // The final output too.
     out.write("out/d.txt", "");
-    let out = out.again().args(["build", "--run-id", "fix-d"]).run();
+    let out = out
+        .again()
+        .args(["build", "--no-cache", "--run-id", "fix-d"])
+        .run();
     assert_eq!(ran(&out.events("fix-d")), names(&["d"]));
     assert_eq!(out.read("out/d.txt"), "b:one\nb:two\nc:one\nc:two\n");
 }
