@@ -161,7 +161,10 @@ pub struct Stats {
 /// The cache of one build.
 pub struct Cache {
     local: Local,
-    remote: Option<Box<dyn RemoteStore>>,
+    /// The remote's URL; it is opened on first use, so builds that never look it up
+    /// (a no-op) do not pay for it.
+    remote_url: Option<String>,
+    remote: std::sync::OnceLock<Option<Box<dyn RemoteStore>>>,
     push: bool,
     /// Set after the first remote failure: the rest of the run is local only.
     remote_off: AtomicBool,
@@ -169,15 +172,32 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// A cache over the local store at `dir` and an optional remote.
-    pub fn new(dir: &Path, remote: Option<Box<dyn RemoteStore>>, push: bool) -> Cache {
+    /// A cache over the local store at `dir` and an optional remote URL.
+    pub fn new(dir: &Path, remote_url: Option<String>, push: bool) -> Cache {
         Cache {
             local: Local::new(dir),
-            remote,
+            remote_url,
+            remote: std::sync::OnceLock::new(),
             push,
             remote_off: AtomicBool::new(false),
             stats: Mutex::new(Stats::default()),
         }
+    }
+
+    /// The remote, opened the first time it is needed (a failure to open is one warning).
+    fn opened(&self) -> Option<&dyn RemoteStore> {
+        self.remote
+            .get_or_init(|| {
+                let url = self.remote_url.as_deref()?;
+                match remote::open(url) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        eprintln!("warning: cannot use the remote cache: {e}; building locally");
+                        None
+                    }
+                }
+            })
+            .as_deref()
     }
 
     /// The bytes moved and time saved so far.
@@ -189,14 +209,14 @@ impl Cache {
         if self.remote_off.load(Ordering::SeqCst) {
             None
         } else {
-            self.remote.as_deref()
+            self.opened()
         }
     }
 
     /// A remote failure: warn once, then build locally for the rest of the run.
     fn remote_failed(&self, what: &str, e: &dyn std::fmt::Display) {
         if !self.remote_off.swap(true, Ordering::SeqCst)
-            && let Some(r) = &self.remote
+            && let Some(Some(r)) = self.remote.get()
         {
             eprintln!(
                 "warning: the remote cache {} failed ({what}: {e}); building locally for the rest of this run",

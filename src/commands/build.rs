@@ -241,25 +241,14 @@ pub fn run(g: &Global, a: BuildArgs) -> i32 {
 }
 
 /// The project's cache: the local store (`[cache] dir`, default `.orch/cache`) and the
-/// remote (`[cache] remote`), if it can be opened (otherwise one warning, local only).
+/// remote (`[cache] remote`), opened when first needed (if it cannot be, one warning and
+/// local only).
 pub fn open_cache(project: &crate::model::Project, layout: &Layout) -> Cache {
     let dir = match &project.cache.dir {
         Some(d) => project.root.join(d),
         None => layout.cache_dir(),
     };
-    let remote =
-        project
-            .cache
-            .remote
-            .as_deref()
-            .and_then(|url| match crate::cache::remote::open(url) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    eprintln!("warning: cannot use the remote cache: {e}; building locally");
-                    None
-                }
-            });
-    Cache::new(&dir, remote, project.cache.push)
+    Cache::new(&dir, project.cache.remote.clone(), project.cache.push)
 }
 
 /// A run id names a directory under `.orch/runs/`, so it must be a plain file name.
