@@ -158,6 +158,15 @@ pub struct Stats {
     pub saved_ms: u64,
 }
 
+/// The local store of a project: `[cache] dir` (relative to the root, or absolute), else
+/// `.orch/cache`.
+pub fn local_dir(project: &crate::model::Project, layout: &crate::store::Layout) -> std::path::PathBuf {
+    match &project.cache.dir {
+        Some(d) => project.root.join(d),
+        None => layout.cache_dir(),
+    }
+}
+
 /// The cache of one build.
 pub struct Cache {
     local: Local,

@@ -244,11 +244,7 @@ pub fn run(g: &Global, a: BuildArgs) -> i32 {
 /// remote (`[cache] remote`), opened when first needed (if it cannot be, one warning and
 /// local only).
 pub fn open_cache(project: &crate::model::Project, layout: &Layout) -> Cache {
-    let dir = match &project.cache.dir {
-        Some(d) => project.root.join(d),
-        None => layout.cache_dir(),
-    };
-    Cache::new(&dir, project.cache.remote.clone(), project.cache.push)
+    Cache::new(&crate::cache::local_dir(project, layout), project.cache.remote.clone(), project.cache.push)
 }
 
 /// A run id names a directory under `.orch/runs/`, so it must be a plain file name.

@@ -1,7 +1,7 @@
 //! `orch clean [TARGETS]`: removes the declared outputs of the selected instances
 //! (default: all), under the build lock. Results stay in the state, so the next build
 //! finds the outputs missing (`output_missing`) and rebuilds them. `--cache` also
-//! empties the local stores, `.orch/cache/` and `.orch/shards/`.
+//! empties the local stores, the cache (`.orch/cache/` or `[cache] dir`) and `.orch/shards/`.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -74,7 +74,7 @@ pub fn run(g: &Global, a: CleanArgs) -> i32 {
         }
     }
     if a.cache {
-        let mut stores = vec![layout.cache_dir()];
+        let mut stores = vec![crate::cache::local_dir(&l.project, &layout)];
         if a.targets.is_empty() {
             stores.push(layout.dir.join("shards"));
         } else {

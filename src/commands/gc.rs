@@ -125,10 +125,7 @@ pub fn run(g: &Global, a: GcArgs) -> i32 {
         }
     }
     if let Some(max) = a.max_size {
-        let cache = crate::cache::local::Local::new(&match &l.project.cache.dir {
-            Some(d) => l.project.root.join(d),
-            None => layout.cache_dir(),
-        });
+        let cache = crate::cache::local::Local::new(&crate::cache::local_dir(&l.project, &layout));
         match cache.trim(max) {
             Ok((0, _)) => outln!("orch: the cache is within {}", bytes_text(max)),
             Ok((n, freed)) => outln!(

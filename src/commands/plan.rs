@@ -137,10 +137,7 @@ pub fn planned(
     let snap = Snapshot::take(&l.project, &l.graph, selected, forced, &store)
         .map_err(|e| report_diagnostic(&e, EXIT_FAILED))?;
     let plan = plan_static(&snap.order, &snap);
-    let cache = crate::cache::local::Local::new(&match &l.project.cache.dir {
-        Some(d) => l.project.root.join(d),
-        None => layout.cache_dir(),
-    });
+    let cache = crate::cache::local::Local::new(&crate::cache::local_dir(&l.project, layout));
     let mut out = Vec::with_capacity(snap.order.len());
     for &i in &snap.order {
         let Some(entry) = plan.get(&i).cloned() else {
