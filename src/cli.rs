@@ -30,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Build stale instances of the targets (default: everything).
     Build(BuildArgs),
+    /// Build, then rebuild whenever an input of the targets (or the Orchfile) changes.
+    Watch(WatchArgs),
     /// Show what would run, and why.
     Plan(PlanArgs),
     /// Show every instance: up to date, stale (with reasons), failed or blocked.
@@ -88,6 +90,31 @@ pub struct BuildArgs {
     /// Write a JUnit XML report to FILE (one test case per instance).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+}
+
+/// `orch watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Phases (`phase`) or instances (`phase[axis=value]`); default: all.
+    pub targets: Vec<String>,
+    /// Wait until no change has arrived for MS milliseconds before rebuilding.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub debounce: u64,
+    /// Also build every DURATION (`30s`, `5m`), for inputs outside the file system.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub every: Option<std::time::Duration>,
+    /// Stop a running build when changes arrive, and start again.
+    #[arg(long)]
+    pub restart: bool,
+    /// Run at most N instances at once (default: `orch.jobs`, else the number of CPUs).
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+    /// Keep building everything not blocked after a failure.
+    #[arg(short = 'k', long)]
+    pub keep_going: bool,
+    /// Print events on stdout as JSON Lines, `watch_changes` included (the rest goes to stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `orch plan`.

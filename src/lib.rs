@@ -27,6 +27,7 @@ pub mod shard;
 pub mod snapshot;
 pub mod store;
 pub mod timings;
+pub mod watch;
 
 use std::ffi::OsString;
 

@@ -979,7 +979,10 @@ fn check_incremental(spec: &Spec, edit: &Edit) -> Result<(), TestCaseError> {
     }
     // Staleness decisions, not the cache, are the subject here: a tampered output must
     // rerun its instance (with the cache it would be restored, tested elsewhere).
-    orch_ok(&a, &["build", "-j", "8", "--no-cache", "--run-id", "second"])?;
+    orch_ok(
+        &a,
+        &["build", "-j", "8", "--no-cache", "--run-id", "second"],
+    )?;
     edited.write(&b)?;
     orch_ok(&b, &["build", "-j", "1", "--run-id", "clean"])?;
 

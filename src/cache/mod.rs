@@ -160,7 +160,10 @@ pub struct Stats {
 
 /// The local store of a project: `[cache] dir` (relative to the root, or absolute), else
 /// `.orch/cache`.
-pub fn local_dir(project: &crate::model::Project, layout: &crate::store::Layout) -> std::path::PathBuf {
+pub fn local_dir(
+    project: &crate::model::Project,
+    layout: &crate::store::Layout,
+) -> std::path::PathBuf {
     match &project.cache.dir {
         Some(d) => project.root.join(d),
         None => layout.cache_dir(),

@@ -335,7 +335,8 @@ fn s3_store(
     let anonymous = env
         .iter()
         .any(|(k, v)| k == "AWS_SKIP_SIGNATURE" && v.eq_ignore_ascii_case("true"));
-    if !anonymous && !(has("AWS_ACCESS_KEY_ID") && has("AWS_SECRET_ACCESS_KEY")) {
+    let keys = has("AWS_ACCESS_KEY_ID") && has("AWS_SECRET_ACCESS_KEY");
+    if !(anonymous || keys) {
         return Err(RemoteError(format!(
             "remote cache `{description}`: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_SKIP_SIGNATURE=true for a public bucket)"
         )));

@@ -22,6 +22,12 @@ use super::{Global, load_project, plan, report_diagnostic, report_error, selecti
 
 /// Runs `orch build`.
 pub fn run(g: &Global, a: BuildArgs) -> i32 {
+    run_with(g, a, true)
+}
+
+/// Runs one build; `exiting` says the process ends right after (`orch build`), so large
+/// structures need not be freed. `orch watch` builds again and again: it passes false.
+pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     let mut t = Timings::start();
     let l = match load_project(g, true) {
         Ok(l) => l,
@@ -228,9 +234,11 @@ pub fn run(g: &Global, a: BuildArgs) -> i32 {
     t.mark("finish");
     // The process ends right after this; freeing tens of thousands of small allocations
     // one by one would only add to every build's wall time.
-    std::mem::forget(planned);
-    std::mem::forget(snap);
-    std::mem::forget(l);
+    if exiting {
+        std::mem::forget(planned);
+        std::mem::forget(snap);
+        std::mem::forget(l);
+    }
     if report.interrupted {
         EXIT_INTERRUPTED
     } else if status == "failed" {
@@ -244,7 +252,11 @@ pub fn run(g: &Global, a: BuildArgs) -> i32 {
 /// remote (`[cache] remote`), opened when first needed (if it cannot be, one warning and
 /// local only).
 pub fn open_cache(project: &crate::model::Project, layout: &Layout) -> Cache {
-    Cache::new(&crate::cache::local_dir(project, layout), project.cache.remote.clone(), project.cache.push)
+    Cache::new(
+        &crate::cache::local_dir(project, layout),
+        project.cache.remote.clone(),
+        project.cache.push,
+    )
 }
 
 /// A run id names a directory under `.orch/runs/`, so it must be a plain file name.

@@ -30,6 +30,7 @@ mod runs;
 mod schema;
 mod show;
 mod status;
+mod watch;
 
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
@@ -61,6 +62,7 @@ pub fn dispatch(cli: Cli) -> i32 {
     };
     match cli.command {
         Command::Build(a) => build::run(&g, a),
+        Command::Watch(a) => watch::run(&g, a),
         Command::Plan(a) => plan::run(&g, a),
         Command::Status(a) => status::run(&g, a),
         Command::Explain(a) => explain::run(&g, a),

@@ -15,3 +15,4 @@ mod schemas;
 mod shards;
 mod snapshots;
 mod staleness;
+mod watch;
