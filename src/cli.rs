@@ -56,6 +56,8 @@ pub enum Command {
     Init,
     /// Print the JSON Schema of the Orchfile.
     Schema,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
 }
 
 /// `orch build`.
@@ -146,6 +148,14 @@ pub struct StatusArgs {
 pub struct ExplainArgs {
     /// A phase or instance.
     pub target: String,
+}
+
+/// `orch completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `orch runs`.

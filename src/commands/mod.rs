@@ -75,6 +75,12 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Gc(a) => gc::run(&g, a),
         Command::Init => init::run(&g),
         Command::Schema => schema::run(),
+        Command::Completions(a) => {
+            use clap::CommandFactory as _;
+            let mut cmd = crate::cli::Cli::command();
+            clap_complete::generate(a.shell, &mut cmd, "orch", &mut std::io::stdout());
+            crate::EXIT_OK
+        }
     }
 }
 

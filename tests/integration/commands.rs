@@ -432,3 +432,24 @@ fn damaged_state_database_is_set_aside_and_everything_rebuilds() {
     assert_eq!(ran(&out.events("fresh")).len(), 4);
     out.again().stdout_contains("nothing to do").run();
 }
+
+#[test]
+fn completions_cover_every_subcommand() {
+    let out = Test::new()
+        .args(["completions", "bash"])
+        .expect_status(0)
+        .run();
+    assert!(out.stdout.contains("_orch()"), "{}", out.stdout);
+    for sub in [
+        "build", "plan", "status", "explain", "graph", "watch", "runs", "show", "clean", "gc",
+    ] {
+        assert!(
+            out.stdout.contains(sub),
+            "`{sub}` missing from the bash completions"
+        );
+    }
+    Test::new()
+        .args(["completions", "klingon"])
+        .expect_status(2)
+        .run();
+}
