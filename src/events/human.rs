@@ -51,24 +51,62 @@ impl<W: Write> Human<W> {
     }
 
     fn print_log(&mut self, name: &str, log: &str) {
-        let text = std::fs::read_to_string(self.root.join(log)).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let _ = writeln!(self.out, "──── output of {name} ({log}) ────");
-        if lines.len() > MAX_LOG_LINES {
-            let _ = writeln!(
-                self.out,
-                "… {} earlier lines in the log file",
-                lines.len() - MAX_LOG_LINES
-            );
-        }
-        for l in &lines[lines.len().saturating_sub(MAX_LOG_LINES)..] {
-            let _ = writeln!(self.out, "{l}");
-        }
-        if lines.is_empty() {
-            let _ = writeln!(self.out, "(no output)");
-        }
-        let _ = writeln!(self.out, "────");
+        let _ = write!(self.out, "{}", log_block(&self.root, name, log));
     }
+}
+
+/// `exit 3`, `signal 9`, `timeout`, … as the plain display writes them.
+pub fn failure_what(kind: FailureKind, exit_code: Option<i32>, signal: Option<i32>) -> String {
+    match (kind, exit_code, signal) {
+        (FailureKind::Exit, Some(code), _) => format!("exit {code}"),
+        (FailureKind::Signal, _, Some(sig)) => format!("signal {sig}"),
+        (FailureKind::Timeout, _, _) => "timeout".to_owned(),
+        (FailureKind::MissingOutput, _, _) => "missing output".to_owned(),
+        (FailureKind::Schema, _, _) => "schema".to_owned(),
+        (FailureKind::InvalidInput, _, _) => "invalid input".to_owned(),
+        _ => "error".to_owned(),
+    }
+}
+
+/// Why an instance did not run, as the plain display writes it.
+pub fn blocked_why(reason: BlockReason, blocked_by: &[String]) -> String {
+    let names = || {
+        blocked_by
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match reason {
+        BlockReason::UpstreamFailed => format!("blocked: upstream {} failed", names()),
+        BlockReason::UpstreamBlocked => format!("blocked: upstream {} is blocked", names()),
+        BlockReason::StoppedAfterFailure => {
+            "not started: the build stops after a failure (-k keeps going)".to_owned()
+        }
+        BlockReason::Interrupted => "interrupted: stopped before it finished".to_owned(),
+    }
+}
+
+/// A failed instance's log as one block, as the plain display prints it.
+pub fn log_block(root: &std::path::Path, name: &str, log: &str) -> String {
+    let text = std::fs::read_to_string(root.join(log)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = format!("──── output of {name} ({log}) ────\n");
+    if lines.len() > MAX_LOG_LINES {
+        out.push_str(&format!(
+            "… {} earlier lines in the log file\n",
+            lines.len() - MAX_LOG_LINES
+        ));
+    }
+    for l in &lines[lines.len().saturating_sub(MAX_LOG_LINES)..] {
+        out.push_str(l);
+        out.push('\n');
+    }
+    if lines.is_empty() {
+        out.push_str("(no output)\n");
+    }
+    out.push_str("────\n");
+    out
 }
 
 /// The closing line of a run without failures.
@@ -181,15 +219,7 @@ impl<W: Write> Sink for Human<W> {
                 ..
             } => {
                 let c = self.counter();
-                let what = match (kind, exit_code, signal) {
-                    (FailureKind::Exit, Some(code), _) => format!("exit {code}"),
-                    (FailureKind::Signal, _, Some(sig)) => format!("signal {sig}"),
-                    (FailureKind::Timeout, _, _) => "timeout".to_owned(),
-                    (FailureKind::MissingOutput, _, _) => "missing output".to_owned(),
-                    (FailureKind::Schema, _, _) => "schema".to_owned(),
-                    (FailureKind::InvalidInput, _, _) => "invalid input".to_owned(),
-                    _ => "error".to_owned(),
-                };
+                let what = failure_what(*kind, *exit_code, *signal);
                 let _ = writeln!(
                     self.out,
                     "{c} {name} FAILED ({what}) {}: {message}",
@@ -202,20 +232,7 @@ impl<W: Write> Sink for Human<W> {
                 }
             }
             EventKind::InstanceBlocked { reason, blocked_by } => {
-                let why = match reason {
-                    BlockReason::UpstreamFailed => {
-                        format!("blocked: upstream {} failed", quote_list(blocked_by))
-                    }
-                    BlockReason::UpstreamBlocked => {
-                        format!("blocked: upstream {} is blocked", quote_list(blocked_by))
-                    }
-                    BlockReason::StoppedAfterFailure => {
-                        "not started: the build stops after a failure (-k keeps going)".to_owned()
-                    }
-                    BlockReason::Interrupted => {
-                        "interrupted: stopped before it finished".to_owned()
-                    }
-                };
+                let why = blocked_why(*reason, blocked_by);
                 if normal || *reason != BlockReason::StoppedAfterFailure {
                     let _ = writeln!(self.out, "[-] {name} {why}");
                 }
@@ -291,14 +308,6 @@ impl<W: Write> Sink for Human<W> {
     fn flush(&mut self) {
         let _ = self.out.flush();
     }
-}
-
-fn quote_list(names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

@@ -18,11 +18,8 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use super::human::{Verbosity, duration};
-use super::{BlockReason, Event, EventKind, FailureKind, Sink};
-
-/// Longest log printed in full; longer logs show their tail (as in the plain display).
-const MAX_LOG_LINES: usize = 400;
+use super::human::{Verbosity, blocked_why, duration, failure_what, log_block};
+use super::{BlockReason, Event, EventKind, Sink};
 
 /// How often the spinners and elapsed times move.
 const TICK: Duration = Duration::from_millis(100);
@@ -518,60 +515,6 @@ impl Screen {
     }
 }
 
-/// `exit 3`, `signal 9`, `timeout`, … as the plain display writes them.
-fn failure_what(kind: FailureKind, exit_code: Option<i32>, signal: Option<i32>) -> String {
-    match (kind, exit_code, signal) {
-        (FailureKind::Exit, Some(code), _) => format!("exit {code}"),
-        (FailureKind::Signal, _, Some(sig)) => format!("signal {sig}"),
-        (FailureKind::Timeout, _, _) => "timeout".to_owned(),
-        (FailureKind::MissingOutput, _, _) => "missing output".to_owned(),
-        (FailureKind::Schema, _, _) => "schema".to_owned(),
-        (FailureKind::InvalidInput, _, _) => "invalid input".to_owned(),
-        _ => "error".to_owned(),
-    }
-}
-
-/// Why an instance did not run, as the plain display writes it.
-fn blocked_why(reason: BlockReason, blocked_by: &[String]) -> String {
-    let names = || {
-        blocked_by
-            .iter()
-            .map(|n| format!("`{n}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match reason {
-        BlockReason::UpstreamFailed => format!("blocked: upstream {} failed", names()),
-        BlockReason::UpstreamBlocked => format!("blocked: upstream {} is blocked", names()),
-        BlockReason::StoppedAfterFailure => {
-            "not started: the build stops after a failure (-k keeps going)".to_owned()
-        }
-        BlockReason::Interrupted => "interrupted: stopped before it finished".to_owned(),
-    }
-}
-
-/// A failed instance's log as one block, as the plain display prints it.
-fn log_block(root: &std::path::Path, name: &str, log: &str) -> String {
-    let text = std::fs::read_to_string(root.join(log)).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out = format!("──── output of {name} ({log}) ────\n");
-    if lines.len() > MAX_LOG_LINES {
-        out.push_str(&format!(
-            "… {} earlier lines in the log file\n",
-            lines.len() - MAX_LOG_LINES
-        ));
-    }
-    for l in &lines[lines.len().saturating_sub(MAX_LOG_LINES)..] {
-        out.push_str(l);
-        out.push('\n');
-    }
-    if lines.is_empty() {
-        out.push_str("(no output)\n");
-    }
-    out.push_str("────\n");
-    out
-}
-
 fn red(s: &str) -> String {
     format!("\x1b[1;31m{s}\x1b[0m")
 }
@@ -619,7 +562,7 @@ fn style(template: &str, chars: &str) -> ProgressStyle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Counts, EVENT_VERSION, ShardRef};
+    use crate::events::{Counts, EVENT_VERSION, FailureKind, ShardRef};
 
     /// A terminal that records what is written to it.
     #[derive(Clone, Debug, Default)]
