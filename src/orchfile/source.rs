@@ -113,8 +113,6 @@ pub enum ErrorKind {
     Glob,
     /// An unknown target on the command line.
     UnknownTarget,
-    /// A feature that this version of orch parses but does not run yet.
-    Unsupported,
 }
 
 impl ErrorKind {
@@ -134,7 +132,6 @@ impl ErrorKind {
             ErrorKind::PathEscapes => "orch::model::path_escapes_root",
             ErrorKind::Glob => "orch::model::glob",
             ErrorKind::UnknownTarget => "orch::graph::unknown_target",
-            ErrorKind::Unsupported => "orch::model::unsupported",
         }
     }
 }
