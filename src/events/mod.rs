@@ -169,7 +169,8 @@ pub enum EventKind {
     InstanceStarted {
         /// 1 for the first attempt.
         attempt: u32,
-        /// The expanded command.
+        /// The expanded command; for a sharded instance's own event (no `shard`), the
+        /// command template its shards expand (`{shard.*}` still in it).
         command: String,
         /// Set when the event is about one shard (`instance` is then `NAME#INDEX`).
         #[serde(skip_serializing_if = "Option::is_none")]
