@@ -113,9 +113,14 @@ impl Beneath {
     /// Creates `rel` and its parents as directories.
     pub fn create_dir_all(&self, rel: impl AsRef<Path>) -> Result<(), BeneathError> {
         let rel = self.relative(rel.as_ref())?;
-        self.dir
-            .create_dir_all(rel)
-            .map_err(|e| BeneathError::of(rel, e))
+        self.dir.create_dir_all(rel).map_err(|e| {
+            // An existing component that is a symlink out reads as "File exists": name
+            // the real reason.
+            match self.dir.open_dir(rel) {
+                Err(open) if is_escape(&open) => BeneathError::of(rel, open),
+                _ => BeneathError::of(rel, e),
+            }
+        })
     }
 
     /// Creates the parent directories of `rel`.
@@ -217,6 +222,39 @@ impl Beneath {
             .map_err(|e| BeneathError::of(to, e))
     }
 
+    /// Writes `rel` whole or not at all: `write` fills a temporary file beside it (created
+    /// with the usual mode, so the umask applies as for any file a command writes), which
+    /// is then renamed over `rel`. Parent directories are created.
+    pub fn replace_with<T>(
+        &self,
+        rel: impl AsRef<Path>,
+        write: impl FnOnce(&mut std::fs::File) -> io::Result<T>,
+    ) -> Result<T, BeneathError> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let rel = self.relative(rel.as_ref())?;
+        self.create_parents(rel)?;
+        let (dir, name) = self.parent_of(rel)?;
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".orch-tmp-{}-{n}", std::process::id()));
+        let tmp = Path::new(&tmp_name);
+        let mut opts = cap_std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        let mut file = dir
+            .open_with(tmp, &opts)
+            .map(cap_std::fs::File::into_std)
+            .map_err(|e| BeneathError::of(rel, e))?;
+        let result = write(&mut file).and_then(|v| {
+            drop(file);
+            dir.rename(tmp, &dir, name).map(|()| v)
+        });
+        result.map_err(|e| {
+            let _ = dir.remove_file(tmp);
+            BeneathError::of(rel, e)
+        })
+    }
+
     /// Checks that the directory that holds `rel` resolves beneath the root (when it
     /// exists), without changing anything.
     pub fn check_parent(&self, rel: impl AsRef<Path>) -> Result<(), BeneathError> {
@@ -265,6 +303,19 @@ mod tests {
         ));
         assert!(!outside.path().join("new.txt").exists());
         assert!(!outside.path().join("sub").exists());
+    }
+
+    #[test]
+    fn a_symlink_out_as_the_directory_itself_is_an_escape() {
+        let (_root, _outside, b) = setup();
+        assert!(matches!(
+            b.create_dir_all("build").unwrap_err(),
+            BeneathError::Escapes { .. }
+        ));
+        assert!(matches!(
+            b.create_parents("build/x.txt").unwrap_err(),
+            BeneathError::Escapes { .. }
+        ));
     }
 
     #[test]
