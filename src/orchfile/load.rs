@@ -408,13 +408,13 @@ impl FileParts {
                 "orch" => {
                     let ok = check_keys(&value, file, ORCH_KEYS, "`[orch]`", errors);
                     if ok {
-                        parts.orch = typed::<RawOrch>(value, file, "`[orch]`", errors);
+                        parts.orch = typed_table::<RawOrch>(value, file, "`[orch]`", errors);
                     }
                 }
                 "cache" => {
                     let ok = check_keys(&value, file, CACHE_KEYS, "`[cache]`", errors);
                     if ok {
-                        parts.cache = typed::<RawCache>(value, file, "`[cache]`", errors);
+                        parts.cache = typed_table::<RawCache>(value, file, "`[cache]`", errors);
                     }
                 }
                 "vars" => parts.vars = vars(value, file, errors),
@@ -485,19 +485,58 @@ fn typed<T: for<'de> Deserialize<'de>>(
     match T::deserialize(toml::de::ValueDeserializer::from(value)) {
         Ok(v) => Some(v),
         Err(e) => {
-            let range = e.span().unwrap_or(whole);
-            let message = e.message().trim().to_owned();
-            errors.push(
-                ConfigError::new(
-                    ErrorKind::Type,
-                    format!("invalid value in {what}: {message}"),
-                )
-                .at(&Span::new(file, range), first_line(&message))
-                .help("see `orch schema` for the type of every key"),
-            );
+            errors.push(type_error(&e, whole, file, what));
             None
         }
     }
+}
+
+/// Like [`typed`], for a table whose keys are all optional (`[orch]`, `[cache]`, a
+/// phase). serde stops at the first bad key, so on failure each key is tried alone:
+/// every key with a wrong type gets its own diagnostic at once.
+fn typed_table<T: for<'de> Deserialize<'de>>(
+    value: Spanned<DeValue<'_>>,
+    file: FileId,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let whole = value.span();
+    let Some(table) = value.get_ref().as_table().cloned() else {
+        return typed(value, file, what, errors);
+    };
+    let first = match T::deserialize(toml::de::ValueDeserializer::from(value)) {
+        Ok(v) => return Some(v),
+        Err(e) => e,
+    };
+    let before = errors.len();
+    for (key, v) in table {
+        let mut one = DeTable::new();
+        one.insert(key, v);
+        let single = Spanned::new(whole.clone(), DeValue::Table(one));
+        if let Err(e) = T::deserialize(toml::de::ValueDeserializer::from(single)) {
+            errors.push(type_error(&e, whole.clone(), file, what));
+        }
+    }
+    if errors.len() == before {
+        errors.push(type_error(&first, whole, file, what));
+    }
+    None
+}
+
+fn type_error(
+    e: &toml::de::Error,
+    whole: std::ops::Range<usize>,
+    file: FileId,
+    what: &str,
+) -> ConfigError {
+    let range = e.span().unwrap_or(whole);
+    let message = e.message().trim().to_owned();
+    ConfigError::new(
+        ErrorKind::Type,
+        format!("invalid value in {what}: {message}"),
+    )
+    .at(&Span::new(file, range), first_line(&message))
+    .help("see `orch schema` for the type of every key")
 }
 
 fn vars(
@@ -603,7 +642,7 @@ fn phases(
             broken.push(name);
             continue;
         }
-        match typed::<RawPhase>(value, file, &format!("phase `{name}`"), errors) {
+        match typed_table::<RawPhase>(value, file, &format!("phase `{name}`"), errors) {
             Some(raw) => out.push((
                 name,
                 LoadedPhase {
