@@ -16,6 +16,7 @@ use super::raw::{
     RawPhase, RawVar, SHARD_KEYS, TOP_KEYS,
 };
 use super::source::{ConfigError, ErrorKind, FileId, Sources, Span, did_you_mean};
+use crate::model::path::{Containment, PathProblem, normalize};
 
 /// The default Orchfile name.
 pub const ORCHFILE: &str = "Orchfile.toml";
@@ -301,9 +302,29 @@ fn expand_include(
         );
         return Vec::new();
     }
+    let escapes = |problem: PathProblem, errors: &mut Vec<ConfigError>| {
+        errors.push(
+            ConfigError::new(
+                ErrorKind::PathEscapes,
+                format!("include `{pattern}` leaves the project root"),
+            )
+            .at(span, problem.describe())
+            .help("include fragments from inside the project directory, not through a symlink that leads out of it"),
+        );
+    };
+    // Symlinks are resolved against the real root, as every other project path is.
+    let real_root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let mut contain = Containment::new(&real_root);
     let has_meta = pattern.contains(['*', '?', '[', '{']);
     if !has_meta {
         let path = root.join(pattern);
+        let norm = normalize(pattern);
+        if !norm.is_empty()
+            && let Err(problem) = contain.check(&norm, true)
+        {
+            escapes(problem, errors);
+            return Vec::new();
+        }
         if path.is_file() {
             return vec![path];
         }
@@ -338,20 +359,39 @@ fn expand_include(
         .split('/')
         .take_while(|c| !c.contains(['*', '?', '[', '{']))
         .collect();
+    let literal = normalize(&prefix.to_string_lossy());
+    if !literal.is_empty()
+        && let Err(problem) = contain.check(&literal, true)
+    {
+        escapes(problem, errors);
+        return Vec::new();
+    }
     let mut found = Vec::new();
     for entry in walkdir::WalkDir::new(root.join(&prefix))
         .sort_by_file_name()
         .into_iter()
         .filter_map(Result::ok)
     {
-        if !entry.file_type().is_file() {
+        let Ok(rel) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        if !glob.is_match(rel) {
             continue;
         }
-        if let Ok(rel) = entry.path().strip_prefix(root)
-            && glob.is_match(rel)
-        {
-            found.push(entry.path().to_path_buf());
+        if entry.file_type().is_symlink() {
+            // A fragment may be a link to another file of the project, never to one
+            // outside it.
+            if !entry.path().is_file() {
+                continue;
+            }
+            if let Err(problem) = contain.check(&rel.to_string_lossy(), true) {
+                escapes(problem, errors);
+                continue;
+            }
+        } else if !entry.file_type().is_file() {
+            continue;
         }
+        found.push(entry.path().to_path_buf());
     }
     found
 }
