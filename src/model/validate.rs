@@ -1694,8 +1694,9 @@ fn shard_spec(
         .take_while(|c| !c.contains(['*', '?', '[', '{', '\\']))
         .collect::<Vec<_>>()
         .join("/");
+    // A plain source is read as named, so it may not be a symlink leading out either.
     if !literal.is_empty()
-        && let Err(problem) = contain.check(&literal, !plain)
+        && let Err(problem) = contain.check(&literal, true)
     {
         errors.push(path_error(
             "shard source",

@@ -126,6 +126,17 @@ fn symlinked_plain_input_leading_outside_is_refused() {
 }
 
 #[test]
+fn shard_source_leading_outside_is_refused() {
+    let out_dir = outside();
+    let target = out_dir.path().join("secret.txt");
+    refused(
+        "[phase.a]\nrun = \"cat {shard.input} > {shard.output}\"\noutputs = [\"o.jsonl\"]\nshard = { strategy = \"chunk\", source = \"in.jsonl\", size = 1 }\n",
+        |p| link(&target, p, "in.jsonl"),
+        &["Orchfile.toml:4:9", "shard source `in.jsonl`", "symlink"],
+    );
+}
+
+#[test]
 fn schema_outside_the_project_is_refused() {
     let out_dir = outside();
     let target = out_dir.path().to_path_buf();
