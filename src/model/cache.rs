@@ -19,8 +19,9 @@ use crate::graph::Graph;
 use crate::orchfile::Sources;
 use crate::orchfile::load::include_files;
 
-/// Bumped whenever the cached types change shape.
-const FORMAT: u32 = 1;
+/// Bumped whenever the cached types change shape or validation refuses more: a project
+/// validated by rules since tightened must be validated again.
+const FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct CacheFile {
