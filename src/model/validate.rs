@@ -658,7 +658,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
     if let Some(cache) = &raw_cache {
         if let Some(dir) = &cache.dir {
             let span = Span::new(main, dir.span());
-            let owned = protected_paths(&instances, &config_files);
+            let owned = protected_paths(&instances, &config_files, &orch.include);
             if let Some(why) = cache_dir_problem(&root, dir.get_ref(), &owned) {
                 errors.push(
                     ConfigError::new(
@@ -795,8 +795,14 @@ fn glob_literal(pattern: &str) -> String {
 fn protected_paths(
     instances: &[Instance],
     config: &BTreeMap<String, &str>,
+    includes: &[Spanned<String>],
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
+    for p in includes {
+        let p = normalize(p.get_ref());
+        out.entry(glob_literal(&p))
+            .or_insert_with(|| format!("include `{p}`"));
+    }
     for (f, what) in config {
         out.entry(f.clone())
             .or_insert_with(|| format!("{what}, `{f}`"));

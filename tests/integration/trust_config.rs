@@ -88,6 +88,12 @@ fn cache_dir_over_the_project_is_refused() {
         }
         assert!(out.exists("src/a.txt"), "dir = {dir:?}");
     }
+    // Where fragments are included from, even before there is one.
+    refused(
+        "[orch]\ninclude = [\"pipelines/*.toml\"]\n[cache]\ndir = \"pipelines\"\n[phase.a]\nrun = \"true\"\n",
+        |_| {},
+        &["Orchfile.toml:4:7", "holds include `pipelines/*.toml`"],
+    );
 }
 
 #[test]
