@@ -3,7 +3,10 @@
 //! Order of work: project settings and variables, then each phase's dependencies and
 //! matrix, then instances and their dependency edges (paired on shared matrix axes,
 //! gathered otherwise), then templates (outputs first, since `run` may refer to them),
-//! then path and duplicate-output checks.
+//! then path and duplicate-output checks, then the `[cache]` table against all of it.
+//!
+//! Matrices are counted before they are expanded and capped ([`MAX_PHASE_INSTANCES`],
+//! [`MAX_INSTANCES`]): a few lines of TOML must not be able to exhaust memory.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -157,7 +160,6 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                 );
             }
         }
-        axes_of.insert(name.clone(), axes.clone());
         phases.insert(
             name.clone(),
             Phase {
@@ -171,6 +173,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                 instances: Vec::new(),
             },
         );
+        axes_of.insert(name.clone(), axes);
     }
 
     let total = counts.iter().try_fold(0u64, |t, (_, n)| t.checked_add(*n));
