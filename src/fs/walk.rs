@@ -283,13 +283,6 @@ impl MultiGlob {
             if hits.is_empty() {
                 continue;
             }
-            // Only a path that some owner actually wants must be representable as a String.
-            let rel = rel.to_str().ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("matched path is not valid UTF-8: {}", rel.display()),
-                )
-            })?;
             let kind = if ft.is_file() {
                 Kind::File
             } else if let Some(k) = special_kind(&ft) {
@@ -301,15 +294,22 @@ impl MultiGlob {
                 Kind::File => {}
                 Kind::Other => continue,
                 Kind::Special(k) => {
-                    special.insert((rel.to_owned(), k));
+                    special.insert((rel.to_string_lossy().into_owned(), k));
                     continue;
                 }
                 Kind::Escapes => {
                     return Err(WalkError::Escapes {
-                        path: rel.to_owned(),
+                        path: rel.to_string_lossy().into_owned(),
                     });
                 }
             }
+            // Only a file that some owner actually wants must be representable as a String.
+            let rel = rel.to_str().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("matched path is not valid UTF-8: {}", rel.display()),
+                )
+            })?;
             for &gi in &hits {
                 for &o in &self.glob_owners[gi] {
                     out[o].insert(rel.to_string());
