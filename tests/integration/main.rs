@@ -15,5 +15,6 @@ mod schemas;
 mod shards;
 mod snapshots;
 mod staleness;
+mod trust_config;
 mod trust_paths;
 mod watch;
