@@ -16,7 +16,7 @@ use crate::plan::plan_static;
 use crate::snapshot::Snapshot;
 use crate::store::{BuildLock, Layout, RunRecord, Store};
 use crate::timings::Timings;
-use crate::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE};
+use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 use super::{Global, load_project, plan, report_diagnostic, report_error, selection};
 
@@ -240,7 +240,7 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
         std::mem::forget(l);
     }
     if report.interrupted {
-        EXIT_INTERRUPTED
+        exec::signal::exit_status()
     } else if status == "failed" {
         EXIT_FAILED
     } else {
