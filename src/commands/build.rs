@@ -13,7 +13,7 @@ use crate::events::summary::Summary;
 use crate::events::{EventKind, EventLog};
 use crate::exec::{self, ExecOptions, ProcessRunner};
 use crate::plan::plan_static;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotError};
 use crate::store::{BuildLock, Layout, RunRecord, Store};
 use crate::timings::Timings;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
@@ -69,7 +69,20 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
-    let snap = match Snapshot::take(&l.project, &l.graph, &selected, forced, &store) {
+    let snap = match Snapshot::take(&l.project, &l.graph, &selected, forced.clone(), &store) {
+        // A damaged row that only shows when read: the same recovery as a damaged file.
+        Err(SnapshotError::Store(e)) if e.is_damage() => {
+            let warning;
+            (store, warning) = match store.replace_damaged(&layout, &e) {
+                Ok(s) => s,
+                Err(e) => return report_diagnostic(&e, EXIT_FAILED),
+            };
+            eprintln!("warning: {warning}");
+            Snapshot::take(&l.project, &l.graph, &selected, forced, &store)
+        }
+        other => other,
+    };
+    let snap = match snap {
         Ok(s) => s,
         Err(e) => return report_diagnostic(&e, EXIT_FAILED),
     };
