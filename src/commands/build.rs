@@ -29,7 +29,8 @@ pub fn run(g: &Global, a: BuildArgs) -> i32 {
 /// structures need not be freed. `orch watch` builds again and again: it passes false.
 pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     let mut t = Timings::start();
-    let l = match load_project(g, true) {
+    // A dry run writes nothing, not even the remembered project.
+    let l = match load_project(g, !a.dry_run) {
         Ok(l) => l,
         Err(code) => return code,
     };
