@@ -88,8 +88,8 @@ pub fn blocked_why(reason: BlockReason, blocked_by: &[String]) -> String {
 }
 
 /// A failed instance's log as one block, as the plain display prints it: at most its last
-/// [`MAX_LOG_LINES`] lines and [`MAX_LOG_BYTES`] bytes, decoded lossily (a command may
-/// print anything), so printing it costs the same whatever the command wrote.
+/// 400 lines and 64 KiB, decoded lossily (a command may print anything), so printing it
+/// costs the same whatever the command wrote.
 pub fn log_block(root: &std::path::Path, name: &str, log: &str) -> String {
     let mut out = format!("──── output of {name} ({log}) ────\n");
     match log_tail(&root.join(log)) {

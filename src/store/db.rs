@@ -2,9 +2,10 @@
 //!
 //! On-disk schema (version [`SCHEMA_VERSION`], stored in `PRAGMA user_version`; any other
 //! version makes [`Store::open`] move the file aside and start fresh, so there are no
-//! migrations — everything is a cache that a rebuild recreates). Digests and action keys
-//! are 32-byte BLOBs, timestamps INTEGER nanoseconds since the Unix epoch, and `u64`
-//! sizes/inodes are stored bit-for-bit as INTEGER (SQLite integers are signed 64-bit).
+//! migrations — everything is a cache that a rebuild recreates; so does a row orch
+//! cannot read, see `CHECK_ROWS`). Digests and action keys are 32-byte BLOBs, timestamps
+//! INTEGER nanoseconds since the Unix epoch, and `u64` sizes/inodes are stored
+//! bit-for-bit as INTEGER (SQLite integers are signed 64-bit).
 //! `instances(name TEXT UNIQUE, last_status TEXT 'succeeded'|'failed', last_run_id,
 //! last_finished_at_ns, success_action_key BLOB, success_manifest BLOB, success_run_id,
 //! success_finished_at_ns)` holds one row per instance: its latest attempt, plus its last
@@ -521,7 +522,7 @@ impl Store {
     }
 
     /// Checks and reads every row of every table, to find damage [`Store::open`] does not
-    /// look for (see [`CHECK_ROWS`]) before a reading command trips on it.
+    /// look for (see `CHECK_ROWS`) before a reading command trips on it.
     pub fn check_readable(&self) -> Result<(), StoreError> {
         const ACTION: &str = "checking every row";
         let tables: Vec<&str> = CHECK_ROWS.iter().map(|(t, _)| *t).collect();
