@@ -979,7 +979,7 @@ fn open_file(path: &Path) -> Result<Connection, OpenFailure> {
 }
 
 /// Checks the schema version, creates the schema in an empty database (when `writable`),
-/// verifies that every statement compiles and that every row can be read.
+/// verifies that every statement compiles and that the rows of [`OPEN_CHECKS`] can be read.
 fn init(conn: &Connection, writable: bool) -> Result<(), OpenFailure> {
     // A few more statements than we use, so none is ever evicted from the cache.
     conn.set_prepared_statement_cache_capacity(ALL_STATEMENTS.len() + 8);
