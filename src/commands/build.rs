@@ -13,10 +13,10 @@ use crate::events::summary::Summary;
 use crate::events::{EventKind, EventLog};
 use crate::exec::{self, ExecOptions, ProcessRunner};
 use crate::plan::plan_static;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotError};
 use crate::store::{BuildLock, Layout, RunRecord, Store};
 use crate::timings::Timings;
-use crate::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE};
+use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 use super::{Global, load_project, plan, report_diagnostic, report_error, selection};
 
@@ -29,7 +29,8 @@ pub fn run(g: &Global, a: BuildArgs) -> i32 {
 /// structures need not be freed. `orch watch` builds again and again: it passes false.
 pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     let mut t = Timings::start();
-    let l = match load_project(g, true) {
+    // A dry run writes nothing, not even the remembered project.
+    let l = match load_project(g, !a.dry_run) {
         Ok(l) => l,
         Err(code) => return code,
     };
@@ -69,7 +70,20 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
-    let snap = match Snapshot::take(&l.project, &l.graph, &selected, forced, &store) {
+    let snap = match Snapshot::take(&l.project, &l.graph, &selected, forced.clone(), &store) {
+        // A damaged row that only shows when read: the same recovery as a damaged file.
+        Err(SnapshotError::Store(e)) if e.is_damage() => {
+            let warning;
+            (store, warning) = match store.replace_damaged(&layout, &e) {
+                Ok(s) => s,
+                Err(e) => return report_diagnostic(&e, EXIT_FAILED),
+            };
+            eprintln!("warning: {warning}");
+            Snapshot::take(&l.project, &l.graph, &selected, forced, &store)
+        }
+        other => other,
+    };
+    let snap = match snap {
         Ok(s) => s,
         Err(e) => return report_diagnostic(&e, e.exit_status()),
     };
@@ -240,7 +254,7 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
         std::mem::forget(l);
     }
     if report.interrupted {
-        EXIT_INTERRUPTED
+        exec::signal::exit_status()
     } else if status == "failed" {
         EXIT_FAILED
     } else {

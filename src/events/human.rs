@@ -1,6 +1,6 @@
 //! The plain display for people and CI logs, driven only by events: one line per
-//! finished instance (`[12/40] translate[lang=fr] ok 1.2s`), a failed instance's whole log
-//! as one block, and a summary line.
+//! finished instance (`[12/40] translate[lang=fr] ok 1.2s`), the end of a failed
+//! instance's log as one block, and a summary line.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -87,26 +87,89 @@ pub fn blocked_why(reason: BlockReason, blocked_by: &[String]) -> String {
     }
 }
 
-/// A failed instance's log as one block, as the plain display prints it.
+/// A failed instance's log as one block, as the plain display prints it: at most its last
+/// 400 lines and 64 KiB, decoded lossily (a command may print anything), so printing it
+/// costs the same whatever the command wrote.
 pub fn log_block(root: &std::path::Path, name: &str, log: &str) -> String {
-    let text = std::fs::read_to_string(root.join(log)).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
     let mut out = format!("──── output of {name} ({log}) ────\n");
-    if lines.len() > MAX_LOG_LINES {
-        out.push_str(&format!(
-            "… {} earlier lines in the log file\n",
-            lines.len() - MAX_LOG_LINES
-        ));
-    }
-    for l in &lines[lines.len().saturating_sub(MAX_LOG_LINES)..] {
-        out.push_str(l);
-        out.push('\n');
-    }
-    if lines.is_empty() {
-        out.push_str("(no output)\n");
+    match log_tail(&root.join(log)) {
+        Ok(tail) => {
+            if tail.skipped_bytes > 0 {
+                out.push_str(&format!(
+                    "… earlier output ({}) is in the log file\n",
+                    size(tail.skipped_bytes)
+                ));
+            } else if tail.skipped_lines > 0 {
+                out.push_str(&format!(
+                    "… {} earlier lines in the log file\n",
+                    tail.skipped_lines
+                ));
+            }
+            for l in &tail.lines {
+                out.push_str(l);
+                out.push('\n');
+            }
+            if tail.lines.is_empty() && tail.skipped_bytes == 0 {
+                out.push_str("(no output)\n");
+            }
+        }
+        Err(e) => out.push_str(&format!("(cannot read the log: {e})\n")),
     }
     out.push_str("────\n");
     out
+}
+
+/// Most bytes of a log read for its block.
+const MAX_LOG_BYTES: u64 = 64 * 1024;
+
+/// The end of a log file.
+struct LogTail {
+    /// Its last lines, decoded lossily.
+    lines: Vec<String>,
+    /// Bytes before the part read (0 when the whole file was read).
+    skipped_bytes: u64,
+    /// Lines of the part read that were left out.
+    skipped_lines: usize,
+}
+
+/// Reads the end of the log at `path`: at most [`MAX_LOG_BYTES`], then at most
+/// [`MAX_LOG_LINES`] of those lines.
+fn log_tail(path: &std::path::Path) -> std::io::Result<LogTail> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        // No log: the command never ran (it could not start).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(LogTail {
+                lines: Vec::new(),
+                skipped_bytes: 0,
+                skipped_lines: 0,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    let mut start = len.saturating_sub(MAX_LOG_BYTES);
+    f.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_LOG_BYTES).read_to_end(&mut bytes)?;
+    // A read that starts mid-file usually starts mid-line: that partial line goes,
+    // unless it is all there is (one huge line).
+    if start > 0
+        && let Some(nl) = bytes.iter().position(|b| *b == b'\n')
+        && nl + 1 < bytes.len()
+    {
+        bytes.drain(..=nl);
+        start += nl as u64 + 1;
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    let skip = lines.len().saturating_sub(MAX_LOG_LINES);
+    Ok(LogTail {
+        lines: lines[skip..].iter().map(|l| (*l).to_owned()).collect(),
+        skipped_bytes: start,
+        skipped_lines: skip,
+    })
 }
 
 /// The closing line of a run without failures.
@@ -319,5 +382,29 @@ mod tests {
         assert_eq!(duration(15), "15ms");
         assert_eq!(duration(1234), "1.2s");
         assert_eq!(duration(125_000), "2m05s");
+    }
+
+    fn block_of(bytes: &[u8]) -> String {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(dir.path().join("x.log"), bytes).expect("write the log");
+        log_block(dir.path(), "x", "x.log")
+    }
+
+    #[test]
+    fn log_blocks_are_lossy_and_bounded() {
+        assert!(block_of(b"bad \xff byte\n").contains("\nbad \u{FFFD} byte\n────\n"));
+        assert!(block_of(b"").contains("(no output)"));
+
+        let mut big = vec![b'x'; 3 * MAX_LOG_BYTES as usize];
+        big.extend_from_slice(b"\nend\n");
+        let block = block_of(&big);
+        assert!(block.ends_with("\nend\n────\n"), "{block}");
+        assert!(block.contains("… earlier output (192.0 KiB) is in the log file\n"));
+        assert!(block.len() < 1024, "the cut partial line is left out");
+
+        // One huge line: its end is shown, no more than the window.
+        let block = block_of(&vec![b'y'; 3 * MAX_LOG_BYTES as usize]);
+        assert!(block.len() < MAX_LOG_BYTES as usize + 1024);
+        assert!(block.contains("yyy\n────\n"));
     }
 }

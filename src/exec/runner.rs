@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -65,6 +65,56 @@ pub struct ProcessRunner {
 /// How long a stopped command may take to exit before it is killed.
 const GRACE: Duration = Duration::from_secs(3);
 
+/// Longest piece of one line held in memory; a longer line reaches the log and the
+/// display in pieces of this size.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Copies a command's output to its log, every byte as it is, and hands each line to
+/// `stream`, decoded lossily. Whole lines are written at once, so the lines of stdout
+/// and stderr do not mix; memory stays bounded whatever the command prints, and the
+/// pipe is read to its end even after the log fails, so the command never blocks on it.
+fn copy_lines(
+    mut pipe: Box<dyn Read + Send>,
+    log: &Mutex<File>,
+    stream: &(dyn Fn(&str) + Send + Sync),
+) {
+    let mut buf = vec![0u8; MAX_LINE];
+    let mut line: Vec<u8> = Vec::with_capacity(MAX_LINE);
+    let emit = |line: &mut Vec<u8>| {
+        if let Ok(mut f) = log.lock() {
+            let _ = f.write_all(line);
+        }
+        let text = String::from_utf8_lossy(line);
+        stream(text.strip_suffix('\n').unwrap_or(&text));
+        line.clear();
+    };
+    loop {
+        let n = match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let room = MAX_LINE - line.len();
+            let (take, full) = match rest.iter().take(room).position(|b| *b == b'\n') {
+                Some(nl) => (nl + 1, true),
+                None if rest.len() >= room => (room, true),
+                None => (rest.len(), false),
+            };
+            line.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if full {
+                emit(&mut line);
+            }
+        }
+    }
+    if !line.is_empty() {
+        emit(&mut line);
+    }
+}
+
 /// Sends `sig` to a process group.
 fn kill_group(pgid: i32, sig: i32) {
     // SAFETY: killpg has no memory-safety preconditions; a stale id fails with ESRCH.
@@ -125,20 +175,13 @@ impl Runner for ProcessRunner {
         // Lines go to the log and, for -v, to the display, as they come.
         let mut readers = Vec::new();
         if let (Some(log), Some(stream)) = (&log, &job.stream) {
-            let pipes: [Option<Box<dyn std::io::Read + Send>>; 2] = [
+            let pipes: [Option<Box<dyn Read + Send>>; 2] = [
                 child.stdout.take().map(|p| Box::new(p) as _),
                 child.stderr.take().map(|p| Box::new(p) as _),
             ];
             for pipe in pipes.into_iter().flatten() {
                 let (log, stream) = (Arc::clone(log), Arc::clone(stream));
-                readers.push(std::thread::spawn(move || {
-                    for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                        if let Ok(mut f) = log.lock() {
-                            let _ = writeln!(f, "{line}");
-                        }
-                        stream(&line);
-                    }
-                }));
+                readers.push(std::thread::spawn(move || copy_lines(pipe, &log, &*stream)));
             }
         }
         // The timeout watcher: woken early (disconnected) when the command ends.
@@ -196,5 +239,36 @@ impl Runner for ProcessRunner {
                 kill_group(pgid, libc::SIGKILL);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_logged_byte_for_byte_and_streamed_in_bounded_lossy_lines() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("x.log");
+        let log = Mutex::new(File::create(&path).expect("create the log"));
+        let mut input = b"bad \xff byte\n".to_vec();
+        input.extend(std::iter::repeat_n(b'z', MAX_LINE + 10));
+        input.extend_from_slice(b"\nlast, without newline");
+        let lines = Mutex::new(Vec::new());
+        copy_lines(
+            Box::new(std::io::Cursor::new(input.clone())),
+            &log,
+            &|l: &str| {
+                lines.lock().expect("lines").push(l.to_owned());
+            },
+        );
+        drop(log);
+        assert_eq!(std::fs::read(&path).expect("read the log"), input);
+        let lines = lines.into_inner().expect("lines");
+        let lens: Vec<usize> = lines.iter().map(String::len).collect();
+        assert_eq!(lines[0], "bad \u{FFFD} byte");
+        assert_eq!(lens[1..3], [MAX_LINE, 10]);
+        assert_eq!(lines[3], "last, without newline");
+        assert_eq!(lines.len(), 4);
     }
 }

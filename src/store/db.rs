@@ -2,9 +2,10 @@
 //!
 //! On-disk schema (version [`SCHEMA_VERSION`], stored in `PRAGMA user_version`; any other
 //! version makes [`Store::open`] move the file aside and start fresh, so there are no
-//! migrations — everything is a cache that a rebuild recreates). Digests and action keys
-//! are 32-byte BLOBs, timestamps INTEGER nanoseconds since the Unix epoch, and `u64`
-//! sizes/inodes are stored bit-for-bit as INTEGER (SQLite integers are signed 64-bit).
+//! migrations — everything is a cache that a rebuild recreates; so does a row orch
+//! cannot read, see `CHECK_ROWS`). Digests and action keys are 32-byte BLOBs, timestamps
+//! INTEGER nanoseconds since the Unix epoch, and `u64` sizes/inodes are stored
+//! bit-for-bit as INTEGER (SQLite integers are signed 64-bit).
 //! `instances(name TEXT UNIQUE, last_status TEXT 'succeeded'|'failed', last_run_id,
 //! last_finished_at_ns, success_action_key BLOB, success_manifest BLOB, success_run_id,
 //! success_finished_at_ns)` holds one row per instance: its latest attempt, plus its last
@@ -414,8 +415,13 @@ impl Store {
 
     /// Like [`Store::open`], but if the db does not exist returns an empty in-memory store instead of creating files.
     ///
-    /// For read-only commands (plan/status/explain) so that they write nothing in a fresh
-    /// project. Writes to the in-memory store are discarded when it is dropped.
+    /// For reading commands (plan, status, explain, history) so that they write nothing in
+    /// a fresh project. Writes to the in-memory store are discarded when it is dropped.
+    /// Every row is read once ([`Store::check_readable`]): a database with a row that
+    /// cannot be read is moved aside like an unusable file. When the database cannot be
+    /// opened for writing (a read-only `.orch/`), it is read as an immutable file; if it is
+    /// unusable then, it cannot be moved aside, so the store is empty and the second field
+    /// says so.
     pub fn open_existing_or_empty(layout: &Layout) -> Result<(Store, Option<String>), StoreError> {
         let path = layout.db();
         let exists = path.try_exists().map_err(|source| StoreError::Io {
@@ -423,18 +429,134 @@ impl Store {
             path: path.clone(),
             source,
         })?;
-        if exists {
-            return Store::open(layout);
+        if !exists {
+            return Ok((Store::in_memory()?, None));
         }
+        let (store, warning) = match Store::open(layout) {
+            Err(err) if cannot_write(&err) => Store::open_immutable(&path).map_err(|_| err)?,
+            other => other?,
+        };
+        // Reading commands read any row, so damage opening cannot see is looked for now.
+        match store.check_readable() {
+            Ok(()) => Ok((store, warning)),
+            Err(err) if err.is_damage() => match store.replace_damaged(layout, &err) {
+                Ok((fresh, warning)) => Ok((fresh, Some(warning))),
+                Err(_) => Ok((
+                    Store::in_memory()?,
+                    Some(format!(
+                        "{}; it cannot be moved aside, so everything counts as never built",
+                        error_chain(&err)
+                    )),
+                )),
+            },
+            Err(err) => Err(err),
+        }
+    }
+
+    /// An empty store in memory: reads find nothing, writes are discarded with it.
+    pub fn in_memory() -> Result<Store, StoreError> {
         let conn = Connection::open_in_memory().ctx("creating an in-memory database")?;
-        match init(&conn) {
-            Ok(()) => Ok((Store { conn }, None)),
+        match init(&conn, true) {
+            Ok(()) => Ok(Store { conn }),
             Err(OpenFailure::Error(err)) => Err(err),
             Err(OpenFailure::Unusable(detail)) => Err(StoreError::InvalidRow {
                 what: "in-memory database",
                 detail,
             }),
         }
+    }
+
+    /// Reads the database at `path` without writing anything, not even its journal files.
+    fn open_immutable(path: &Path) -> Result<(Store, Option<String>), StoreError> {
+        const ACTION: &str = "opening the database read-only";
+        let url = url::Url::from_file_path(path).map_err(|()| StoreError::InvalidRow {
+            what: "database path",
+            detail: path.display().to_string(),
+        })?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(format!("{url}?immutable=1"), flags).ctx(ACTION)?;
+        match init(&conn, false) {
+            Ok(()) => Ok((Store { conn }, None)),
+            Err(OpenFailure::Error(err)) => Err(err),
+            Err(OpenFailure::Unusable(reason)) => Ok((
+                Store::in_memory()?,
+                Some(format!(
+                    "the state database {} is unusable ({reason}) and its directory is read-only, so it stays where it is; everything counts as never built",
+                    path.display()
+                )),
+            )),
+        }
+    }
+
+    /// Moves the database aside after a row turned out unreadable (`why`), and starts a
+    /// fresh one; returns it with the warning for the user. Rows are checked when the
+    /// database is opened, but some damage (text that is not UTF-8) shows only when read.
+    pub fn replace_damaged(
+        self,
+        layout: &Layout,
+        why: &StoreError,
+    ) -> Result<(Store, String), StoreError> {
+        // Closed first, so nothing of it is written into the file once moved.
+        drop(self);
+        let path = layout.db();
+        let aside = move_aside(&path)?;
+        let conn = match open_file(&path) {
+            Ok(conn) => conn,
+            Err(OpenFailure::Error(err)) => return Err(err),
+            Err(OpenFailure::Unusable(again)) => {
+                return Err(StoreError::InvalidRow {
+                    what: "freshly created database",
+                    detail: again,
+                });
+            }
+        };
+        let warning = format!(
+            "the state database {} was unusable ({}); moved it to {} and started a fresh one, so everything will rebuild",
+            path.display(),
+            error_chain(why),
+            aside.display()
+        );
+        Ok((Store { conn }, warning))
+    }
+
+    /// Checks and reads every row of every table, to find damage [`Store::open`] does not
+    /// look for (see `CHECK_ROWS`) before a reading command trips on it.
+    pub fn check_readable(&self) -> Result<(), StoreError> {
+        const ACTION: &str = "checking every row";
+        let tables: Vec<&str> = CHECK_ROWS.iter().map(|(t, _)| *t).collect();
+        match check_rows(&self.conn, &tables) {
+            Ok(()) => {}
+            Err(OpenFailure::Error(err)) => return Err(err),
+            Err(OpenFailure::Unusable(detail)) => {
+                return Err(StoreError::InvalidRow {
+                    what: "row",
+                    detail,
+                });
+            }
+        }
+        self.load_results()?;
+        self.load_digests()?;
+        self.runs(usize::MAX)?;
+        for sql in [
+            "SELECT path, digest, size, instance, action_key, run_id, built_from, recorded_at_ns FROM outputs",
+            "SELECT shard_key, output_digest, size, instance, run_id FROM shard_results",
+        ] {
+            let mut stmt = self.conn.prepare(sql).ctx(ACTION)?;
+            let mut rows = stmt.query([]).ctx(ACTION)?;
+            while let Some(row) = rows.next().ctx(ACTION)? {
+                for i in 0..row.as_ref().column_count() {
+                    if let rusqlite::types::ValueRef::Text(t) = row.get_ref(i).ctx(ACTION)? {
+                        std::str::from_utf8(t).map_err(|e| StoreError::InvalidRow {
+                            what: "text",
+                            detail: format!("column {i} of `{sql}`: {e}"),
+                        })?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// ONE query: every instance record.
@@ -852,16 +974,17 @@ fn open_file(path: &Path) -> Result<Connection, OpenFailure> {
     // the last commits, which merely causes a rebuild.
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(|err| open_failure("setting synchronous mode", err))?;
-    init(&conn)?;
+    init(&conn, true)?;
     Ok(conn)
 }
 
-/// Checks the schema version, creates the schema in an empty database, and verifies that every statement compiles.
-fn init(conn: &Connection) -> Result<(), OpenFailure> {
+/// Checks the schema version, creates the schema in an empty database (when `writable`),
+/// verifies that every statement compiles and that the rows of [`OPEN_CHECKS`] can be read.
+fn init(conn: &Connection, writable: bool) -> Result<(), OpenFailure> {
     // A few more statements than we use, so none is ever evicted from the cache.
     conn.set_prepared_statement_cache_capacity(ALL_STATEMENTS.len() + 8);
     let version = user_version(conn)?;
-    if version == 0 {
+    if version == 0 && writable {
         create_schema(conn)?;
     } else if version != SCHEMA_VERSION {
         return Err(OpenFailure::Unusable(format!(
@@ -879,7 +1002,116 @@ fn init(conn: &Connection) -> Result<(), OpenFailure> {
             });
         }
     }
+    check_rows(conn, OPEN_CHECKS)
+}
+
+/// For each table, a query that finds a row orch could not read back: a value of the
+/// wrong type, a digest or key that is not 32 bytes, a NULL where a value belongs, an
+/// unknown status, run targets that are not a JSON array of strings.
+///
+/// The database is untrusted input, and one such row used to stop every command; a
+/// database holding one is moved aside like a corrupt file. Opening checks only the
+/// tables a build reads row by row without failing on a bad one ([`OPEN_CHECKS`]): a
+/// build reads all of `instances` and `digests` anyway, and moves the database aside
+/// when one of their rows fails to decode; the reading commands run every check
+/// ([`Store::check_readable`]). A pass over 10,000 rows costs about 10 ms, too much
+/// for every no-op build.
+const CHECK_ROWS: &[(&str, &str)] = &[
+    (
+        "instances",
+        "SELECT 1 FROM instances WHERE typeof(name) != 'text'
+            OR typeof(last_status) != 'text' OR last_status NOT IN ('succeeded', 'failed')
+            OR typeof(last_run_id) != 'text' OR typeof(last_finished_at_ns) != 'integer'
+            OR CASE WHEN success_action_key IS NULL THEN 0
+                ELSE typeof(success_action_key) != 'blob' OR length(success_action_key) != 32
+                    OR typeof(success_manifest) != 'blob' OR typeof(success_run_id) != 'text'
+                    OR typeof(success_finished_at_ns) != 'integer' END
+            LIMIT 1",
+    ),
+    (
+        "digests",
+        "SELECT 1 FROM digests WHERE typeof(path) != 'text'
+            OR typeof(size) != 'integer' OR typeof(mtime_ns) != 'integer'
+            OR typeof(ino) != 'integer' OR typeof(is_dir) != 'integer'
+            OR typeof(digest) != 'blob' OR length(digest) != 32
+            OR typeof(hashed_at_ns) != 'integer'
+            LIMIT 1",
+    ),
+    (
+        "outputs",
+        "SELECT 1 FROM outputs WHERE typeof(path) != 'text'
+            OR typeof(digest) != 'blob' OR length(digest) != 32 OR typeof(size) != 'integer'
+            OR typeof(instance) != 'text' OR typeof(action_key) != 'blob'
+            OR length(action_key) != 32 OR typeof(run_id) != 'text'
+            OR typeof(built_from) != 'text' OR typeof(recorded_at_ns) != 'integer'
+            LIMIT 1",
+    ),
+    (
+        "runs",
+        "SELECT 1 FROM runs WHERE typeof(run_id) != 'text'
+            OR typeof(plan_digest) != 'text' OR typeof(started_at_ns) != 'integer'
+            OR typeof(finished_at_ns) NOT IN ('integer', 'null')
+            OR typeof(status) NOT IN ('text', 'null') OR typeof(summary) NOT IN ('text', 'null')
+            OR CASE WHEN typeof(targets) != 'text' THEN 1
+                WHEN NOT json_valid(targets) THEN 1
+                WHEN json_type(targets) != 'array' THEN 1
+                ELSE EXISTS (SELECT 1 FROM json_each(targets) WHERE type != 'text') END
+            LIMIT 1",
+    ),
+    (
+        "shard_results",
+        "SELECT 1 FROM shard_results WHERE typeof(shard_key) != 'blob'
+            OR length(shard_key) != 32 OR typeof(instance) != 'text'
+            OR typeof(output_digest) != 'blob' OR length(output_digest) != 32
+            OR typeof(size) != 'integer' OR typeof(run_id) != 'text'
+            LIMIT 1",
+    ),
+];
+
+/// The tables whose rows [`init`] checks.
+const OPEN_CHECKS: &[&str] = &["runs", "shard_results"];
+
+/// Runs the [`CHECK_ROWS`] of `tables`: any row found makes the database unusable.
+fn check_rows(conn: &Connection, tables: &[&str]) -> Result<(), OpenFailure> {
+    for (table, sql) in CHECK_ROWS.iter().filter(|(t, _)| tables.contains(t)) {
+        let found = conn
+            .query_row(sql, [], |_| Ok(()))
+            .optional()
+            .map_err(|err| open_failure("checking the rows", err))?;
+        if found.is_some() {
+            return Err(OpenFailure::Unusable(format!(
+                "a row of table `{table}` cannot be read"
+            )));
+        }
+    }
     Ok(())
+}
+
+/// Whether opening failed because the database or its directory cannot be written.
+fn cannot_write(err: &StoreError) -> bool {
+    match err {
+        StoreError::Io { source, .. } => matches!(
+            source.kind(),
+            std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+        ),
+        StoreError::Sqlite { source, .. } => matches!(
+            error_code(source),
+            Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied)
+        ),
+        _ => false,
+    }
+}
+
+/// An error with its causes, on one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Creates the schema if the database is still empty.
@@ -1378,6 +1610,61 @@ mod tests {
         let (store, warning) = Store::open(&layout)?;
         assert!(warning.ok_or("expected a warning")?.contains("schema"));
         assert!(store.load_results()?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_wrong_length_shard_key_is_moved_aside_at_open() -> TestResult {
+        let (_tmp, layout, mut store) = open_fresh()?;
+        let shard = ShardRecord {
+            shard_key: key(1),
+            instance: "a".to_owned(),
+            output_digest: key(2),
+            size: 3,
+            run_id: "r1".to_owned(),
+        };
+        store.write_shard_results(&[shard], &[])?;
+        store
+            .conn
+            .execute("UPDATE shard_results SET output_digest = x'0102'", [])?;
+        drop(store);
+        let (store, warning) = Store::open(&layout)?;
+        let warning = warning.ok_or("expected a warning")?;
+        assert!(warning.contains("`shard_results`"), "{warning}");
+        assert!(store.shard_results("a")?.is_empty());
+        assert_eq!(bad_files(&layout)?.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn rows_that_do_not_decode_are_damage() -> TestResult {
+        let (_tmp, _layout, mut store) = open_fresh()?;
+        store.write_results(&[ResultUpdate::Succeeded {
+            instance: "a".to_owned(),
+            record: success(1, "r1", 10),
+        }])?;
+        store
+            .conn
+            .execute("UPDATE instances SET success_action_key = x'01'", [])?;
+        let err = store.load_results().err().ok_or("expected an error")?;
+        assert!(matches!(err, StoreError::UnreadableRow { .. }), "{err:?}");
+        assert!(err.is_damage());
+        assert!(store.check_readable().is_err_and(|e| e.is_damage()));
+        Ok(())
+    }
+
+    #[test]
+    fn reading_commands_move_aside_text_that_is_not_utf8() -> TestResult {
+        let (_tmp, layout, mut store) = open_fresh()?;
+        store.begin_run(&run("r1", 1))?;
+        store
+            .conn
+            .execute("UPDATE runs SET plan_digest = CAST(x'ff' AS TEXT)", [])?;
+        drop(store);
+        let (store, warning) = Store::open_existing_or_empty(&layout)?;
+        assert!(warning.ok_or("expected a warning")?.contains("moved it to"));
+        assert!(store.runs(10)?.is_empty());
+        assert_eq!(bad_files(&layout)?.len(), 1);
         Ok(())
     }
 

@@ -79,6 +79,23 @@ pub enum StoreError {
         detail: String,
     },
 
+    /// A row's value could not be read as what orch stored there (wrong type, wrong
+    /// length, text that is not UTF-8).
+    #[error("the state database holds a row orch cannot read (found while {action})")]
+    #[diagnostic(
+        code(orch::store::unreadable_row),
+        help(
+            "the state database was modified outside orch; delete .orch/state.db and everything will rebuild"
+        )
+    )]
+    UnreadableRow {
+        /// What orch was doing, e.g. "loading results".
+        action: &'static str,
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+    },
+
     /// `finish_run` named a run that `begin_run` never recorded.
     #[error("run {run_id} was never started in the state database")]
     #[diagnostic(
@@ -107,6 +124,30 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the database itself is damaged (a corrupt page, a row that cannot be
+    /// read), so that moving it aside and starting afresh is the way on.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Corrupt { .. }
+                | StoreError::InvalidRow { .. }
+                | StoreError::UnreadableRow { .. }
+        )
+    }
+}
+
+/// Whether a SQLite error is about a value that does not decode, not about the database.
+fn is_decode_error(err: &rusqlite::Error) -> bool {
+    matches!(
+        err,
+        rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::Utf8Error(..)
+    )
+}
+
 /// Attaches what the store was doing to a SQLite error.
 pub(crate) trait SqliteContext<T> {
     /// Wraps the error into [`StoreError::Sqlite`] with `action`.
@@ -121,6 +162,7 @@ impl<T> SqliteContext<T> for Result<T, rusqlite::Error> {
             Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
                 StoreError::Corrupt { action, source }
             }
+            _ if is_decode_error(&source) => StoreError::UnreadableRow { action, source },
             _ => StoreError::Sqlite { action, source },
         })
     }

@@ -37,7 +37,6 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind};
 use notify::{RecursiveMode, Watcher as _};
 
-use crate::EXIT_INTERRUPTED;
 use crate::events::{EVENT_VERSION, Event, EventKind};
 use crate::exec::signal;
 use crate::timings::Timings;
@@ -186,8 +185,9 @@ fn convert(res: notify::Result<notify::Event>) -> Option<Msg> {
     ))
 }
 
-/// Runs a watch session until Ctrl-C or SIGTERM; returns the exit status (130), or the
-/// load error's status when the project cannot be loaded at the start.
+/// Runs a watch session until Ctrl-C, SIGTERM or SIGHUP; returns the exit status (128 +
+/// the signal: 130, 143, 129), or the load error's status when the project cannot be
+/// loaded at the start.
 pub fn run(host: Arc<dyn Host>, opts: Options) -> i32 {
     signal::install();
     let mut t = Timings::start();
@@ -548,7 +548,7 @@ impl Session {
     }
 
     /// Stops watching, waits for a running build (it stops its commands on the signal
-    /// by itself) and returns 130.
+    /// by itself) and returns 128 + the signal.
     fn shutdown(&mut self) -> i32 {
         self.watches.stop();
         if self.running.is_some() {
@@ -563,7 +563,7 @@ impl Session {
             }
             self.running = None;
         }
-        EXIT_INTERRUPTED
+        signal::exit_status()
     }
 }
 

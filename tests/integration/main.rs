@@ -17,4 +17,5 @@ mod snapshots;
 mod staleness;
 mod trust_config;
 mod trust_paths;
+mod trust_runtime;
 mod watch;
