@@ -164,10 +164,11 @@ impl<'p> Snapshot<'p> {
         }
         let rewalk = globs_matching_outputs(project, &order, &produced_dirs);
 
-        // Everything whose digest the plan needs: inputs and recorded outputs.
+        // Everything whose digest the plan needs: inputs, schemas and recorded outputs.
         let mut wanted: BTreeSet<&str> = BTreeSet::new();
         for &i in &order {
             wanted.extend(inputs[i].iter().map(String::as_str));
+            wanted.extend(schema_files(&project.instances[i]));
             if let Some(m) = &records[i].success {
                 wanted.extend(m.outputs.keys().map(String::as_str));
             }
@@ -352,6 +353,9 @@ impl<'p> Snapshot<'p> {
             env,
             inputs,
             upstream,
+            schemas: schema_files(inst)
+                .filter_map(|p| digest_of(p).map(|d| (p.to_owned(), d)))
+                .collect(),
         }
     }
 
@@ -389,6 +393,18 @@ impl<'p> Snapshot<'p> {
         }
         Digest(*h.finalize().as_bytes())
     }
+}
+
+/// The schema files of an instance's outputs (whole and per-shard).
+fn schema_files(inst: &crate::model::Instance) -> impl Iterator<Item = &str> {
+    inst.outputs
+        .iter()
+        .filter_map(|o| o.schema.as_deref())
+        .chain(
+            inst.shard_outputs
+                .iter()
+                .filter_map(|o| o.schema.as_deref()),
+        )
 }
 
 /// The input files of each instance in `order`: plain paths as written (the digest pass

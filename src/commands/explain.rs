@@ -1,5 +1,6 @@
 //! `orch explain TARGET`: how an instance's key differs from its last successful run,
-//! part by part: command, each input file, each variable, each upstream output.
+//! part by part: command, each input file, each variable, each output schema, each
+//! upstream output.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -161,6 +162,19 @@ fn diff_lines(now: &KeyParts, old: &KeyParts) -> Vec<String> {
             (Some(_), None) => lines.push(format!("  input    removed   {p}")),
             (a, b) => lines.push(format!(
                 "  input    changed   {p}  ({} → {})",
+                short(a),
+                short(b)
+            )),
+        }
+    }
+    let schemas: BTreeSet<&String> = now.schemas.keys().chain(old.schemas.keys()).collect();
+    for p in schemas {
+        match (old.schemas.get(p), now.schemas.get(p)) {
+            (Some(a), Some(b)) if a == b => {}
+            (None, Some(_)) => lines.push(format!("  schema   added     {p}")),
+            (Some(_), None) => lines.push(format!("  schema   removed   {p}")),
+            (a, b) => lines.push(format!(
+                "  schema   changed   {p}  ({} → {})",
                 short(a),
                 short(b)
             )),
