@@ -7,6 +7,7 @@
 //! that reuses every cached digest whose stat is unchanged.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io::Read as _;
 
 use thiserror::Error;
 
@@ -15,7 +16,7 @@ use crate::graph::Graph;
 use crate::model::path::is_plain;
 use crate::model::{EnvValue, Project};
 use crate::plan::{KeyParts, PlanSource, Recorded, Success, Upstream};
-use crate::store::{DigestRow, InstanceRecord, LastStatus, Store, StoreError};
+use crate::store::{DigestRow, InstanceRecord, LastStatus, Layout, Store, StoreError};
 
 /// Directories the input walk never enters.
 pub const SKIP_DIRS: &[&str] = &[".orch", ".git"];
@@ -95,8 +96,10 @@ pub struct Snapshot<'p> {
     produced: HashSet<String>,
     /// Directories declared as outputs by some instance.
     produced_dirs: Vec<String>,
-    /// Digests of inherited environment values, by variable name.
+    /// Keyed digests of inherited environment values, by variable name.
     env: BTreeMap<String, Option<Digest>>,
+    /// The key of variable-value digests.
+    value_key: [u8; 32],
 }
 
 impl<'p> Snapshot<'p> {
@@ -200,14 +203,20 @@ impl<'p> Snapshot<'p> {
             }
         }
 
-        // Inherited values are read once; only their digests are kept.
+        // Without the project's key (never built, or `.orch/` not writable) a one-off
+        // random key stands in: values then compare as unknown, so never as unchanged.
+        let value_key = Layout::new(&project.root)
+            .read_value_key()
+            .unwrap_or_else(one_off_key);
+        // Inherited values are read once; only their keyed digests are kept.
         let mut env = BTreeMap::new();
         for &i in &order {
             for (name, v) in &project.instances[i].env {
                 if *v == EnvValue::Inherit && !env.contains_key(name) {
                     env.insert(
                         name.clone(),
-                        std::env::var_os(name).map(|v| fs::hash_bytes(v.as_encoded_bytes())),
+                        std::env::var_os(name)
+                            .map(|v| value_digest(&value_key, v.as_encoded_bytes())),
                     );
                 }
             }
@@ -227,6 +236,7 @@ impl<'p> Snapshot<'p> {
             produced_dirs,
             rewalk,
             env,
+            value_key,
         })
     }
 
@@ -305,7 +315,7 @@ impl<'p> Snapshot<'p> {
             .map(|(name, v)| {
                 let d = match v {
                     EnvValue::Inherit => self.env.get(name).copied().flatten(),
-                    EnvValue::Set(s) => Some(fs::hash_bytes(s.as_bytes())),
+                    EnvValue::Set(s) => Some(value_digest(&self.value_key, s.as_bytes())),
                 };
                 (name.clone(), d)
             })
@@ -393,6 +403,26 @@ impl<'p> Snapshot<'p> {
         }
         Digest(*h.finalize().as_bytes())
     }
+}
+
+/// The digest of a variable's value as it enters keys and manifests: keyed with the
+/// project's secret, so a recorded digest cannot be checked against guessed values.
+pub fn value_digest(key: &[u8; 32], value: &[u8]) -> Digest {
+    Digest(*blake3::keyed_hash(key, value).as_bytes())
+}
+
+/// A random key for this process only.
+fn one_off_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut key));
+    if read.is_err() {
+        // Unique enough to match nothing recorded, which is all a stand-in key must do.
+        let mut h = blake3::Hasher::new();
+        h.update(&fs::now_ns().to_le_bytes());
+        h.update(&std::process::id().to_le_bytes());
+        key = *h.finalize().as_bytes();
+    }
+    key
 }
 
 /// The schema files of an instance's outputs (whole and per-shard).

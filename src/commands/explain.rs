@@ -1,6 +1,6 @@
 //! `orch explain TARGET`: how an instance's key differs from its last successful run,
-//! part by part: command, each input file, each variable, each output schema, each
-//! upstream output.
+//! part by part: command, each input file, each variable (by keyed digest only), each
+//! output schema, each upstream output.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -46,7 +46,8 @@ pub struct KeyParts {
     /// key or size, merge mode. The `parallel` cap is left out: it changes no result.
     #[serde(default)]
     pub shard: String,
-    /// Variable name → digest of its value (None when unset). Never the value itself.
+    /// Variable name → keyed digest of its value (None when unset). Never the value
+    /// itself, nor a plain digest that could be checked against guesses offline.
     pub env: BTreeMap<String, Option<Digest>>,
     /// Input file → content digest.
     pub inputs: BTreeMap<String, Digest>,

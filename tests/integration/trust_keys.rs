@@ -1,5 +1,8 @@
 //! Never wrongly up to date: every file that shapes a result is in its key (output
-//! schemas too), and the digest cache sees an in-place rewrite whose mtime was put back.
+//! schemas too), the digest cache sees an in-place rewrite whose mtime was put back, and
+//! variable values enter keys only as digests keyed with the project's secret.
+
+use std::os::unix::fs::PermissionsExt as _;
 
 use crate::test::*;
 
@@ -135,4 +138,129 @@ fn an_in_place_rewrite_with_its_mtime_put_back_is_seen() {
     let out = out.again().args(["build", "--run-id", "r"]).run();
     assert_eq!(ran(&out.events("r")), ["copy"]);
     assert_eq!(out.read("out.txt"), "bbbb");
+}
+
+// ---------------------------------------------------------------------------------------
+// Variable values are keyed digests
+
+const WITH_SECRETS: &str = r#"
+[orch]
+format = 1
+env = ["ORCH_TEST_TOKEN"]
+
+[phase.use]
+run = "echo used > out.txt"
+outputs = ["out.txt"]
+env = { PASSWORD = "hunter2" }
+"#;
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn plain_digests_of_values_appear_nowhere() {
+    let t = Test::new().orchfile(WITH_SECRETS);
+    let out = t
+        .env("ORCH_TEST_TOKEN", "swordfish")
+        .args(["build", "--json", "--run-id", "r1"])
+        .run();
+    let key = out.join(".orch/key");
+    let meta = std::fs::metadata(&key).unwrap_or_else(|e| panic!("{}: {e}", key.display()));
+    assert_eq!(meta.len(), 32);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    // A changed value, so that explain and plan show digests of both.
+    let explain = out
+        .again()
+        .env("ORCH_TEST_TOKEN", "swordfish2")
+        .args(["explain", "use"])
+        .stdout_contains("env      changed   ORCH_TEST_TOKEN")
+        .run();
+    let plan = out
+        .again()
+        .env("ORCH_TEST_TOKEN", "swordfish2")
+        .args(["plan", "--json"])
+        .run();
+    let mut texts = vec![
+        out.stdout.clone(),
+        explain.stdout.clone(),
+        plan.stdout.clone(),
+    ];
+    let mut blobs = Vec::new();
+    for f in files_under(&out.join(".orch")) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        texts.push(String::from_utf8_lossy(&bytes).into_owned());
+        blobs.push(bytes);
+    }
+    for value in ["hunter2", "swordfish", "swordfish2"] {
+        let plain = blake3::hash(value.as_bytes());
+        let hex = plain.to_hex().to_string();
+        for text in &texts {
+            // Explain shows 12 hex digits; 8 are enough to recognise a plain digest.
+            assert!(
+                !text.contains(&hex[..8]),
+                "plain digest of {value} in {text}"
+            );
+            assert!(!text.contains(value), "{value} in {text}");
+        }
+        for blob in &blobs {
+            assert!(!contains(blob, &plain.as_bytes()[..8]));
+        }
+    }
+}
+
+#[test]
+fn without_the_key_values_compare_as_unknown_never_as_unchanged() {
+    let out = Test::new()
+        .orchfile(WITH_SECRETS)
+        .env("ORCH_TEST_TOKEN", "swordfish")
+        .args(["build"])
+        .run();
+    let p = out
+        .again()
+        .env("ORCH_TEST_TOKEN", "swordfish")
+        .args(["plan", "--json"])
+        .run()
+        .json();
+    assert_eq!(p["stale"], 0, "{p:#}");
+
+    out.remove(".orch/key");
+    let p = out
+        .again()
+        .env("ORCH_TEST_TOKEN", "swordfish")
+        .args(["plan", "--json"])
+        .run()
+        .json();
+    assert_eq!(plan_entry(&p, "use")["status"], "stale", "{p:#}");
+    assert!(
+        reasons(&p, "use").contains(&"env_changed".to_owned()),
+        "{p:#}"
+    );
+    out.again()
+        .env("ORCH_TEST_TOKEN", "swordfish")
+        .args(["status"])
+        .run();
+    out.again()
+        .env("ORCH_TEST_TOKEN", "swordfish")
+        .args(["explain", "use"])
+        .stdout_contains("stale")
+        .run();
 }
