@@ -5,9 +5,18 @@
 //! Taking a snapshot is the whole cost of a no-op build, so it does each thing once: one
 //! query per table, one directory walk for all patterns, one parallel stat-and-hash pass
 //! that reuses every cached digest whose stat is unchanged.
+//!
+//! It also owns the two things that keep a key honest beyond file contents: variable
+//! values enter keys only as digests keyed with the project's secret `.orch/key`, and an
+//! [`InputGuard`] re-checks, after a command ran, that its inputs still hold what was
+//! hashed into its key.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read as _;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use rayon::prelude::*;
 
 use thiserror::Error;
 
@@ -100,6 +109,10 @@ pub struct Snapshot<'p> {
     env: BTreeMap<String, Option<Digest>>,
     /// The key of variable-value digests.
     value_key: [u8; 32],
+    /// What each present file was hashed from, to re-check inputs after a command.
+    entries: HashMap<String, CachedDigest>,
+    /// The same for files read again when their consumer became ready (newer).
+    reread: Mutex<HashMap<String, CachedDigest>>,
 }
 
 impl<'p> Snapshot<'p> {
@@ -180,6 +193,7 @@ impl<'p> Snapshot<'p> {
         let cache = store.load_digests()?;
         let results = fs::digest_paths(&project.root, &wanted, |p| cache.get(p).map(row_to_cached));
         let mut digests = HashMap::with_capacity(wanted.len());
+        let mut entries = HashMap::with_capacity(wanted.len());
         let mut digest_updates = Vec::new();
         for (path, r) in wanted.into_iter().zip(results) {
             match r {
@@ -192,10 +206,14 @@ impl<'p> Snapshot<'p> {
                 Ok(PathDigest::Present {
                     digest, refreshed, ..
                 }) => {
+                    let entry = refreshed.or_else(|| cache.get(&path).map(row_to_cached));
                     if let Some(c) = refreshed
                         && !c.stat.is_dir
                     {
                         digest_updates.push((path.clone(), Some(cached_to_row(&c))));
+                    }
+                    if let Some(c) = entry {
+                        entries.insert(path.clone(), c);
                     }
                     digests.insert(path, Some(digest));
                 }
@@ -237,7 +255,27 @@ impl<'p> Snapshot<'p> {
             rewalk,
             env,
             value_key,
+            entries,
+            reread: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// What to re-check after the command keyed with `parts` ran: its inputs (but those in
+    /// `skip`) and schemas, each with the stat it was last hashed from.
+    pub fn input_guard(&self, parts: &KeyParts, skip: &[String]) -> InputGuard {
+        let reread = self.reread.lock().map(|m| m.clone()).unwrap_or_default();
+        let mut files = BTreeMap::new();
+        for (p, d) in parts.inputs.iter().chain(&parts.schemas) {
+            if skip.contains(p) {
+                continue;
+            }
+            let entry = reread.get(p).or_else(|| self.entries.get(p)).copied();
+            files.insert(p.clone(), (*d, entry));
+        }
+        InputGuard {
+            root: self.project.root.clone(),
+            files,
+        }
     }
 
     /// The input files of `i` and their digests as they are now, when it is about to
@@ -256,12 +294,20 @@ impl<'p> Snapshot<'p> {
             .collect();
         let mut digests = BTreeMap::new();
         if !fresh.is_empty() {
+            let mut reread = self.reread.lock().ok();
             for (p, d) in fresh
                 .iter()
                 .zip(fs::digest_paths(&self.project.root, &fresh, |_| None))
             {
                 let d = match d {
-                    Ok(PathDigest::Present { digest, .. }) => Some(digest),
+                    Ok(PathDigest::Present {
+                        digest, refreshed, ..
+                    }) => {
+                        if let (Some(m), Some(c)) = (reread.as_mut(), refreshed) {
+                            m.insert(p.clone(), c);
+                        }
+                        Some(digest)
+                    }
                     _ => None,
                 };
                 digests.insert(p.clone(), d);
@@ -289,6 +335,31 @@ impl<'p> Snapshot<'p> {
             }
         }
         false
+    }
+
+    /// What to re-check after one shard of `inst` ran: the instance's inputs but the other
+    /// shards' sources, and the shard's own input `input`, keyed by `digest`.
+    pub fn shard_guard(
+        &self,
+        inst: &crate::model::Instance,
+        parts: &KeyParts,
+        input: &str,
+        digest: Digest,
+    ) -> InputGuard {
+        let sources = match &inst.shard {
+            Some(spec) => {
+                let files: Vec<String> = parts.inputs.keys().cloned().collect();
+                crate::exec::shards::source_files(&spec.strategy, &files)
+            }
+            None => Vec::new(),
+        };
+        let others: Vec<String> = sources.into_iter().filter(|s| s != input).collect();
+        let mut guard = self.input_guard(parts, &others);
+        // A slice under `.orch/` is no input of the instance: it has no stat on record.
+        if !guard.files.contains_key(input) {
+            guard.also(input, digest);
+        }
+        guard
     }
 
     /// The key parts of instance `i`, with input digests from `digest_of`.
@@ -435,6 +506,61 @@ fn schema_files(inst: &crate::model::Instance) -> impl Iterator<Item = &str> {
                 .iter()
                 .filter_map(|o| o.schema.as_deref()),
         )
+}
+
+/// The files a command was keyed with, re-checked once it has run: a file that changed
+/// meanwhile means its result may hold content no key describes, so it is not recorded.
+///
+/// A file whose stat (size, mtime, ctime, inode) moved since it was hashed was written
+/// meanwhile, and counts as changed even when its bytes are back as they were: the
+/// command may have read it in between. A file whose stat is unknown, or too recent to
+/// vouch for its content (the racy-timestamp rule), is hashed again and compared.
+/// Cheap enough to run after every command: one stat per file, rarely a hash.
+#[derive(Clone, Debug, Default)]
+pub struct InputGuard {
+    root: PathBuf,
+    /// Path → (digest in the key, the stat it was hashed from when trusted).
+    files: BTreeMap<String, (Digest, Option<CachedDigest>)>,
+}
+
+impl InputGuard {
+    /// Adds a file the key holds by `digest` whose stat is not known.
+    pub fn also(&mut self, path: &str, digest: Digest) {
+        self.files.insert(path.to_owned(), (digest, None));
+    }
+
+    /// The files that changed since they were hashed into the key (sorted).
+    pub fn changed(&self) -> Vec<String> {
+        let files: Vec<(&String, &(Digest, Option<CachedDigest>))> = self.files.iter().collect();
+        files
+            .par_iter()
+            .filter(|(p, (keyed, entry))| {
+                let full = self.root.join(p);
+                match (fs::stat_path(&full), entry) {
+                    (Ok(Some(now)), Some(e)) if !now.is_dir && !e.stat.is_dir => {
+                        now != e.stat || (!e.is_valid_for(&now) && !holds(&full, keyed))
+                    }
+                    (Ok(Some(_)), _) => !holds(&full, keyed),
+                    _ => true,
+                }
+            })
+            .map(|(p, _)| (*p).clone())
+            .collect()
+    }
+}
+
+/// Removes a shard's slice under `.orch/` whose content changed while the shard ran, so
+/// the next build writes it again from its source (slices are only written when absent).
+pub fn forget_slice(root: &std::path::Path, orch_dir: &std::path::Path, input: &str) {
+    let path = root.join(input);
+    if path.starts_with(orch_dir) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Whether the file or tree at `full` has digest `d` now.
+fn holds(full: &std::path::Path, d: &Digest) -> bool {
+    fs::hash_path(full).is_ok_and(|now| now == *d)
 }
 
 /// The input files of each instance in `order`: plain paths as written (the digest pass

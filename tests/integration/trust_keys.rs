@@ -1,6 +1,7 @@
 //! Never wrongly up to date: every file that shapes a result is in its key (output
-//! schemas too), the digest cache sees an in-place rewrite whose mtime was put back, and
-//! variable values enter keys only as digests keyed with the project's secret.
+//! schemas too), inputs that change while a command runs leave nothing recorded, the
+//! digest cache sees in-place rewrites whose mtime was put back, and variable values
+//! enter keys only as digests keyed with the project's secret.
 
 use std::os::unix::fs::PermissionsExt as _;
 
@@ -101,6 +102,75 @@ outputs = [{ path = "out/{shard.key}.json", schema = "schemas/page.json" }]
         .run();
     let events = out.events("tight");
     assert_eq!(event(&events, "shard_plan", "pages")["reused"], 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Inputs that change while the command runs
+
+/// Rewrites its input in place and puts back the original bytes, size and mtime before
+/// it exits: only the ctime and a rehash can tell.
+const MUTATES_INPUT: &str = r#"
+[phase.copy]
+run = "cp -p in.txt keep.tmp && printf edit > in.txt && cat in.txt > out.txt && cat keep.tmp > in.txt && touch -r keep.tmp in.txt && rm keep.tmp"
+inputs = ["in.txt"]
+outputs = ["out.txt"]
+"#;
+
+#[test]
+fn an_input_changed_during_the_run_is_not_recorded_nor_cached() {
+    let out = Test::new()
+        .orchfile(&orchfile(MUTATES_INPUT))
+        .write("in.txt", "orig")
+        .args(["build", "--run-id", "r1"])
+        .stdout_contains(
+            "copy: input in.txt changed while the command ran; not recorded, it will run again",
+        )
+        .run();
+    assert_eq!(out.read("in.txt"), "orig");
+    assert_eq!(out.read("out.txt"), "edit");
+    let events = out.events("r1");
+    let changed = event(&events, "input_changed_during_run", "copy");
+    assert_eq!(changed["paths"], serde_json::json!(["in.txt"]));
+    let key = event(&events, "instance_completed", "copy")["action_key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!key.is_empty());
+    assert!(
+        !out.exists(&format!(".orch/cache/ac/{key}.json")),
+        "a result built from a transient input was cached"
+    );
+    assert_eq!(out.list(".orch/cache/ac"), Vec::<String>::new());
+
+    let p = plan(&out);
+    assert_eq!(plan_entry(&p, "copy")["status"], "stale", "{p:#}");
+    let out = out.again().args(["build", "--run-id", "r2"]).run();
+    assert_eq!(ran(&out.events("r2")), ["copy"]);
+}
+
+#[test]
+fn a_shard_whose_input_changed_during_its_run_is_not_recorded() {
+    let out = Test::new()
+        .orchfile(&orchfile(
+            r#"
+[phase.pages]
+shard = { strategy = "files", source = "texts/*.txt" }
+run = "cp -p {shard.input} keep-{shard.index}.tmp && printf X > {shard.input} && cat {shard.input} > {shard.output} && cat keep-{shard.index}.tmp > {shard.input} && touch -r keep-{shard.index}.tmp {shard.input} && rm keep-{shard.index}.tmp"
+outputs = ["out/pages.txt"]
+"#,
+        ))
+        .write("texts/a.txt", "a")
+        .args(["build", "--run-id", "r1"])
+        .stdout_contains("input texts/a.txt changed while the command ran")
+        .run();
+    let events = out.events("r1");
+    let changed = event(&events, "input_changed_during_run", "pages#0");
+    assert_eq!(changed["paths"], serde_json::json!(["texts/a.txt"]));
+    assert_eq!(changed["shard"]["index"], 0);
+    event(&events, "input_changed_during_run", "pages");
+    assert_eq!(out.list(".orch/cache/ac"), Vec::<String>::new());
+    let p = plan(&out);
+    assert_eq!(plan_entry(&p, "pages")["status"], "stale", "{p:#}");
 }
 
 // ---------------------------------------------------------------------------------------
