@@ -263,13 +263,17 @@ impl<'p> Snapshot<'p> {
     /// What to re-check after the command keyed with `parts` ran: its inputs (but those in
     /// `skip`) and schemas, each with the stat it was last hashed from.
     pub fn input_guard(&self, parts: &KeyParts, skip: &[String]) -> InputGuard {
-        let reread = self.reread.lock().map(|m| m.clone()).unwrap_or_default();
+        let reread = self.reread.lock().ok();
         let mut files = BTreeMap::new();
         for (p, d) in parts.inputs.iter().chain(&parts.schemas) {
             if skip.contains(p) {
                 continue;
             }
-            let entry = reread.get(p).or_else(|| self.entries.get(p)).copied();
+            let entry = reread
+                .as_ref()
+                .and_then(|m| m.get(p))
+                .or_else(|| self.entries.get(p))
+                .copied();
             files.insert(p.clone(), (*d, entry));
         }
         InputGuard {

@@ -141,6 +141,10 @@ fn an_input_changed_during_the_run_is_not_recorded_nor_cached() {
         "a result built from a transient input was cached"
     );
     assert_eq!(out.list(".orch/cache/ac"), Vec::<String>::new());
+    out.again()
+        .args(["log", "r1"])
+        .stdout_contains("in.txt changed while the command ran; not recorded")
+        .run();
 
     let p = plan(&out);
     assert_eq!(plan_entry(&p, "copy")["status"], "stale", "{p:#}");
@@ -252,11 +256,6 @@ fn plain_digests_of_values_appear_nowhere() {
         .env("ORCH_TEST_TOKEN", "swordfish")
         .args(["build", "--json", "--run-id", "r1"])
         .run();
-    let key = out.join(".orch/key");
-    let meta = std::fs::metadata(&key).unwrap_or_else(|e| panic!("{}: {e}", key.display()));
-    assert_eq!(meta.len(), 32);
-    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-
     // A changed value, so that explain and plan show digests of both.
     let explain = out
         .again()
@@ -295,6 +294,10 @@ fn plain_digests_of_values_appear_nowhere() {
             assert!(!contains(blob, &plain.as_bytes()[..8]));
         }
     }
+    let key = out.join(".orch/key");
+    let meta = std::fs::metadata(&key).unwrap_or_else(|e| panic!("{}: {e}", key.display()));
+    assert_eq!(meta.len(), 32);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 }
 
 #[test]
