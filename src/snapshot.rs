@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read as _;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
@@ -113,6 +113,8 @@ pub struct Snapshot<'p> {
     entries: HashMap<String, CachedDigest>,
     /// The same for files read again when their consumer became ready (newer).
     reread: Mutex<HashMap<String, CachedDigest>>,
+    /// What every shard of an instance re-checks besides its own input, by instance.
+    shard_inputs: Mutex<HashMap<String, Arc<Guarded>>>,
 }
 
 impl<'p> Snapshot<'p> {
@@ -257,29 +259,42 @@ impl<'p> Snapshot<'p> {
             value_key,
             entries,
             reread: Mutex::new(HashMap::new()),
+            shard_inputs: Mutex::new(HashMap::new()),
         })
     }
 
-    /// What to re-check after the command keyed with `parts` ran: its inputs (but those in
-    /// `skip`) and schemas, each with the stat it was last hashed from.
-    pub fn input_guard(&self, parts: &KeyParts, skip: &[String]) -> InputGuard {
+    /// What to re-check after the command keyed with `parts` ran: its inputs and
+    /// schemas, each with the stat it was last hashed from.
+    pub fn input_guard(&self, parts: &KeyParts) -> InputGuard {
+        InputGuard {
+            root: self.project.root.clone(),
+            files: Arc::new(self.guarded(parts, &HashSet::new())),
+            own: None,
+        }
+    }
+
+    /// The stat each of `parts`' inputs and schemas (but `skip`) was last hashed from.
+    fn guarded(&self, parts: &KeyParts, skip: &HashSet<&str>) -> Guarded {
         let reread = self.reread.lock().ok();
         let mut files = BTreeMap::new();
         for (p, d) in parts.inputs.iter().chain(&parts.schemas) {
-            if skip.contains(p) {
-                continue;
+            if !skip.contains(p.as_str()) {
+                files.insert(p.clone(), (*d, self.entry(reread.as_deref(), p)));
             }
-            let entry = reread
-                .as_ref()
-                .and_then(|m| m.get(p))
-                .or_else(|| self.entries.get(p))
-                .copied();
-            files.insert(p.clone(), (*d, entry));
         }
-        InputGuard {
-            root: self.project.root.clone(),
-            files,
-        }
+        files
+    }
+
+    /// The latest stat `path` was hashed from, when known.
+    fn entry(
+        &self,
+        reread: Option<&HashMap<String, CachedDigest>>,
+        path: &str,
+    ) -> Option<CachedDigest> {
+        reread
+            .and_then(|m| m.get(path))
+            .or_else(|| self.entries.get(path))
+            .copied()
     }
 
     /// The input files of `i` and their digests as they are now, when it is about to
@@ -341,8 +356,8 @@ impl<'p> Snapshot<'p> {
         false
     }
 
-    /// What to re-check after one shard of `inst` ran: the instance's inputs but the other
-    /// shards' sources, and the shard's own input `input`, keyed by `digest`.
+    /// What to re-check after one shard of `inst` ran: the instance's inputs but its shard
+    /// sources, and the shard's own input `input`, keyed by `digest`.
     pub fn shard_guard(
         &self,
         inst: &crate::model::Instance,
@@ -350,20 +365,41 @@ impl<'p> Snapshot<'p> {
         input: &str,
         digest: Digest,
     ) -> InputGuard {
-        let sources = match &inst.shard {
-            Some(spec) => {
-                let files: Vec<String> = parts.inputs.keys().cloned().collect();
-                crate::exec::shards::source_files(&spec.strategy, &files)
+        // Worked out once per instance: a `files` source can make the inputs as many as
+        // the shards, and every shard shares them.
+        let files = {
+            let mut shared = self.shard_inputs.lock().ok();
+            match shared.as_ref().and_then(|m| m.get(&inst.name)) {
+                Some(f) => Arc::clone(f),
+                None => {
+                    let sources = match &inst.shard {
+                        Some(spec) => {
+                            let files: Vec<String> = parts.inputs.keys().cloned().collect();
+                            crate::exec::shards::source_files(&spec.strategy, &files)
+                        }
+                        None => Vec::new(),
+                    };
+                    let skip: HashSet<&str> = sources.iter().map(String::as_str).collect();
+                    let f = Arc::new(self.guarded(parts, &skip));
+                    if let Some(m) = shared.as_mut() {
+                        m.insert(inst.name.clone(), Arc::clone(&f));
+                    }
+                    f
+                }
             }
-            None => Vec::new(),
         };
-        let others: Vec<String> = sources.into_iter().filter(|s| s != input).collect();
-        let mut guard = self.input_guard(parts, &others);
-        // A slice under `.orch/` is no input of the instance: it has no stat on record.
-        if !guard.files.contains_key(input) {
-            guard.also(input, digest);
+        // A `files` shard's own source has a stat on record; a slice under `.orch/` not.
+        let entry = if parts.inputs.contains_key(input) {
+            let reread = self.reread.lock().ok();
+            self.entry(reread.as_deref(), input)
+        } else {
+            None
+        };
+        InputGuard {
+            root: self.project.root.clone(),
+            files,
+            own: Some((input.to_owned(), (digest, entry))),
         }
-        guard
     }
 
     /// The key parts of instance `i`, with input digests from `digest_of`.
@@ -523,20 +559,27 @@ fn schema_files(inst: &crate::model::Instance) -> impl Iterator<Item = &str> {
 #[derive(Clone, Debug, Default)]
 pub struct InputGuard {
     root: PathBuf,
-    /// Path → (digest in the key, the stat it was hashed from when trusted).
-    files: BTreeMap<String, (Digest, Option<CachedDigest>)>,
+    /// The files, shared by the shards of one instance.
+    files: Arc<Guarded>,
+    /// A shard's own input.
+    own: Option<(String, Guard)>,
 }
 
-impl InputGuard {
-    /// Adds a file the key holds by `digest` whose stat is not known.
-    pub fn also(&mut self, path: &str, digest: Digest) {
-        self.files.insert(path.to_owned(), (digest, None));
-    }
+/// A file's digest in the key, and the stat it was hashed from when known.
+type Guard = (Digest, Option<CachedDigest>);
 
+/// Path → its [`Guard`].
+type Guarded = BTreeMap<String, Guard>;
+
+impl InputGuard {
     /// The files that changed since they were hashed into the key (sorted).
     pub fn changed(&self) -> Vec<String> {
-        let files: Vec<(&String, &(Digest, Option<CachedDigest>))> = self.files.iter().collect();
-        files
+        let files: Vec<(&String, &Guard)> = self
+            .files
+            .iter()
+            .chain(self.own.as_ref().map(|(p, g)| (p, g)))
+            .collect();
+        let mut changed: Vec<String> = files
             .par_iter()
             .filter(|(p, (keyed, entry))| {
                 let full = self.root.join(p);
@@ -549,7 +592,10 @@ impl InputGuard {
                 }
             })
             .map(|(p, _)| (*p).clone())
-            .collect()
+            .collect();
+        changed.sort();
+        changed.dedup();
+        changed
     }
 }
 
@@ -694,5 +740,79 @@ impl PlanSource for Snapshot<'_> {
     }
     fn name(&self, i: usize) -> &str {
         &self.project.instances[i].name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: i64 = 1_000_000_000;
+
+    /// A guard over `name` in `dir`, as hashed now, with its stat trusted (as if hashed
+    /// long after it was last written) when `trusted`.
+    fn guard(dir: &std::path::Path, name: &str, trusted: bool) -> InputGuard {
+        let full = dir.join(name);
+        let stat = fs::stat_path(&full).ok().flatten();
+        let digest = fs::hash_path(&full).unwrap_or(fs::hash_bytes(b""));
+        let entry = stat.filter(|_| trusted).map(|stat| CachedDigest {
+            stat,
+            digest,
+            hashed_at_ns: stat.mtime_ns.max(stat.ctime_ns) + 10 * SEC,
+        });
+        InputGuard {
+            root: dir.to_path_buf(),
+            files: Arc::new(BTreeMap::from([(name.to_owned(), (digest, entry))])),
+            own: None,
+        }
+    }
+
+    #[test]
+    fn an_untouched_input_has_not_changed() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("a"), b"aaaa").unwrap();
+        assert!(guard(t.path(), "a", true).changed().is_empty());
+        assert!(guard(t.path(), "a", false).changed().is_empty());
+    }
+
+    #[test]
+    fn a_write_put_back_byte_for_byte_still_counts() {
+        let t = tempfile::tempdir().unwrap();
+        let a = t.path().join("a");
+        std::fs::write(&a, b"aaaa").unwrap();
+        let g = guard(t.path(), "a", true);
+        let mtime = std::fs::metadata(&a).unwrap().modified().unwrap();
+        std::fs::write(&a, b"bbbb").unwrap();
+        std::fs::write(&a, b"aaaa").unwrap();
+        let f = std::fs::File::options().write(true).open(&a).unwrap();
+        f.set_modified(mtime).unwrap();
+        // The ctime moved (unless the clock tick is coarser than this test): the command
+        // may have read "bbbb".
+        let now = fs::stat_path(&a).unwrap().unwrap();
+        let before = g.files["a"].1.unwrap().stat;
+        if now.ctime_ns != before.ctime_ns {
+            assert_eq!(g.changed(), ["a"]);
+        }
+    }
+
+    #[test]
+    fn changed_and_missing_inputs_are_named() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("a"), b"aaaa").unwrap();
+        let untrusted = guard(t.path(), "a", false);
+        let trusted = guard(t.path(), "a", true);
+        std::fs::write(t.path().join("a"), b"aaab").unwrap();
+        assert_eq!(untrusted.changed(), ["a"]);
+        assert_eq!(trusted.changed(), ["a"]);
+        std::fs::remove_file(t.path().join("a")).unwrap();
+        assert_eq!(trusted.changed(), ["a"]);
+    }
+
+    #[test]
+    fn value_digests_are_keyed() {
+        let (k1, k2) = ([1u8; 32], [2u8; 32]);
+        assert_ne!(value_digest(&k1, b"hunter2"), fs::hash_bytes(b"hunter2"));
+        assert_ne!(value_digest(&k1, b"hunter2"), value_digest(&k2, b"hunter2"));
+        assert_eq!(value_digest(&k1, b"hunter2"), value_digest(&k1, b"hunter2"));
     }
 }

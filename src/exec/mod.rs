@@ -534,7 +534,7 @@ impl Build<'_, '_> {
                 shard: None,
             },
         );
-        let guard = self.snap.input_guard(&parts, &[]);
+        let guard = self.snap.input_guard(&parts);
         self.whole.insert(i, Started { parts, key });
         let (root, declared) = (self.root.clone(), inst.outputs.clone());
         let plan = JobPlan {
