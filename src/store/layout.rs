@@ -113,8 +113,9 @@ impl Layout {
         Ok(())
     }
 
-    /// Writes a fresh random key to a private temporary file, then links it into place,
-    /// so no reader ever sees a partial key and two processes racing agree on one key.
+    /// Writes a fresh random key to a private temporary file, then moves it into place
+    /// without replacing one, so no reader ever sees a partial key and two processes
+    /// racing agree on one key.
     fn create_value_key(&self) -> io::Result<()> {
         let mut key = [0u8; 32];
         std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
@@ -124,16 +125,16 @@ impl Layout {
             .tempfile_in(&self.dir)?;
         tmp.as_file().write_all(&key)?;
         tmp.as_file().sync_all()?;
-        match std::fs::hard_link(tmp.path(), self.value_key()) {
-            Ok(()) => Ok(()),
+        match tmp.persist_noclobber(self.value_key()) {
+            Ok(_) => Ok(()),
             // Another process made one first: keep it, unless it is damaged.
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            Err(err) if err.error.kind() == io::ErrorKind::AlreadyExists => {
                 if self.read_value_key().is_none() {
-                    tmp.persist(self.value_key()).map_err(|e| e.error)?;
+                    err.file.persist(self.value_key()).map_err(|e| e.error)?;
                 }
                 Ok(())
             }
-            Err(err) => Err(err),
+            Err(err) => Err(err.error),
         }
     }
 }
