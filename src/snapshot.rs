@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
-
 use thiserror::Error;
 
 use crate::fs::{self, CachedDigest, Digest, FileStat, PathDigest};
@@ -109,6 +108,8 @@ pub struct Snapshot<'p> {
     env: BTreeMap<String, Option<Digest>>,
     /// The key of variable-value digests.
     value_key: [u8; 32],
+    /// Whether that is the project's key (else a one-off stand-in).
+    value_key_known: bool,
     /// What each present file was hashed from, to re-check inputs after a command.
     entries: HashMap<String, CachedDigest>,
     /// The same for files read again when their consumer became ready (newer).
@@ -225,9 +226,9 @@ impl<'p> Snapshot<'p> {
 
         // Without the project's key (never built, or `.orch/` not writable) a one-off
         // random key stands in: values then compare as unknown, so never as unchanged.
-        let value_key = Layout::new(&project.root)
-            .read_value_key()
-            .unwrap_or_else(one_off_key);
+        let project_key = Layout::new(&project.root).read_value_key();
+        let value_key_known = project_key.is_some();
+        let value_key = project_key.unwrap_or_else(one_off_key);
         // Inherited values are read once; only their keyed digests are kept.
         let mut env = BTreeMap::new();
         for &i in &order {
@@ -257,10 +258,17 @@ impl<'p> Snapshot<'p> {
             rewalk,
             env,
             value_key,
+            value_key_known,
             entries,
             reread: Mutex::new(HashMap::new()),
             shard_inputs: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Whether variable values can be compared with recorded ones: false when the
+    /// project's `.orch/key` is missing, and every value then reads as changed.
+    pub fn values_known(&self) -> bool {
+        self.value_key_known
     }
 
     /// What to re-check after the command keyed with `parts` ran: its inputs and

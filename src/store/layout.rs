@@ -1,8 +1,8 @@
 //! Where every file orch keeps under a project's `.orch/` directory lives.
 //!
 //! All paths are derived here so the rest of orch never spells `.orch/...` by hand.
-//! Nothing in this module touches the file system except [`Layout::ensure`] and
-//! [`Layout::read_value_key`].
+//! Nothing in this module touches the file system except [`Layout::ensure`],
+//! [`Layout::ensure_value_key`] and [`Layout::read_value_key`].
 
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
@@ -75,7 +75,7 @@ impl Layout {
     }
 
     /// `.orch/key`: the project's secret 32-byte key for digests of variable values
-    /// (mode 0600, created once by [`Layout::ensure`]).
+    /// (mode 0600, created once by [`Layout::ensure_value_key`]).
     pub fn value_key(&self) -> PathBuf {
         self.dir.join("key")
     }
@@ -90,8 +90,7 @@ impl Layout {
         self.dir.join("cache")
     }
 
-    /// Creates .orch/ (and a `.gitignore` containing `*` inside it so users never commit
-    /// state), and the value key when it is missing.
+    /// Creates .orch/ (and a `.gitignore` containing `*` inside it so users never commit state).
     pub fn ensure(&self) -> io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         // create_new: never clobber a .gitignore the user edited, and stay race-free when
@@ -101,16 +100,19 @@ impl Layout {
             .create_new(true)
             .open(self.dir.join(".gitignore"))
         {
-            Ok(mut file) => file.write_all(b"*\n")?,
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(err) => return Err(err),
+            Ok(mut file) => file.write_all(b"*\n"),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(err) => Err(err),
         }
-        // Best effort: without a key (a read-only `.orch/`), variable values compare as
-        // unknown, so instances that declare them are stale, never wrongly up to date.
-        if self.read_value_key().is_none() {
-            let _ = self.create_value_key();
+    }
+
+    /// Creates the value key when it is missing or damaged. Only builds call this: the
+    /// read-only commands leave a missing key missing, and then compare values as unknown.
+    pub fn ensure_value_key(&self) -> io::Result<()> {
+        if self.read_value_key().is_some() {
+            return Ok(());
         }
-        Ok(())
+        self.create_value_key()
     }
 
     /// Writes a fresh random key to a private temporary file, then moves it into place
@@ -222,19 +224,20 @@ mod tests {
     }
 
     #[test]
-    fn ensure_creates_a_private_value_key_once() -> io::Result<()> {
+    fn ensure_value_key_creates_a_private_key_once() -> io::Result<()> {
         let tmp = tempfile::tempdir()?;
         let layout = Layout::new(tmp.path());
-        assert_eq!(layout.read_value_key(), None);
         layout.ensure()?;
+        assert_eq!(layout.read_value_key(), None);
+        layout.ensure_value_key()?;
         let key = layout.read_value_key().ok_or(io::ErrorKind::NotFound)?;
         let mode = std::fs::metadata(layout.value_key())?.permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        layout.ensure()?;
+        layout.ensure_value_key()?;
         assert_eq!(layout.read_value_key(), Some(key));
         // A damaged key is replaced; no temporary file is left behind.
         std::fs::write(layout.value_key(), b"short")?;
-        layout.ensure()?;
+        layout.ensure_value_key()?;
         assert!(layout.read_value_key().is_some_and(|k| k != key));
         let names: Vec<String> = std::fs::read_dir(&layout.dir)?
             .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))

@@ -330,10 +330,29 @@ fn without_the_key_values_compare_as_unknown_never_as_unchanged() {
     out.again()
         .env("ORCH_TEST_TOKEN", "swordfish")
         .args(["status"])
+        .stdout_contains("env_changed")
         .run();
     out.again()
         .env("ORCH_TEST_TOKEN", "swordfish")
         .args(["explain", "use"])
-        .stdout_contains("stale")
+        .stdout_contains("use: stale")
+        .stdout_contains("env      unknown   ORCH_TEST_TOKEN")
+        .stdout_contains("env      unknown   PASSWORD")
         .run();
+    // Read-only commands leave it missing; the next build makes a new one and reruns.
+    assert!(!out.exists(".orch/key"));
+    let out = out
+        .again()
+        .env("ORCH_TEST_TOKEN", "swordfish")
+        .args(["build", "--run-id", "again"])
+        .run();
+    assert_eq!(ran(&out.events("again")), ["use"]);
+    assert!(out.exists(".orch/key"));
+    let p = out
+        .again()
+        .env("ORCH_TEST_TOKEN", "swordfish")
+        .args(["plan", "--json"])
+        .run()
+        .json();
+    assert_eq!(p["stale"], 0, "{p:#}");
 }
