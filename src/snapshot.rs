@@ -5,9 +5,18 @@
 //! Taking a snapshot is the whole cost of a no-op build, so it does each thing once: one
 //! query per table, one directory walk for all patterns, one parallel stat-and-hash pass
 //! that reuses every cached digest whose stat is unchanged.
+//!
+//! It also owns the two things that keep a key honest beyond file contents: variable
+//! values enter keys only as digests keyed with the project's secret `.orch/key`, and an
+//! [`InputGuard`] re-checks, after a command ran, that its inputs still hold what was
+//! hashed into its key.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
+use rayon::prelude::*;
 use thiserror::Error;
 
 use crate::fs::{self, CachedDigest, Digest, FileStat, PathDigest};
@@ -15,7 +24,7 @@ use crate::graph::Graph;
 use crate::model::path::is_plain;
 use crate::model::{EnvValue, Project};
 use crate::plan::{KeyParts, PlanSource, Recorded, Success, Upstream};
-use crate::store::{DigestRow, InstanceRecord, LastStatus, Store, StoreError};
+use crate::store::{DigestRow, InstanceRecord, LastStatus, Layout, Store, StoreError};
 
 /// Directories the input walk never enters.
 pub const SKIP_DIRS: &[&str] = &[".orch", ".git"];
@@ -68,6 +77,7 @@ pub fn row_to_cached(r: &DigestRow) -> CachedDigest {
             size: r.size,
             mtime_ns: r.mtime_ns,
             ino: r.ino,
+            ctime_ns: r.ctime_ns,
             is_dir: r.is_dir,
         },
         digest: Digest(r.digest),
@@ -81,6 +91,7 @@ pub fn cached_to_row(c: &CachedDigest) -> DigestRow {
         size: c.stat.size,
         mtime_ns: c.stat.mtime_ns,
         ino: c.stat.ino,
+        ctime_ns: c.stat.ctime_ns,
         is_dir: c.stat.is_dir,
         digest: c.digest.0,
         hashed_at_ns: c.hashed_at_ns,
@@ -116,8 +127,18 @@ pub struct Snapshot<'p> {
     produced: HashSet<String>,
     /// Directories declared as outputs by some instance.
     produced_dirs: Vec<String>,
-    /// Digests of inherited environment values, by variable name.
+    /// Keyed digests of inherited environment values, by variable name.
     env: BTreeMap<String, Option<Digest>>,
+    /// The key of variable-value digests.
+    value_key: [u8; 32],
+    /// Whether that is the project's key (else a one-off stand-in).
+    value_key_known: bool,
+    /// What each present file was hashed from, to re-check inputs after a command.
+    entries: HashMap<String, CachedDigest>,
+    /// The same for files read again when their consumer became ready (newer).
+    reread: Mutex<HashMap<String, CachedDigest>>,
+    /// What every shard of an instance re-checks besides its own input, by instance.
+    shard_inputs: Mutex<HashMap<String, Arc<Guarded>>>,
 }
 
 impl<'p> Snapshot<'p> {
@@ -188,10 +209,11 @@ impl<'p> Snapshot<'p> {
         }
         let rewalk = globs_matching_outputs(project, &order, &produced_dirs);
 
-        // Everything whose digest the plan needs: inputs and recorded outputs.
+        // Everything whose digest the plan needs: inputs, schemas and recorded outputs.
         let mut wanted: BTreeSet<&str> = BTreeSet::new();
         for &i in &order {
             wanted.extend(inputs[i].iter().map(String::as_str));
+            wanted.extend(schema_files(&project.instances[i]));
             if let Some(m) = &records[i].success {
                 wanted.extend(m.outputs.keys().map(String::as_str));
             }
@@ -200,6 +222,7 @@ impl<'p> Snapshot<'p> {
         let cache = store.load_digests()?;
         let results = fs::digest_paths(&project.root, &wanted, |p| cache.get(p).map(row_to_cached));
         let mut digests = HashMap::with_capacity(wanted.len());
+        let mut entries = HashMap::with_capacity(wanted.len());
         let mut digest_updates = Vec::new();
         for (path, r) in wanted.into_iter().zip(results) {
             match r {
@@ -212,10 +235,14 @@ impl<'p> Snapshot<'p> {
                 Ok(PathDigest::Present {
                     digest, refreshed, ..
                 }) => {
+                    let entry = refreshed.or_else(|| cache.get(&path).map(row_to_cached));
                     if let Some(c) = refreshed
                         && !c.stat.is_dir
                     {
                         digest_updates.push((path.clone(), Some(cached_to_row(&c))));
+                    }
+                    if let Some(c) = entry {
+                        entries.insert(path.clone(), c);
                     }
                     digests.insert(path, Some(digest));
                 }
@@ -223,14 +250,20 @@ impl<'p> Snapshot<'p> {
             }
         }
 
-        // Inherited values are read once; only their digests are kept.
+        // Without the project's key (never built, or `.orch/` not writable) a one-off
+        // random key stands in: values then compare as unknown, so never as unchanged.
+        let project_key = Layout::new(&project.root).read_value_key();
+        let value_key_known = project_key.is_some();
+        let value_key = project_key.unwrap_or_else(one_off_key);
+        // Inherited values are read once; only their keyed digests are kept.
         let mut env = BTreeMap::new();
         for &i in &order {
             for (name, v) in &project.instances[i].env {
                 if *v == EnvValue::Inherit && !env.contains_key(name) {
                     env.insert(
                         name.clone(),
-                        std::env::var_os(name).map(|v| fs::hash_bytes(v.as_encoded_bytes())),
+                        std::env::var_os(name)
+                            .map(|v| value_digest(&value_key, v.as_encoded_bytes())),
                     );
                 }
             }
@@ -250,7 +283,52 @@ impl<'p> Snapshot<'p> {
             produced_dirs,
             rewalk,
             env,
+            value_key,
+            value_key_known,
+            entries,
+            reread: Mutex::new(HashMap::new()),
+            shard_inputs: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Whether variable values can be compared with recorded ones: false when the
+    /// project's `.orch/key` is missing, and every value then reads as changed.
+    pub fn values_known(&self) -> bool {
+        self.value_key_known
+    }
+
+    /// What to re-check after the command keyed with `parts` ran: its inputs and
+    /// schemas, each with the stat it was last hashed from.
+    pub fn input_guard(&self, parts: &KeyParts) -> InputGuard {
+        InputGuard {
+            root: self.project.root.clone(),
+            files: Arc::new(self.guarded(parts, &HashSet::new())),
+            own: None,
+        }
+    }
+
+    /// The stat each of `parts`' inputs and schemas (but `skip`) was last hashed from.
+    fn guarded(&self, parts: &KeyParts, skip: &HashSet<&str>) -> Guarded {
+        let reread = self.reread.lock().ok();
+        let mut files = BTreeMap::new();
+        for (p, d) in parts.inputs.iter().chain(&parts.schemas) {
+            if !skip.contains(p.as_str()) {
+                files.insert(p.clone(), (*d, self.entry(reread.as_deref(), p)));
+            }
+        }
+        files
+    }
+
+    /// The latest stat `path` was hashed from, when known.
+    fn entry(
+        &self,
+        reread: Option<&HashMap<String, CachedDigest>>,
+        path: &str,
+    ) -> Option<CachedDigest> {
+        reread
+            .and_then(|m| m.get(path))
+            .or_else(|| self.entries.get(path))
+            .copied()
     }
 
     /// The input files of `i` and their digests as they are now, when it is about to
@@ -271,12 +349,20 @@ impl<'p> Snapshot<'p> {
             .collect();
         let mut digests = BTreeMap::new();
         if !fresh.is_empty() {
+            let mut reread = self.reread.lock().ok();
             for (p, d) in fresh
                 .iter()
                 .zip(fs::digest_paths(&self.project.root, &fresh, |_| None))
             {
                 let d = match d {
-                    Ok(PathDigest::Present { digest, .. }) => Some(digest),
+                    Ok(PathDigest::Present {
+                        digest, refreshed, ..
+                    }) => {
+                        if let (Some(m), Some(c)) = (reread.as_mut(), refreshed) {
+                            m.insert(p.clone(), c);
+                        }
+                        Some(digest)
+                    }
                     _ => None,
                 };
                 digests.insert(p.clone(), d);
@@ -306,6 +392,52 @@ impl<'p> Snapshot<'p> {
         false
     }
 
+    /// What to re-check after one shard of `inst` ran: the instance's inputs but its shard
+    /// sources, and the shard's own input `input`, keyed by `digest`.
+    pub fn shard_guard(
+        &self,
+        inst: &crate::model::Instance,
+        parts: &KeyParts,
+        input: &str,
+        digest: Digest,
+    ) -> InputGuard {
+        // Worked out once per instance: a `files` source can make the inputs as many as
+        // the shards, and every shard shares them.
+        let files = {
+            let mut shared = self.shard_inputs.lock().ok();
+            match shared.as_ref().and_then(|m| m.get(&inst.name)) {
+                Some(f) => Arc::clone(f),
+                None => {
+                    let sources = match &inst.shard {
+                        Some(spec) => {
+                            let files: Vec<String> = parts.inputs.keys().cloned().collect();
+                            crate::exec::shards::source_files(&spec.strategy, &files)
+                        }
+                        None => Vec::new(),
+                    };
+                    let skip: HashSet<&str> = sources.iter().map(String::as_str).collect();
+                    let f = Arc::new(self.guarded(parts, &skip));
+                    if let Some(m) = shared.as_mut() {
+                        m.insert(inst.name.clone(), Arc::clone(&f));
+                    }
+                    f
+                }
+            }
+        };
+        // A `files` shard's own source has a stat on record; a slice under `.orch/` not.
+        let entry = if parts.inputs.contains_key(input) {
+            let reread = self.reread.lock().ok();
+            self.entry(reread.as_deref(), input)
+        } else {
+            None
+        };
+        InputGuard {
+            root: self.project.root.clone(),
+            files,
+            own: Some((input.to_owned(), (digest, entry))),
+        }
+    }
+
     /// The key parts of instance `i`, with input digests from `digest_of`.
     pub fn parts_with(
         &self,
@@ -330,7 +462,7 @@ impl<'p> Snapshot<'p> {
             .map(|(name, v)| {
                 let d = match v {
                     EnvValue::Inherit => self.env.get(name).copied().flatten(),
-                    EnvValue::Set(s) => Some(fs::hash_bytes(s.as_bytes())),
+                    EnvValue::Set(s) => Some(value_digest(&self.value_key, s.as_bytes())),
                 };
                 (name.clone(), d)
             })
@@ -378,6 +510,9 @@ impl<'p> Snapshot<'p> {
             env,
             inputs,
             upstream,
+            schemas: schema_files(inst)
+                .filter_map(|p| digest_of(p).map(|d| (p.to_owned(), d)))
+                .collect(),
         }
     }
 
@@ -415,6 +550,103 @@ impl<'p> Snapshot<'p> {
         }
         Digest(*h.finalize().as_bytes())
     }
+}
+
+/// The digest of a variable's value as it enters keys and manifests: keyed with the
+/// project's secret, so a recorded digest cannot be checked against guessed values.
+pub fn value_digest(key: &[u8; 32], value: &[u8]) -> Digest {
+    Digest(*blake3::keyed_hash(key, value).as_bytes())
+}
+
+/// A random key for this process only.
+fn one_off_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut key));
+    if read.is_err() {
+        // Unique enough to match nothing recorded, which is all a stand-in key must do.
+        let mut h = blake3::Hasher::new();
+        h.update(&fs::now_ns().to_le_bytes());
+        h.update(&std::process::id().to_le_bytes());
+        key = *h.finalize().as_bytes();
+    }
+    key
+}
+
+/// The schema files of an instance's outputs (whole and per-shard).
+fn schema_files(inst: &crate::model::Instance) -> impl Iterator<Item = &str> {
+    inst.outputs
+        .iter()
+        .filter_map(|o| o.schema.as_deref())
+        .chain(
+            inst.shard_outputs
+                .iter()
+                .filter_map(|o| o.schema.as_deref()),
+        )
+}
+
+/// The files a command was keyed with, re-checked once it has run: a file that changed
+/// meanwhile means its result may hold content no key describes, so it is not recorded.
+///
+/// A file whose stat (size, mtime, ctime, inode) moved since it was hashed was written
+/// meanwhile, and counts as changed even when its bytes are back as they were: the
+/// command may have read it in between. A file whose stat is unknown, or too recent to
+/// vouch for its content (the racy-timestamp rule), is hashed again and compared.
+/// Cheap enough to run after every command: one stat per file, rarely a hash.
+#[derive(Clone, Debug, Default)]
+pub struct InputGuard {
+    root: PathBuf,
+    /// The files, shared by the shards of one instance.
+    files: Arc<Guarded>,
+    /// A shard's own input.
+    own: Option<(String, Guard)>,
+}
+
+/// A file's digest in the key, and the stat it was hashed from when known.
+type Guard = (Digest, Option<CachedDigest>);
+
+/// Path → its [`Guard`].
+type Guarded = BTreeMap<String, Guard>;
+
+impl InputGuard {
+    /// The files that changed since they were hashed into the key (sorted).
+    pub fn changed(&self) -> Vec<String> {
+        let files: Vec<(&String, &Guard)> = self
+            .files
+            .iter()
+            .chain(self.own.as_ref().map(|(p, g)| (p, g)))
+            .collect();
+        let mut changed: Vec<String> = files
+            .par_iter()
+            .filter(|(p, (keyed, entry))| {
+                let full = self.root.join(p);
+                match (fs::stat_path(&full), entry) {
+                    (Ok(Some(now)), Some(e)) if !now.is_dir && !e.stat.is_dir => {
+                        now != e.stat || (!e.is_valid_for(&now) && !holds(&full, keyed))
+                    }
+                    (Ok(Some(_)), _) => !holds(&full, keyed),
+                    _ => true,
+                }
+            })
+            .map(|(p, _)| (*p).clone())
+            .collect();
+        changed.sort();
+        changed.dedup();
+        changed
+    }
+}
+
+/// Removes a shard's slice under `.orch/` whose content changed while the shard ran, so
+/// the next build writes it again from its source (slices are only written when absent).
+pub fn forget_slice(root: &std::path::Path, orch_dir: &std::path::Path, input: &str) {
+    let path = root.join(input);
+    if path.starts_with(orch_dir) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Whether the file or tree at `full` has digest `d` now.
+fn holds(full: &std::path::Path, d: &Digest) -> bool {
+    fs::hash_path(full).is_ok_and(|now| now == *d)
 }
 
 /// The input files of each instance in `order`: plain paths as written (the digest pass
@@ -560,5 +792,79 @@ impl PlanSource for Snapshot<'_> {
     }
     fn name(&self, i: usize) -> &str {
         &self.project.instances[i].name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: i64 = 1_000_000_000;
+
+    /// A guard over `name` in `dir`, as hashed now, with its stat trusted (as if hashed
+    /// long after it was last written) when `trusted`.
+    fn guard(dir: &std::path::Path, name: &str, trusted: bool) -> InputGuard {
+        let full = dir.join(name);
+        let stat = fs::stat_path(&full).ok().flatten();
+        let digest = fs::hash_path(&full).unwrap_or(fs::hash_bytes(b""));
+        let entry = stat.filter(|_| trusted).map(|stat| CachedDigest {
+            stat,
+            digest,
+            hashed_at_ns: stat.mtime_ns.max(stat.ctime_ns) + 10 * SEC,
+        });
+        InputGuard {
+            root: dir.to_path_buf(),
+            files: Arc::new(BTreeMap::from([(name.to_owned(), (digest, entry))])),
+            own: None,
+        }
+    }
+
+    #[test]
+    fn an_untouched_input_has_not_changed() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("a"), b"aaaa").unwrap();
+        assert!(guard(t.path(), "a", true).changed().is_empty());
+        assert!(guard(t.path(), "a", false).changed().is_empty());
+    }
+
+    #[test]
+    fn a_write_put_back_byte_for_byte_still_counts() {
+        let t = tempfile::tempdir().unwrap();
+        let a = t.path().join("a");
+        std::fs::write(&a, b"aaaa").unwrap();
+        let g = guard(t.path(), "a", true);
+        let mtime = std::fs::metadata(&a).unwrap().modified().unwrap();
+        std::fs::write(&a, b"bbbb").unwrap();
+        std::fs::write(&a, b"aaaa").unwrap();
+        let f = std::fs::File::options().write(true).open(&a).unwrap();
+        f.set_modified(mtime).unwrap();
+        // The ctime moved (unless the clock tick is coarser than this test): the command
+        // may have read "bbbb".
+        let now = fs::stat_path(&a).unwrap().unwrap();
+        let before = g.files["a"].1.unwrap().stat;
+        if now.ctime_ns != before.ctime_ns {
+            assert_eq!(g.changed(), ["a"]);
+        }
+    }
+
+    #[test]
+    fn changed_and_missing_inputs_are_named() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("a"), b"aaaa").unwrap();
+        let untrusted = guard(t.path(), "a", false);
+        let trusted = guard(t.path(), "a", true);
+        std::fs::write(t.path().join("a"), b"aaab").unwrap();
+        assert_eq!(untrusted.changed(), ["a"]);
+        assert_eq!(trusted.changed(), ["a"]);
+        std::fs::remove_file(t.path().join("a")).unwrap();
+        assert_eq!(trusted.changed(), ["a"]);
+    }
+
+    #[test]
+    fn value_digests_are_keyed() {
+        let (k1, k2) = ([1u8; 32], [2u8; 32]);
+        assert_ne!(value_digest(&k1, b"hunter2"), fs::hash_bytes(b"hunter2"));
+        assert_ne!(value_digest(&k1, b"hunter2"), value_digest(&k2, b"hunter2"));
+        assert_eq!(value_digest(&k1, b"hunter2"), value_digest(&k1, b"hunter2"));
     }
 }

@@ -54,6 +54,9 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     if let Err(e) = layout.ensure() {
         return report_error("cannot create `.orch/`", &e);
     }
+    if let Err(e) = layout.ensure_value_key() {
+        eprintln!("warning: cannot create `.orch/key` ({e}); variable values will read as changed");
+    }
     let _lock = match BuildLock::acquire(&layout.lock(), || {
         let holder = BuildLock::holder_pid(&layout.lock())
             .map(|p| format!(" (pid {p})"))

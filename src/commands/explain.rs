@@ -1,5 +1,6 @@
 //! `orch explain TARGET`: how an instance's key differs from its last successful run,
-//! part by part: command, each input file, each variable, each upstream output.
+//! part by part: command, each input file, each variable (by keyed digest only), each
+//! output schema, each upstream output.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -78,7 +79,7 @@ pub fn run(g: &Global, a: ExplainArgs) -> i32 {
                     );
                 }
                 let mut lines = match success.parts() {
-                    Some(old) => diff_lines(&now, old),
+                    Some(old) => diff_lines(&now, old, snap.values_known()),
                     None => vec![
                         "  the recorded key parts are unreadable (written by another orch version)"
                             .to_owned(),
@@ -119,8 +120,9 @@ fn short(d: Option<&Digest>) -> String {
     d.map_or_else(|| "-".to_owned(), Digest::short)
 }
 
-/// Human lines for every difference between `now` and `old`.
-fn diff_lines(now: &KeyParts, old: &KeyParts) -> Vec<String> {
+/// Human lines for every difference between `now` and `old`; without the project's key
+/// (`values_known` false) variable values cannot be compared, and say so.
+fn diff_lines(now: &KeyParts, old: &KeyParts, values_known: bool) -> Vec<String> {
     let mut lines = Vec::new();
     if now.command != old.command {
         lines.push("  command  changed".to_owned());
@@ -146,6 +148,9 @@ fn diff_lines(now: &KeyParts, old: &KeyParts) -> Vec<String> {
             (Some(a), Some(b)) if a == b => {}
             (None, Some(_)) => lines.push(format!("  env      added     {k}")),
             (Some(_), None) => lines.push(format!("  env      removed   {k}")),
+            (Some(Some(_)), Some(Some(_))) if !values_known => lines.push(format!(
+                "  env      unknown   {k}  (`.orch/key` is missing: values cannot be compared)"
+            )),
             (a, b) => lines.push(format!(
                 "  env      changed   {k}  (value digest {} → {})",
                 short(a.and_then(Option::as_ref)),
@@ -161,6 +166,19 @@ fn diff_lines(now: &KeyParts, old: &KeyParts) -> Vec<String> {
             (Some(_), None) => lines.push(format!("  input    removed   {p}")),
             (a, b) => lines.push(format!(
                 "  input    changed   {p}  ({} → {})",
+                short(a),
+                short(b)
+            )),
+        }
+    }
+    let schemas: BTreeSet<&String> = now.schemas.keys().chain(old.schemas.keys()).collect();
+    for p in schemas {
+        match (old.schemas.get(p), now.schemas.get(p)) {
+            (Some(a), Some(b)) if a == b => {}
+            (None, Some(_)) => lines.push(format!("  schema   added     {p}")),
+            (Some(_), None) => lines.push(format!("  schema   removed   {p}")),
+            (a, b) => lines.push(format!(
+                "  schema   changed   {p}  ({} → {})",
                 short(a),
                 short(b)
             )),

@@ -295,6 +295,11 @@ fn details(e: &Value) -> String {
             e["upstream"].as_str().unwrap_or("?"),
             e["upstream_status"].as_str().unwrap_or("?")
         ),
+        "input_changed_during_run" => format!(
+            "{} changed while the command ran; not recorded{}",
+            str_list(&e["paths"]).join(", "),
+            shard(e)
+        ),
         "shard_plan" => format!(
             "{} shards ({}), {} to run, {} reused, at most {} at once",
             e["shards"],

@@ -172,6 +172,16 @@ fn log_tail(path: &std::path::Path) -> std::io::Result<LogTail> {
     })
 }
 
+/// The warning for a command whose inputs changed while it ran, e.g. `translate: input
+/// raw/a.txt changed while the command ran; not recorded, it will run again`.
+pub fn input_changed_line(name: &str, paths: &[String]) -> String {
+    let what = if paths.len() == 1 { "input" } else { "inputs" };
+    format!(
+        "{name}: {what} {} changed while the command ran; not recorded, it will run again",
+        paths.join(", ")
+    )
+}
+
 /// The closing line of a run without failures.
 pub fn completed_line(counts: &super::Counts, duration_ms: u64) -> String {
     if counts.succeeded == 0 && counts.cached == 0 {
@@ -312,6 +322,9 @@ impl<W: Write> Sink for Human<W> {
                     "[~] {name} attempt {attempt} of {attempts} failed: {message}; retrying in {}",
                     duration(*delay_ms)
                 );
+            }
+            EventKind::InputChangedDuringRun { paths, .. } => {
+                let _ = writeln!(self.out, "warning: {}", input_changed_line(name, paths));
             }
             EventKind::SoftDependencyUnmet {
                 upstream,

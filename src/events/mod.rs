@@ -225,6 +225,15 @@ pub enum EventKind {
         /// `failed` or `blocked`.
         upstream_status: &'static str,
     },
+    /// An input of a command changed while it ran: the result serves the rest of this
+    /// build but is neither recorded nor cached, so the next build runs it again.
+    InputChangedDuringRun {
+        /// The inputs that changed, project-relative, sorted.
+        paths: Vec<String>,
+        /// Set when the event is about one shard.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        shard: Option<ShardRef>,
+    },
     /// How an instance was split into shards.
     ShardPlan {
         /// `files`, `chunk` or `group`.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use super::human::{Verbosity, blocked_why, duration, failure_what, log_block};
+use super::human::{Verbosity, blocked_why, duration, failure_what, input_changed_line, log_block};
 use super::{BlockReason, Event, EventKind, Sink};
 
 /// How often the spinners and elapsed times move.
@@ -460,6 +460,14 @@ impl Screen {
                 if normal || *reason != BlockReason::StoppedAfterFailure {
                     self.print(&format!("[-] {name} {}", blocked_why(*reason, blocked_by)));
                 }
+            }
+            EventKind::InputChangedDuringRun { paths, .. } => {
+                let warning = if self.color {
+                    yellow("warning:")
+                } else {
+                    "warning:".to_owned()
+                };
+                self.print(&format!("{warning} {}", input_changed_line(name, paths)));
             }
             EventKind::SoftDependencyUnmet {
                 upstream,

@@ -31,7 +31,7 @@ use crate::fs::{self, Beneath, Digest, PathDigest};
 use crate::model::Instance;
 use crate::plan::{self, Freshness, KeyParts, Manifest, OutputMeta, PlanEntry, Success};
 use crate::shard::Merge;
-use crate::snapshot::{Snapshot, cached_to_row};
+use crate::snapshot::{InputGuard, Snapshot, cached_to_row};
 use crate::store::{
     DigestRow, Layout, OutputRecord, ResultUpdate, ShardRecord, Store, SuccessRecord,
 };
@@ -113,6 +113,8 @@ struct Done {
     outputs: Vec<(String, Result<PathDigest, std::io::Error>)>,
     failure: Option<Failure>,
     duration: Duration,
+    /// Inputs that changed while it ran (then nothing is recorded or cached).
+    changed: Vec<String>,
 }
 
 /// Gets a job's files ready before each attempt.
@@ -131,6 +133,8 @@ struct JobPlan {
     outputs: Vec<String>,
     retry: Option<crate::model::Retry>,
     schemas: Vec<(String, String)>,
+    /// The inputs to re-check once the command succeeded.
+    guard: InputGuard,
 }
 
 /// A started whole instance's key, kept until its command finishes.
@@ -155,6 +159,8 @@ struct Sharded {
     /// The first shard failure, and the log of that shard.
     failure: Option<(Failure, String)>,
     started_at: Instant,
+    /// Inputs of shards that changed while they ran: the instance is not recorded.
+    unrecorded: Vec<String>,
 }
 
 /// Writes that are flushed to the store in batches.
@@ -532,6 +538,7 @@ impl Build<'_, '_> {
                 shard: None,
             },
         );
+        let guard = self.snap.input_guard(&parts);
         self.whole.insert(i, Started { parts, key });
         let (root, declared) = (self.beneath.clone(), inst.outputs.clone());
         let plan = JobPlan {
@@ -554,6 +561,7 @@ impl Build<'_, '_> {
                 .iter()
                 .filter_map(|o| o.schema.clone().map(|s| (o.path.clone(), s)))
                 .collect(),
+            guard,
         };
         self.spawn(Work::Whole(i), job, plan);
     }
@@ -622,7 +630,14 @@ impl Build<'_, '_> {
                         });
                     }
                     (failure, _) => {
+                        // Before anything is cached: a result built from inputs that
+                        // moved under the command matches no key.
+                        let changed = match failure {
+                            None => w.guard.changed(),
+                            Some(_) => Vec::new(),
+                        };
                         if failure.is_none()
+                            && changed.is_empty()
                             && let Some((cache, key, decl)) = &w.store
                         {
                             let digests = outputs
@@ -649,6 +664,7 @@ impl Build<'_, '_> {
                             outputs,
                             failure,
                             duration: started.elapsed(),
+                            changed,
                         }));
                         return;
                     }
@@ -795,7 +811,11 @@ impl Build<'_, '_> {
                         }
                     }
                 }
-                self.succeed(i, st.parts, st.key, metas, duration_ms, None);
+                if done.changed.is_empty() {
+                    self.succeed(i, st.parts, st.key, metas, duration_ms, None);
+                } else {
+                    self.unrecorded(i, done.changed, st.key, metas, duration_ms);
+                }
             }
             Some(f) if self.killed_by_us(&f) => {
                 remove_outputs(&self.beneath, inst);
@@ -887,6 +907,40 @@ impl Build<'_, '_> {
             }
         };
         self.events.emit(Some(&name), event);
+        self.outcome[i] = Some(Outcome::Succeeded(outputs));
+    }
+
+    /// Completed, but an input changed while the command ran: its outputs serve this
+    /// build's downstream instances, yet nothing is recorded or cached, so the next build
+    /// runs it again.
+    fn unrecorded(
+        &mut self,
+        i: usize,
+        paths: Vec<String>,
+        key: Digest,
+        metas: BTreeMap<String, OutputMeta>,
+        duration_ms: u64,
+    ) {
+        let name = self.name(i).to_owned();
+        let outputs: BTreeMap<String, Digest> =
+            metas.iter().map(|(p, m)| (p.clone(), m.digest)).collect();
+        self.events.emit(
+            Some(&name),
+            EventKind::InputChangedDuringRun { paths, shard: None },
+        );
+        self.events.emit(
+            Some(&name),
+            EventKind::InstanceCompleted {
+                action_key: key.to_hex(),
+                outputs: outputs
+                    .iter()
+                    .map(|(p, d)| (p.clone(), d.to_hex()))
+                    .collect(),
+                duration_ms,
+                shard: None,
+            },
+        );
+        self.report.counts.succeeded += 1;
         self.outcome[i] = Some(Outcome::Succeeded(outputs));
     }
 
@@ -1055,6 +1109,7 @@ impl Build<'_, '_> {
                 results,
                 failure: None,
                 started_at: Instant::now(),
+                unrecorded: Vec::new(),
             },
         );
         if has_waiting {
@@ -1151,6 +1206,9 @@ impl Build<'_, '_> {
             outputs,
             retry: inst.retry.clone(),
             schemas: p.schemas.clone(),
+            guard: self
+                .snap
+                .shard_guard(inst, &sh.parts, &p.input, p.shard.digest),
         };
         self.spawn(Work::Shard(i, s), job, plan);
     }
@@ -1210,13 +1268,25 @@ impl Build<'_, '_> {
                         outputs: metas.clone(),
                     }
                 };
-                self.pending.shards.push(ShardRecord {
-                    shard_key: key.0,
-                    instance: self.snap.project.instances[i].name.clone(),
-                    output_digest: result.digest.0,
-                    size: result.size,
-                    run_id: self.opts.run_id.clone(),
-                });
+                if done.changed.is_empty() {
+                    self.pending.shards.push(ShardRecord {
+                        shard_key: key.0,
+                        instance: self.snap.project.instances[i].name.clone(),
+                        output_digest: result.digest.0,
+                        size: result.size,
+                        run_id: self.opts.run_id.clone(),
+                    });
+                } else {
+                    crate::snapshot::forget_slice(&self.root, &self.layout.dir, &p.input);
+                    sh.unrecorded.extend(done.changed.iter().cloned());
+                    self.events.emit(
+                        Some(&shard_name),
+                        EventKind::InputChangedDuringRun {
+                            paths: done.changed.clone(),
+                            shard: shard.clone(),
+                        },
+                    );
+                }
                 sh.results[s] = Some(result);
                 self.events.emit(
                     Some(&shard_name),
@@ -1400,6 +1470,14 @@ impl Build<'_, '_> {
                     .join(format!("{}.part", Digest(*k).to_hex()));
                 let _ = std::fs::remove_file(part);
             }
+        }
+        if !sh.unrecorded.is_empty() {
+            let mut paths = sh.unrecorded;
+            paths.sort();
+            paths.dedup();
+            self.unrecorded(i, paths, sh.key, metas, duration_ms);
+            self.sched.finish(i);
+            return;
         }
         if let Some(cache) = self.cache_for(i) {
             let outputs: Vec<(String, bool)> = metas.keys().map(|p| (p.clone(), false)).collect();

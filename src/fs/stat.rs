@@ -19,6 +19,10 @@ pub struct FileStat {
     pub mtime_ns: i64,
     /// Inode number; catches replace-by-rename that preserves size and mtime.
     pub ino: u64,
+    /// Status-change time in ns since the Unix epoch; as in git's index, it catches an
+    /// in-place rewrite whose mtime was put back (`cp -p`, `touch -r`, sync tools), since
+    /// no unprivileged call can set it.
+    pub ctime_ns: i64,
     /// Whether the path is a directory.
     pub is_dir: bool,
 }
@@ -33,6 +37,10 @@ impl FileStat {
                 .saturating_mul(1_000_000_000)
                 .saturating_add(meta.mtime_nsec()),
             ino: meta.ino(),
+            ctime_ns: meta
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.ctime_nsec()),
             is_dir: meta.is_dir(),
         }
     }
@@ -64,9 +72,9 @@ pub fn now_ns() -> i64 {
     }
 }
 
-/// Entries whose file mtime is within this window of the moment they were hashed are "racy":
-/// the file may have been changed again within the same timestamp tick, so the digest must be
-/// recomputed. 2 seconds (coarse filesystems).
+/// Entries whose file mtime or ctime is within this window of the moment they were hashed
+/// are "racy": the file may have been changed again within the same timestamp tick, so the
+/// digest must be recomputed. 2 seconds (coarse filesystems).
 pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
 
 /// A digest remembered for a path together with the stat it was computed from.
@@ -87,8 +95,10 @@ impl CachedDigest {
         if self.stat.is_dir || current.is_dir {
             return false;
         }
-        *current == self.stat
-            && self.hashed_at_ns.saturating_sub(self.stat.mtime_ns) > RACY_WINDOW_NS
+        // ctime counts too: a rewrite with its mtime put back within the same ctime tick as
+        // the hash would otherwise leave every field equal.
+        let changed_ns = self.stat.mtime_ns.max(self.stat.ctime_ns);
+        *current == self.stat && self.hashed_at_ns.saturating_sub(changed_ns) > RACY_WINDOW_NS
     }
 }
 
@@ -177,6 +187,7 @@ mod tests {
             size,
             mtime_ns,
             ino,
+            ctime_ns: mtime_ns,
             is_dir: false,
         }
     }
@@ -214,6 +225,22 @@ mod tests {
         assert!(!e.is_valid_for(&st(11, s.mtime_ns, 7)));
         assert!(!e.is_valid_for(&st(10, s.mtime_ns + 1, 7)));
         assert!(!e.is_valid_for(&st(10, s.mtime_ns, 8)));
+        // An in-place rewrite with its mtime put back changes only the ctime.
+        assert!(!e.is_valid_for(&FileStat {
+            ctime_ns: s.ctime_ns + 1,
+            ..s
+        }));
+    }
+
+    #[test]
+    fn a_recent_ctime_is_racy() {
+        // mtime long ago (restored), ctime just before the hash: not to be trusted.
+        let s = FileStat {
+            ctime_ns: 2_000 * SEC,
+            ..st(10, 1_000 * SEC, 7)
+        };
+        assert!(!entry(s, s.ctime_ns + SEC).is_valid_for(&s));
+        assert!(entry(s, s.ctime_ns + RACY_WINDOW_NS + 1).is_valid_for(&s));
     }
 
     #[test]
@@ -332,6 +359,10 @@ mod tests {
             },
             FileStat {
                 ino: stat.ino + 1,
+                ..stat
+            },
+            FileStat {
+                ctime_ns: stat.ctime_ns - SEC,
                 ..stat
             },
         ] {

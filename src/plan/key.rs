@@ -13,7 +13,7 @@ use super::reason::{Reason, Why};
 use crate::fs::Digest;
 
 /// Version of the action-key encoding; bump it to invalidate every recorded key.
-pub const KEY_FORMAT: u32 = 2;
+pub const KEY_FORMAT: u32 = 3;
 
 /// What an upstream instance contributes to a key.
 // Externally tagged: manifests are postcard, which cannot decode internal tags.
@@ -46,12 +46,16 @@ pub struct KeyParts {
     /// key or size, merge mode. The `parallel` cap is left out: it changes no result.
     #[serde(default)]
     pub shard: String,
-    /// Variable name → digest of its value (None when unset). Never the value itself.
+    /// Variable name → keyed digest of its value (None when unset). Never the value
+    /// itself, nor a plain digest that could be checked against guesses offline.
     pub env: BTreeMap<String, Option<Digest>>,
     /// Input file → content digest.
     pub inputs: BTreeMap<String, Digest>,
     /// Upstream instance → its contribution.
     pub upstream: BTreeMap<String, Upstream>,
+    /// Output schema file → content digest: a schema decides whether a result stands,
+    /// so tightening one must rerun the instance (absent files are left out).
+    pub schemas: BTreeMap<String, Digest>,
 }
 
 struct Encoder(blake3::Hasher);
@@ -112,6 +116,12 @@ impl KeyParts {
             e.str(p);
             e.digest(d);
         }
+        e.tag(b'j');
+        e.len(self.schemas.len());
+        for (p, d) in &self.schemas {
+            e.str(p);
+            e.digest(d);
+        }
         e.tag(b'u');
         e.len(self.upstream.len());
         for (name, u) in &self.upstream {
@@ -164,6 +174,19 @@ impl KeyParts {
                 whys.push(Why::about(Reason::InputRemoved, p.clone()));
             }
         }
+        // Schema files read as inputs of the result: named by path like any input.
+        for (p, d) in &self.schemas {
+            match old.schemas.get(p) {
+                None => whys.push(Why::about(Reason::InputAdded, p.clone())),
+                Some(o) if o != d => whys.push(Why::about(Reason::InputChanged, p.clone())),
+                _ => {}
+            }
+        }
+        for p in old.schemas.keys() {
+            if !self.schemas.contains_key(p) {
+                whys.push(Why::about(Reason::InputRemoved, p.clone()));
+            }
+        }
         for (name, u) in &self.upstream {
             if old.upstream.get(name) != Some(u) {
                 whys.push(Why::about(Reason::UpstreamChanged, name.clone()));
@@ -204,7 +227,7 @@ pub struct Manifest {
 }
 
 /// Manifest format version.
-pub const MANIFEST_FORMAT: u32 = 3;
+pub const MANIFEST_FORMAT: u32 = 4;
 
 #[derive(Serialize, Deserialize)]
 struct Head {
@@ -296,15 +319,17 @@ mod tests {
             env: BTreeMap::from([("LANG".into(), Some(crate::fs::hash_bytes(b"C")))]),
             inputs: BTreeMap::from([("in.txt".into(), crate::fs::hash_bytes(b"x"))]),
             upstream: BTreeMap::from([("up".into(), Upstream::Absent)]),
+            schemas: BTreeMap::from([("line.json".into(), crate::fs::hash_bytes(b"{}"))]),
         }
     }
 
-    /// Pins the encoding: changing it must be deliberate (bump KEY_FORMAT).
+    /// Pins the encoding: changing it must be deliberate (bump KEY_FORMAT). Format 3
+    /// added the output schemas part (tag `j`), so this value moved with it.
     #[test]
     fn golden_key() {
         assert_eq!(
             parts().action_key().to_hex(),
-            "87cc7fe2803ccfbe3fcae986cd9d2e59b42463098189a5c6a5a4864e8d0c9df5"
+            "ad746a3cb17c9c7027241f5b1eafc4e143d6e913af6ede4285db778b3f58557a"
         );
     }
 
@@ -326,6 +351,15 @@ mod tests {
         let mut p = parts();
         p.inputs
             .insert("in2.txt".into(), crate::fs::hash_bytes(b"x"));
+        assert_ne!(p.action_key(), base);
+        let mut p = parts();
+        p.schemas.insert(
+            "line.json".into(),
+            crate::fs::hash_bytes(b"{\"type\":\"object\"}"),
+        );
+        assert_ne!(p.action_key(), base);
+        let mut p = parts();
+        p.schemas.clear();
         assert_ne!(p.action_key(), base);
         let mut p = parts();
         p.upstream.insert(
@@ -386,5 +420,24 @@ mod tests {
             ]
         );
         assert!(parts().diff(&parts()).is_empty());
+    }
+
+    #[test]
+    fn diff_names_a_changed_schema_as_an_input() {
+        let old = parts();
+        let mut new = parts();
+        new.schemas.insert(
+            "line.json".into(),
+            crate::fs::hash_bytes(b"{\"required\":[]}"),
+        );
+        assert_eq!(
+            new.diff(&old),
+            vec![Why::about(Reason::InputChanged, "line.json")]
+        );
+        new.schemas.clear();
+        assert_eq!(
+            new.diff(&old),
+            vec![Why::about(Reason::InputRemoved, "line.json")]
+        );
     }
 }

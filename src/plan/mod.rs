@@ -180,6 +180,7 @@ mod tests {
             env: BTreeMap::new(),
             inputs: BTreeMap::new(),
             upstream: BTreeMap::new(),
+            schemas: BTreeMap::new(),
         }
     }
 

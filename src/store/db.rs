@@ -11,8 +11,10 @@
 //! success_finished_at_ns)` holds one row per instance: its latest attempt, plus its last
 //! *successful* result (the four `success_*` columns, all NULL if it never succeeded; the
 //! manifest is planner-owned bytes). `digests(path TEXT PRIMARY KEY, size, mtime_ns, ino,
-//! is_dir 0|1, digest BLOB, hashed_at_ns)` caches content digests of project files keyed by
-//! project-relative path, valid while size/mtime/inode still match. `outputs(path TEXT
+//! is_dir 0|1, digest BLOB, hashed_at_ns, ctime_ns)` caches content digests of project files
+//! keyed by project-relative path, valid while size/mtime/inode/ctime still match (version 3
+//! lacked `ctime_ns`: opening one adds the column and empties the table, so no old row is
+//! trusted). `outputs(path TEXT
 //! UNIQUE, digest BLOB, size, instance, action_key BLOB, run_id, built_from TEXT JSON,
 //! recorded_at_ns)` records which instance, action and inputs produced each output file.
 //! `runs(run_id TEXT UNIQUE, plan_digest, targets TEXT JSON array, started_at_ns,
@@ -33,7 +35,7 @@ use super::layout::Layout;
 use super::{SqliteContext, StoreError};
 
 /// Version of the on-disk schema below; bump it whenever the schema changes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// How long a statement waits for another process's write transaction before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,7 +62,8 @@ CREATE TABLE IF NOT EXISTS digests (
     ino INTEGER NOT NULL,
     is_dir INTEGER NOT NULL,
     digest BLOB NOT NULL,
-    hashed_at_ns INTEGER NOT NULL
+    hashed_at_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outputs (
     path TEXT NOT NULL UNIQUE,
@@ -106,7 +109,7 @@ const SELECT_RESULTS: &str = "SELECT name, last_status, last_run_id, last_finish
     success_action_key, success_manifest, success_run_id, success_finished_at_ns FROM instances";
 
 const SELECT_DIGESTS: &str =
-    "SELECT path, size, mtime_ns, ino, is_dir, digest, hashed_at_ns FROM digests";
+    "SELECT path, size, mtime_ns, ino, is_dir, digest, hashed_at_ns, ctime_ns FROM digests";
 
 const SELECT_OUTPUT: &str = "SELECT path, digest, size, instance, action_key, run_id, built_from,
     recorded_at_ns FROM outputs WHERE path = ?1";
@@ -131,10 +134,10 @@ const UPSERT_FAILURE: &str = "INSERT INTO instances (name, last_status, last_run
     last_run_id = excluded.last_run_id, last_finished_at_ns = excluded.last_finished_at_ns";
 
 const UPSERT_DIGEST: &str = "INSERT INTO digests (path, size, mtime_ns, ino, is_dir, digest,
-    hashed_at_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+    hashed_at_ns, ctime_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
     ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,
     ino = excluded.ino, is_dir = excluded.is_dir, digest = excluded.digest,
-    hashed_at_ns = excluded.hashed_at_ns";
+    hashed_at_ns = excluded.hashed_at_ns, ctime_ns = excluded.ctime_ns";
 
 const DELETE_DIGEST: &str = "DELETE FROM digests WHERE path = ?1";
 
@@ -276,6 +279,8 @@ pub struct DigestRow {
     pub digest: [u8; 32],
     /// When the digest was computed (to detect same-timestamp races).
     pub hashed_at_ns: i64,
+    /// Status-change time when hashed.
+    pub ctime_ns: i64,
 }
 
 /// The lineage of one output file.
@@ -608,6 +613,7 @@ impl Store {
                 is_dir: row.get(4).ctx(ACTION)?,
                 digest: row.get(5).ctx(ACTION)?,
                 hashed_at_ns: row.get(6).ctx(ACTION)?,
+                ctime_ns: row.get(7).ctx(ACTION)?,
             };
             out.insert(path, digest_row);
         }
@@ -674,6 +680,7 @@ impl Store {
                         row.is_dir,
                         row.digest,
                         row.hashed_at_ns,
+                        row.ctime_ns,
                     ]),
                     None => delete.execute(params![path]),
                 }
@@ -986,6 +993,8 @@ fn init(conn: &Connection, writable: bool) -> Result<(), OpenFailure> {
     let version = user_version(conn)?;
     if version == 0 && writable {
         create_schema(conn)?;
+    } else if version == 3 {
+        add_ctime(conn)?;
     } else if version != SCHEMA_VERSION {
         return Err(OpenFailure::Unusable(format!(
             "schema version {version}, this orch uses {SCHEMA_VERSION}"
@@ -1143,6 +1152,31 @@ fn create_schema(conn: &Connection) -> Result<(), OpenFailure> {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(|err| open_failure(ACTION, err))?;
         Ok(())
+    })();
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = conn
+        .execute_batch(end)
+        .map_err(|err| open_failure(ACTION, err));
+    result.and(ended)
+}
+
+/// Upgrades a version 3 database: its digest rows lack the ctime, so they are dropped
+/// (every file is hashed again once) rather than trusted.
+fn add_ctime(conn: &Connection) -> Result<(), OpenFailure> {
+    const ACTION: &str = "upgrading the digest cache";
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|err| open_failure(ACTION, err))?;
+    let result = (|| -> Result<(), OpenFailure> {
+        if user_version(conn)? != 3 {
+            return Ok(()); // another process upgraded it meanwhile
+        }
+        conn.execute_batch(
+            "DELETE FROM digests;
+             ALTER TABLE digests ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;",
+        )
+        .map_err(|err| open_failure(ACTION, err))?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(|err| open_failure(ACTION, err))
     })();
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     let ended = conn
@@ -1332,6 +1366,7 @@ mod tests {
             is_dir: false,
             digest: key(7),
             hashed_at_ns: 5,
+            ctime_ns: 1_700_000_001_000_000_007,
         };
         let dir = DigestRow {
             size: u64::MAX,
@@ -1598,6 +1633,26 @@ mod tests {
     }
 
     #[test]
+    fn version_3_digest_rows_are_dropped_not_trusted() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let layout = Layout::new(tmp.path());
+        layout.ensure()?;
+        {
+            let conn = Connection::open(layout.db())?;
+            conn.execute_batch(&SCHEMA.replace(",\n    ctime_ns INTEGER NOT NULL", ""))?;
+            conn.execute(
+                "INSERT INTO digests VALUES ('a', 1, 2, 3, 0, ?1, 4)",
+                params![key(1)],
+            )?;
+            conn.pragma_update(None, "user_version", 3)?;
+        }
+        let (store, warning) = Store::open(&layout)?;
+        assert_eq!(warning, None);
+        assert!(store.load_digests()?.is_empty());
+        Ok(())
+    }
+
+    #[test]
     fn mismatched_schema_with_right_version_is_moved_aside() -> TestResult {
         let tmp = tempfile::tempdir()?;
         let layout = Layout::new(tmp.path());
@@ -1742,6 +1797,7 @@ mod tests {
                     is_dir: i % 10 == 0,
                     digest: *blake3::hash(&i.to_be_bytes()).as_bytes(),
                     hashed_at_ns: 7,
+                    ctime_ns: i64::from(i) * 1000,
                 };
                 (format!("src/dir{}/file{i}.txt", i % 100), Some(row))
             })

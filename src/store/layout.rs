@@ -1,11 +1,13 @@
 //! Where every file orch keeps under a project's `.orch/` directory lives.
 //!
 //! All paths are derived here so the rest of orch never spells `.orch/...` by hand.
-//! Nothing in this module touches the file system except [`Layout::ensure`].
+//! Nothing in this module touches the file system except [`Layout::ensure`],
+//! [`Layout::ensure_value_key`] and [`Layout::read_value_key`].
 
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 /// Name of the state directory inside a project root.
@@ -72,6 +74,17 @@ impl Layout {
         self.log_dir(run_id).join(name)
     }
 
+    /// `.orch/key`: the project's secret 32-byte key for digests of variable values
+    /// (mode 0600, created once by [`Layout::ensure_value_key`]).
+    pub fn value_key(&self) -> PathBuf {
+        self.dir.join("key")
+    }
+
+    /// The project's value key, None when it is missing, unreadable or damaged.
+    pub fn read_value_key(&self) -> Option<[u8; 32]> {
+        std::fs::read(self.value_key()).ok()?.try_into().ok()
+    }
+
     /// `.orch/cache`: content-addressed cache storage.
     pub fn cache_dir(&self) -> PathBuf {
         self.dir.join("cache")
@@ -90,6 +103,40 @@ impl Layout {
             Ok(mut file) => file.write_all(b"*\n"),
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
             Err(err) => Err(err),
+        }
+    }
+
+    /// Creates the value key when it is missing or damaged. Only builds call this: the
+    /// read-only commands leave a missing key missing, and then compare values as unknown.
+    pub fn ensure_value_key(&self) -> io::Result<()> {
+        if self.read_value_key().is_some() {
+            return Ok(());
+        }
+        self.create_value_key()
+    }
+
+    /// Writes a fresh random key to a private temporary file, then moves it into place
+    /// without replacing one, so no reader ever sees a partial key and two processes
+    /// racing agree on one key.
+    fn create_value_key(&self) -> io::Result<()> {
+        let mut key = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".key-")
+            .permissions(std::fs::Permissions::from_mode(0o600))
+            .tempfile_in(&self.dir)?;
+        tmp.as_file().write_all(&key)?;
+        tmp.as_file().sync_all()?;
+        match tmp.persist_noclobber(self.value_key()) {
+            Ok(_) => Ok(()),
+            // Another process made one first: keep it, unless it is damaged.
+            Err(err) if err.error.kind() == io::ErrorKind::AlreadyExists => {
+                if self.read_value_key().is_none() {
+                    err.file.persist(self.value_key()).map_err(|e| e.error)?;
+                }
+                Ok(())
+            }
+            Err(err) => Err(err.error),
         }
     }
 }
@@ -173,6 +220,29 @@ mod tests {
         std::fs::write(&gitignore, "*\n# edited\n")?;
         layout.ensure()?;
         assert_eq!(std::fs::read_to_string(&gitignore)?, "*\n# edited\n");
+        Ok(())
+    }
+
+    #[test]
+    fn ensure_value_key_creates_a_private_key_once() -> io::Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let layout = Layout::new(tmp.path());
+        layout.ensure()?;
+        assert_eq!(layout.read_value_key(), None);
+        layout.ensure_value_key()?;
+        let key = layout.read_value_key().ok_or(io::ErrorKind::NotFound)?;
+        let mode = std::fs::metadata(layout.value_key())?.permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        layout.ensure_value_key()?;
+        assert_eq!(layout.read_value_key(), Some(key));
+        // A damaged key is replaced; no temporary file is left behind.
+        std::fs::write(layout.value_key(), b"short")?;
+        layout.ensure_value_key()?;
+        assert!(layout.read_value_key().is_some_and(|k| k != key));
+        let names: Vec<String> = std::fs::read_dir(&layout.dir)?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        assert!(names.iter().all(|n| !n.starts_with(".key-")), "{names:?}");
         Ok(())
     }
 }

@@ -16,6 +16,7 @@ mod shards;
 mod snapshots;
 mod staleness;
 mod trust_config;
+mod trust_keys;
 mod trust_paths;
 mod trust_runtime;
 mod watch;

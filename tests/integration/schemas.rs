@@ -31,6 +31,7 @@ const EVENT_TYPES: &[&str] = &[
     "instance_failed",
     "instance_blocked",
     "soft_dependency_unmet",
+    "input_changed_during_run",
     "shard_plan",
     "merge_completed",
     "progress",
@@ -53,6 +54,7 @@ fn type_of(kind: &EventKind) -> &'static str {
         EventKind::InstanceFailed { .. } => "instance_failed",
         EventKind::InstanceBlocked { .. } => "instance_blocked",
         EventKind::SoftDependencyUnmet { .. } => "soft_dependency_unmet",
+        EventKind::InputChangedDuringRun { .. } => "input_changed_during_run",
         EventKind::ShardPlan { .. } => "shard_plan",
         EventKind::MergeCompleted { .. } => "merge_completed",
         EventKind::Progress { .. } => "progress",
@@ -446,6 +448,17 @@ fn every_event_type_with_every_field_validates() {
             EventKind::SoftDependencyUnmet {
                 upstream: "t[lang=fr]".to_owned(),
                 upstream_status: "failed",
+            },
+        ),
+        (
+            Some("t[lang=fr]#0"),
+            EventKind::InputChangedDuringRun {
+                paths: vec!["raw/a.txt".to_owned()],
+                shard: Some(ShardRef {
+                    index: 0,
+                    count: 2,
+                    key: "r1".to_owned(),
+                }),
             },
         ),
         (
