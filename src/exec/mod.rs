@@ -903,7 +903,8 @@ impl Build<'_, '_> {
         let Some((entry, source)) = cache.lookup(key) else {
             return false;
         };
-        match cache.restore(&self.root, key, &entry, source) {
+        let declared = crate::cache::Declared::of(&self.snap.project.instances[i]);
+        match cache.restore(&self.root, key, &entry, source, &declared) {
             Ok(bytes) => {
                 let metas = entry
                     .outputs
