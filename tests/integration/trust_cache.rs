@@ -1,10 +1,12 @@
 //! The content cache as untrusted input: poisoned entries are misses, restores never write
 //! outside the project, `clean --cache` and `gc` touch only a store tagged as orch's,
-//! stale temporaries go away and restored modes match built ones.
+//! stale temporaries go away, restored modes match built ones, and a stalled remote
+//! never holds up Ctrl-C.
 
+use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
@@ -417,4 +419,72 @@ outputs = ["out/merged.jsonl"]
     let out = t.again().args(["build", "--run-id", "r"]).run();
     assert_eq!(cached(&out.events("r")), ["merged"]);
     assert_eq!(mode(&t.join("out/merged.jsonl")), built, "built {built:o}");
+}
+
+#[test]
+fn ctrl_c_during_a_stalled_remote_lookup_exits_130_promptly() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    // Reads requests and never answers.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = [0u8; 4096];
+            if conn.read(&mut buf).is_ok_and(|n| n > 0) {
+                let _ = tx.send(());
+            }
+            held.push(conn);
+        }
+    });
+    let t = Test::new()
+        .orchfile(&format!(
+            r#"[cache]
+remote = "http://127.0.0.1:{port}/orch"
+
+[phase.first]
+run = "touch first-ran; cat in.txt > {{output}}"
+inputs = ["in.txt"]
+outputs = ["out/first.txt"]
+
+[phase.second]
+run = "touch second-ran; cat in.txt > {{output}}"
+inputs = ["in.txt"]
+outputs = ["out/second.txt"]
+"#
+        ))
+        .write("in.txt", "x\n")
+        .args(["build", "-j", "1", "--run-id", "int"])
+        .env("ORCH_REMOTE_TIMEOUT", "60s");
+    let mut child = t.spawn();
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("the remote lookup reaches the listener");
+    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if sent.elapsed() > Duration::from_secs(3) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("orch did not exit within 3 s of SIGINT during a stalled remote read");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let project = t.project();
+    assert!(
+        !project.exists("first-ran") && !project.exists("second-ran"),
+        "no instance starts once interrupted"
+    );
 }
