@@ -19,7 +19,7 @@ pub mod signal;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::cache::{Cache, Source};
 use crate::events::{BlockReason, Counts, EventKind, EventLog, FailureKind, ShardRef};
-use crate::fs::{self, Digest, PathDigest};
+use crate::fs::{self, Beneath, Digest, PathDigest};
 use crate::model::Instance;
 use crate::plan::{self, Freshness, KeyParts, Manifest, OutputMeta, PlanEntry, Success};
 use crate::shard::Merge;
@@ -205,6 +205,7 @@ pub fn execute(
         .build()
         .map_err(std::io::Error::other)?;
     std::fs::create_dir_all(layout.log_dir(&opts.run_id))?;
+    let beneath = Arc::new(Beneath::open(&snap.project.root)?);
     let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
     let n = snap.project.instances.len();
     let mut b = Build {
@@ -216,6 +217,7 @@ pub fn execute(
         events,
         opts,
         root: snap.project.root.clone(),
+        beneath,
         pool,
         tx,
         rx,
@@ -253,6 +255,8 @@ struct Build<'a, 's> {
     events: &'a mut EventLog,
     opts: &'a ExecOptions,
     root: PathBuf,
+    /// The root, for every write and removal of an output.
+    beneath: Arc<Beneath>,
     pool: rayon::ThreadPool,
     tx: Sender<Msg>,
     rx: Receiver<Msg>,
@@ -541,7 +545,7 @@ impl Build<'_, '_> {
             },
         );
         self.whole.insert(i, Started { parts, key });
-        let (root, declared) = (self.root.clone(), inst.outputs.clone());
+        let (root, declared) = (self.beneath.clone(), inst.outputs.clone());
         let plan = JobPlan {
             store: self.cache_for(i).map(|c| {
                 (
@@ -806,7 +810,7 @@ impl Build<'_, '_> {
                 self.succeed(i, st.parts, st.key, metas, duration_ms, None);
             }
             Some(f) if self.killed_by_us(&f) => {
-                remove_outputs(&self.root, inst);
+                remove_outputs(&self.beneath, inst);
                 self.events.emit(
                     Some(&name),
                     EventKind::InstanceBlocked {
@@ -819,7 +823,7 @@ impl Build<'_, '_> {
                 self.report.blocked.push(name.clone());
             }
             Some(f) => {
-                remove_outputs(&self.root, inst);
+                remove_outputs(&self.beneath, inst);
                 let log = self.log_rel(&name);
                 self.fail(i, f, log, duration_ms, None);
             }
@@ -1017,7 +1021,7 @@ impl Build<'_, '_> {
         ) {
             Ok(p) => p,
             Err(message) => {
-                remove_outputs(&self.root, inst);
+                remove_outputs(&self.beneath, inst);
                 self.done_planned += 1;
                 self.fail(
                     i,
@@ -1134,9 +1138,9 @@ impl Build<'_, '_> {
         } else {
             vec![p.part.clone()]
         };
-        let (root, shard_copy, paths) = (self.root.clone(), p.clone(), outputs.clone());
+        let (root, shard_copy, paths) = (self.beneath.clone(), p.clone(), outputs.clone());
         let prepare: Prepare = Box::new(move || {
-            shards::write_slice(&root, &shard_copy)
+            shards::write_slice(root.root(), &shard_copy)
                 .map_err(|e| format!("cannot write the shard's input: {e}"))?;
             prepare_paths(&root, &paths)
         });
@@ -1248,7 +1252,7 @@ impl Build<'_, '_> {
                     .chain(p.outputs.iter())
                     .chain(std::iter::once(&p.part).filter(|p| !p.is_empty()))
                 {
-                    let _ = std::fs::remove_file(self.root.join(out));
+                    let _ = self.beneath.remove_file(out);
                 }
                 if ours {
                     // Killed because the build was interrupted: not a failure of its own;
@@ -1291,7 +1295,7 @@ impl Build<'_, '_> {
         let duration_ms = sh.started_at.elapsed().as_millis() as u64;
         self.done_planned += 1;
         if let Some((f, log)) = sh.failure {
-            remove_outputs(&self.root, inst);
+            remove_outputs(&self.beneath, inst);
             let failed = sh.shards.len()
                 - sh.results.iter().filter(|r| r.is_some()).count()
                 - sh.waiting.len();
@@ -1335,7 +1339,7 @@ impl Build<'_, '_> {
                     .unwrap_or_default();
                 let parts: Vec<PathBuf> =
                     sh.shards.iter().map(|p| self.root.join(&p.part)).collect();
-                match crate::shard::merge(&parts, &self.root.join(&target)) {
+                match crate::shard::merge(&self.beneath, &parts, &target) {
                     Ok((digest, size)) => {
                         self.events.emit(
                             Some(&inst.name),
@@ -1351,7 +1355,7 @@ impl Build<'_, '_> {
                         if let Some(m) =
                             schema.and_then(|sc| schema::check(&self.root, &[(target.clone(), sc)]))
                         {
-                            remove_outputs(&self.root, inst);
+                            remove_outputs(&self.beneath, inst);
                             self.fail(
                                 i,
                                 (FailureKind::Schema, None, None, m),
@@ -1365,7 +1369,7 @@ impl Build<'_, '_> {
                         metas.insert(target, OutputMeta { digest, size });
                     }
                     Err(e) => {
-                        remove_outputs(&self.root, inst);
+                        remove_outputs(&self.beneath, inst);
                         let f = (
                             FailureKind::MissingOutput,
                             None,
@@ -1387,7 +1391,7 @@ impl Build<'_, '_> {
                 let templates: Vec<String> =
                     inst.shard_outputs.iter().map(|o| o.path.clone()).collect();
                 for path in shards::stray_outputs(&self.root, &templates, &metas) {
-                    let _ = std::fs::remove_file(self.root.join(path));
+                    let _ = self.beneath.remove_file(path);
                 }
             }
         }
@@ -1566,55 +1570,35 @@ fn job_env(inst: &Instance, run_id: &str, shard: Option<(usize, usize)>) -> Vec<
 }
 
 /// Creates output parent directories and removes old file outputs, so a command that
-/// fails to write an output is caught instead of leaving last run's file in place.
-fn prepare_outputs(root: &Path, outputs: &[crate::model::Output]) -> Result<(), String> {
+/// fails to write an output is caught instead of leaving last run's file in place. Both
+/// resolve beneath the root: an output directory that became a symlink to elsewhere fails
+/// the instance instead of touching what lies there.
+fn prepare_outputs(root: &Beneath, outputs: &[crate::model::Output]) -> Result<(), String> {
     for o in outputs {
-        let path = root.join(&o.path);
-        let parent = if o.dir {
-            Some(path.as_path())
+        if o.dir {
+            root.create_dir_all(&o.path)
         } else {
-            path.parent()
-        };
-        if let Some(p) = parent {
-            std::fs::create_dir_all(p)
-                .map_err(|e| format!("cannot create directory `{}`: {e}", p.display()))?;
+            root.create_parents(&o.path)
+                .and_then(|()| root.remove_file(&o.path))
         }
-        if !o.dir {
-            remove_file(&path, &o.path)?;
-        }
+        .map_err(|e| format!("cannot prepare output `{}`: {e}", o.path))?;
     }
     Ok(())
 }
 
 /// The same for a shard's files.
-fn prepare_paths(root: &Path, paths: &[String]) -> Result<(), String> {
+fn prepare_paths(root: &Beneath, paths: &[String]) -> Result<(), String> {
     for p in paths {
-        let path = root.join(p);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create directory `{}`: {e}", dir.display()))?;
-        }
-        remove_file(&path, p)?;
+        root.create_parents(p)
+            .and_then(|()| root.remove_file(p))
+            .map_err(|e| format!("cannot prepare output `{p}`: {e}"))?;
     }
     Ok(())
 }
 
-fn remove_file(path: &Path, shown: &str) -> Result<(), String> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot remove old output `{shown}`: {e}")),
-    }
-}
-
 /// Removes a failed instance's outputs so a half-written file is never taken for a result.
-fn remove_outputs(root: &Path, inst: &Instance) {
+fn remove_outputs(root: &Beneath, inst: &Instance) {
     for o in &inst.outputs {
-        let path = root.join(&o.path);
-        let _ = if o.dir {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
+        let _ = root.remove(&o.path);
     }
 }

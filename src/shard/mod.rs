@@ -9,7 +9,7 @@
 pub mod split;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::fs::{self, Digest};
 
@@ -191,16 +191,18 @@ pub fn shard_key(
     Digest(*h.finalize().as_bytes())
 }
 
-/// Concatenates `parts` in order into `target`, through a temporary file renamed into
-/// place, so readers never see a half-merged output. Returns its digest and size.
-pub fn merge(parts: &[PathBuf], target: &Path) -> std::io::Result<(Digest, u64)> {
-    let dir = target.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut size = 0u64;
-    {
-        let mut out = std::io::BufWriter::new(tmp.as_file_mut());
+/// Concatenates `parts` in order into `target` (relative to the root, resolved beneath
+/// it), through a temporary file renamed into place, so readers never see a half-merged
+/// output. Returns its digest and size.
+pub fn merge(
+    root: &fs::Beneath,
+    parts: &[PathBuf],
+    target: &str,
+) -> Result<(Digest, u64), fs::BeneathError> {
+    root.replace_with(target, |file| {
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        let mut out = std::io::BufWriter::new(file);
         for p in parts {
             let bytes = std::fs::read(p)?;
             hasher.update(&bytes);
@@ -208,9 +210,8 @@ pub fn merge(parts: &[PathBuf], target: &Path) -> std::io::Result<(Digest, u64)>
             out.write_all(&bytes)?;
         }
         out.flush()?;
-    }
-    tmp.persist(target).map_err(|e| e.error)?;
-    Ok((Digest(*hasher.finalize().as_bytes()), size))
+        Ok((Digest(*hasher.finalize().as_bytes()), size))
+    })
 }
 
 #[cfg(test)]
@@ -260,8 +261,9 @@ mod tests {
                 p
             })
             .collect();
+        let root = fs::Beneath::open(dir.path()).unwrap();
+        let (digest, size) = merge(&root, &parts, "out/merged.txt").unwrap();
         let target = dir.path().join("out/merged.txt");
-        let (digest, size) = merge(&parts, &target).unwrap();
         let text = std::fs::read_to_string(&target).unwrap();
         assert_eq!(text, "part 0\npart 1\npart 2\n");
         assert_eq!(digest, fs::hash_bytes(text.as_bytes()));

@@ -16,4 +16,5 @@ mod shards;
 mod snapshots;
 mod staleness;
 mod trust_cache;
+mod trust_paths;
 mod watch;
