@@ -19,14 +19,17 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use cap_std::fs::Dir;
+
 use super::{Entry, Node, Stored};
-use crate::fs::{self, Digest};
+use crate::fs::{self, Beneath, Digest};
 
 /// The tag file's name.
 pub const TAG_FILE: &str = "CACHEDIR.TAG";
@@ -497,44 +500,51 @@ impl Local {
         })
     }
 
-    /// Materializes blob `d` at `target` (reflink, else copy), verifies its content and
-    /// size, then gives it its permissions; a blob that does not hash to its name is
-    /// corrupt and is removed from the store.
+    /// Fills the new file `dst` with blob `d` (reflink, else copy), verifies its content
+    /// and size through `dst` itself, then gives it its permissions; a blob that does not
+    /// hash to its name is corrupt and is removed from the store.
     fn place(
         &self,
         d: &Digest,
         size: u64,
-        target: &Path,
+        dst: &mut File,
         perms: std::fs::Permissions,
     ) -> io::Result<()> {
         let blob = self.blob(d);
         let src = open_regular(&blob)?;
-        clone_or_copy(&src, target)?;
-        if fs::hash_file(target)? != *d {
-            let _ = std::fs::remove_file(target);
+        clone_or_copy(&src, dst)?;
+        dst.seek(SeekFrom::Start(0))?;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_reader(&mut *dst)?;
+        if Digest::from(hasher.finalize()) != *d {
             let _ = std::fs::remove_file(&blob);
             return Err(corrupt(format!(
                 "stored content {} is corrupt; it was discarded",
                 d.short()
             )));
         }
-        if std::fs::metadata(target)?.len() != size {
+        if dst.metadata()?.len() != size {
             return Err(corrupt(format!(
                 "the entry gives content {} a wrong size",
                 d.short()
             )));
         }
-        std::fs::set_permissions(target, perms)?;
+        dst.set_permissions(perms)?;
         touch(&src);
         Ok(())
     }
 
-    /// Restores one output at `target`, replacing what is there only once it is complete
-    /// and verified. The entry must have passed [`super::validate`] and `target`'s
-    /// parents must lie inside the project.
-    pub fn restore(&self, target: &Path, stored: &Stored) -> io::Result<()> {
-        let parent = target.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent)?;
+    /// Restores one output at `rel` (project-relative), replacing what is there only once
+    /// it is complete and verified. Every directory on the way is resolved beneath the
+    /// project root, so one replaced by a symlink to elsewhere fails the restore instead
+    /// of receiving files. The entry must have passed [`super::validate`].
+    pub fn restore(&self, root: &Beneath, rel: &str, stored: &Stored) -> io::Result<()> {
+        let rel_path = Path::new(rel);
+        let name = rel_path
+            .file_name()
+            .ok_or_else(|| corrupt(format!("`{rel}` names no file")))?;
+        root.create_parents(rel_path)?;
+        let dir = root.open_dir(rel_path.parent().unwrap_or(Path::new("")))?;
         match stored {
             Stored::File {
                 digest,
@@ -542,56 +552,70 @@ impl Local {
                 executable,
                 mode: bits,
             } => {
-                let tmp = tempfile::Builder::new()
-                    .prefix(".orch-restore-")
-                    .tempfile_in(parent)?
-                    .into_temp_path();
-                self.place(digest, *size, &tmp, mode(*executable, *bits))?;
-                if std::fs::symlink_metadata(target).is_ok_and(|m| m.is_dir()) {
-                    std::fs::remove_dir_all(target)?;
+                let (tmp, mut file) = temp_in(&dir, |d, n| {
+                    let mut opts = cap_std::fs::OpenOptions::new();
+                    opts.read(true).write(true).create_new(true);
+                    d.open_with(n, &opts).map(cap_std::fs::File::into_std)
+                })?;
+                let result = self
+                    .place(digest, *size, &mut file, mode(*executable, *bits))
+                    .and_then(|()| {
+                        drop(file);
+                        replace(&dir, &tmp, name)
+                    });
+                if result.is_err() {
+                    let _ = dir.remove_file(&tmp);
                 }
-                tmp.persist(target).map_err(|e| e.error)?;
+                result
             }
             Stored::Dir { entries, .. } => {
-                use rayon::prelude::*;
-                let tmp = tempfile::Builder::new()
-                    .prefix(".orch-restore-")
-                    .tempdir_in(parent)?;
-                // Structure first (sorted, so parents come before children), then every
-                // file in parallel, each verified as it is placed; the listing was checked
-                // against the tree digest, so the tree is the recorded one.
-                for (rel, node) in entries {
-                    let p = tmp.path().join(rel);
-                    match node {
-                        Node::Dir => std::fs::create_dir_all(&p)?,
-                        Node::Symlink { target: t } => std::os::unix::fs::symlink(t, &p)?,
-                        Node::File { .. } => {}
-                    }
+                let (tmp, ()) = temp_in(&dir, |d, n| d.create_dir(n))?;
+                let result = self
+                    .fill(&dir, &tmp, entries)
+                    .and_then(|()| replace(&dir, &tmp, name));
+                if result.is_err() {
+                    let _ = dir.remove_dir_all(&tmp);
                 }
-                entries
-                    .par_iter()
-                    .filter_map(|(rel, node)| match node {
-                        Node::File {
-                            digest,
-                            size,
-                            executable,
-                            mode: bits,
-                        } => Some((rel, digest, *size, mode(*executable, *bits))),
-                        _ => None,
-                    })
-                    .try_for_each(|(rel, d, size, perms)| {
-                        self.place(d, size, &tmp.path().join(rel), perms)
-                    })?;
-                std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
-                match std::fs::symlink_metadata(target) {
-                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(target)?,
-                    Ok(_) => std::fs::remove_file(target)?,
-                    Err(_) => {}
-                }
-                std::fs::rename(tmp.keep(), target)?;
+                result
             }
         }
-        Ok(())
+    }
+
+    /// Builds a directory output's tree in the new directory `tmp` of `dir`: structure
+    /// first (sorted, so parents come before children), then every file in parallel,
+    /// each verified as it is placed. The listing was checked against the tree digest,
+    /// so the tree is the recorded one.
+    fn fill(&self, dir: &Dir, tmp: &Path, entries: &BTreeMap<String, Node>) -> io::Result<()> {
+        use rayon::prelude::*;
+        let tree = dir.open_dir(tmp)?;
+        for (rel, node) in entries {
+            match node {
+                Node::Dir => tree.create_dir_all(rel)?,
+                Node::Symlink { target } => tree.symlink(target, rel)?,
+                Node::File { .. } => {}
+            }
+        }
+        entries
+            .par_iter()
+            .filter_map(|(rel, node)| match node {
+                Node::File {
+                    digest,
+                    size,
+                    executable,
+                    mode: bits,
+                } => Some((rel, digest, *size, mode(*executable, *bits))),
+                _ => None,
+            })
+            .try_for_each(|(rel, d, size, perms)| {
+                let mut opts = cap_std::fs::OpenOptions::new();
+                opts.read(true).write(true).create_new(true);
+                let mut file = tree.open_with(rel, &opts)?.into_std();
+                self.place(d, size, &mut file, perms)
+            })?;
+        dir.set_permissions(
+            tmp,
+            cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(0o755)),
+        )
     }
 
     /// Evicts least recently used entries and blobs until the store holds at most
@@ -682,17 +706,43 @@ impl Local {
     }
 }
 
-/// Clones `src` to `to` with `FICLONE` (a reflink: shared blocks, copy on write) where the
-/// file system supports it, else copies.
-fn clone_or_copy(src: &File, to: &Path) -> io::Result<()> {
+/// Creates a new temporary `.orch-restore-*` entry in `dir` with `make`, under a name no
+/// other restore (of this or another orch) is using.
+fn temp_in<T>(dir: &Dir, make: impl Fn(&Dir, &Path) -> io::Result<T>) -> io::Result<(PathBuf, T)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = PathBuf::from(format!(".orch-restore-{}-{n}", std::process::id()));
+        match make(dir, &name) {
+            Ok(made) => return Ok((name, made)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Moves the complete `tmp` of `dir` to `name`, in place of whatever is there (a
+/// directory is removed first: a rename cannot replace it; a symlink is replaced, never
+/// followed).
+fn replace(dir: &Dir, tmp: &Path, name: &std::ffi::OsStr) -> io::Result<()> {
+    match dir.symlink_metadata(name) {
+        Ok(m) if m.is_dir() => dir.remove_dir_all(name)?,
+        Ok(_) if dir.symlink_metadata(tmp)?.is_dir() => dir.remove_file(name)?,
+        _ => {}
+    }
+    dir.rename(tmp, dir, name)
+}
+
+/// Clones `src` into the empty file `dst` with `FICLONE` (a reflink: shared blocks, copy
+/// on write) where the file system supports it, else copies.
+fn clone_or_copy(src: &File, dst: &mut File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let mut dst = File::create(to)?;
     // SAFETY: both descriptors are open for the duration of the call; FICLONE takes the
     // source descriptor as its argument and has no other memory-safety preconditions.
     let cloned = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0;
     if !cloned {
         let mut reader = src;
-        io::copy(&mut reader, &mut dst)?;
+        io::copy(&mut reader, dst)?;
     }
     Ok(())
 }
@@ -721,8 +771,9 @@ mod tests {
         let tree_digest = fs::hash_tree(&out.join("tree")).unwrap();
         let tree = store.ingest(&out.join("tree"), true, &tree_digest).unwrap();
         std::fs::remove_dir_all(&out).unwrap();
-        store.restore(&out.join("a.txt"), &file).unwrap();
-        store.restore(&out.join("tree"), &tree).unwrap();
+        let root = Beneath::open(dir.path()).unwrap();
+        store.restore(&root, "out/a.txt", &file).unwrap();
+        store.restore(&root, "out/tree", &tree).unwrap();
         assert_eq!(std::fs::read_to_string(out.join("a.txt")).unwrap(), "hello");
         assert_eq!(fs::hash_tree(&out.join("tree")).unwrap(), tree_digest);
         assert!(is_executable(
@@ -744,7 +795,8 @@ mod tests {
         let stored = store.ingest(&f, false, &d).unwrap();
         std::fs::write(store.blob(&d), "evil").unwrap();
         std::fs::write(&f, "previous").unwrap();
-        assert!(store.restore(&f, &stored).is_err());
+        let root = Beneath::open(dir.path()).unwrap();
+        assert!(store.restore(&root, "f", &stored).is_err());
         assert_eq!(
             std::fs::read_to_string(&f).unwrap(),
             "previous",
@@ -845,5 +897,39 @@ mod tests {
         assert!(dir.path().join(TAG_FILE).is_file());
         assert!(store.has(&d));
         assert!(!stale.exists() && fresh.exists());
+    }
+
+    #[test]
+    fn a_restore_never_writes_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let store = Local::new(&dir.path().join("cache"));
+        let f = dir.path().join("f");
+        std::fs::write(&f, "good").unwrap();
+        let stored = store
+            .ingest(&f, false, &fs::hash_file(&f).unwrap())
+            .unwrap();
+        let project = dir.path().join("project");
+        std::fs::create_dir_all(project.join("out")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), project.join("linked")).unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, project.join("out/a.txt")).unwrap();
+        let root = Beneath::open(&project).unwrap();
+        assert!(store.restore(&root, "linked/a.txt", &stored).is_err());
+        assert!(store.restore(&root, "linked/sub/a.txt", &stored).is_err());
+        // A symlink in the output's place is replaced, not written through.
+        store.restore(&root, "out/a.txt", &stored).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(
+            std::fs::read_to_string(project.join("out/a.txt")).unwrap(),
+            "good"
+        );
+        let mut left: Vec<_> = std::fs::read_dir(outside.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["victim"]);
     }
 }

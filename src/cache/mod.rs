@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fs::{self, Digest};
+use crate::fs::{self, Beneath, Digest};
 use local::Local;
 use remote::RemoteStore;
 
@@ -299,7 +299,7 @@ impl Cache {
     /// nothing else. Blobs missing locally come from the remote (and are kept locally).
     pub fn restore(
         &self,
-        root: &Path,
+        root: &Beneath,
         key: &Digest,
         entry: &Entry,
         source: Source,
@@ -307,14 +307,6 @@ impl Cache {
     ) -> Result<u64, String> {
         validate(entry, declared)
             .map_err(|e| format!("the {} cache entry is not usable: {e}", source.name()))?;
-        // A directory on the way replaced by a symlink leading out of the project must
-        // not receive restored files.
-        let mut contain = crate::model::path::Containment::new(root);
-        for path in entry.outputs.keys() {
-            contain
-                .check(path, false)
-                .map_err(|why| format!("cannot restore `{path}`: {}", why.describe()))?;
-        }
         for stored in entry.outputs.values() {
             for d in stored.blobs() {
                 if !self.local.has(&d) {
@@ -325,7 +317,7 @@ impl Cache {
         let mut bytes = 0;
         for (path, stored) in &entry.outputs {
             self.local
-                .restore(&root.join(path), stored)
+                .restore(root, path, stored)
                 .map_err(|e| format!("cannot restore `{path}`: {e}"))?;
             bytes += stored.size();
         }

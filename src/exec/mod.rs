@@ -920,7 +920,7 @@ impl Build<'_, '_> {
             return false;
         };
         let declared = crate::cache::Declared::of(&self.snap.project.instances[i]);
-        match cache.restore(&self.root, key, &entry, source, &declared) {
+        match cache.restore(&self.beneath, key, &entry, source, &declared) {
             Ok(bytes) => {
                 let metas = entry
                     .outputs

@@ -246,18 +246,18 @@ fn poisoned_entries_are_misses_that_write_nothing() {
 #[test]
 fn a_restore_never_writes_through_a_symlinked_parent_directory() {
     let outside = tempfile::tempdir().unwrap();
-    // `swap` puts the symlink in place after the Orchfile was checked, before `gen` is
-    // restored.
+    // Once armed, `swap` puts the symlink in place after the Orchfile was checked,
+    // before `gen` is restored.
     let out = Test::new()
         .orchfile(&format!(
             r#"[phase.swap]
 always = true
-run = "rm -rf out/sub; mkdir -p out; ln -s '{}' out/sub; echo s > stamp.txt"
+run = "if [ -e armed ]; then rm -rf out/sub; ln -s '{}' out/sub; fi; echo s > stamp.txt"
 outputs = ["stamp.txt"]
 
 [phase.gen]
 needs = ["swap"]
-run = "rm -rf out/sub; mkdir -p out/sub; cat in.txt > out/sub/a.txt"
+run = "mkdir -p out/sub; cat in.txt > out/sub/a.txt"
 inputs = ["in.txt"]
 outputs = ["out/sub/a.txt"]
 "#,
@@ -267,7 +267,13 @@ outputs = ["out/sub/a.txt"]
         .args(["build"])
         .run();
     std::fs::remove_file(out.join("out/sub/a.txt")).unwrap();
-    let out = out.again().args(["build", "--run-id", "linked"]).run();
+    out.write("armed", "");
+    // Not restored, `gen` runs, and preparing its output fails for the same reason.
+    let out = out
+        .again()
+        .args(["build", "--run-id", "linked"])
+        .expect_status(1)
+        .run();
     assert!(
         files(outside.path()).is_empty(),
         "restored through the symlink: {:?}",
@@ -277,7 +283,11 @@ outputs = ["out/sub/a.txt"]
     assert!(cached(&events).is_empty());
     assert_eq!(ran(&events), ["swap", "gen"]);
     assert_eq!(warnings(&out.stderr).len(), 1, "{}", out.stderr);
-    assert_eq!(out.read("out/sub/a.txt"), "hello\n");
+    assert!(
+        out.stderr.contains("leads outside the project"),
+        "{}",
+        out.stderr
+    );
 }
 
 fn tag_of(store: &Path) -> String {
@@ -401,24 +411,30 @@ fn stale_temporaries_are_removed_and_fresh_ones_kept() {
 }
 
 #[test]
-fn a_restored_merged_output_has_the_mode_the_build_gave_it() {
+fn restored_outputs_have_the_modes_the_build_gave_them() {
     let t = Test::new()
         .orchfile(
             r#"[phase.merged]
 shard = { strategy = "group", source = "data/in.jsonl", key = "k" }
 run = "cat {shard.input} > {shard.output}"
 outputs = ["out/merged.jsonl"]
+
+[phase.private]
+run = "mkdir -p out/tree; echo s > out/secret.txt; chmod 640 out/secret.txt; echo t > out/tree/t.sh; chmod 750 out/tree/t.sh"
+outputs = ["out/secret.txt", "out/tree/"]
 "#,
         )
         .write("data/in.jsonl", "{\"k\":\"a\"}\n{\"k\":\"b\"}\n")
         .args(["build"])
         .run();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
-    let built = mode(&t.join("out/merged.jsonl"));
-    std::fs::remove_file(t.join("out/merged.jsonl")).unwrap();
+    let files = ["out/merged.jsonl", "out/secret.txt", "out/tree/t.sh"];
+    let built: Vec<u32> = files.iter().map(|f| mode(&t.join(f))).collect();
+    std::fs::remove_dir_all(t.join("out")).unwrap();
     let out = t.again().args(["build", "--run-id", "r"]).run();
-    assert_eq!(cached(&out.events("r")), ["merged"]);
-    assert_eq!(mode(&t.join("out/merged.jsonl")), built, "built {built:o}");
+    assert_eq!(cached(&out.events("r")), ["merged", "private"]);
+    let restored: Vec<u32> = files.iter().map(|f| mode(&t.join(f))).collect();
+    assert_eq!(restored, built, "{files:?}");
 }
 
 #[test]
