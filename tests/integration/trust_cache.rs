@@ -504,3 +504,44 @@ outputs = ["out/second.txt"]
         "no instance starts once interrupted"
     );
 }
+
+#[test]
+fn a_poisoned_remote_entry_is_a_miss_too() {
+    let remote = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let orchfile = format!(
+        "[cache]\nremote = \"file://{}\"\npush = true\n\n{GEN}",
+        remote.path().display()
+    );
+    Test::new()
+        .orchfile(&orchfile)
+        .write("in.txt", "hello\n")
+        .args(["build"])
+        .run();
+    let entry_path = {
+        let entries = files(&remote.path().join("ac"));
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        entries[0].clone()
+    };
+    let mut entry: Value =
+        serde_json::from_str(&std::fs::read_to_string(&entry_path).unwrap()).unwrap();
+    let f = file_node(&entry)["file"].clone();
+    let tree = &mut entry["outputs"]["out/tree"]["dir"]["entries"];
+    tree["via"] = json!({ "symlink": { "target": outside.path() } });
+    tree["via/remote.txt"] = json!({ "file": f });
+    std::fs::write(&entry_path, serde_json::to_vec(&entry).unwrap()).unwrap();
+
+    // Another checkout, with nothing local.
+    let out = Test::new()
+        .orchfile(&orchfile)
+        .write("in.txt", "hello\n")
+        .args(["build", "--run-id", "other"])
+        .run();
+    let events = out.events("other");
+    assert_eq!(ran(&events), ["gen"]);
+    assert!(cached(&events).is_empty());
+    assert_eq!(warnings(&out.stderr).len(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("remote cache entry"), "{}", out.stderr);
+    assert!(files(outside.path()).is_empty());
+    assert_eq!(out.list("out/tree"), ["f.txt", "sub"]);
+}
