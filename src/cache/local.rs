@@ -35,6 +35,9 @@ use crate::fs::{self, Beneath, Digest};
 pub const TAG_FILE: &str = "CACHEDIR.TAG";
 /// The first line every cache directory tag starts with.
 pub const TAG_SIGNATURE: &str = "Signature: 8a477f597d28d172789f06886806bc55";
+/// The comment line that says the tag is orch's.
+const TAG_OWNER: &str =
+    "# This file is a cache directory tag created by orch for its content-addressed store.";
 const TAG_CONTENT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # This file is a cache directory tag created by orch for its content-addressed store.\n\
 # For information about cache directory tags, see https://bford.info/cachedir/\n";
@@ -172,8 +175,15 @@ fn ownership(dir: &Path) -> io::Result<Ownership> {
     if !meta.is_dir() {
         return Ok(Ownership::Foreign("it is not a directory".into()));
     }
-    if has_tag(dir) {
-        return Ok(Ownership::Tagged);
+    match tag_owner(dir) {
+        Some(true) => return Ok(Ownership::Tagged),
+        // Another program's cache (a cargo `target/`, say): its `tmp/` is not orch's.
+        Some(false) => {
+            return Ok(Ownership::Foreign(format!(
+                "its {TAG_FILE} was written by another program"
+            )));
+        }
+        None => {}
     }
     let top = listing(dir)?;
     if top.is_empty() {
@@ -205,15 +215,18 @@ fn ownership(dir: &Path) -> io::Result<Ownership> {
     Ok(Ownership::Legacy)
 }
 
-/// Whether `dir` holds a regular-file tag that starts with the signature.
-fn has_tag(dir: &Path) -> bool {
-    let Ok(file) = open_regular(&dir.join(TAG_FILE)) else {
-        return false;
-    };
-    let mut head = Vec::new();
-    file.take(TAG_SIGNATURE.len() as u64)
-        .read_to_end(&mut head)
-        .is_ok_and(|_| head == TAG_SIGNATURE.as_bytes())
+/// Whether `dir` holds a cache directory tag (a regular file that starts with the
+/// signature), and if so whether orch wrote it.
+fn tag_owner(dir: &Path) -> Option<bool> {
+    let file = open_regular(&dir.join(TAG_FILE)).ok()?;
+    let mut text = Vec::new();
+    file.take(4096).read_to_end(&mut text).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let mut lines = text.lines();
+    if lines.next() != Some(TAG_SIGNATURE) {
+        return None;
+    }
+    Some(lines.any(|l| l == TAG_OWNER))
 }
 
 /// Marks `path` as just used, for least-recent-use eviction.
@@ -931,5 +944,21 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["victim"]);
+    }
+
+    #[test]
+    fn a_cache_directory_tagged_by_another_program_is_not_orchs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(TAG_FILE),
+            format!("{TAG_SIGNATURE}\n# This file is a cache directory tag created by cargo.\n"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        std::fs::write(dir.path().join("tmp/theirs"), "keep").unwrap();
+        let store = Local::new(dir.path());
+        assert!(matches!(store.clear(), Err(StoreError::NotOrch { .. })));
+        assert!(store.open().is_err());
+        assert!(dir.path().join("tmp/theirs").exists());
     }
 }
