@@ -41,6 +41,9 @@ const TAG_OWNER: &str =
 const TAG_CONTENT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # This file is a cache directory tag created by orch for its content-addressed store.\n\
 # For information about cache directory tags, see https://bford.info/cachedir/\n";
+/// The tag is written to a temporary of this name, then renamed: a reader sees it whole
+/// or not at all.
+const TAG_TEMP_PREFIX: &str = ".tmp-tag-";
 /// A temporary not modified for this long was left by a writer that died.
 pub const STALE_AFTER: Duration = Duration::from_secs(3600);
 /// Entries larger than this are not read (a directory output of a million files stays
@@ -191,6 +194,10 @@ fn ownership(dir: &Path) -> io::Result<Ownership> {
     }
     let foreign = |what: String| Ok(Ownership::Foreign(format!("holds `{what}`")));
     for (name, ty) in &top {
+        // Another orch tagging the same new directory right now.
+        if name.starts_with(TAG_TEMP_PREFIX) && ty.is_file() {
+            continue;
+        }
         if !matches!(name.as_str(), "ac" | "cas") || !ty.is_dir() {
             return foreign(name.clone());
         }
@@ -335,7 +342,7 @@ impl Local {
     fn write_tag(&self) -> io::Result<()> {
         let path = self.dir.join(TAG_FILE);
         let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-tag-")
+            .prefix(TAG_TEMP_PREFIX)
             .tempfile_in(&self.dir)?;
         tmp.write_all(TAG_CONTENT.as_bytes())?;
         tmp.as_file()
@@ -960,5 +967,20 @@ mod tests {
         assert!(matches!(store.clear(), Err(StoreError::NotOrch { .. })));
         assert!(store.open().is_err());
         assert!(dir.path().join("tmp/theirs").exists());
+    }
+
+    #[test]
+    fn checkouts_opening_one_new_store_at_once_all_succeed() {
+        for _ in 0..30 {
+            let dir = tempfile::tempdir().unwrap();
+            let store = dir.path().join("shared");
+            let opened: Vec<Result<(), StoreError>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| s.spawn(|| Local::new(&store).open()))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(opened.iter().all(Result::is_ok), "{opened:?}");
+        }
     }
 }
