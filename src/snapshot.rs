@@ -36,6 +36,29 @@ pub enum SnapshotError {
         /// The error.
         source: std::io::Error,
     },
+    /// A glob matched a symlink that leads outside the project root.
+    #[error("input `{path}` is a symlink that leads outside the project root")]
+    #[diagnostic(
+        code(orch::model::path_escapes_root),
+        help(
+            "orch reads nothing outside the project: remove the link, or narrow the input pattern"
+        )
+    )]
+    Escapes {
+        /// The matched path, relative to the root.
+        path: String,
+    },
+}
+
+impl SnapshotError {
+    /// The exit status of a command that stops on this error: a path escaping the root
+    /// is the configuration's fault (2), anything else a failure (1).
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            SnapshotError::Escapes { .. } => crate::EXIT_USAGE,
+            _ => crate::EXIT_FAILED,
+        }
+    }
 }
 
 /// Converts a stored digest row to a cache entry.
@@ -157,7 +180,10 @@ impl<'p> Snapshot<'p> {
         produced_dirs.dedup();
 
         let mut inputs = vec![Vec::new(); project.instances.len()];
-        for (k, files) in expand_inputs(project, &order)?.into_iter().enumerate() {
+        for (k, files) in expand_inputs(project, &order, true)?
+            .into_iter()
+            .enumerate()
+        {
             inputs[order[k]] = files;
         }
         let rewalk = globs_matching_outputs(project, &order, &produced_dirs);
@@ -232,7 +258,9 @@ impl<'p> Snapshot<'p> {
     /// such files are expanded again, since upstreams may have just written them.
     pub fn current_inputs(&self, i: usize) -> Result<(Vec<String>, FreshDigests), SnapshotError> {
         let files = if self.rewalk.contains(&i) {
-            expand_inputs(self.project, &[i])?.pop().unwrap_or_default()
+            expand_inputs(self.project, &[i], false)?
+                .pop()
+                .unwrap_or_default()
         } else {
             self.inputs[i].clone()
         };
@@ -391,8 +419,13 @@ impl<'p> Snapshot<'p> {
 
 /// The input files of each instance in `order`: plain paths as written (the digest pass
 /// finds out whether they exist, so they cost no walk), globs expanded by one shared
-/// walk; an instance's own outputs are never its inputs.
-fn expand_inputs(project: &Project, order: &[usize]) -> Result<Vec<Vec<String>>, SnapshotError> {
+/// walk; an instance's own outputs are never its inputs. With `warn`, matches that are
+/// special files are reported (once per command: a rewalk does not repeat them).
+fn expand_inputs(
+    project: &Project,
+    order: &[usize],
+    warn: bool,
+) -> Result<Vec<Vec<String>>, SnapshotError> {
     let patterns: Vec<Vec<String>> = order
         .iter()
         .map(|&i| {
@@ -412,12 +445,23 @@ fn expand_inputs(project: &Project, order: &[usize]) -> Result<Vec<Vec<String>>,
                 path: patterns[owner][pat].clone(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
             })?;
-        matcher
+        let found = matcher
             .expand(&project.root, SKIP_DIRS)
-            .map_err(|e| SnapshotError::Io {
-                path: project.root.display().to_string(),
-                source: e,
-            })?
+            .map_err(|e| match e {
+                fs::WalkError::Escapes { path } => SnapshotError::Escapes { path },
+                fs::WalkError::Io(source) => SnapshotError::Io {
+                    path: project.root.display().to_string(),
+                    source,
+                },
+            })?;
+        if warn {
+            for (path, kind) in &found.special {
+                eprintln!(
+                    "warning: input `{path}` is a {kind}, not a regular file; it is not an input"
+                );
+            }
+        }
+        found.files
     };
     for (k, &i) in order.iter().enumerate() {
         let inst = &project.instances[i];

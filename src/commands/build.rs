@@ -71,7 +71,7 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     }
     let snap = match Snapshot::take(&l.project, &l.graph, &selected, forced, &store) {
         Ok(s) => s,
-        Err(e) => return report_diagnostic(&e, EXIT_FAILED),
+        Err(e) => return report_diagnostic(&e, e.exit_status()),
     };
     t.mark("snapshot");
     let planned = plan_static(&snap.order, &snap);

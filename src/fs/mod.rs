@@ -10,4 +10,4 @@ pub use digest::{Digest, hash_bytes, hash_file, hash_path, hash_tree};
 pub use stat::{
     CachedDigest, FileStat, PathDigest, RACY_WINDOW_NS, digest_paths, now_ns, stat_path,
 };
-pub use walk::MultiGlob;
+pub use walk::{Expansion, MultiGlob, WalkError};

@@ -1,5 +1,10 @@
 //! One directory walk that expands many owners' glob sets at once, pruned to the directories
 //! some pattern could match, with plain-path patterns answered by direct stats instead.
+//!
+//! The walk is where globs meet the disk, so it also refuses what must never become an
+//! input: a match that is a symlink leading outside the root is an error naming it, and
+//! matches that are FIFOs, sockets or devices are set aside for a warning (reading one
+//! could block forever or never end).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -15,6 +20,92 @@ use super::stat::is_absent;
 /// Characters that make a pattern component non-literal. `\` is included because globset
 /// treats it as an escape (`a\b` matches `ab`), so such a component is not its own path.
 const META: &[char] = &['*', '?', '[', '{', '\\'];
+
+/// What one walk found.
+#[derive(Debug, Default)]
+pub struct Expansion {
+    /// Per owner, the sorted, de-duplicated relative paths of the files matched.
+    pub files: Vec<Vec<String>>,
+    /// Matched paths that are not regular files (FIFOs, sockets, devices), sorted, with
+    /// what each is: never inputs.
+    pub special: Vec<(String, &'static str)>,
+}
+
+/// Why a walk failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    /// The file system failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// A matched path is a symlink leading outside the root (or dangling into nowhere
+    /// known): reading it would read outside the project.
+    #[error("`{path}` is a symlink that leads outside the project root")]
+    Escapes {
+        /// The matched path, relative to the root.
+        path: String,
+    },
+}
+
+/// What a matched directory entry is.
+enum Kind {
+    /// A regular file, or a symlink to one inside the root.
+    File,
+    /// A FIFO, socket or device (itself or through a symlink).
+    Special(&'static str),
+    /// A symlink leading out of the root.
+    Escapes,
+    /// A directory, or a dangling or looping link: not a file.
+    Other,
+}
+
+/// What `path` is; `link` when it is itself a symlink (then its target must be inside
+/// `real_root`).
+fn kind_of(path: &Path, link: bool, real_root: &Path) -> io::Result<Kind> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        // Dangling or looping links are simply not files.
+        Err(e) if is_absent(&e) || is_loop(&e) => return Ok(Kind::Other),
+        Err(e) => return Err(e),
+    };
+    // The walk never enters a symlinked directory, so one reads nothing.
+    if meta.is_dir() {
+        return Ok(Kind::Other);
+    }
+    if link {
+        match path.canonicalize() {
+            Ok(target) if target.starts_with(real_root) => {}
+            Ok(_) => return Ok(Kind::Escapes),
+            Err(e) if is_absent(&e) || is_loop(&e) => return Ok(Kind::Other),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(special_kind(&meta.file_type()).map_or_else(
+        || {
+            if meta.is_file() {
+                Kind::File
+            } else {
+                Kind::Other
+            }
+        },
+        Kind::Special,
+    ))
+}
+
+/// The kind of a special file type, or None for files, directories and symlinks.
+fn special_kind(t: &fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt as _;
+    if t.is_fifo() {
+        Some("FIFO")
+    } else if t.is_socket() {
+        Some("socket")
+    } else if t.is_char_device() {
+        Some("character device")
+    } else if t.is_block_device() {
+        Some("block device")
+    } else {
+        None
+    }
+}
 
 /// Expands many sets of glob patterns with a single directory walk of the project.
 ///
@@ -115,26 +206,34 @@ impl MultiGlob {
     }
 
     /// Walks `root` once (skipping the subtrees named in `skip_dirs`) and returns, per owner,
-    /// the sorted, de-duplicated relative paths of regular files (or symlinks to files) matched.
-    pub fn expand(&self, root: &Path, skip_dirs: &[&str]) -> io::Result<Vec<Vec<String>>> {
+    /// the sorted, de-duplicated relative paths of regular files (or symlinks to files inside
+    /// the root) matched, and the special files matched. A matched symlink that leads out
+    /// of the root is an error.
+    pub fn expand(&self, root: &Path, skip_dirs: &[&str]) -> Result<Expansion, WalkError> {
         if !fs::metadata(root)?.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::NotADirectory,
                 format!("{}: not a directory", root.display()),
-            ));
+            )
+            .into());
         }
+        let real_root = root.canonicalize()?;
         let skip: HashSet<&str> = skip_dirs.iter().map(|s| s.trim_end_matches('/')).collect();
         let mut out: Vec<BTreeSet<String>> = vec![BTreeSet::new(); self.owners];
+        let mut special = BTreeSet::new();
 
-        for (path, owners) in self.existing_literals(root, &skip)? {
+        for (path, owners) in self.existing_literals(root, &real_root, &skip, &mut special)? {
             for &o in owners {
                 out[o].insert(path.clone());
             }
         }
         if !self.set.is_empty() {
-            self.walk(root, &skip, &mut out)?;
+            self.walk(root, &real_root, &skip, &mut out, &mut special)?;
         }
-        Ok(out.into_iter().map(|s| s.into_iter().collect()).collect())
+        Ok(Expansion {
+            files: out.into_iter().map(|s| s.into_iter().collect()).collect(),
+            special: special.into_iter().collect(),
+        })
     }
 
     /// True when the walk must enter directory `rel` (relative, non-empty).
@@ -152,9 +251,11 @@ impl MultiGlob {
     fn walk(
         &self,
         root: &Path,
+        real_root: &Path,
         skip: &HashSet<&str>,
         out: &mut [BTreeSet<String>],
-    ) -> io::Result<()> {
+        special: &mut BTreeSet<(String, &'static str)>,
+    ) -> Result<(), WalkError> {
         let walker = WalkDir::new(root)
             .follow_links(false)
             .sort_by_file_name()
@@ -171,24 +272,9 @@ impl MultiGlob {
             });
         let mut hits = Vec::new();
         for entry in walker {
-            let entry = entry?;
-            if entry.depth() == 0 {
-                continue;
-            }
+            let entry = entry.map_err(io::Error::from)?;
             let ft = entry.file_type();
-            let is_file = if ft.is_file() {
-                true
-            } else if ft.is_symlink() {
-                match fs::metadata(entry.path()) {
-                    Ok(m) => m.is_file(),
-                    // Dangling or looping links are simply not files.
-                    Err(e) if is_absent(&e) || is_loop(&e) => false,
-                    Err(e) => return Err(e),
-                }
-            } else {
-                false
-            };
-            if !is_file {
+            if entry.depth() == 0 || ft.is_dir() {
                 continue;
             }
             let rel = entry.path().strip_prefix(root).map_err(io::Error::other)?;
@@ -197,7 +283,27 @@ impl MultiGlob {
             if hits.is_empty() {
                 continue;
             }
-            // Only a path that some owner actually wants must be representable as a String.
+            let kind = if ft.is_file() {
+                Kind::File
+            } else if let Some(k) = special_kind(&ft) {
+                Kind::Special(k)
+            } else {
+                kind_of(entry.path(), ft.is_symlink(), real_root)?
+            };
+            match kind {
+                Kind::File => {}
+                Kind::Other => continue,
+                Kind::Special(k) => {
+                    special.insert((rel.to_string_lossy().into_owned(), k));
+                    continue;
+                }
+                Kind::Escapes => {
+                    return Err(WalkError::Escapes {
+                        path: rel.to_string_lossy().into_owned(),
+                    });
+                }
+            }
+            // Only a file that some owner actually wants must be representable as a String.
             let rel = rel.to_str().ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -218,8 +324,10 @@ impl MultiGlob {
     fn existing_literals(
         &self,
         root: &Path,
+        real_root: &Path,
         skip: &HashSet<&str>,
-    ) -> io::Result<Vec<(&String, &Vec<usize>)>> {
+        special: &mut BTreeSet<(String, &'static str)>,
+    ) -> Result<Vec<(&String, &Vec<usize>)>, WalkError> {
         // Many literals share directories; check each ancestor once (the walk neither enters
         // skipped directories nor follows symlinked ones, so neither may a literal).
         let ancestors: BTreeSet<&str> = self
@@ -251,14 +359,27 @@ impl MultiGlob {
                 if !reachable {
                     return Ok(None);
                 }
-                match fs::metadata(root.join(p)) {
-                    Ok(m) => Ok(m.is_file().then_some((p, owners))),
-                    Err(e) if is_absent(&e) || is_loop(&e) => Ok(None),
-                    Err(e) => Err(e),
-                }
+                let path = root.join(p);
+                let link = match fs::symlink_metadata(&path) {
+                    Ok(m) => m.file_type().is_symlink(),
+                    Err(e) if is_absent(&e) || is_loop(&e) => return Ok(None),
+                    Err(e) => return Err(WalkError::Io(e)),
+                };
+                Ok(Some((p, owners, kind_of(&path, link, real_root)?)))
             })
-            .collect::<io::Result<Vec<_>>>()?;
-        Ok(found.into_iter().flatten().collect())
+            .collect::<Result<Vec<_>, WalkError>>()?;
+        let mut files = Vec::new();
+        for (p, owners, kind) in found.into_iter().flatten() {
+            match kind {
+                Kind::File => files.push((p, owners)),
+                Kind::Special(k) => {
+                    special.insert((p.clone(), k));
+                }
+                Kind::Escapes => return Err(WalkError::Escapes { path: p.clone() }),
+                Kind::Other => {}
+            }
+        }
+        Ok(files)
     }
 }
 
@@ -369,6 +490,7 @@ mod tests {
             .unwrap()
             .expand(root, skip)
             .unwrap()
+            .files
     }
 
     const SKIP: &[&str] = &[".orch", ".git", "target"];
@@ -559,12 +681,12 @@ mod tests {
             .unwrap()
             .expand(t.path(), SKIP);
         fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(r.unwrap()[0], ["deep/a/b/c/d.rs"]);
+        assert_eq!(r.unwrap().files[0], ["deep/a/b/c/d.rs"]);
         if enforced {
-            assert_eq!(
-                unpruned.unwrap_err().kind(),
-                io::ErrorKind::PermissionDenied
-            );
+            assert!(matches!(
+                unpruned.unwrap_err(),
+                WalkError::Io(e) if e.kind() == io::ErrorKind::PermissionDenied
+            ));
         }
     }
 
@@ -594,7 +716,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let mg = MultiGlob::new(&owners(&[&["a.txt"]])).unwrap();
         let e = mg.expand(&t.path().join("nope"), &[]).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(matches!(e, WalkError::Io(e) if e.kind() == io::ErrorKind::NotFound));
     }
 
     #[test]
@@ -605,6 +727,7 @@ mod tests {
                 .unwrap()
                 .expand(t.path(), SKIP)
                 .unwrap()
+                .files
                 .is_empty()
         );
     }
@@ -624,7 +747,8 @@ mod tests {
         let r = MultiGlob::new(&pats)
             .unwrap()
             .expand(t.path(), SKIP)
-            .unwrap();
+            .unwrap()
+            .files;
         for (i, got) in r.iter().enumerate() {
             if i % 3 == 0 {
                 assert!(got.is_empty());
@@ -632,5 +756,57 @@ mod tests {
                 assert_eq!(got, &pats[i]);
             }
         }
+    }
+
+    #[test]
+    fn symlinks_leading_outside_are_errors_naming_the_match() {
+        let t = project();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), "s").unwrap();
+        symlink(outside.path().join("secret"), t.path().join("src/leak.rs")).unwrap();
+        // A symlinked directory is not entered, so it reads nothing and is no error.
+        symlink(outside.path(), t.path().join("src/outdir")).unwrap();
+        for pattern in ["src/*.rs", "src/leak.rs", "src/outdir"] {
+            let e = MultiGlob::new(&owners(&[&[pattern]]))
+                .unwrap()
+                .expand(t.path(), SKIP);
+            if pattern == "src/outdir" {
+                assert!(e.unwrap().files[0].is_empty());
+            } else {
+                assert!(
+                    matches!(&e, Err(WalkError::Escapes { path }) if path == "src/leak.rs"),
+                    "{pattern}: {e:?}"
+                );
+            }
+        }
+        // Other patterns never look at it.
+        assert_eq!(
+            expand(t.path(), &[&["docs/*.txt"]], SKIP)[0],
+            ["docs/guide.txt"]
+        );
+    }
+
+    #[test]
+    fn special_files_are_set_aside() {
+        let t = project();
+        let fifo = std::ffi::CString::new(t.path().join("src/pipe").to_str().unwrap()).unwrap();
+        // SAFETY: `fifo` is a valid NUL-terminated path for the duration of the call.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let _sock = std::os::unix::net::UnixListener::bind(t.path().join("src/sock")).unwrap();
+        symlink("pipe", t.path().join("src/pipe-link")).unwrap();
+        let r = MultiGlob::new(&owners(&[&["src/*"], &["src/sock"], &["docs/*"]]))
+            .unwrap()
+            .expand(t.path(), SKIP)
+            .unwrap();
+        assert_eq!(r.files[0], ["src/data.txt", "src/lib.rs", "src/main.rs"]);
+        assert!(r.files[1].is_empty());
+        assert_eq!(
+            r.special,
+            [
+                ("src/pipe".to_owned(), "FIFO"),
+                ("src/pipe-link".to_owned(), "FIFO"),
+                ("src/sock".to_owned(), "socket")
+            ]
+        );
     }
 }

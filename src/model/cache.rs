@@ -13,14 +13,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Project;
-use super::path::{Containment, is_plain};
+use super::path::Containment;
 use crate::fs::{self, Digest};
 use crate::graph::Graph;
 use crate::orchfile::Sources;
 use crate::orchfile::load::include_files;
 
-/// Bumped whenever the cached types change shape.
-const FORMAT: u32 = 1;
+/// Bumped whenever the cached types change shape or validation refuses more: a project
+/// validated by rules since tightened must be validated again.
+const FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct CacheFile {
@@ -117,12 +118,13 @@ fn still_contained(project: &Project) -> bool {
             .join("/")
     };
     project.instances.iter().all(|i| {
-        i.outputs.iter().all(|o| c.check(&o.path, o.dir).is_ok())
-            && i.inputs.iter().all(|p| {
-                let l = literal(p);
-                l.is_empty() || c.check(&l, !is_plain(p)).is_ok()
-            })
-            && (i.cwd.is_empty() || c.check(&i.cwd, true).is_ok())
+        i.outputs.iter().all(|o| {
+            c.check(&o.path, o.dir).is_ok()
+                && o.schema.as_ref().is_none_or(|s| c.check(s, true).is_ok())
+        }) && i.inputs.iter().all(|p| {
+            let l = literal(p);
+            l.is_empty() || c.check(&l, true).is_ok()
+        }) && (i.cwd.is_empty() || c.check(&i.cwd, true).is_ok())
             && i.shard_outputs.iter().all(|t| {
                 let l = literal(&t.path);
                 l.is_empty() || c.check(&l, true).is_ok()

@@ -95,9 +95,9 @@ impl Containment {
         }
     }
 
-    /// Checks `rel`. With `whole` false the last component is not looked at: a file that
-    /// is itself a symlink is followed like any input, but no directory on the way may
-    /// lead out of the root.
+    /// Checks `rel`. With `whole` false the last component is not looked at, only the
+    /// directories on the way, none of which may lead out of the root. Anything orch
+    /// reads as named (plain inputs, schemas, shard sources) is checked whole.
     pub fn check(&mut self, rel: &str, whole: bool) -> Result<(), PathProblem> {
         if rel.starts_with('/') {
             return Err(PathProblem::Absolute);

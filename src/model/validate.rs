@@ -3,9 +3,13 @@
 //! Order of work: project settings and variables, then each phase's dependencies and
 //! matrix, then instances and their dependency edges (paired on shared matrix axes,
 //! gathered otherwise), then templates (outputs first, since `run` may refer to them),
-//! then path and duplicate-output checks.
+//! then path and duplicate-output checks, then the `[cache]` table against all of it.
+//!
+//! Matrices are counted before they are expanded and capped ([`MAX_PHASE_INSTANCES`],
+//! [`MAX_INSTANCES`]): a few lines of TOML must not be able to exhaust memory.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
@@ -100,6 +104,10 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
     let names: Vec<&str> = raw_phases.keys().map(String::as_str).collect();
     let mut phases: BTreeMap<String, Phase> = BTreeMap::new();
     let mut combos: BTreeMap<String, Vec<BTreeMap<String, String>>> = BTreeMap::new();
+    let mut axes_of: BTreeMap<String, Vec<(String, Vec<String>)>> = BTreeMap::new();
+    // Instances per phase, counted before any is made: a few lines of TOML can ask for
+    // billions, and expanding them first would exhaust memory.
+    let mut counts: Vec<(String, u64)> = Vec::new();
     for (name, lp) in &raw_phases {
         let file = lp.file;
         let needs = deps(
@@ -133,7 +141,25 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
             }
         }
         let axes = matrix_axes(lp, &var_values, &mut errors);
-        combos.insert(name.clone(), cross_product(&axes));
+        match instance_count(&axes) {
+            Some(n) if n <= MAX_PHASE_INSTANCES => counts.push((name.clone(), n)),
+            count => {
+                let many = match count {
+                    Some(n) => n.to_string(),
+                    None => format!("more than {}", u64::MAX),
+                };
+                errors.push(
+                    ConfigError::new(
+                        ErrorKind::Value,
+                        format!(
+                            "the matrix of phase `{name}` makes {many} instances, more than the {MAX_PHASE_INSTANCES} a phase may have"
+                        ),
+                    )
+                    .at(&matrix_span(lp), format!("{many} combinations"))
+                    .help("use fewer axes or values, or split the work with `shard` instead of the matrix"),
+                );
+            }
+        }
         phases.insert(
             name.clone(),
             Phase {
@@ -147,6 +173,35 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                 instances: Vec::new(),
             },
         );
+        axes_of.insert(name.clone(), axes);
+    }
+
+    let total = counts.iter().try_fold(0u64, |t, (_, n)| t.checked_add(*n));
+    if total.is_none_or(|t| t > MAX_INSTANCES) {
+        // Blame the phase with the largest matrix (the first by name among equals).
+        if let Some((big, n)) = counts
+            .iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+            && let Some(lp) = raw_phases.get(big)
+        {
+            let all = total.map_or_else(|| format!("more than {}", u64::MAX), |t| t.to_string());
+            errors.push(
+                ConfigError::new(
+                    ErrorKind::Value,
+                    format!(
+                        "the project would have {all} instances in all, more than the {MAX_INSTANCES} allowed; phase `{big}` has {n}"
+                    ),
+                )
+                .at(&matrix_span(lp), format!("{n} combinations"))
+                .help("use fewer matrix axes or values, or split the work with `shard` instead"),
+            );
+        }
+    } else {
+        for (name, _) in &counts {
+            if let Some(axes) = axes_of.get(name) {
+                combos.insert(name.clone(), cross_product(axes));
+            }
+        }
     }
 
     // Instances, sorted by name.
@@ -214,6 +269,14 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
             else {
                 continue;
             };
+            // The schema decides whether the phase fails: it is read like an input.
+            let schema = match schema {
+                Some(s) => match schema_path(&s, &span, &mut contain, &mut errors) {
+                    Some(norm) => Some(norm),
+                    None => continue,
+                },
+                None => None,
+            };
             if merge_none {
                 // Each shard writes its own: the path must tell the shards apart.
                 let norm = normalize(&expanded);
@@ -244,7 +307,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                     per_shard.push(Output {
                         path: norm,
                         dir: false,
-                        schema: schema.clone().map(|s| normalize(&s)),
+                        schema: schema.clone(),
                     });
                 }
                 continue;
@@ -272,7 +335,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
             outs.push(Output {
                 path: norm,
                 dir,
-                schema: schema.map(|s| normalize(&s)),
+                schema,
             });
             spans.push(span);
         }
@@ -283,6 +346,36 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
         output_spans.push(spans);
     }
     check_duplicate_outputs(&skeletons, &outputs, &output_spans, &mut errors);
+
+    // Files that configure the project: no output may overwrite one.
+    let mut config_files: BTreeMap<String, &str> = BTreeMap::new();
+    for (k, f) in sources.files().iter().enumerate() {
+        let what = if k == 0 {
+            "the Orchfile"
+        } else {
+            "an included file"
+        };
+        config_files.insert(normalize(&f.name), what);
+    }
+    for o in outputs.iter().chain(&shard_outputs).flatten() {
+        if let Some(schema) = &o.schema {
+            config_files.entry(schema.clone()).or_insert("a schema");
+        }
+    }
+    // Fragments an output could become once written: the include globs.
+    let include_globs = {
+        let mut b = globset::GlobSetBuilder::new();
+        for p in &orch.include {
+            if let Ok(g) = globset::GlobBuilder::new(p.get_ref())
+                .literal_separator(true)
+                .build()
+            {
+                b.add(g);
+            }
+        }
+        b.build().unwrap_or_else(|_| globset::GlobSet::empty())
+    };
+    let mut input_globs: BTreeMap<String, Option<globset::GlobMatcher>> = BTreeMap::new();
 
     let merge_none_phases: BTreeSet<&str> = raw_phases
         .iter()
@@ -327,10 +420,23 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                 continue;
             }
             let plain = is_plain(&norm);
+            // A plain path is read as named, so a symlink it is itself must stay inside
+            // the project too; a glob's matches are checked when the walk finds them.
             if !literal.is_empty()
-                && let Err(problem) = contain.check(&literal, !plain)
+                && let Err(problem) = contain.check(&literal, true)
             {
                 errors.push(path_error("input", &expanded, &span, &problem.describe()));
+                continue;
+            }
+            if plain && let Some(kind) = special_file(&root.join(&norm)) {
+                errors.push(
+                    ConfigError::new(
+                        ErrorKind::Value,
+                        format!("input `{expanded}` is a {kind}, not a file or directory"),
+                    )
+                    .at(&span, format!("a {kind}"))
+                    .help("inputs are hashed by content: name regular files or directories"),
+                );
                 continue;
             }
             if !plain
@@ -394,6 +500,28 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
             }
             Some(spec)
         });
+        for (o, span) in outputs[i].iter().zip(&output_spans[i]) {
+            let conflict = OutputConflicts {
+                config: &config_files,
+                includes: &include_globs,
+                inputs: &inputs,
+                phase,
+            }
+            .find(o, &mut input_globs);
+            if let Some(why) = conflict {
+                let shown = if o.dir {
+                    format!("{}/", o.path)
+                } else {
+                    o.path.clone()
+                };
+                errors.push(
+                    ConfigError::new(ErrorKind::OutputConflict, format!("output `{shown}` {why}"))
+                        .at(span, "the command would overwrite it")
+                        .help("outputs are files the command writes; give this one a path of its own, outside the configuration and the phase's inputs"),
+                );
+            }
+        }
+
         let run = lp.raw.run.as_ref().and_then(|r| {
             let span = Span::new(file, r.span());
             let ctx = Ctx::new(phase, matrix, &var_values, &sources, &span);
@@ -530,7 +658,35 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
         });
     }
 
+    if let Some(cache) = &raw_cache {
+        if let Some(dir) = &cache.dir {
+            let span = Span::new(main, dir.span());
+            let owned = protected_paths(&instances, &config_files, &orch.include);
+            if let Some(why) = cache_dir_problem(&root, dir.get_ref(), &owned) {
+                errors.push(
+                    ConfigError::new(
+                        ErrorKind::Value,
+                        format!("cache directory `{}` {why}", dir.get_ref()),
+                    )
+                    .at(&span, why)
+                    .help("`orch clean --cache` and `orch gc` delete what is in the cache directory: use one that only orch writes, such as `.orch/cache` (the default) or a directory outside the project"),
+                );
+            }
+        }
+        if let Some(remote) = &cache.remote
+            && let Some(why) = remote_problem(remote.get_ref())
+        {
+            errors.push(
+                ConfigError::new(ErrorKind::Value, "unsupported `remote` cache URL")
+                    .at(&Span::new(main, remote.span()), why)
+                    .help("write `http://HOST/PATH`, `https://HOST/PATH`, `s3://BUCKET[/PREFIX]` or `file:///ABSOLUTE/PATH`"),
+            );
+        }
+    }
+
     sort_errors(&mut errors);
+    // Instances of one phase share their spans: one report per place is enough.
+    errors.dedup_by(|a, b| a.message == b.message && a.primary == b.primary);
     let digest = project_digest(&sources);
     let project = Project {
         root,
@@ -540,7 +696,8 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
         cache: CacheConfig {
             dir: raw_cache
                 .as_ref()
-                .and_then(|c| c.dir.as_deref())
+                .and_then(|c| c.dir.as_ref())
+                .map(|d| d.get_ref().as_str())
                 .map(|d| {
                     if d.starts_with('/') {
                         d.to_owned()
@@ -549,7 +706,10 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                     }
                 })
                 .filter(|d| !d.is_empty()),
-            remote: raw_cache.as_ref().and_then(|c| c.remote.clone()),
+            remote: raw_cache
+                .as_ref()
+                .and_then(|c| c.remote.as_ref())
+                .map(|r| r.get_ref().clone()),
             push: raw_cache.as_ref().and_then(|c| c.push).unwrap_or(true),
         },
         jobs,
@@ -558,6 +718,222 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
         instances,
     };
     (project, errors)
+}
+
+/// What an output must not overwrite, for one instance.
+struct OutputConflicts<'a> {
+    /// Configuration files (the Orchfile, fragments, schemas) and what each is.
+    config: &'a BTreeMap<String, &'a str>,
+    /// The `include` globs.
+    includes: &'a globset::GlobSet,
+    /// The instance's input patterns.
+    inputs: &'a [String],
+    /// Its phase.
+    phase: &'a str,
+}
+
+impl OutputConflicts<'_> {
+    /// Why writing `o` would overwrite configuration or one of the phase's own inputs.
+    fn find(
+        &self,
+        o: &Output,
+        globs: &mut BTreeMap<String, Option<globset::GlobMatcher>>,
+    ) -> Option<String> {
+        let phase = self.phase;
+        let inside = |p: &str, dir: &str| {
+            p.len() > dir.len() && p.starts_with(dir) && p.as_bytes()[dir.len()] == b'/'
+        };
+        if o.dir {
+            if let Some((f, what)) = self.config.iter().find(|(f, _)| inside(f, &o.path)) {
+                return Some(format!("holds {what}, `{f}`"));
+            }
+        } else if let Some(what) = self.config.get(&o.path) {
+            return Some(format!("is {what}"));
+        } else if self.includes.is_match(&o.path) {
+            return Some("is an included file".to_owned());
+        }
+        for p in self.inputs {
+            if is_plain(p) {
+                if *p == o.path {
+                    return Some(format!("is an input of phase `{phase}`"));
+                }
+                if inside(&o.path, p) {
+                    return Some(format!("lies inside input `{p}` of phase `{phase}`"));
+                }
+                if o.dir && inside(p, &o.path) {
+                    return Some(format!("holds input `{p}` of phase `{phase}`"));
+                }
+            } else if o.dir {
+                let literal = glob_literal(p);
+                if literal == o.path || inside(&literal, &o.path) {
+                    return Some(format!("holds the files of input `{p}` of phase `{phase}`"));
+                }
+            } else {
+                let matcher = globs.entry(p.clone()).or_insert_with(|| {
+                    globset::GlobBuilder::new(p)
+                        .literal_separator(true)
+                        .build()
+                        .ok()
+                        .map(|g| g.compile_matcher())
+                });
+                if matcher.as_ref().is_some_and(|m| m.is_match(&o.path)) {
+                    return Some(format!("is matched by input `{p}` of phase `{phase}`"));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The directories before the first glob component of `pattern` ("" for none).
+fn glob_literal(pattern: &str) -> String {
+    pattern
+        .split('/')
+        .take_while(|c| !c.contains(['*', '?', '[', '{', '\\']))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Every project path the local store must not hold, with what it is, sorted.
+fn protected_paths(
+    instances: &[Instance],
+    config: &BTreeMap<String, &str>,
+    includes: &[Spanned<String>],
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for p in includes {
+        let p = normalize(p.get_ref());
+        out.entry(glob_literal(&p))
+            .or_insert_with(|| format!("include `{p}`"));
+    }
+    for (f, what) in config {
+        out.entry(f.clone())
+            .or_insert_with(|| format!("{what}, `{f}`"));
+    }
+    for inst in instances {
+        for p in &inst.inputs {
+            let key = if is_plain(p) {
+                p.clone()
+            } else {
+                glob_literal(p)
+            };
+            out.entry(key).or_insert_with(|| format!("input `{p}`"));
+        }
+        for o in &inst.outputs {
+            out.entry(o.path.clone())
+                .or_insert_with(|| format!("output `{}`", o.path));
+        }
+        for o in &inst.shard_outputs {
+            out.entry(glob_literal(&o.path.replace('{', "*")))
+                .or_insert_with(|| format!("output `{}`", o.path));
+        }
+    }
+    out
+}
+
+/// `path` resolved one component at a time from `base`: each existing prefix through
+/// its symlinks, then `..` applied to what it really is, as the kernel would.
+fn resolve(base: &Path, path: &str) -> PathBuf {
+    let mut cur = base.to_path_buf();
+    for c in Path::new(path).components() {
+        match c {
+            Component::RootDir => cur = PathBuf::from("/"),
+            Component::ParentDir => {
+                cur.pop();
+            }
+            Component::Normal(n) => {
+                cur.push(n);
+                if let Ok(real) = cur.canonicalize() {
+                    cur = real;
+                }
+            }
+            Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    cur
+}
+
+/// Why `[cache] dir` cannot be the local store: `clean --cache` and `gc` empty it, so it
+/// must not be or contain the project, its state, or anything the project declares.
+fn cache_dir_problem(root: &Path, dir: &str, owned: &BTreeMap<String, String>) -> Option<String> {
+    let real = resolve(root, dir);
+    if real == root {
+        return Some("is the project root".to_owned());
+    }
+    if root.starts_with(&real) {
+        return Some("contains the project root".to_owned());
+    }
+    // A store outside the project (shared between checkouts) holds nothing of it.
+    let rel = real.strip_prefix(root).ok()?.to_str()?;
+    if rel == ".orch" {
+        return Some("holds orch's state (`.orch/`)".to_owned());
+    }
+    let inside = |p: &str| p == rel || (p.starts_with(rel) && p[rel.len()..].starts_with('/'));
+    owned
+        .iter()
+        .find(|(p, _)| inside(p))
+        .map(|(_, what)| format!("holds {what}"))
+}
+
+/// Why `remote` is not one of the URL forms the remote cache supports.
+fn remote_problem(remote: &str) -> Option<&'static str> {
+    let parsed = url::Url::parse(remote).ok();
+    let host = parsed
+        .as_ref()
+        .and_then(|u| u.host_str())
+        .is_some_and(|h| !h.is_empty());
+    if remote.starts_with("http://") || remote.starts_with("https://") {
+        (!host).then_some("no host after `http(s)://`")
+    } else if remote.starts_with("s3://") || remote.starts_with("s3a://") {
+        (!host).then_some("no bucket: write `s3://BUCKET` or `s3://BUCKET/PREFIX`")
+    } else if remote.starts_with("file:///") {
+        let absolute = parsed.as_ref().is_some_and(|u| u.to_file_path().is_ok());
+        (!absolute).then_some("not an absolute directory path")
+    } else if remote.starts_with("file:") {
+        Some("a `file:` remote is written `file:///ABSOLUTE/PATH`, with three slashes")
+    } else {
+        Some("not an `http://`, `https://`, `s3://` or `file:///` URL")
+    }
+}
+
+/// A schema path, normalised; None (and an error) when it leaves the project.
+fn schema_path(
+    schema: &str,
+    span: &Span,
+    contain: &mut Containment,
+    errors: &mut Vec<ConfigError>,
+) -> Option<String> {
+    let norm = normalize(schema);
+    let problem = if schema.starts_with('/') {
+        Some(PathProblem::Absolute)
+    } else {
+        contain.check(&norm, true).err()
+    };
+    match problem {
+        Some(p) => {
+            errors.push(path_error("schema", schema, span, &p.describe()));
+            None
+        }
+        None => Some(norm),
+    }
+}
+
+/// What kind of special file `path` is (following symlinks), or None for a regular
+/// file, a directory or nothing at all.
+fn special_file(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let t = std::fs::metadata(path).ok()?.file_type();
+    if t.is_fifo() {
+        Some("FIFO")
+    } else if t.is_socket() {
+        Some("socket")
+    } else if t.is_char_device() {
+        Some("character device")
+    } else if t.is_block_device() {
+        Some("block device")
+    } else {
+        None
+    }
 }
 
 fn project_digest(sources: &Sources) -> Digest {
@@ -746,6 +1122,29 @@ fn matrix_axes(
         axes.push((axis.clone(), list));
     }
     axes
+}
+
+/// Most instances one phase's matrix may make.
+pub const MAX_PHASE_INSTANCES: u64 = 100_000;
+/// Most instances a whole project may have.
+pub const MAX_INSTANCES: u64 = 1_000_000;
+
+/// How many instances `axes` make (the product of their lengths), None on overflow.
+fn instance_count(axes: &[(String, Vec<String>)]) -> Option<u64> {
+    axes.iter().try_fold(1u64, |n, (_, values)| {
+        n.checked_mul(u64::try_from(values.len()).ok()?)
+    })
+}
+
+/// The span of a phase's matrix axes (from the first value to the last), or of the
+/// phase name when the matrix is empty.
+fn matrix_span(lp: &LoadedPhase) -> Span {
+    let start = lp.raw.matrix.values().map(|v| v.span().start).min();
+    let end = lp.raw.matrix.values().map(|v| v.span().end).max();
+    match (start, end) {
+        (Some(s), Some(e)) => Span::new(lp.file, s..e),
+        _ => lp.name_span.clone(),
+    }
 }
 
 fn axis_name_ok(s: &str) -> bool {
@@ -1304,8 +1703,9 @@ fn shard_spec(
         .take_while(|c| !c.contains(['*', '?', '[', '{', '\\']))
         .collect::<Vec<_>>()
         .join("/");
+    // A plain source is read as named, so it may not be a symlink leading out either.
     if !literal.is_empty()
-        && let Err(problem) = contain.check(&literal, !plain)
+        && let Err(problem) = contain.check(&literal, true)
     {
         errors.push(path_error(
             "shard source",
@@ -1381,4 +1781,77 @@ fn shard_spec(
         parallel,
         merge,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_counts_never_overflow() {
+        let axis = |n: usize| ("a".to_owned(), vec![String::new(); n]);
+        assert_eq!(instance_count(&[]), Some(1));
+        assert_eq!(
+            instance_count(&[axis(100), axis(100), axis(100)]),
+            Some(1_000_000)
+        );
+        let huge: Vec<_> = (0..8).map(|_| axis(1000)).collect();
+        assert_eq!(instance_count(&huge), None);
+    }
+
+    #[test]
+    fn remote_urls() {
+        for ok in [
+            "http://h/p",
+            "https://h",
+            "s3://b",
+            "s3://b/p/q",
+            "file:///abs/dir",
+        ] {
+            assert_eq!(remote_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "file:x",
+            "file:/x",
+            "file://host/x",
+            "http:h",
+            "http://",
+            "s3://",
+            "ftp://h",
+            "x",
+            "",
+        ] {
+            assert!(remote_problem(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cache_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let owned: BTreeMap<String, String> = [
+            ("src".to_owned(), "input `src/**`".to_owned()),
+            ("Orchfile.toml".to_owned(), "the Orchfile".to_owned()),
+        ]
+        .into();
+        let problem = |d: &str| cache_dir_problem(&root, d, &owned);
+        assert_eq!(problem("..").as_deref(), Some("contains the project root"));
+        assert_eq!(
+            problem("a/../..").as_deref(),
+            Some("contains the project root")
+        );
+        assert_eq!(problem("/").as_deref(), Some("contains the project root"));
+        assert_eq!(problem("./").as_deref(), Some("is the project root"));
+        assert_eq!(problem("src/").as_deref(), Some("holds input `src/**`"));
+        assert!(problem(".orch").is_some());
+        assert_eq!(problem(".orch/cache"), None);
+        assert_eq!(problem("src2"), None);
+        assert_eq!(problem("../elsewhere"), None);
+        // Through a symlink, what counts is where it leads.
+        std::fs::create_dir(root.join("src")).unwrap();
+        std::os::unix::fs::symlink(root.join("src"), root.join("alias")).unwrap();
+        std::os::unix::fs::symlink(&root, root.join("self")).unwrap();
+        assert_eq!(problem("alias").as_deref(), Some("holds input `src/**`"));
+        assert_eq!(problem("self/x/..").as_deref(), Some("is the project root"));
+    }
 }

@@ -16,6 +16,7 @@ use super::raw::{
     RawPhase, RawVar, SHARD_KEYS, TOP_KEYS,
 };
 use super::source::{ConfigError, ErrorKind, FileId, Sources, Span, did_you_mean};
+use crate::model::path::{Containment, PathProblem, normalize};
 
 /// The default Orchfile name.
 pub const ORCHFILE: &str = "Orchfile.toml";
@@ -301,9 +302,29 @@ fn expand_include(
         );
         return Vec::new();
     }
+    let escapes = |problem: PathProblem, errors: &mut Vec<ConfigError>| {
+        errors.push(
+            ConfigError::new(
+                ErrorKind::PathEscapes,
+                format!("include `{pattern}` leaves the project root"),
+            )
+            .at(span, problem.describe())
+            .help("include fragments from inside the project directory, not through a symlink that leads out of it"),
+        );
+    };
+    // Symlinks are resolved against the real root, as every other project path is.
+    let real_root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let mut contain = Containment::new(&real_root);
     let has_meta = pattern.contains(['*', '?', '[', '{']);
     if !has_meta {
         let path = root.join(pattern);
+        let norm = normalize(pattern);
+        if !norm.is_empty()
+            && let Err(problem) = contain.check(&norm, true)
+        {
+            escapes(problem, errors);
+            return Vec::new();
+        }
         if path.is_file() {
             return vec![path];
         }
@@ -338,20 +359,39 @@ fn expand_include(
         .split('/')
         .take_while(|c| !c.contains(['*', '?', '[', '{']))
         .collect();
+    let literal = normalize(&prefix.to_string_lossy());
+    if !literal.is_empty()
+        && let Err(problem) = contain.check(&literal, true)
+    {
+        escapes(problem, errors);
+        return Vec::new();
+    }
     let mut found = Vec::new();
     for entry in walkdir::WalkDir::new(root.join(&prefix))
         .sort_by_file_name()
         .into_iter()
         .filter_map(Result::ok)
     {
-        if !entry.file_type().is_file() {
+        let Ok(rel) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        if !glob.is_match(rel) {
             continue;
         }
-        if let Ok(rel) = entry.path().strip_prefix(root)
-            && glob.is_match(rel)
-        {
-            found.push(entry.path().to_path_buf());
+        if entry.file_type().is_symlink() {
+            // A fragment may be a link to another file of the project, never to one
+            // outside it.
+            if !entry.path().is_file() {
+                continue;
+            }
+            if let Err(problem) = contain.check(&rel.to_string_lossy(), true) {
+                escapes(problem, errors);
+                continue;
+            }
+        } else if !entry.file_type().is_file() {
+            continue;
         }
+        found.push(entry.path().to_path_buf());
     }
     found
 }
@@ -408,13 +448,13 @@ impl FileParts {
                 "orch" => {
                     let ok = check_keys(&value, file, ORCH_KEYS, "`[orch]`", errors);
                     if ok {
-                        parts.orch = typed::<RawOrch>(value, file, "`[orch]`", errors);
+                        parts.orch = typed_table::<RawOrch>(value, file, "`[orch]`", errors);
                     }
                 }
                 "cache" => {
                     let ok = check_keys(&value, file, CACHE_KEYS, "`[cache]`", errors);
                     if ok {
-                        parts.cache = typed::<RawCache>(value, file, "`[cache]`", errors);
+                        parts.cache = typed_table::<RawCache>(value, file, "`[cache]`", errors);
                     }
                 }
                 "vars" => parts.vars = vars(value, file, errors),
@@ -485,19 +525,58 @@ fn typed<T: for<'de> Deserialize<'de>>(
     match T::deserialize(toml::de::ValueDeserializer::from(value)) {
         Ok(v) => Some(v),
         Err(e) => {
-            let range = e.span().unwrap_or(whole);
-            let message = e.message().trim().to_owned();
-            errors.push(
-                ConfigError::new(
-                    ErrorKind::Type,
-                    format!("invalid value in {what}: {message}"),
-                )
-                .at(&Span::new(file, range), first_line(&message))
-                .help("see `orch schema` for the type of every key"),
-            );
+            errors.push(type_error(&e, whole, file, what));
             None
         }
     }
+}
+
+/// Like [`typed`], for a table whose keys are all optional (`[orch]`, `[cache]`, a
+/// phase). serde stops at the first bad key, so on failure each key is tried alone:
+/// every key with a wrong type gets its own diagnostic at once.
+fn typed_table<T: for<'de> Deserialize<'de>>(
+    value: Spanned<DeValue<'_>>,
+    file: FileId,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let whole = value.span();
+    let Some(table) = value.get_ref().as_table().cloned() else {
+        return typed(value, file, what, errors);
+    };
+    let first = match T::deserialize(toml::de::ValueDeserializer::from(value)) {
+        Ok(v) => return Some(v),
+        Err(e) => e,
+    };
+    let before = errors.len();
+    for (key, v) in table {
+        let mut one = DeTable::new();
+        one.insert(key, v);
+        let single = Spanned::new(whole.clone(), DeValue::Table(one));
+        if let Err(e) = T::deserialize(toml::de::ValueDeserializer::from(single)) {
+            errors.push(type_error(&e, whole.clone(), file, what));
+        }
+    }
+    if errors.len() == before {
+        errors.push(type_error(&first, whole, file, what));
+    }
+    None
+}
+
+fn type_error(
+    e: &toml::de::Error,
+    whole: std::ops::Range<usize>,
+    file: FileId,
+    what: &str,
+) -> ConfigError {
+    let range = e.span().unwrap_or(whole);
+    let message = e.message().trim().to_owned();
+    ConfigError::new(
+        ErrorKind::Type,
+        format!("invalid value in {what}: {message}"),
+    )
+    .at(&Span::new(file, range), first_line(&message))
+    .help("see `orch schema` for the type of every key")
 }
 
 fn vars(
@@ -603,7 +682,7 @@ fn phases(
             broken.push(name);
             continue;
         }
-        match typed::<RawPhase>(value, file, &format!("phase `{name}`"), errors) {
+        match typed_table::<RawPhase>(value, file, &format!("phase `{name}`"), errors) {
             Some(raw) => out.push((
                 name,
                 LoadedPhase {

@@ -70,9 +70,11 @@ pub const ORCH_KEYS: &[&str] = &["format", "include", "jobs", "env"];
 #[schemars(rename = "Cache")]
 pub struct RawCache {
     /// Local content-addressed store (default `.orch/cache`).
-    pub dir: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub dir: Option<Spanned<String>>,
     /// Remote cache URL: http(s)://, s3:// or file://.
-    pub remote: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub remote: Option<Spanned<String>>,
     /// Upload results after success.
     pub push: Option<bool>,
 }

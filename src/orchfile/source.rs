@@ -113,6 +113,8 @@ pub enum ErrorKind {
     Glob,
     /// An unknown target on the command line.
     UnknownTarget,
+    /// An output that would overwrite configuration or one of its phase's inputs.
+    OutputConflict,
 }
 
 impl ErrorKind {
@@ -132,6 +134,7 @@ impl ErrorKind {
             ErrorKind::PathEscapes => "orch::model::path_escapes_root",
             ErrorKind::Glob => "orch::model::glob",
             ErrorKind::UnknownTarget => "orch::graph::unknown_target",
+            ErrorKind::OutputConflict => "orch::model::output_conflict",
         }
     }
 }

@@ -16,5 +16,6 @@ mod shards;
 mod snapshots;
 mod staleness;
 mod trust_cache;
+mod trust_config;
 mod trust_paths;
 mod watch;
