@@ -1,41 +1,270 @@
-//! The local store: `cas/AB/DIGEST` blobs and `ac/KEY.json` entries under one directory.
+//! The local store: `cas/AB/DIGEST` blobs and `ac/KEY.json` entries under one directory
+//! that orch owns, marked by a `CACHEDIR.TAG` file.
 //!
-//! Blobs are written once, through a temporary file renamed into place, and never
-//! modified; outputs are restored by reflink (`FICLONE`) where the file system supports
-//! it, else by copy, and hashed after restoring — never hard-linked. Reading an entry or
-//! blob refreshes its modification time, which `trim` uses for least-recent-use eviction.
+//! Blobs are written once, through a temporary file in `tmp/` renamed into place, and
+//! never modified; outputs are restored by reflink (`FICLONE`) where the file system
+//! supports it, else by copy, and hashed after restoring — never hard-linked. Reading an
+//! entry or blob refreshes its modification time, which `trim` uses for
+//! least-recent-use eviction.
+//!
+//! Ownership: orch creates the store and tags it (the Cache Directory Tagging convention,
+//! so backup tools skip it too), or adopts an empty directory, or a store of an earlier
+//! orch (nothing in it but orch-named `ac/` and `cas/` files). Any other directory is
+//! never written, trimmed or emptied. `clean --cache` and `gc` remove only `ac/`, `cas/`
+//! and `tmp/` inside a store, never the directory itself nor anything else in it.
+//!
+//! Temporaries: a store killed mid-write leaves files in `tmp/`. Opening the store
+//! removes those not modified for [`STALE_AFTER`]: another checkout sharing the store may
+//! be writing one right now, and a write in progress keeps its file's mtime fresh.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
-use super::{ENTRY_FORMAT, Entry, Node, Stored};
-use crate::fs::{self, Digest};
+use cap_std::fs::Dir;
+
+use super::{Entry, Node, Stored};
+use crate::fs::{self, Beneath, Digest};
+
+/// The tag file's name.
+pub const TAG_FILE: &str = "CACHEDIR.TAG";
+/// The first line every cache directory tag starts with.
+pub const TAG_SIGNATURE: &str = "Signature: 8a477f597d28d172789f06886806bc55";
+/// The comment line that says the tag is orch's.
+const TAG_OWNER: &str =
+    "# This file is a cache directory tag created by orch for its content-addressed store.";
+const TAG_CONTENT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
+# This file is a cache directory tag created by orch for its content-addressed store.\n\
+# For information about cache directory tags, see https://bford.info/cachedir/\n";
+/// The tag is written to a temporary of this name, then renamed: a reader sees it whole
+/// or not at all.
+const TAG_TEMP_PREFIX: &str = ".tmp-tag-";
+/// A temporary not modified for this long was left by a writer that died.
+pub const STALE_AFTER: Duration = Duration::from_secs(3600);
+/// Entries larger than this are not read (a directory output of a million files stays
+/// well below it).
+const MAX_ENTRY_BYTES: u64 = 1 << 30;
+/// The store's own entries: everything `clean --cache` removes.
+const OWN_DIRS: [&str; 3] = ["ac", "cas", "tmp"];
+
+/// Why a directory cannot serve as the local store, or could not be opened.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// An existing directory orch did not create.
+    #[error(
+        "`{}` is not an orch cache: it has no {TAG_FILE} and {found}; orch never writes to, trims or empties such a directory (set `[cache] dir` to a new or empty directory)",
+        dir.display()
+    )]
+    NotOrch {
+        /// The configured directory.
+        dir: PathBuf,
+        /// What orch found there.
+        found: String,
+    },
+    /// The file system refused.
+    #[error("cache `{}`: {message}", dir.display())]
+    Io {
+        /// The store.
+        dir: PathBuf,
+        /// The error.
+        message: String,
+    },
+}
+
+/// Who a store directory belongs to.
+#[derive(Debug, PartialEq, Eq)]
+enum Ownership {
+    /// Does not exist yet.
+    Absent,
+    /// Exists and is empty: orch may take it.
+    Empty,
+    /// Carries orch's tag.
+    Tagged,
+    /// Untagged, but holds nothing except a store of an earlier orch.
+    Legacy,
+    /// Holds something else (what, for the message).
+    Foreign(String),
+}
 
 /// The local content-addressed store.
 pub struct Local {
     dir: PathBuf,
+    /// The result of the first `open`.
+    opened: OnceLock<Result<(), StoreError>>,
+    /// Whether entries may be read (without opening the store).
+    readable: OnceLock<bool>,
 }
 
 fn is_executable(meta: &std::fs::Metadata) -> bool {
     meta.permissions().mode() & 0o111 != 0
 }
 
-fn mode(executable: bool) -> std::fs::Permissions {
-    std::fs::Permissions::from_mode(if executable { 0o755 } else { 0o644 })
+/// The permissions a restored file gets: the recorded bits, else what entries without
+/// them always meant.
+fn mode(executable: bool, recorded: Option<u32>) -> std::fs::Permissions {
+    std::fs::Permissions::from_mode(match recorded {
+        Some(m) => m & 0o777,
+        None if executable => 0o755,
+        None => 0o644,
+    })
 }
 
 fn corrupt(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what)
 }
 
+/// Opens `path` for reading only if it is a regular file: never follows a symlink, never
+/// blocks on a FIFO planted in the store.
+fn open_regular(path: &Path) -> io::Result<File> {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(corrupt(format!(
+            "`{}` is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn is_temporary(name: &str) -> bool {
+    name.starts_with(".tmp")
+}
+
+fn older_than(meta: &std::fs::Metadata, age: Duration) -> bool {
+    meta.modified()
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|a| a > age)
+}
+
+/// Names in `dir` with their types (symlinks not followed); empty when it is absent.
+fn listing(dir: &Path) -> io::Result<Vec<(String, std::fs::FileType)>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e?;
+        out.push((e.file_name().to_string_lossy().into_owned(), e.file_type()?));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Who `dir` belongs to.
+fn ownership(dir: &Path) -> io::Result<Ownership> {
+    // The directory itself may be a symlink the user configured; what is in it may not.
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Ownership::Absent),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        return Ok(Ownership::Foreign("it is not a directory".into()));
+    }
+    match tag_owner(dir) {
+        Some(true) => return Ok(Ownership::Tagged),
+        // Another program's cache (a cargo `target/`, say): its `tmp/` is not orch's.
+        Some(false) => {
+            return Ok(Ownership::Foreign(format!(
+                "its {TAG_FILE} was written by another program"
+            )));
+        }
+        None => {}
+    }
+    let top = listing(dir)?;
+    if top.is_empty() {
+        return Ok(Ownership::Empty);
+    }
+    let foreign = |what: String| Ok(Ownership::Foreign(format!("holds `{what}`")));
+    for (name, ty) in &top {
+        // Another orch tagging the same new directory right now.
+        if name.starts_with(TAG_TEMP_PREFIX) && ty.is_file() {
+            continue;
+        }
+        // ... or done with it since the tag was looked at.
+        if name == TAG_FILE && tag_owner(dir) == Some(true) {
+            return Ok(Ownership::Tagged);
+        }
+        if !matches!(name.as_str(), "ac" | "cas") || !ty.is_dir() {
+            return foreign(name.clone());
+        }
+    }
+    for (name, ty) in listing(&dir.join("ac"))? {
+        let own = name.strip_suffix(".json").is_some_and(|h| is_hex(h, 64)) || is_temporary(&name);
+        if !own || !ty.is_file() {
+            return foreign(format!("ac/{name}"));
+        }
+    }
+    for (sub, ty) in listing(&dir.join("cas"))? {
+        if !is_hex(&sub, 2) || !ty.is_dir() {
+            return foreign(format!("cas/{sub}"));
+        }
+        for (name, ty) in listing(&dir.join("cas").join(&sub))? {
+            let own = (is_hex(&name, 64) && name.starts_with(&sub)) || is_temporary(&name);
+            if !own || !ty.is_file() {
+                return foreign(format!("cas/{sub}/{name}"));
+            }
+        }
+    }
+    Ok(Ownership::Legacy)
+}
+
+/// Whether `dir` holds a cache directory tag (a regular file that starts with the
+/// signature), and if so whether orch wrote it.
+fn tag_owner(dir: &Path) -> Option<bool> {
+    let file = open_regular(&dir.join(TAG_FILE)).ok()?;
+    let mut text = Vec::new();
+    file.take(4096).read_to_end(&mut text).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let mut lines = text.lines();
+    if lines.next() != Some(TAG_SIGNATURE) {
+        return None;
+    }
+    Some(lines.any(|l| l == TAG_OWNER))
+}
+
 /// Marks `path` as just used, for least-recent-use eviction.
-fn touch(path: &Path) {
-    if let Ok(f) = File::options().append(true).open(path) {
-        let _ = f.set_modified(SystemTime::now());
+fn touch(file: &File) {
+    let _ = file.set_modified(SystemTime::now());
+}
+
+/// Removes what is at `path` without following a symlink; returns the bytes freed.
+fn remove_any(path: &Path) -> io::Result<u64> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    if meta.is_dir() {
+        let size = walkdir::WalkDir::new(path)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum();
+        std::fs::remove_dir_all(path)?;
+        Ok(size)
+    } else {
+        std::fs::remove_file(path)?;
+        Ok(meta.len())
     }
 }
 
@@ -44,6 +273,116 @@ impl Local {
     pub fn new(dir: &Path) -> Local {
         Local {
             dir: dir.to_path_buf(),
+            opened: OnceLock::new(),
+            readable: OnceLock::new(),
+        }
+    }
+
+    fn io_error(&self, e: &io::Error) -> StoreError {
+        StoreError::Io {
+            dir: self.dir.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn ownership(&self) -> Result<Ownership, StoreError> {
+        ownership(&self.dir).map_err(|e| self.io_error(&e))
+    }
+
+    /// Makes the store ready for writing, once: creates and tags it, or adopts an empty
+    /// directory or an earlier orch's store, then removes stale temporaries. A directory
+    /// holding anything else is refused.
+    pub fn open(&self) -> Result<(), StoreError> {
+        self.opened
+            .get_or_init(|| {
+                let legacy = match self.ownership()? {
+                    Ownership::Foreign(found) => {
+                        return Err(StoreError::NotOrch {
+                            dir: self.dir.clone(),
+                            found,
+                        });
+                    }
+                    Ownership::Tagged => None,
+                    o => Some(o == Ownership::Legacy),
+                };
+                if let Some(legacy) = legacy {
+                    std::fs::create_dir_all(&self.dir).map_err(|e| self.io_error(&e))?;
+                    if legacy {
+                        // Earlier versions left temporaries beside the blobs.
+                        self.sweep_beside_blobs();
+                    }
+                    self.write_tag().map_err(|e| self.io_error(&e))?;
+                }
+                self.sweep_tmp();
+                Ok(())
+            })
+            .clone()
+    }
+
+    /// Refuses a directory that is not orch's (nothing is changed).
+    pub fn check_owned(&self) -> Result<(), StoreError> {
+        match self.ownership()? {
+            Ownership::Foreign(found) => Err(StoreError::NotOrch {
+                dir: self.dir.clone(),
+                found,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether entries may be read: the store is open, or already orch's.
+    fn readable(&self) -> bool {
+        if let Some(opened) = self.opened.get() {
+            return opened.is_ok();
+        }
+        *self.readable.get_or_init(|| {
+            matches!(
+                ownership(&self.dir),
+                Ok(Ownership::Tagged | Ownership::Legacy)
+            )
+        })
+    }
+
+    fn write_tag(&self) -> io::Result<()> {
+        let path = self.dir.join(TAG_FILE);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(TAG_TEMP_PREFIX)
+            .tempfile_in(&self.dir)?;
+        tmp.write_all(TAG_CONTENT.as_bytes())?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// Removes temporaries in `tmp/` that no writer has touched for [`STALE_AFTER`].
+    fn sweep_tmp(&self) {
+        let tmp = self.dir.join("tmp");
+        for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            if e.metadata().is_ok_and(|m| older_than(&m, STALE_AFTER)) {
+                let _ = remove_any(&e.path());
+            }
+        }
+    }
+
+    /// Removes stale `.tmp*` files that earlier versions wrote beside entries and blobs.
+    fn sweep_beside_blobs(&self) {
+        let mut dirs = vec![self.dir.join("ac")];
+        for (sub, ty) in listing(&self.dir.join("cas")).unwrap_or_default() {
+            if ty.is_dir() && is_hex(&sub, 2) {
+                dirs.push(self.dir.join("cas").join(sub));
+            }
+        }
+        for dir in dirs {
+            for (name, ty) in listing(&dir).unwrap_or_default() {
+                let path = dir.join(&name);
+                if is_temporary(&name)
+                    && ty.is_file()
+                    && std::fs::symlink_metadata(&path).is_ok_and(|m| older_than(&m, STALE_AFTER))
+                {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
         }
     }
 
@@ -58,32 +397,40 @@ impl Local {
 
     /// Whether the blob is present.
     pub fn has(&self, d: &Digest) -> bool {
-        self.blob(d).is_file()
+        std::fs::symlink_metadata(self.blob(d)).is_ok_and(|m| m.is_file())
     }
 
     /// The blob's bytes.
     pub fn read(&self, d: &Digest) -> io::Result<Vec<u8>> {
-        std::fs::read(self.blob(d))
+        let mut bytes = Vec::new();
+        open_regular(&self.blob(d))?.read_to_end(&mut bytes)?;
+        Ok(bytes)
     }
 
-    /// The entry for `key`, if stored and readable.
+    /// The entry for `key`, if stored and readable. What it says is not checked here:
+    /// see [`super::validate`].
     pub fn entry(&self, key: &Digest) -> Option<Entry> {
-        let path = self.entry_path(key);
-        let bytes = std::fs::read(&path).ok()?;
-        let entry: Entry = serde_json::from_slice(&bytes).ok()?;
-        if entry.v != ENTRY_FORMAT {
+        if !self.readable() {
             return None;
         }
-        touch(&path);
+        let file = open_regular(&self.entry_path(key)).ok()?;
+        let mut bytes = Vec::new();
+        (&file).take(MAX_ENTRY_BYTES).read_to_end(&mut bytes).ok()?;
+        let entry: Entry = serde_json::from_slice(&bytes).ok()?;
+        touch(&file);
         Some(entry)
     }
 
-    fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
+    /// Writes `bytes` to `path` (in the store) through a temporary file in `tmp/`.
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        self.open().map_err(io::Error::other)?;
+        let dir = path.parent().unwrap_or(&self.dir);
         std::fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        let tmp_dir = self.dir.join("tmp");
+        std::fs::create_dir_all(&tmp_dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)?;
         tmp.write_all(bytes)?;
-        tmp.as_file().set_permissions(mode(false))?;
+        tmp.as_file().set_permissions(mode(false, None))?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
     }
@@ -91,20 +438,21 @@ impl Local {
     /// Stores an entry.
     pub fn put_entry(&self, key: &Digest, entry: &Entry) -> io::Result<()> {
         let json = serde_json::to_vec(entry).map_err(io::Error::other)?;
-        Self::write_atomically(&self.entry_path(key), &json)
+        self.write_atomically(&self.entry_path(key), &json)
     }
 
     /// Stores bytes already checked to have digest `d`.
     pub fn put_bytes(&self, d: &Digest, bytes: &[u8]) -> io::Result<()> {
         let path = self.blob(d);
-        if path.is_file() {
+        if self.has(d) {
             return Ok(());
         }
-        Self::write_atomically(&path, bytes)
+        self.write_atomically(&path, bytes)
     }
 
-    /// Copies a file into the store, checking it still has digest `expected`.
-    fn ingest_file(&self, path: &Path, expected: &Digest) -> io::Result<(u64, bool)> {
+    /// Copies a file into the store, checking it still has digest `expected`; returns
+    /// its size, execute bit and permission bits.
+    fn ingest_file(&self, path: &Path, expected: &Digest) -> io::Result<(u64, bool, u32)> {
         let meta = std::fs::metadata(path)?;
         if !self.has(expected) {
             let bytes = std::fs::read(path)?;
@@ -116,17 +464,22 @@ impl Local {
             }
             self.put_bytes(expected, &bytes)?;
         }
-        Ok((meta.len(), is_executable(&meta)))
+        Ok((
+            meta.len(),
+            is_executable(&meta),
+            meta.permissions().mode() & 0o777,
+        ))
     }
 
     /// Stores an output (a file, or a directory tree) and describes it.
     pub fn ingest(&self, path: &Path, is_dir: bool, expected: &Digest) -> io::Result<Stored> {
         if !is_dir {
-            let (size, executable) = self.ingest_file(path, expected)?;
+            let (size, executable, bits) = self.ingest_file(path, expected)?;
             return Ok(Stored::File {
                 digest: *expected,
                 size,
                 executable,
+                mode: Some(bits),
             });
         }
         if fs::hash_tree(path)? != *expected {
@@ -153,11 +506,12 @@ impl Local {
                 Node::Dir
             } else if ft.is_file() {
                 let d = fs::hash_file(e.path())?;
-                let (size, executable) = self.ingest_file(e.path(), &d)?;
+                let (size, executable, bits) = self.ingest_file(e.path(), &d)?;
                 Node::File {
                     digest: d,
                     size,
                     executable,
+                    mode: Some(bits),
                 }
             } else {
                 continue;
@@ -170,101 +524,167 @@ impl Local {
         })
     }
 
-    /// Materializes blob `d` at `target` (reflink, else copy) and verifies it; a blob
-    /// that does not hash to its name is corrupt and is removed from the store.
-    fn place(&self, d: &Digest, target: &Path, executable: bool) -> io::Result<()> {
+    /// Fills the new file `dst` with blob `d` (reflink, else copy), verifies its content
+    /// and size through `dst` itself, then gives it its permissions; a blob that does not
+    /// hash to its name is corrupt and is removed from the store.
+    fn place(
+        &self,
+        d: &Digest,
+        size: u64,
+        dst: &mut File,
+        perms: std::fs::Permissions,
+    ) -> io::Result<()> {
         let blob = self.blob(d);
-        clone_or_copy(&blob, target)?;
-        std::fs::set_permissions(target, mode(executable))?;
-        if fs::hash_file(target)? != *d {
-            let _ = std::fs::remove_file(target);
+        let src = open_regular(&blob)?;
+        clone_or_copy(&src, dst)?;
+        dst.seek(SeekFrom::Start(0))?;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_reader(&mut *dst)?;
+        if Digest::from(hasher.finalize()) != *d {
             let _ = std::fs::remove_file(&blob);
             return Err(corrupt(format!(
                 "stored content {} is corrupt; it was discarded",
                 d.short()
             )));
         }
-        touch(&blob);
+        if dst.metadata()?.len() != size {
+            return Err(corrupt(format!(
+                "the entry gives content {} a wrong size",
+                d.short()
+            )));
+        }
+        dst.set_permissions(perms)?;
+        touch(&src);
         Ok(())
     }
 
-    /// Restores one output at `target`, replacing what is there only once it is complete
-    /// and verified.
-    pub fn restore(&self, target: &Path, stored: &Stored) -> io::Result<()> {
-        let parent = target.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent)?;
+    /// Restores one output at `rel` (project-relative), replacing what is there only once
+    /// it is complete and verified. Every directory on the way is resolved beneath the
+    /// project root, so one replaced by a symlink to elsewhere fails the restore instead
+    /// of receiving files. The entry must have passed [`super::validate`].
+    pub fn restore(&self, root: &Beneath, rel: &str, stored: &Stored) -> io::Result<()> {
+        let rel_path = Path::new(rel);
+        let name = rel_path
+            .file_name()
+            .ok_or_else(|| corrupt(format!("`{rel}` names no file")))?;
+        root.create_parents(rel_path)?;
+        let dir = root.open_dir(rel_path.parent().unwrap_or(Path::new("")))?;
         match stored {
             Stored::File {
-                digest, executable, ..
+                digest,
+                size,
+                executable,
+                mode: bits,
             } => {
-                let tmp = tempfile::Builder::new()
-                    .prefix(".orch-restore-")
-                    .tempfile_in(parent)?
-                    .into_temp_path();
-                self.place(digest, &tmp, *executable)?;
-                if target.is_dir() {
-                    std::fs::remove_dir_all(target)?;
+                let (tmp, mut file) = temp_in(&dir, |d, n| {
+                    let mut opts = cap_std::fs::OpenOptions::new();
+                    opts.read(true).write(true).create_new(true);
+                    d.open_with(n, &opts).map(cap_std::fs::File::into_std)
+                })?;
+                let result = self
+                    .place(digest, *size, &mut file, mode(*executable, *bits))
+                    .and_then(|()| {
+                        drop(file);
+                        replace(&dir, &tmp, name)
+                    });
+                if result.is_err() {
+                    let _ = dir.remove_file(&tmp);
                 }
-                tmp.persist(target).map_err(|e| e.error)?;
+                result
             }
             Stored::Dir { entries, .. } => {
-                use rayon::prelude::*;
-                let tmp = tempfile::Builder::new()
-                    .prefix(".orch-restore-")
-                    .tempdir_in(parent)?;
-                // Structure first (sorted, so parents come before children), then every
-                // file in parallel, each verified as it is placed; the tree digest is then
-                // the recorded one by construction.
-                for (rel, node) in entries {
-                    let p = tmp.path().join(rel);
-                    match node {
-                        Node::Dir => std::fs::create_dir_all(&p)?,
-                        Node::Symlink { target: t } => std::os::unix::fs::symlink(t, &p)?,
-                        Node::File { .. } => {
-                            if let Some(dir) = p.parent() {
-                                std::fs::create_dir_all(dir)?;
-                            }
-                        }
-                    }
+                let (tmp, ()) = temp_in(&dir, |d, n| d.create_dir(n))?;
+                let result = self
+                    .fill(&dir, &tmp, entries)
+                    .and_then(|()| replace(&dir, &tmp, name));
+                if result.is_err() {
+                    let _ = dir.remove_dir_all(&tmp);
                 }
-                entries
-                    .par_iter()
-                    .filter_map(|(rel, node)| match node {
-                        Node::File {
-                            digest, executable, ..
-                        } => Some((rel, digest, *executable)),
-                        _ => None,
-                    })
-                    .try_for_each(|(rel, d, exec)| self.place(d, &tmp.path().join(rel), exec))?;
-                std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
-                match std::fs::symlink_metadata(target) {
-                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(target)?,
-                    Ok(_) => std::fs::remove_file(target)?,
-                    Err(_) => {}
-                }
-                std::fs::rename(tmp.keep(), target)?;
+                result
             }
         }
-        Ok(())
+    }
+
+    /// Builds a directory output's tree in the new directory `tmp` of `dir`: structure
+    /// first (sorted, so parents come before children), then every file in parallel,
+    /// each verified as it is placed. The listing was checked against the tree digest,
+    /// so the tree is the recorded one.
+    fn fill(&self, dir: &Dir, tmp: &Path, entries: &BTreeMap<String, Node>) -> io::Result<()> {
+        use rayon::prelude::*;
+        let tree = dir.open_dir(tmp)?;
+        for (rel, node) in entries {
+            match node {
+                Node::Dir => tree.create_dir_all(rel)?,
+                Node::Symlink { target } => tree.symlink(target, rel)?,
+                Node::File { .. } => {}
+            }
+        }
+        entries
+            .par_iter()
+            .filter_map(|(rel, node)| match node {
+                Node::File {
+                    digest,
+                    size,
+                    executable,
+                    mode: bits,
+                } => Some((rel, digest, *size, mode(*executable, *bits))),
+                _ => None,
+            })
+            .try_for_each(|(rel, d, size, perms)| {
+                let mut opts = cap_std::fs::OpenOptions::new();
+                opts.read(true).write(true).create_new(true);
+                let mut file = tree.open_with(rel, &opts)?.into_std();
+                self.place(d, size, &mut file, perms)
+            })?;
+        dir.set_permissions(
+            tmp,
+            cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(0o755)),
+        )
     }
 
     /// Evicts least recently used entries and blobs until the store holds at most
-    /// `max_bytes`; returns (files removed, bytes freed).
-    pub fn trim(&self, max_bytes: u64) -> io::Result<(usize, u64)> {
+    /// `max_bytes`, after removing stale temporaries; returns (files removed, bytes
+    /// freed). Only orch's own files are counted or removed, and only in a store that is
+    /// orch's.
+    pub fn trim(&self, max_bytes: u64) -> Result<(usize, u64), StoreError> {
+        match self.ownership()? {
+            Ownership::Absent | Ownership::Empty => return Ok((0, 0)),
+            Ownership::Foreign(found) => {
+                return Err(StoreError::NotOrch {
+                    dir: self.dir.clone(),
+                    found,
+                });
+            }
+            Ownership::Tagged | Ownership::Legacy => {}
+        }
+        self.sweep_tmp();
+        self.sweep_beside_blobs();
         let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
-        for sub in ["ac", "cas"] {
-            for e in walkdir::WalkDir::new(self.dir.join(sub))
-                .into_iter()
-                .filter_map(Result::ok)
+        let mut push = |path: PathBuf| {
+            if let Ok(m) = std::fs::symlink_metadata(&path)
+                && m.is_file()
             {
-                if e.file_type().is_file()
-                    && let Ok(m) = e.metadata()
-                {
-                    files.push((
-                        m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                        m.len(),
-                        e.into_path(),
-                    ));
+                files.push((
+                    m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    m.len(),
+                    path,
+                ));
+            }
+        };
+        let ac = self.dir.join("ac");
+        for (name, _) in listing(&ac).map_err(|e| self.io_error(&e))? {
+            if name.strip_suffix(".json").is_some_and(|h| is_hex(h, 64)) {
+                push(ac.join(name));
+            }
+        }
+        let cas = self.dir.join("cas");
+        for (sub, ty) in listing(&cas).map_err(|e| self.io_error(&e))? {
+            if !ty.is_dir() || !is_hex(&sub, 2) {
+                continue;
+            }
+            for (name, _) in listing(&cas.join(&sub)).map_err(|e| self.io_error(&e))? {
+                if is_hex(&name, 64) {
+                    push(cas.join(&sub).join(name));
                 }
             }
         }
@@ -283,20 +703,70 @@ impl Local {
         }
         Ok((removed, freed))
     }
+
+    /// Empties the store: removes `ac/`, `cas/` and `tmp/`, keeping the directory, its
+    /// tag and anything else in it. Returns the bytes freed, or None when there was
+    /// nothing to remove.
+    pub fn clear(&self) -> Result<Option<u64>, StoreError> {
+        match self.ownership()? {
+            Ownership::Absent | Ownership::Empty => return Ok(None),
+            Ownership::Foreign(found) => {
+                return Err(StoreError::NotOrch {
+                    dir: self.dir.clone(),
+                    found,
+                });
+            }
+            Ownership::Tagged | Ownership::Legacy => {}
+        }
+        let mut freed = None;
+        for sub in OWN_DIRS {
+            let path = self.dir.join(sub);
+            if std::fs::symlink_metadata(&path).is_ok() {
+                let bytes = remove_any(&path).map_err(|e| self.io_error(&e))?;
+                freed = Some(freed.unwrap_or(0) + bytes);
+            }
+        }
+        Ok(freed)
+    }
 }
 
-/// Clones `from` to `to` with `FICLONE` (a reflink: shared blocks, copy on write) where the
-/// file system supports it, else copies.
-fn clone_or_copy(from: &Path, to: &Path) -> io::Result<()> {
+/// Creates a new temporary `.orch-restore-*` entry in `dir` with `make`, under a name no
+/// other restore (of this or another orch) is using.
+fn temp_in<T>(dir: &Dir, make: impl Fn(&Dir, &Path) -> io::Result<T>) -> io::Result<(PathBuf, T)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = PathBuf::from(format!(".orch-restore-{}-{n}", std::process::id()));
+        match make(dir, &name) {
+            Ok(made) => return Ok((name, made)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Moves the complete `tmp` of `dir` to `name`, in place of whatever is there (a
+/// directory is removed first: a rename cannot replace it; a symlink is replaced, never
+/// followed).
+fn replace(dir: &Dir, tmp: &Path, name: &std::ffi::OsStr) -> io::Result<()> {
+    match dir.symlink_metadata(name) {
+        Ok(m) if m.is_dir() => dir.remove_dir_all(name)?,
+        Ok(_) if dir.symlink_metadata(tmp)?.is_dir() => dir.remove_file(name)?,
+        _ => {}
+    }
+    dir.rename(tmp, dir, name)
+}
+
+/// Clones `src` into the empty file `dst` with `FICLONE` (a reflink: shared blocks, copy
+/// on write) where the file system supports it, else copies.
+fn clone_or_copy(src: &File, dst: &mut File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let src = File::open(from)?;
-    let dst = File::create(to)?;
     // SAFETY: both descriptors are open for the duration of the call; FICLONE takes the
     // source descriptor as its argument and has no other memory-safety preconditions.
     let cloned = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0;
     if !cloned {
-        drop(dst);
-        std::fs::copy(from, to)?;
+        let mut reader = src;
+        io::copy(&mut reader, dst)?;
     }
     Ok(())
 }
@@ -313,7 +783,7 @@ mod tests {
         std::fs::create_dir_all(out.join("tree/empty")).unwrap();
         std::fs::write(out.join("a.txt"), "hello").unwrap();
         std::fs::write(out.join("tree/run.sh"), "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(out.join("tree/run.sh"), mode(true)).unwrap();
+        std::fs::set_permissions(out.join("tree/run.sh"), mode(true, None)).unwrap();
         std::os::unix::fs::symlink("run.sh", out.join("tree/link")).unwrap();
         let file = store
             .ingest(
@@ -325,8 +795,9 @@ mod tests {
         let tree_digest = fs::hash_tree(&out.join("tree")).unwrap();
         let tree = store.ingest(&out.join("tree"), true, &tree_digest).unwrap();
         std::fs::remove_dir_all(&out).unwrap();
-        store.restore(&out.join("a.txt"), &file).unwrap();
-        store.restore(&out.join("tree"), &tree).unwrap();
+        let root = Beneath::open(dir.path()).unwrap();
+        store.restore(&root, "out/a.txt", &file).unwrap();
+        store.restore(&root, "out/tree", &tree).unwrap();
         assert_eq!(std::fs::read_to_string(out.join("a.txt")).unwrap(), "hello");
         assert_eq!(fs::hash_tree(&out.join("tree")).unwrap(), tree_digest);
         assert!(is_executable(
@@ -348,7 +819,8 @@ mod tests {
         let stored = store.ingest(&f, false, &d).unwrap();
         std::fs::write(store.blob(&d), "evil").unwrap();
         std::fs::write(&f, "previous").unwrap();
-        assert!(store.restore(&f, &stored).is_err());
+        let root = Beneath::open(dir.path()).unwrap();
+        assert!(store.restore(&root, "f", &stored).is_err());
         assert_eq!(
             std::fs::read_to_string(&f).unwrap(),
             "previous",
@@ -384,5 +856,135 @@ mod tests {
         let (removed, freed) = store.trim(8).unwrap();
         assert_eq!((removed, freed), (1, 8));
         assert!(!store.has(&old) && store.has(&new));
+    }
+
+    #[test]
+    fn a_new_store_is_tagged_and_clear_keeps_all_but_its_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Local::new(&dir.path().join("cache"));
+        store.put_bytes(&fs::hash_bytes(b"x"), b"x").unwrap();
+        let tag = std::fs::read_to_string(dir.path().join("cache").join(TAG_FILE)).unwrap();
+        assert!(tag.starts_with(&format!("{TAG_SIGNATURE}\n# ")), "{tag}");
+        std::fs::write(dir.path().join("cache/notes"), "mine").unwrap();
+        assert_eq!(store.clear().unwrap(), Some(1));
+        let mut left: Vec<String> = std::fs::read_dir(dir.path().join("cache"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [TAG_FILE, "notes"]);
+    }
+
+    #[test]
+    fn a_directory_holding_other_files_is_never_adopted_trimmed_or_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("cas/ab")).unwrap();
+        std::fs::write(dir.path().join("cas/ab/data"), "mine").unwrap();
+        std::fs::write(dir.path().join("README"), "mine").unwrap();
+        let store = Local::new(dir.path());
+        assert!(matches!(store.open(), Err(StoreError::NotOrch { .. })));
+        assert!(store.put_bytes(&fs::hash_bytes(b"x"), b"x").is_err());
+        assert!(store.check_owned().is_err());
+        assert!(store.trim(0).is_err());
+        assert!(store.clear().is_err());
+        assert!(store.entry(&fs::hash_bytes(b"k")).is_none());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("cas/ab/data")).unwrap(),
+            "mine"
+        );
+        assert!(!dir.path().join(TAG_FILE).exists());
+        // A tag that is not a regular file does not make it orch's.
+        std::os::unix::fs::symlink("README", dir.path().join(TAG_FILE)).unwrap();
+        assert!(Local::new(dir.path()).check_owned().is_err());
+    }
+
+    #[test]
+    fn an_earlier_untagged_store_is_adopted_and_its_stale_temporaries_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = fs::hash_bytes(b"blob");
+        let hex = d.to_hex();
+        std::fs::create_dir_all(dir.path().join("cas").join(&hex[..2])).unwrap();
+        std::fs::write(dir.path().join("cas").join(&hex[..2]).join(&hex), "blob").unwrap();
+        std::fs::create_dir_all(dir.path().join("ac")).unwrap();
+        let stale = dir.path().join("ac/.tmpAbC123");
+        let fresh = dir.path().join("ac/.tmpDeF456");
+        std::fs::write(&stale, "half").unwrap();
+        std::fs::write(&fresh, "half").unwrap();
+        File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(SystemTime::now() - 2 * STALE_AFTER)
+            .unwrap();
+        let store = Local::new(dir.path());
+        store.open().unwrap();
+        assert!(dir.path().join(TAG_FILE).is_file());
+        assert!(store.has(&d));
+        assert!(!stale.exists() && fresh.exists());
+    }
+
+    #[test]
+    fn a_restore_never_writes_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let store = Local::new(&dir.path().join("cache"));
+        let f = dir.path().join("f");
+        std::fs::write(&f, "good").unwrap();
+        let stored = store
+            .ingest(&f, false, &fs::hash_file(&f).unwrap())
+            .unwrap();
+        let project = dir.path().join("project");
+        std::fs::create_dir_all(project.join("out")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), project.join("linked")).unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, project.join("out/a.txt")).unwrap();
+        let root = Beneath::open(&project).unwrap();
+        assert!(store.restore(&root, "linked/a.txt", &stored).is_err());
+        assert!(store.restore(&root, "linked/sub/a.txt", &stored).is_err());
+        // A symlink in the output's place is replaced, not written through.
+        store.restore(&root, "out/a.txt", &stored).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(
+            std::fs::read_to_string(project.join("out/a.txt")).unwrap(),
+            "good"
+        );
+        let mut left: Vec<_> = std::fs::read_dir(outside.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["victim"]);
+    }
+
+    #[test]
+    fn a_cache_directory_tagged_by_another_program_is_not_orchs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(TAG_FILE),
+            format!("{TAG_SIGNATURE}\n# This file is a cache directory tag created by cargo.\n"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        std::fs::write(dir.path().join("tmp/theirs"), "keep").unwrap();
+        let store = Local::new(dir.path());
+        assert!(matches!(store.clear(), Err(StoreError::NotOrch { .. })));
+        assert!(store.open().is_err());
+        assert!(dir.path().join("tmp/theirs").exists());
+    }
+
+    #[test]
+    fn checkouts_opening_one_new_store_at_once_all_succeed() {
+        for _ in 0..200 {
+            let dir = tempfile::tempdir().unwrap();
+            let store = dir.path().join("shared");
+            let opened: Vec<Result<(), StoreError>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| s.spawn(|| Local::new(&store).open()))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(opened.iter().all(Result::is_ok), "{opened:?}");
+        }
     }
 }

@@ -8,9 +8,17 @@
 //! is discarded and the instance runs. Outputs are restored by reflink where the file
 //! system can, else copied — never hard-linked, so editing an output cannot corrupt the
 //! store. A failing or slow remote never fails a build: one warning, then local only.
+//!
+//! Entries are untrusted input (anyone who can write the store or the remote can write
+//! one): each is checked against what its instance declares ([`validate`]) before a byte
+//! is restored, and a restore never writes through a directory that leads out of the
+//! project. An entry that fails a check is a miss, reported in one warning.
 
 pub mod local;
 pub mod remote;
+mod validate;
+
+pub use validate::{Declared, Invalid, validate};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fs::{self, Digest};
+use crate::fs::{self, Beneath, Digest};
 use local::Local;
 use remote::RemoteStore;
 
@@ -38,6 +46,10 @@ pub enum Node {
         size: u64,
         /// Any execute bit set.
         executable: bool,
+        /// Permission bits as built (`rwx` for user, group, others); absent in entries
+        /// written before it was recorded, which restore as 0644 or 0755.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
     },
     /// A directory (kept so empty ones round-trip).
     Dir,
@@ -60,6 +72,9 @@ pub enum Stored {
         size: u64,
         /// Any execute bit set.
         executable: bool,
+        /// Permission bits as built (see [`Node::File`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
     },
     /// A directory output.
     Dir {
@@ -178,6 +193,8 @@ pub struct Cache {
     remote_url: Option<String>,
     remote: std::sync::OnceLock<Option<Box<dyn RemoteStore>>>,
     push: bool,
+    /// Whether the local store could be opened as orch's (checked on first use).
+    local_ok: std::sync::OnceLock<bool>,
     /// Set after the first remote failure: the rest of the run is local only.
     remote_off: AtomicBool,
     stats: Mutex<Stats>,
@@ -191,6 +208,7 @@ impl Cache {
             remote_url,
             remote: std::sync::OnceLock::new(),
             push,
+            local_ok: std::sync::OnceLock::new(),
             remote_off: AtomicBool::new(false),
             stats: Mutex::new(Stats::default()),
         }
@@ -212,13 +230,26 @@ impl Cache {
             .as_deref()
     }
 
+    /// Whether the local store is usable: opened (created and tagged if new) on first
+    /// use. A directory that is not orch's is never adopted: one warning, and the build
+    /// goes on without the cache, as it would with `--no-cache`.
+    fn local_ok(&self) -> bool {
+        *self.local_ok.get_or_init(|| match self.local.open() {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("warning: not using the cache: {e}; building without it");
+                false
+            }
+        })
+    }
+
     /// The bytes moved and time saved so far.
     pub fn stats(&self) -> Stats {
         self.stats.lock().map(|s| *s).unwrap_or_default()
     }
 
     fn remote(&self) -> Option<&dyn RemoteStore> {
-        if self.remote_off.load(Ordering::SeqCst) {
+        if self.remote_off.load(Ordering::SeqCst) || crate::exec::signal::interrupted() {
             None
         } else {
             self.opened()
@@ -227,7 +258,9 @@ impl Cache {
 
     /// A remote failure: warn once, then build locally for the rest of the run.
     fn remote_failed(&self, what: &str, e: &dyn std::fmt::Display) {
+        // A call cut short by Ctrl-C is not the remote's fault: nothing to report.
         if !self.remote_off.swap(true, Ordering::SeqCst)
+            && !crate::exec::signal::interrupted()
             && let Some(Some(r)) = self.remote.get()
         {
             eprintln!(
@@ -239,6 +272,9 @@ impl Cache {
 
     /// The stored result of `key`, locally or remotely.
     pub fn lookup(&self, key: &Digest) -> Option<(Entry, Source)> {
+        if !self.local_ok() {
+            return None;
+        }
         if let Some(e) = self.local.entry(key) {
             return Some((e, Source::Local));
         }
@@ -258,15 +294,19 @@ impl Cache {
         }
     }
 
-    /// Restores every output of `entry` under `root`, each verified against its digest.
-    /// Blobs missing locally come from the remote (and are kept locally).
+    /// Restores every output of `entry` under `root`, each verified against its digest,
+    /// once the entry is known to hold exactly the `declared` outputs and to write
+    /// nothing else. Blobs missing locally come from the remote (and are kept locally).
     pub fn restore(
         &self,
-        root: &Path,
+        root: &Beneath,
         key: &Digest,
         entry: &Entry,
         source: Source,
+        declared: &Declared,
     ) -> Result<u64, String> {
+        validate(entry, declared)
+            .map_err(|e| format!("the {} cache entry is not usable: {e}", source.name()))?;
         for stored in entry.outputs.values() {
             for d in stored.blobs() {
                 if !self.local.has(&d) {
@@ -277,7 +317,7 @@ impl Cache {
         let mut bytes = 0;
         for (path, stored) in &entry.outputs {
             self.local
-                .restore(&root.join(path), stored)
+                .restore(root, path, stored)
                 .map_err(|e| format!("cannot restore `{path}`: {e}"))?;
             bytes += stored.size();
         }
@@ -338,6 +378,9 @@ impl Cache {
         digests: &BTreeMap<String, Digest>,
         duration_ms: u64,
     ) -> Result<(), String> {
+        if !self.local_ok() {
+            return Ok(());
+        }
         let mut entry = Entry {
             v: ENTRY_FORMAT,
             outputs: BTreeMap::new(),

@@ -12,7 +12,9 @@
 //! | `file:///DIR` | a shared directory (created if missing; writes are atomic renames) |
 //!
 //! `ORCH_REMOTE_TIMEOUT` (humantime, default 30s) bounds each call as a whole, retries
-//! included; connecting is bounded by 2 s (or the call's bound, if smaller).
+//! included; connecting is bounded by 2 s (or the call's bound, if smaller). A call also
+//! gives up within [`INTERRUPT_POLL`] of Ctrl-C (`exec::signal::interrupted`), so a
+//! remote that stalls never holds up an interrupted build.
 //!
 //! The blocking calls run their futures on a small multi-thread tokio runtime (two worker
 //! threads) owned by the store, so one store serves any number of threads at once and its
@@ -64,6 +66,8 @@ pub trait RemoteStore: Send + Sync {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound of opening a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a call in progress looks at the interrupt flag.
+pub const INTERRUPT_POLL: Duration = Duration::from_millis(50);
 
 /// Opens the remote cache at `url` (`http(s)://`, `s3://`, `file://`), configured by the
 /// process environment (`ORCH_REMOTE_TIMEOUT`, `AWS_*`). Makes no network request.
@@ -150,12 +154,24 @@ impl ObjectRemote {
         };
         let timeout = self.timeout;
         let bounded = async move {
-            match tokio::time::timeout(timeout, fut).await {
-                Ok(result) => result,
-                Err(_) => Err(RemoteError(format!(
-                    "timed out after {}",
-                    humantime::format_duration(timeout)
-                ))),
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut fut = std::pin::pin!(fut);
+            // Waits in short slices so an interrupt is seen while the server says nothing.
+            loop {
+                if crate::exec::signal::interrupted() {
+                    return Err(RemoteError("interrupted".into()));
+                }
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return Err(RemoteError(format!(
+                        "timed out after {}",
+                        humantime::format_duration(timeout)
+                    )));
+                }
+                let slice = INTERRUPT_POLL.min(deadline - now);
+                if let Ok(result) = tokio::time::timeout(slice, fut.as_mut()).await {
+                    return result;
+                }
             }
         };
         // `block_on` panics on a thread that is already inside a tokio runtime; such a

@@ -2,10 +2,13 @@
 //! (default: all), under the build lock. Results stay in the state, so the next build
 //! finds the outputs missing (`output_missing`) and rebuilds them. `--cache` also
 //! empties the local stores, the cache (`.orch/cache/` or `[cache] dir`) and `.orch/shards/`.
+//! The cache is emptied of orch's own entries only (`ac/`, `cas/`, `tmp/`), and only when
+//! it is orch's store; a directory that is not is refused before anything is removed.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::cache::local::Local;
 use crate::cli::CleanArgs;
 use crate::exec::shards::{matches_template, shard_dir};
 use crate::fs::Digest;
@@ -14,7 +17,7 @@ use crate::model::Instance;
 use crate::model::path::Containment;
 use crate::plan::Success;
 use crate::store::{BuildLock, InstanceRecord, Layout};
-use crate::{EXIT_FAILED, EXIT_OK};
+use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 use super::runs::{bytes_text, open_store};
 use super::{Global, load, report, report_diagnostic, report_error};
@@ -30,6 +33,13 @@ pub fn run(g: &Global, a: CleanArgs) -> i32 {
         Err(e) => return report(vec![*e], &l.project.sources),
     };
     let layout = Layout::new(&l.project.root);
+    let cache_dir = crate::cache::local_dir(&l.project, &layout);
+    if a.cache
+        && let Err(e) = Local::new(&cache_dir).check_owned()
+    {
+        eprintln!("error: {e}");
+        return EXIT_USAGE;
+    }
     let _lock = match take_lock(&layout) {
         Ok(lock) => lock,
         Err(code) => return code,
@@ -74,7 +84,20 @@ pub fn run(g: &Global, a: CleanArgs) -> i32 {
         }
     }
     if a.cache {
-        let mut stores = vec![crate::cache::local_dir(&l.project, &layout)];
+        match Local::new(&cache_dir).clear() {
+            Ok(Some(size)) => {
+                let rel = cache_dir.strip_prefix(root).unwrap_or(&cache_dir);
+                outln!("emptied {}/", rel.display());
+                stores_removed += 1;
+                bytes += size;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("error: cannot empty the cache: {e}");
+                errors += 1;
+            }
+        }
+        let mut stores = Vec::new();
         if a.targets.is_empty() {
             stores.push(layout.dir.join("shards"));
         } else {

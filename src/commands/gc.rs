@@ -1,16 +1,18 @@
 //! `orch gc --keep N`: keeps the newest N runs and deletes the rest (their
 //! `.orch/runs/RUN/`, `.orch/logs/RUN/` and rows in the state), plus the
 //! `.orch/shards/INSTANCE/` directories and shard results of instances the project no
-//! longer declares. Runs under the build lock.
+//! longer declares. Runs under the build lock. `--max-size` trims the local store (only
+//! orch's own files in a store that is orch's; another directory is refused up front).
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
+use crate::cache::local::Local;
 use crate::cli::GcArgs;
 use crate::store::layout::log_file_stem;
 use crate::store::{Layout, Store};
-use crate::{EXIT_FAILED, EXIT_OK};
+use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 use super::clean::{take_lock, tree_size};
 use super::runs::bytes_text;
@@ -23,6 +25,13 @@ pub fn run(g: &Global, a: GcArgs) -> i32 {
         Err(code) => return code,
     };
     let layout = Layout::new(&l.project.root);
+    let cache = Local::new(&crate::cache::local_dir(&l.project, &layout));
+    if a.max_size.is_some()
+        && let Err(e) = cache.check_owned()
+    {
+        eprintln!("error: {e}");
+        return EXIT_USAGE;
+    }
     if !layout.dir.is_dir() {
         outln!("orch: nothing to collect (no `.orch/` yet)");
         return EXIT_OK;
@@ -125,7 +134,6 @@ pub fn run(g: &Global, a: GcArgs) -> i32 {
         }
     }
     if let Some(max) = a.max_size {
-        let cache = crate::cache::local::Local::new(&crate::cache::local_dir(&l.project, &layout));
         match cache.trim(max) {
             Ok((0, _)) => outln!("orch: the cache is within {}", bytes_text(max)),
             Ok((n, freed)) => outln!(

@@ -295,12 +295,17 @@ impl Build<'_, '_> {
 
     fn run(&mut self) {
         loop {
-            while !self.stop && self.running < self.jobs() {
+            while !self.stop && !signal::interrupted() && self.running < self.jobs() {
                 if self.start_next_shard() {
                     continue;
                 }
                 let Some(i) = self.sched.pop() else { break };
                 self.ready(i);
+            }
+            if signal::interrupted() && !self.report.interrupted {
+                self.report.interrupted = true;
+                self.stop = true;
+                self.runner.interrupt_all();
             }
             if self.running == 0 {
                 break;
@@ -332,11 +337,6 @@ impl Build<'_, '_> {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
-            }
-            if signal::interrupted() && !self.report.interrupted {
-                self.report.interrupted = true;
-                self.stop = true;
-                self.runner.interrupt_all();
             }
         }
         // Sharded instances whose remaining shards never started.
@@ -506,6 +506,18 @@ impl Build<'_, '_> {
             },
         );
         if self.try_restore(i, &parts, &key) {
+            return;
+        }
+        if signal::interrupted() {
+            // Interrupted during the cache lookup: nothing new starts.
+            self.events.emit(
+                Some(name),
+                EventKind::InstanceBlocked {
+                    reason: BlockReason::Interrupted,
+                    blocked_by: Vec::new(),
+                },
+            );
+            self.set_blocked(i);
             return;
         }
         let present: Vec<&str> = parts.inputs.keys().map(String::as_str).collect();
@@ -961,7 +973,8 @@ impl Build<'_, '_> {
         let Some((entry, source)) = cache.lookup(key) else {
             return false;
         };
-        match cache.restore(&self.root, key, &entry, source) {
+        let declared = crate::cache::Declared::of(&self.snap.project.instances[i]);
+        match cache.restore(&self.beneath, key, &entry, source, &declared) {
             Ok(bytes) => {
                 let metas = entry
                     .outputs

@@ -240,6 +240,71 @@ pub fn hash_tree(dir: &Path) -> io::Result<Digest> {
     Ok(hasher.finalize().into())
 }
 
+/// One entry of a directory tree described rather than walked (a cache entry's listing).
+#[derive(Clone, Copy, Debug)]
+pub enum TreeItem<'a> {
+    /// A regular file: its path relative to the tree, execute bit and content digest.
+    File {
+        /// Path relative to the tree root, `/`-separated.
+        rel: &'a str,
+        /// Any execute bit set.
+        exec: bool,
+        /// Content digest.
+        digest: Digest,
+    },
+    /// A directory.
+    Dir {
+        /// Path relative to the tree root.
+        rel: &'a str,
+    },
+    /// A symbolic link.
+    Symlink {
+        /// Path relative to the tree root.
+        rel: &'a str,
+        /// Its target, as written.
+        target: &'a str,
+    },
+}
+
+impl TreeItem<'_> {
+    fn rel(&self) -> &str {
+        match self {
+            TreeItem::File { rel, .. } | TreeItem::Dir { rel } | TreeItem::Symlink { rel, .. } => {
+                rel
+            }
+        }
+    }
+}
+
+/// The digest [`hash_tree`] gives a tree holding exactly `items`, in any order: lets a
+/// described tree be checked against its recorded digest before anything is written.
+pub fn hash_tree_items(items: &[TreeItem<'_>]) -> Digest {
+    let mut sorted: Vec<&TreeItem<'_>> = items.iter().collect();
+    // The walk's order: depth first, names sorted, so by the sequence of components.
+    sorted.sort_by(|a, b| a.rel().split('/').cmp(b.rel().split('/')));
+    let mut hasher = blake3::Hasher::new_derive_key(TREE_CONTEXT);
+    for item in sorted {
+        match item {
+            TreeItem::File { rel, exec, digest } => {
+                put_field(&mut hasher, &[KIND_FILE]);
+                put_field(&mut hasher, rel.as_bytes());
+                put_field(&mut hasher, &[u8::from(*exec)]);
+                put_field(&mut hasher, &digest.0);
+            }
+            TreeItem::Dir { rel } => {
+                put_field(&mut hasher, &[KIND_DIR]);
+                put_field(&mut hasher, rel.as_bytes());
+            }
+            TreeItem::Symlink { rel, target } => {
+                put_field(&mut hasher, &[KIND_SYMLINK]);
+                put_field(&mut hasher, rel.as_bytes());
+                put_field(&mut hasher, target.as_bytes());
+            }
+        }
+    }
+    hasher.finalize().into()
+}
+
 /// `hash_tree` for directories, `hash_file` for everything else (symlinks are followed).
 pub fn hash_path(path: &Path) -> io::Result<Digest> {
     if fs::metadata(path)?.is_dir() {

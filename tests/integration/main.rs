@@ -15,6 +15,7 @@ mod schemas;
 mod shards;
 mod snapshots;
 mod staleness;
+mod trust_cache;
 mod trust_config;
 mod trust_keys;
 mod trust_paths;
