@@ -6,6 +6,7 @@ mod build;
 mod cache;
 mod commands;
 mod config_errors;
+mod crash;
 mod events;
 mod failures;
 mod history;
