@@ -4,7 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
-use petgraph::algo::tarjan_scc;
+use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::model::Project;
@@ -78,7 +78,9 @@ pub fn phase_cycles(project: &Project) -> Vec<ConfigError> {
         }
     }
     let mut errors = Vec::new();
-    let mut sccs = tarjan_scc(&g);
+    // Kosaraju walks with explicit stacks; petgraph's Tarjan recurses once per node of a
+    // chain and overflows the stack on deep graphs.
+    let mut sccs = kosaraju_scc(&g);
     for scc in &mut sccs {
         scc.sort_by_key(|n| g[*n]);
     }
