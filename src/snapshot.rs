@@ -36,6 +36,53 @@ pub enum SnapshotError {
         /// The error.
         source: std::io::Error,
     },
+    /// An input is a FIFO, socket or device.
+    #[error("cannot read `{path}`: {source}")]
+    #[diagnostic(
+        code(orch::fs::special),
+        help(
+            "inputs and shard sources must be regular files or directories: remove it from `inputs`, or replace it with a file"
+        )
+    )]
+    Special {
+        /// The path.
+        path: String,
+        /// What it is.
+        source: fs::digest::SpecialFile,
+    },
+    /// Ctrl-C (or SIGTERM) arrived while inputs were being read.
+    #[error("interrupted while reading `{path}`")]
+    #[diagnostic(code(orch::interrupted))]
+    Interrupted {
+        /// The path being read.
+        path: String,
+    },
+}
+
+impl SnapshotError {
+    /// The error for reading `path`, by what went wrong.
+    fn reading(path: String, e: std::io::Error) -> SnapshotError {
+        if let Some(special) = fs::digest::as_special(&e) {
+            SnapshotError::Special {
+                path,
+                source: special.clone(),
+            }
+        } else if fs::digest::is_interrupted(&e) {
+            SnapshotError::Interrupted { path }
+        } else {
+            SnapshotError::Io { path, source: e }
+        }
+    }
+
+    /// The exit status for this error: a special file is a configuration error (2), an
+    /// interruption exits 130, anything else fails (1).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SnapshotError::Special { .. } => crate::EXIT_USAGE,
+            SnapshotError::Interrupted { .. } => crate::EXIT_INTERRUPTED,
+            _ => crate::EXIT_FAILED,
+        }
+    }
 }
 
 /// Converts a stored digest row to a cache entry.
@@ -193,7 +240,7 @@ impl<'p> Snapshot<'p> {
                     }
                     digests.insert(path, Some(digest));
                 }
-                Err(e) => return Err(SnapshotError::Io { path, source: e }),
+                Err(e) => return Err(SnapshotError::reading(path, e)),
             }
         }
 
