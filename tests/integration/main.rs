@@ -15,4 +15,5 @@ mod schemas;
 mod shards;
 mod snapshots;
 mod staleness;
+mod trust_limits;
 mod watch;
