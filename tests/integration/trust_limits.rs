@@ -221,10 +221,20 @@ outputs = ["count.txt"]
 cache = false
 "#,
         )
-        .args(["build", "--json"]);
+        .args(["build", "--json", "--run-id", "int"]);
     let project = t.project().clone();
     interrupt_while_hashing(t);
     assert!(!project.exists("ran"), "no command starts after Ctrl-C");
+    // Its command succeeded; hashing was cut short: interrupted, not a missing output.
+    let events = project.events("int");
+    assert!(
+        events.iter().all(|e| e["type"] != "instance_failed"),
+        "{events:#?}"
+    );
+    assert_eq!(
+        event(&events, "instance_blocked", "big")["reason"],
+        "interrupted"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -337,6 +347,19 @@ fn a_20000_deep_chain_is_checked_planned_and_graphed() {
 }
 
 #[test]
+fn a_20000_phase_cycle_is_reported_at_once() {
+    let text = chain(20_000).replacen("[phase.p0]\n", "[phase.p0]\nneeds = [\"p19999\"]\n", 1);
+    // The test owns the project directory: keep it while orch runs.
+    let t = Test::new().orchfile(&text).args(["check"]);
+    let child = t.spawn();
+    let (code, _, stderr) = finish_within(child, Duration::from_secs(60), "check");
+    assert_eq!(code, Some(2), "{}", &stderr[..stderr.len().min(2000)]);
+    let head = &stderr[..stderr.len().min(2000)];
+    assert!(stderr.contains("dependency cycle: `p0` → `p1`"), "{head}");
+    assert!(stderr.contains("`p19999` → `p0`"), "{head}");
+}
+
+#[test]
 fn show_walks_a_20000_deep_lineage() {
     let out = Test::new()
         .orchfile(&chain(20_000))
@@ -384,7 +407,8 @@ outputs = ["a.txt"]
 #[test]
 fn jobs_beyond_the_cap_are_a_usage_error() {
     for j in ["0", "1025", "4294967295", "99999999999"] {
-        let child = Test::new().orchfile(ONE).args(["build", "-j", j]).spawn();
+        let t = Test::new().orchfile(ONE).args(["build", "-j", j]);
+        let child = t.spawn();
         let (code, _, stderr) = finish_within(child, Duration::from_secs(20), "build -j");
         assert_eq!(code, Some(2), "-j {j}: {stderr}");
         assert!(stderr.contains("1024"), "-j {j}: {stderr}");
