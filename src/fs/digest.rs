@@ -118,35 +118,19 @@ pub fn hash_bytes(bytes: &[u8]) -> Digest {
 
 /// A path that is a FIFO, socket or device: orch never reads one (a read could block
 /// forever, or never end), so it cannot be an input, an output or a shard source.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "it is a {kind}, not a regular file or directory; orch never reads FIFOs, sockets or devices"
+)]
 pub struct SpecialFile {
     /// What it is: `FIFO`, `socket`, `character device` or `block device`.
     pub kind: &'static str,
 }
 
-impl fmt::Display for SpecialFile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "it is a {}, not a regular file or directory; orch never reads FIFOs, sockets or devices",
-            self.kind
-        )
-    }
-}
-
-impl std::error::Error for SpecialFile {}
-
 /// Hashing stopped because the build was interrupted (Ctrl-C, SIGTERM or a requested stop).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("interrupted")]
 pub struct Interrupted;
-
-impl fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("interrupted")
-    }
-}
-
-impl std::error::Error for Interrupted {}
 
 /// The kind of special file `ft` is, or None for files, directories and symlinks.
 pub fn special_kind(ft: &fs::FileType) -> Option<&'static str> {
