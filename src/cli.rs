@@ -4,6 +4,23 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The most instances orch runs at once. Each running instance holds a thread and a
+/// process; beyond this, threads and process slots run out long before anything gets
+/// faster. A fixed number, not one derived from this machine's limits, so an Orchfile
+/// valid here is valid everywhere.
+pub const MAX_JOBS: u32 = 1024;
+
+/// `-j N`: a whole number from 1 to [`MAX_JOBS`].
+fn parse_jobs(s: &str) -> Result<u32, String> {
+    let range = format!("orch runs from 1 to {MAX_JOBS} instances at once");
+    match s.trim().parse::<u128>() {
+        Ok(0) => Err(format!("0 jobs would run nothing; {range}")),
+        Ok(n) if n > u128::from(MAX_JOBS) => Err(format!("{n} jobs is too many; {range}")),
+        Ok(n) => u32::try_from(n).map_err(|_| range),
+        Err(_) => Err(format!("`{s}` is not a whole number; {range}")),
+    }
+}
+
 /// A declarative, content-addressed DAG orchestrator.
 #[derive(Debug, Parser)]
 #[command(name = "orch", version, about, long_about = None, max_term_width = 100)]
@@ -66,7 +83,7 @@ pub struct BuildArgs {
     /// Phases (`phase`) or instances (`phase[axis=value]`); default: all.
     pub targets: Vec<String>,
     /// Run at most N instances at once (default: `orch.jobs`, else the number of CPUs).
-    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = parse_jobs)]
     pub jobs: Option<u32>,
     /// Keep building everything not blocked after a failure.
     #[arg(short = 'k', long)]
@@ -109,7 +126,7 @@ pub struct WatchArgs {
     #[arg(long)]
     pub restart: bool,
     /// Run at most N instances at once (default: `orch.jobs`, else the number of CPUs).
-    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = parse_jobs)]
     pub jobs: Option<u32>,
     /// Keep building everything not blocked after a failure.
     #[arg(short = 'k', long)]

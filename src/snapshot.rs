@@ -57,14 +57,51 @@ pub enum SnapshotError {
         /// The matched path, relative to the root.
         path: String,
     },
+    /// An input is a FIFO, socket or device.
+    #[error("cannot read `{path}`: {source}")]
+    #[diagnostic(
+        code(orch::fs::special),
+        help(
+            "inputs and shard sources must be regular files or directories: remove it from `inputs`, or replace it with a file"
+        )
+    )]
+    Special {
+        /// The path.
+        path: String,
+        /// What it is.
+        source: fs::digest::SpecialFile,
+    },
+    /// Ctrl-C (or SIGTERM) arrived while inputs were being read.
+    #[error("interrupted while reading `{path}`")]
+    #[diagnostic(code(orch::interrupted))]
+    Interrupted {
+        /// The path being read.
+        path: String,
+    },
 }
 
 impl SnapshotError {
-    /// The exit status of a command that stops on this error: a path escaping the root
-    /// is the configuration's fault (2), anything else a failure (1).
-    pub fn exit_status(&self) -> i32 {
+    /// The error for reading `path`, by what went wrong.
+    fn reading(path: String, e: std::io::Error) -> SnapshotError {
+        if let Some(special) = fs::digest::as_special(&e) {
+            SnapshotError::Special {
+                path,
+                source: special.clone(),
+            }
+        } else if fs::digest::is_interrupted(&e) {
+            SnapshotError::Interrupted { path }
+        } else {
+            SnapshotError::Io { path, source: e }
+        }
+    }
+
+    /// The exit status of a command that stops on this error: a special file or a path
+    /// escaping the root is the configuration's fault (2), an interruption exits 130,
+    /// anything else fails (1).
+    pub fn exit_code(&self) -> i32 {
         match self {
-            SnapshotError::Escapes { .. } => crate::EXIT_USAGE,
+            SnapshotError::Special { .. } | SnapshotError::Escapes { .. } => crate::EXIT_USAGE,
+            SnapshotError::Interrupted { .. } => crate::exec::signal::exit_status(),
             _ => crate::EXIT_FAILED,
         }
     }
@@ -246,7 +283,7 @@ impl<'p> Snapshot<'p> {
                     }
                     digests.insert(path, Some(digest));
                 }
-                Err(e) => return Err(SnapshotError::Io { path, source: e }),
+                Err(e) => return Err(SnapshotError::reading(path, e)),
             }
         }
 

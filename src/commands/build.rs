@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 
 use crate::cache::Cache;
-use crate::cli::BuildArgs;
+use crate::cli::{BuildArgs, MAX_JOBS};
 use crate::events::human::{Human, Verbosity};
 use crate::events::junit::Junit;
 use crate::events::progress::{self, Printer, Progress};
@@ -12,13 +12,15 @@ use crate::events::sink::{JsonFile, JsonStdout};
 use crate::events::summary::Summary;
 use crate::events::{EventKind, EventLog};
 use crate::exec::{self, ExecOptions, ProcessRunner};
+use crate::model::Project;
+use crate::orchfile::source::{ConfigError, ErrorKind, Span};
 use crate::plan::plan_static;
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::store::{BuildLock, Layout, RunRecord, Store};
 use crate::timings::Timings;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
-use super::{Global, load_project, plan, report_diagnostic, report_error, selection};
+use super::{Global, load_project, plan, report, report_diagnostic, report_error, selection};
 
 /// Runs `orch build`.
 pub fn run(g: &Global, a: BuildArgs) -> i32 {
@@ -73,6 +75,10 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
+    // From here on Ctrl-C is a flag the work polls, hashing included, so the build
+    // stops within moments and exits 130 (installed only now: a wait for the lock above
+    // must stay interruptible the ordinary way).
+    exec::signal::install();
     let snap = match Snapshot::take(&l.project, &l.graph, &selected, forced.clone(), &store) {
         // A damaged row that only shows when read: the same recovery as a damaged file.
         Err(SnapshotError::Store(e)) if e.is_damage() => {
@@ -88,18 +94,17 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     };
     let snap = match snap {
         Ok(s) => s,
-        Err(e) => return report_diagnostic(&e, e.exit_status()),
+        Err(e) => return report_diagnostic(&e, e.exit_code()),
     };
     t.mark("snapshot");
     let planned = plan_static(&snap.order, &snap);
     let stale = planned.values().filter(|e| e.stale).count();
 
     t.mark("plan");
-    let jobs = a
-        .jobs
-        .map(|j| j as usize)
-        .or(l.project.jobs)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let jobs = match effective_jobs(a.jobs, &l.project) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
     let options = [
         ("force", a.force.to_string()),
         ("from", a.from.join(",")),
@@ -198,7 +203,6 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
         },
     );
 
-    exec::signal::install();
     // -v: every line a command prints, as it prints it, prefixed with the instance.
     let to_stderr = a.json;
     let stream: Option<exec::Stream> = (g.verbosity == Verbosity::Verbose).then(|| {
@@ -262,6 +266,55 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
         EXIT_FAILED
     } else {
         EXIT_OK
+    }
+}
+
+/// How many instances run at once: `-j` (the CLI keeps it within [`MAX_JOBS`]), else
+/// `[orch] jobs`, else one per CPU (at most `MAX_JOBS`). A `jobs` above the cap is a
+/// configuration error even when `-j` overrides it, as `jobs = 0` is.
+pub fn effective_jobs(cli: Option<u32>, project: &Project) -> Result<usize, i32> {
+    let cap = MAX_JOBS as usize;
+    if let Some(j) = project.jobs
+        && j > cap
+    {
+        return Err(report(vec![jobs_too_many(project, j)], &project.sources));
+    }
+    Ok(cli
+        .map(|j| j as usize)
+        .or(project.jobs)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .min(cap))
+}
+
+/// The diagnostic for `[orch] jobs` above the cap, pointing at the value. The validated
+/// project keeps no span for it, so the Orchfile is read again (only on this error path).
+fn jobs_too_many(project: &Project, jobs: usize) -> ConfigError {
+    #[derive(serde::Deserialize)]
+    struct Main {
+        orch: Option<Orch>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Orch {
+        jobs: Option<toml::Spanned<toml::Value>>,
+    }
+    let err = ConfigError::new(
+        ErrorKind::Value,
+        format!("`jobs` is {jobs}, above orch's limit of {MAX_JOBS}"),
+    )
+    .help(format!(
+        "orch runs from 1 to {MAX_JOBS} instances at once; lower `jobs`, or remove it to use one job per CPU"
+    ));
+    // Included fragments hold no `[orch]` table: the value is in the Orchfile, file 0.
+    let span = project
+        .sources
+        .files()
+        .first()
+        .and_then(|f| toml::from_str::<Main>(&f.text).ok())
+        .and_then(|m| m.orch?.jobs)
+        .map(|v| Span::new(0, v.span()));
+    match span {
+        Some(span) => err.at(&span, format!("at most {MAX_JOBS}")),
+        None => err,
     }
 }
 

@@ -35,7 +35,7 @@ pub fn run(g: &Global, a: ExplainArgs) -> i32 {
     }
     let snap = match Snapshot::take(&l.project, &l.graph, &selected, BTreeSet::new(), &store) {
         Ok(s) => s,
-        Err(e) => return report_diagnostic(&e, e.exit_status()),
+        Err(e) => return report_diagnostic(&e, e.exit_code()),
     };
     let plan = plan_static(&snap.order, &snap);
     let mut first = true;

@@ -135,7 +135,7 @@ pub fn planned(
         eprintln!("warning: {w}");
     }
     let snap = Snapshot::take(&l.project, &l.graph, selected, forced, &store)
-        .map_err(|e| report_diagnostic(&e, e.exit_status()))?;
+        .map_err(|e| report_diagnostic(&e, e.exit_code()))?;
     let plan = plan_static(&snap.order, &snap);
     let cache = crate::cache::local::Local::new(&crate::cache::local_dir(&l.project, layout));
     let mut out = Vec::with_capacity(snap.order.len());

@@ -154,6 +154,9 @@ struct Node {
     /// Already shown elsewhere in the tree (its lineage is not repeated).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     repeated: bool,
+    /// Its lineage goes deeper than `orch show` prints; `orch show` its path to go on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
     /// What it was built from.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     built_from: Vec<Node>,
@@ -177,6 +180,7 @@ impl Node {
             recorded_at: None,
             unrecorded: false,
             repeated: false,
+            truncated: false,
             built_from: Vec::new(),
             recorded_at_ns: None,
         }
@@ -207,6 +211,16 @@ impl Node {
     }
 }
 
+/// How many levels of lineage `orch show PATH` prints. A chain of thousands of phases
+/// would otherwise print a tree whose indentation alone is gigabytes (and JSON nested
+/// deeper than common parsers accept); the deepest node shown is marked `truncated`,
+/// and `orch show` on its path continues from there.
+const MAX_DEPTH: usize = 50;
+
+/// A child about to be placed in the tree: the node, and its record when it is an
+/// output whose own lineage may be expanded.
+type Pending = (Node, Option<OutputRecord>);
+
 /// Walks `built_from` records back to source files. Each recorded output is expanded
 /// once; later mentions are marked `repeated` (which also ends cycles).
 struct Lineage<'a> {
@@ -215,33 +229,106 @@ struct Lineage<'a> {
 }
 
 impl Lineage<'_> {
-    fn expand(&mut self, node: &mut Node, rec: &OutputRecord) -> Result<(), i32> {
+    /// The lineage of `rec` under `root`, depth first with an explicit stack (a chain of
+    /// thousands of outputs must not exhaust the call stack). Children are placed in the
+    /// order they are listed, each one's lineage before the next sibling's, so which
+    /// mention of an output is expanded and which is `repeated` reads top to bottom.
+    fn walk(&mut self, root: Node, rec: &OutputRecord) -> Result<Node, i32> {
+        /// A node whose children are being placed.
+        struct Frame {
+            id: usize,
+            depth: usize,
+            pending: std::collections::VecDeque<Pending>,
+        }
         self.expanded.insert(rec.path.clone());
+        // Nodes in the order placed (a parent before its children), with their parent.
+        let mut arena: Vec<(Option<Node>, usize)> = vec![(Some(root), 0)];
+        let mut stack = vec![Frame {
+            id: 0,
+            depth: 0,
+            pending: self.children(rec)?.into(),
+        }];
+        while let Some(top) = stack.last_mut() {
+            let Some((mut node, rec)) = top.pending.pop_front() else {
+                stack.pop();
+                continue;
+            };
+            let (parent, depth) = (top.id, top.depth + 1);
+            let id = arena.len();
+            let mut below = None;
+            if let Some(r) = rec {
+                if self.expanded.contains(&r.path) {
+                    node.repeated = true;
+                } else {
+                    let children = self.children(&r)?;
+                    if depth >= MAX_DEPTH {
+                        node.truncated = !children.is_empty();
+                    } else {
+                        self.expanded.insert(r.path.clone());
+                        below = Some(children);
+                    }
+                }
+            }
+            arena.push((Some(node), parent));
+            if let Some(children) = below {
+                stack.push(Frame {
+                    id,
+                    depth,
+                    pending: children.into(),
+                });
+            }
+        }
+        // Every child comes after its parent: moving nodes into their parents from the
+        // last one back fills each node before it moves, leaving children reversed.
+        for id in (1..arena.len()).rev() {
+            let parent = arena[id].1;
+            if let Some(node) = arena[id].0.take()
+                && let Some(p) = arena[parent].0.as_mut()
+            {
+                p.built_from.push(node);
+            }
+        }
+        let mut root = arena[0].0.take().unwrap_or_else(|| Node::empty("output"));
+        let mut nodes = vec![&mut root];
+        while let Some(n) = nodes.pop() {
+            n.built_from.reverse();
+            nodes.extend(n.built_from.iter_mut());
+        }
+        Ok(root)
+    }
+
+    /// What `rec` was built from, in the order shown: upstream outputs (and absent soft
+    /// upstreams), then inputs no upstream provided.
+    fn children(&self, rec: &OutputRecord) -> Result<Vec<Pending>, i32> {
         let built_from: Value = serde_json::from_str(&rec.built_from).unwrap_or(Value::Null);
+        let mut out = Vec::new();
         let mut from_upstream = HashSet::new();
         if let Some(ups) = built_from["upstream"].as_object() {
             for (instance, u) in ups {
                 let Some(outputs) = u["present"]["outputs"].as_object() else {
-                    node.built_from.push(Node {
+                    let absent = Node {
                         instance: Some(instance.clone()),
                         ..Node::empty("absent")
-                    });
+                    };
+                    out.push((absent, None));
                     continue;
                 };
                 for (path, digest) in outputs {
                     from_upstream.insert(path.clone());
                     let digest = digest.as_str().unwrap_or("");
-                    let child = match self.record(path)? {
-                        Some(r) => self.child(&r, digest)?,
-                        None => Node {
-                            path: Some(path.clone()),
-                            digest: Some(digest.to_owned()),
-                            instance: Some(instance.clone()),
-                            unrecorded: true,
-                            ..Node::empty("output")
-                        },
-                    };
-                    node.built_from.push(child);
+                    out.push(match self.record(path)? {
+                        Some(r) => (Node::output(&r, digest), Some(r)),
+                        None => (
+                            Node {
+                                path: Some(path.clone()),
+                                digest: Some(digest.to_owned()),
+                                instance: Some(instance.clone()),
+                                unrecorded: true,
+                                ..Node::empty("output")
+                            },
+                            None,
+                        ),
+                    });
                 }
             }
         }
@@ -252,24 +339,13 @@ impl Lineage<'_> {
                 }
                 let digest = digest.as_str().unwrap_or("");
                 // An input glob may match another phase's output: follow it too.
-                let child = match self.record(path)? {
-                    Some(r) => self.child(&r, digest)?,
-                    None => Node::source(path, digest),
-                };
-                node.built_from.push(child);
+                out.push(match self.record(path)? {
+                    Some(r) => (Node::output(&r, digest), Some(r)),
+                    None => (Node::source(path, digest), None),
+                });
             }
         }
-        Ok(())
-    }
-
-    fn child(&mut self, rec: &OutputRecord, used: &str) -> Result<Node, i32> {
-        let mut node = Node::output(rec, used);
-        if self.expanded.contains(&rec.path) {
-            node.repeated = true;
-        } else {
-            self.expand(&mut node, rec)?;
-        }
-        Ok(node)
+        Ok(out)
     }
 
     fn record(&self, path: &str) -> Result<Option<OutputRecord>, i32> {
@@ -280,14 +356,15 @@ impl Lineage<'_> {
 }
 
 fn show_path(l: &Loaded, store: &Store, rec: OutputRecord, as_json: bool) -> i32 {
-    let mut root = Node::output(&rec, &Digest(rec.digest).to_hex());
+    let root = Node::output(&rec, &Digest(rec.digest).to_hex());
     let mut lineage = Lineage {
         store,
         expanded: HashSet::new(),
     };
-    if let Err(code) = lineage.expand(&mut root, &rec) {
-        return code;
-    }
+    let mut root = match lineage.walk(root, &rec) {
+        Ok(root) => root,
+        Err(code) => return code,
+    };
     check_disk(&l.project.root, store, &mut root);
     if as_json {
         outln!(
@@ -351,27 +428,29 @@ fn check_disk(root: &Path, store: &Store, tree: &mut Node) {
 }
 
 fn collect_paths(node: &Node, out: &mut Vec<String>) {
-    if let Some(p) = &node.path {
-        out.push(p.clone());
-    }
-    for c in &node.built_from {
-        collect_paths(c, out);
+    let mut stack = vec![node];
+    while let Some(n) = stack.pop() {
+        if let Some(p) = &n.path {
+            out.push(p.clone());
+        }
+        stack.extend(&n.built_from);
     }
 }
 
 fn fill_disk(node: &mut Node, now: &HashMap<&str, Option<Option<Digest>>>) {
-    if let Some(p) = &node.path {
-        let (state, digest) = match now.get(p.as_str()) {
-            Some(Some(Some(d))) if Some(d.to_hex()) == node.digest => ("unchanged", None),
-            Some(Some(Some(d))) => ("modified", Some(d.to_hex())),
-            Some(Some(None)) => ("missing", None),
-            _ => ("unreadable", None),
-        };
-        node.on_disk = Some(state);
-        node.on_disk_digest = digest;
-    }
-    for c in &mut node.built_from {
-        fill_disk(c, now);
+    let mut stack = vec![node];
+    while let Some(n) = stack.pop() {
+        if let Some(p) = &n.path {
+            let (state, digest) = match now.get(p.as_str()) {
+                Some(Some(Some(d))) if Some(d.to_hex()) == n.digest => ("unchanged", None),
+                Some(Some(Some(d))) => ("modified", Some(d.to_hex())),
+                Some(Some(None)) => ("missing", None),
+                _ => ("unreadable", None),
+            };
+            n.on_disk = Some(state);
+            n.on_disk_digest = digest;
+        }
+        stack.extend(n.built_from.iter_mut());
     }
 }
 
@@ -379,19 +458,25 @@ fn short(hex: Option<&str>) -> String {
     hex.map_or_else(|| "-".to_owned(), |h| h.chars().take(12).collect())
 }
 
-/// Prints `nodes` as a tree under `indent`.
+/// Prints `nodes` as a tree under `indent`, depth first with an explicit stack.
 fn print_tree(nodes: &[Node], indent: &str) {
-    for (k, n) in nodes.iter().enumerate() {
-        let last = k + 1 == nodes.len();
+    // (node, its indent, whether it is the last of its siblings), next to print on top.
+    fn push<'a>(stack: &mut Vec<(&'a Node, String, bool)>, nodes: &'a [Node], indent: &str) {
+        let n = nodes.len();
+        for (k, node) in nodes.iter().enumerate().rev() {
+            stack.push((node, indent.to_owned(), k + 1 == n));
+        }
+    }
+    let mut stack: Vec<(&Node, String, bool)> = Vec::new();
+    push(&mut stack, nodes, indent);
+    while let Some((n, indent, last)) = stack.pop() {
         let (branch, more) = if last {
             ("└── ", "    ")
         } else {
             ("├── ", "│   ")
         };
         outln!("{indent}{branch}{}", node_text(n));
-        if !n.built_from.is_empty() {
-            print_tree(&n.built_from, &format!("{indent}{more}"));
-        }
+        push(&mut stack, &n.built_from, &format!("{indent}{more}"));
     }
 }
 
@@ -438,6 +523,12 @@ fn node_text(n: &Node) -> String {
     }
     if n.repeated {
         s.push_str("  (lineage shown above)");
+    }
+    if n.truncated {
+        s.push_str(&format!(
+            "  (lineage goes on: `orch show {}`)",
+            n.path.as_deref().unwrap_or("?")
+        ));
     }
     s
 }

@@ -1013,7 +1013,8 @@ impl Build<'_, '_> {
     /// A command that died of the signal orch sent it because the build was interrupted
     /// did not fail on its own: it is reported as interrupted, not recorded as failed.
     fn killed_by_us(&self, f: &Failure) -> bool {
-        self.report.interrupted
+        // The flag too: a job may report before the loop has noticed the signal.
+        (self.report.interrupted || signal::interrupted())
             && f.0 == FailureKind::Signal
             && matches!(f.2, Some(libc::SIGTERM | libc::SIGKILL))
     }
@@ -1567,6 +1568,20 @@ fn failure_of(
     outputs: &[(String, Result<PathDigest, std::io::Error>)],
 ) -> Option<Failure> {
     match exit {
+        // Hashing stopped by Ctrl-C says nothing about the outputs: the instance was
+        // interrupted, exactly as if orch had stopped its command.
+        Exit::Success
+            if outputs
+                .iter()
+                .any(|(_, r)| r.as_ref().is_err_and(crate::fs::digest::is_interrupted)) =>
+        {
+            Some((
+                FailureKind::Signal,
+                None,
+                Some(libc::SIGTERM),
+                "interrupted while its outputs were hashed".to_owned(),
+            ))
+        }
         Exit::Success => {
             let missing: Vec<String> = outputs
                 .iter()

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::fs::{self, Digest, PathDigest};
-use crate::model::path::{Containment, normalize};
+use crate::model::path::Containment;
 use crate::model::{Instance, ShardValues};
 use crate::plan::{KeyParts, OutputMeta, Upstream};
 use crate::shard::{self, Merge, Shard, Slice, Strategy};
@@ -145,15 +145,6 @@ fn rest_of_dir(root: &Path, dir: &str, sources: &[String]) -> Digest {
     Digest(*h.finalize().as_bytes())
 }
 
-/// Expands `{shard.key}` / `{shard.index}` in a merge = none output template.
-fn expand_output(template: &str, shard: &Shard) -> String {
-    normalize(
-        &template
-            .replace("{shard.key}", &shard.key)
-            .replace("{shard.index}", &shard.index.to_string()),
-    )
-}
-
 /// Whether `path` is an instance of `template`, whose `{shard.key}` / `{shard.index}`
 /// holes stand for any non-empty text.
 pub fn matches_template(template: &str, path: &str) -> bool {
@@ -251,8 +242,12 @@ pub fn plan(
             sources.first().map_or("", String::as_str)
         ));
     }
-    let read = |p: &str| std::fs::read(root.join(p));
+    let read = |p: &str| fs::digest::read_regular(&root.join(p));
     let shards = shard::split(&spec.strategy, &with_digests, &read).map_err(|e| e.to_string())?;
+    if spec.merge == Merge::None {
+        let templates: Vec<&str> = inst.shard_outputs.iter().map(|o| o.path.as_str()).collect();
+        shard::check_outputs(&spec.strategy, &shards, &templates).map_err(|e| e.to_string())?;
+    }
     let base = base_key(&without_sources_in_dirs(root, parts, &sources), &sources);
     let count = shards.len();
     let uses_position = inst.uses_shard_position();
@@ -275,7 +270,7 @@ pub fn plan(
             Merge::None => {
                 let mut outs = Vec::new();
                 for t in &inst.shard_outputs {
-                    let p = expand_output(&t.path, &s);
+                    let p = shard::expand_output(&t.path, &s);
                     if let Some(schema) = &t.schema {
                         schemas.push((p.clone(), schema.clone()));
                     }

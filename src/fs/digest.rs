@@ -1,10 +1,14 @@
 //! Content digests: the BLAKE3 `Digest` type, and hashing of byte slices, files and directory trees.
+//!
+//! Only regular files are ever opened: a FIFO, socket or device (directly or through a
+//! symlink) is refused with [`SpecialFile`] before it could block a read forever, and
+//! hashing checks for Ctrl-C between chunks, so a huge input never delays exit 130.
 
 use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Read as _};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -112,13 +116,127 @@ pub fn hash_bytes(bytes: &[u8]) -> Digest {
     blake3::hash(bytes).into()
 }
 
+/// A path that is a FIFO, socket or device: orch never reads one (a read could block
+/// forever, or never end), so it cannot be an input, an output or a shard source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "it is a {kind}, not a regular file or directory; orch never reads FIFOs, sockets or devices"
+)]
+pub struct SpecialFile {
+    /// What it is: `FIFO`, `socket`, `character device` or `block device`.
+    pub kind: &'static str,
+}
+
+/// Hashing stopped because the build was interrupted (Ctrl-C, SIGTERM or a requested stop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
+/// The kind of special file `ft` is, or None for files, directories and symlinks.
+pub fn special_kind(ft: &fs::FileType) -> Option<&'static str> {
+    if ft.is_fifo() {
+        Some("FIFO")
+    } else if ft.is_socket() {
+        Some("socket")
+    } else if ft.is_char_device() {
+        Some("character device")
+    } else if ft.is_block_device() {
+        Some("block device")
+    } else {
+        None
+    }
+}
+
+/// The [`SpecialFile`] inside `err`, when that is why it failed.
+pub fn as_special(err: &io::Error) -> Option<&SpecialFile> {
+    err.get_ref()?.downcast_ref::<SpecialFile>()
+}
+
+/// Whether `err` means hashing stopped for an interruption.
+pub fn is_interrupted(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(|e| e.is::<Interrupted>())
+}
+
+fn refuse_special(ft: &fs::FileType) -> io::Result<()> {
+    match special_kind(ft) {
+        // Not `ErrorKind::Interrupted`-like kinds: callers must never retry it.
+        Some(kind) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            SpecialFile { kind },
+        )),
+        None => Ok(()),
+    }
+}
+
+fn check_interrupted() -> io::Result<()> {
+    if crate::exec::signal::interrupted() {
+        return Err(io::Error::other(Interrupted));
+    }
+    Ok(())
+}
+
+/// Opens `path` (following symlinks) for reading, refusing FIFOs, sockets and devices.
+///
+/// The type is checked before opening, since even opening a FIFO blocks until a writer
+/// comes (and a non-blocking open would release a writer waiting for a reader); the
+/// open is non-blocking anyway and the type checked again on the descriptor, so a file
+/// swapped for a FIFO in between is refused too, never read.
+pub fn open_regular(path: &Path) -> io::Result<fs::File> {
+    open_sized(path).map(|(file, _)| file)
+}
+
+/// [`open_regular`], with a read buffer sized for the file: most inputs are small, and
+/// zeroing a full chunk for each would cost more than hashing them.
+fn open_sized(path: &Path) -> io::Result<(fs::File, Vec<u8>)> {
+    refuse_special(&fs::metadata(path)?.file_type())?;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    refuse_special(&meta.file_type())?;
+    // One byte more than the size: a file read whole then reports its end at once.
+    let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+    let buf = vec![0u8; len.saturating_add(1).min(CHUNK)];
+    Ok((file, buf))
+}
+
+/// Reads a whole regular file, refusing special files and stopping when interrupted.
+pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    let (mut file, mut buf) = open_sized(path)?;
+    let mut out = Vec::new();
+    loop {
+        check_interrupted()?;
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Bytes read between two checks for Ctrl-C: large enough for blake3's SIMD backends,
+/// small enough that even a slow disk answers an interrupt at once.
+const CHUNK: usize = 256 * 1024;
+
 /// Streams the file through BLAKE3; the digest equals `hash_bytes` of its contents.
+/// Refuses special files ([`SpecialFile`]) and stops when the build is interrupted
+/// ([`Interrupted`]).
 pub fn hash_file(path: &Path) -> io::Result<Digest> {
-    // `update_mmap_rayon` would need blake3's `mmap`/`rayon` features, which the crate does not
-    // enable; `update_reader` streams through an internal buffer sized for the SIMD backends.
-    let file = fs::File::open(path)?;
+    let (mut file, mut buf) = open_sized(path)?;
     let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(file)?;
+    loop {
+        check_interrupted()?;
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(hasher.finalize().into())
 }
 
@@ -129,7 +247,8 @@ const TREE_CONTEXT: &str = "orch 2024-01-01 directory tree digest v1";
 const KIND_FILE: u8 = b'f';
 const KIND_DIR: u8 = b'd';
 const KIND_SYMLINK: u8 = b'l';
-/// Sockets, FIFOs and devices: recorded by name only, never opened (reading a FIFO would block).
+/// Sockets, FIFOs and devices inside a directory tree: recorded by name only, never opened
+/// (reading a FIFO would block). Named directly, they are refused instead.
 const KIND_OTHER: u8 = b'o';
 
 /// One walked entry, before file contents are hashed.
@@ -173,6 +292,7 @@ pub fn hash_tree(dir: &Path) -> io::Result<Digest> {
         .sort_by_file_name()
         .min_depth(1)
     {
+        check_interrupted()?;
         let entry = entry?;
         let rel = entry
             .path()
@@ -523,6 +643,41 @@ mod tests {
             hash_path(&t.path().join("ld")).unwrap(),
             hash_tree(&sub).unwrap()
         );
+    }
+
+    #[test]
+    fn special_files_are_refused_without_blocking() {
+        let t = tempfile::tempdir().unwrap();
+        let fifo = t.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        // Opening it for reading would block until a writer came: it must not be opened.
+        let e = hash_file(&fifo).unwrap_err();
+        assert_eq!(as_special(&e).map(|s| s.kind), Some("FIFO"), "{e}");
+        assert!(hash_path(&fifo).is_err());
+        assert!(read_regular(&fifo).is_err());
+        // A device behind a symlink: `/dev/zero` would never end.
+        symlink("/dev/zero", t.path().join("zero")).unwrap();
+        let e = hash_path(&t.path().join("zero")).unwrap_err();
+        assert_eq!(
+            as_special(&e).map(|s| s.kind),
+            Some("character device"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("not a regular file or directory"));
+        // Inside a directory tree, a FIFO is recorded by name, never opened.
+        hash_tree(t.path()).unwrap();
+    }
+
+    #[test]
+    fn read_regular_reads_whole_files() {
+        let t = sample_tree();
+        assert_eq!(read_regular(&t.path().join("a.txt")).unwrap(), b"alpha");
+        let big: Vec<u8> = (0..(CHUNK * 2 + 7)).map(|i| (i % 251) as u8).collect();
+        fs::write(t.path().join("big"), &big).unwrap();
+        assert_eq!(read_regular(&t.path().join("big")).unwrap(), big);
+        assert_eq!(hash_file(&t.path().join("big")).unwrap(), hash_bytes(&big));
     }
 
     #[test]

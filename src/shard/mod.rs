@@ -5,15 +5,21 @@
 //! writing anything; the executor writes slices under `.orch/shards/` and runs them.
 //! A shard's key covers the instance's key *without* the shard source, plus the shard's
 //! own slice, so changing one record reruns exactly one shard and the merge.
+//!
+//! With `merge = "none"`, keys become parts of output paths; [`check_outputs`] refuses,
+//! before any shard runs, two shards that would write the same path and group keys that
+//! are not a single file name.
 
 pub mod split;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
 use crate::fs::{self, Digest};
+use crate::model::path::normalize;
 
-pub use split::{SplitError, split_chunk, split_group};
+pub use split::{Group, KeyAt, SplitError, split_chunk, split_group};
 
 /// How an instance is split.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -106,6 +112,8 @@ pub struct Shard {
     pub index: usize,
     /// `{shard.key}`: the group value, the file path, or the index for chunks.
     pub key: String,
+    /// For groups: the 1-based source line of the group's first record.
+    pub line: Option<usize>,
     /// Its input.
     pub slice: Slice,
     /// Digest of its input's content.
@@ -126,6 +134,7 @@ pub fn split(
             .map(|(index, (path, digest))| Shard {
                 index,
                 key: path.clone(),
+                line: None,
                 slice: Slice::File(path.clone()),
                 digest: *digest,
             })
@@ -138,6 +147,7 @@ pub fn split(
                 .map(|(index, b)| Shard {
                     index,
                     key: index.to_string(),
+                    line: None,
                     digest: fs::hash_bytes(&b),
                     slice: Slice::Bytes(b),
                 })
@@ -148,15 +158,92 @@ pub fn split(
             Ok(split_group(source, &bytes, key)?
                 .into_iter()
                 .enumerate()
-                .map(|(index, (k, b))| Shard {
+                .map(|(index, g)| Shard {
                     index,
-                    key: k,
-                    digest: fs::hash_bytes(&b),
-                    slice: Slice::Bytes(b),
+                    key: g.key,
+                    line: Some(g.line),
+                    digest: fs::hash_bytes(&g.bytes),
+                    slice: Slice::Bytes(g.bytes),
                 })
                 .collect())
         }
     }
+}
+
+/// Expands `{shard.key}` / `{shard.index}` in a `merge = "none"` output template, and
+/// normalises the result.
+pub fn expand_output(template: &str, shard: &Shard) -> String {
+    normalize(
+        &template
+            .replace("{shard.key}", &shard.key)
+            .replace("{shard.index}", &shard.index.to_string()),
+    )
+}
+
+/// Checks the outputs `merge = "none"` shards would write from `templates`: no two
+/// shards may write the same path (`a` and `./a` both give `out/a.txt`), and a group key
+/// in a path must be one file name — not empty, `.` or `..`, without `/` (so neither
+/// absolute nor a way into another directory) or NUL. `files` keys are project paths
+/// and may hold `/`; chunk keys are indices.
+pub fn check_outputs(
+    strategy: &Strategy,
+    shards: &[Shard],
+    templates: &[&str],
+) -> Result<(), SplitError> {
+    let source = match strategy {
+        Strategy::Group { source, .. } => Some(source.as_str()),
+        _ => None,
+    };
+    let at = |s: &Shard| KeyAt {
+        key: s.key.clone(),
+        line: source.zip(s.line).map(|(f, l)| (f.to_owned(), l)),
+    };
+    // Collisions first: a key like `./a` is named together with the `a` it collides with.
+    let mut writers: BTreeMap<String, &Shard> = BTreeMap::new();
+    for s in shards {
+        for t in templates {
+            let path = expand_output(t, s);
+            if let Some(first) = writers.insert(path.clone(), s)
+                && first.index != s.index
+            {
+                return Err(SplitError::SameOutput {
+                    path,
+                    first: Box::new(at(first)),
+                    second: Box::new(at(s)),
+                });
+            }
+        }
+    }
+    let Some(file) = source else {
+        return Ok(());
+    };
+    for t in templates.iter().filter(|t| t.contains("{shard.key}")) {
+        for s in shards {
+            let why = if s.key.is_empty() {
+                "it is empty"
+            } else if s.key == "." {
+                "it is `.`"
+            } else if s.key == ".." {
+                "it is `..`"
+            } else if s.key.contains('/') {
+                "it contains `/`; a key in a path must be one file name"
+            } else if s.key.contains('\0') {
+                "it contains a NUL byte"
+            } else {
+                continue;
+            };
+            return Err(SplitError::KeyNotAName {
+                at: match s.line {
+                    Some(l) => format!("`{file}` line {l}"),
+                    None => format!("`{file}`"),
+                },
+                key: s.key.clone(),
+                template: (*t).to_owned(),
+                why,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The key of one shard: the instance's key without the shard source (`base`), the
@@ -204,7 +291,8 @@ pub fn merge(
         let mut size = 0u64;
         let mut out = std::io::BufWriter::new(file);
         for p in parts {
-            let bytes = std::fs::read(p)?;
+            // Parts live under `.orch/`, but a command could leave a FIFO there.
+            let bytes = fs::digest::read_regular(p)?;
             hasher.update(&bytes);
             size += bytes.len() as u64;
             out.write_all(&bytes)?;
@@ -222,6 +310,7 @@ mod tests {
         Shard {
             index,
             key: key.into(),
+            line: Some(index + 1),
             slice: Slice::Bytes(content.to_vec()),
             digest: fs::hash_bytes(content),
         }
@@ -249,6 +338,42 @@ mod tests {
                 false
             )
         );
+    }
+
+    #[test]
+    fn shard_outputs_that_collide_or_leave_their_directory_are_refused() {
+        let group = Strategy::Group {
+            source: "in.jsonl".into(),
+            key: "k".into(),
+        };
+        let shards = [shard(0, "./a", b"1"), shard(1, "a", b"2")];
+        let e = check_outputs(&group, &shards, &["out/{shard.key}.txt"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "shards `./a` (`in.jsonl` line 1) and `a` (`in.jsonl` line 2) would both write `out/a.txt`"
+        );
+        for key in ["", ".", "..", "x/y", "/abs", "a\0b"] {
+            let shards = [shard(0, "ok", b"1"), shard(1, key, b"2")];
+            let e = check_outputs(&group, &shards, &["out/{shard.key}.txt"]).unwrap_err();
+            assert!(
+                matches!(&e, SplitError::KeyNotAName { key: k, at, .. } if k == key && at == "`in.jsonl` line 2"),
+                "{e}"
+            );
+        }
+        // Not in a path: any key will do.
+        let shards = [shard(0, "x/y", b"1"), shard(1, "..", b"2")];
+        check_outputs(&group, &shards, &["out/{shard.index}.txt"]).unwrap();
+        // `files` keys are project paths.
+        let files = Strategy::Files {
+            pattern: "src/**".into(),
+        };
+        let shards = [shard(0, "src/a", b"1"), shard(1, "src/b/c", b"2")];
+        check_outputs(&files, &shards, &["out/{shard.key}.o"]).unwrap();
+        let shards = [shard(0, "src/a", b"1"), shard(1, "src/b", b"2")];
+        assert!(matches!(
+            check_outputs(&files, &shards, &["out/fixed.o"]),
+            Err(SplitError::SameOutput { .. })
+        ));
     }
 
     #[test]

@@ -31,6 +31,28 @@ pub enum SplitError {
         /// The key.
         key: String,
     },
+    /// Two shards would write the same output path.
+    #[error("shards {first} and {second} would both write `{path}`")]
+    SameOutput {
+        /// The output path, normalised.
+        path: String,
+        /// The earlier shard.
+        first: Box<KeyAt>,
+        /// The later shard.
+        second: Box<KeyAt>,
+    },
+    /// A group key used in an output path is not one path component.
+    #[error("{at}: the group key `{key}` cannot be part of the output path `{template}`: {why}")]
+    KeyNotAName {
+        /// Where the key's first record is.
+        at: String,
+        /// The key.
+        key: String,
+        /// The output template.
+        template: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// The source could not be read.
     #[error("cannot read shard source `{file}`: {message}")]
     Io {
@@ -39,6 +61,25 @@ pub enum SplitError {
         /// The error.
         message: String,
     },
+}
+
+/// A shard named by its key and, for groups, where its first record is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyAt {
+    /// `{shard.key}`.
+    pub key: String,
+    /// The source file and 1-based line of the group's first record.
+    pub line: Option<(String, usize)>,
+}
+
+impl std::fmt::Display for KeyAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}`", self.key)?;
+        if let Some((file, line)) = &self.line {
+            write!(f, " (`{file}` line {line})")?;
+        }
+        Ok(())
+    }
 }
 
 impl SplitError {
@@ -97,15 +138,22 @@ pub fn split_chunk(file: &str, bytes: &[u8], size: usize) -> Result<Vec<Vec<u8>>
     Ok(out)
 }
 
+/// One group of a `group` source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// The value of the key.
+    pub key: String,
+    /// The 1-based line of its first record, for messages.
+    pub line: usize,
+    /// Its records, in file order.
+    pub bytes: Vec<u8>,
+}
+
 /// Groups records by the value of `key`: one slice per distinct value, sorted by value,
 /// records in file order within each. String values are used as they are; other values
 /// as their JSON text.
-pub fn split_group(
-    file: &str,
-    bytes: &[u8],
-    key: &str,
-) -> Result<Vec<(String, Vec<u8>)>, SplitError> {
-    let mut groups: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+pub fn split_group(file: &str, bytes: &[u8], key: &str) -> Result<Vec<Group>, SplitError> {
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     for (n, line) in lines(bytes) {
         let value = parse(file, n, line)?;
         let k = match value.get(key) {
@@ -119,9 +167,14 @@ pub fn split_group(
                 });
             }
         };
-        push_line(groups.entry(k).or_default(), line);
+        let group = groups.entry(k).or_insert_with_key(|k| Group {
+            key: k.clone(),
+            line: n,
+            bytes: Vec::new(),
+        });
+        push_line(&mut group.bytes, line);
     }
-    Ok(groups.into_iter().collect())
+    Ok(groups.into_values().collect())
 }
 
 #[cfg(test)]
@@ -143,9 +196,14 @@ mod tests {
         let src =
             b"{\"r\":\"b\",\"n\":1}\n{\"r\":\"a\",\"n\":2}\n{\"r\":\"b\",\"n\":3}\n{\"r\":7}\n";
         let g = split_group("f", src, "r").unwrap();
-        let keys: Vec<&str> = g.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = g.iter().map(|g| g.key.as_str()).collect();
         assert_eq!(keys, ["7", "a", "b"]);
-        assert_eq!(g[2].1, b"{\"r\":\"b\",\"n\":1}\n{\"r\":\"b\",\"n\":3}\n");
+        let lines: Vec<usize> = g.iter().map(|g| g.line).collect();
+        assert_eq!(lines, [4, 2, 1]);
+        assert_eq!(
+            g[2].bytes,
+            b"{\"r\":\"b\",\"n\":1}\n{\"r\":\"b\",\"n\":3}\n"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod staleness;
 mod trust_cache;
 mod trust_config;
 mod trust_keys;
+mod trust_limits;
 mod trust_paths;
 mod trust_runtime;
 mod watch;
