@@ -29,6 +29,25 @@ use crate::store::{DigestRow, InstanceRecord, LastStatus, Layout, Store, StoreEr
 /// Directories the input walk never enters.
 pub const SKIP_DIRS: &[&str] = &[".orch", ".git"];
 
+/// `[cache] dir` relative to the root when it lies inside the project (as written,
+/// normalised: validation has refused `..` and the root itself).
+pub fn cache_dir_in_project(project: &Project) -> Option<String> {
+    let dir = project.cache.dir.as_deref()?;
+    let rel = std::path::Path::new(dir);
+    let rel = rel.strip_prefix(&project.root).unwrap_or(rel);
+    if rel.is_absolute() {
+        return None;
+    }
+    let parts: Vec<&str> = rel
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(p) => p.to_str(),
+            _ => None,
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
 /// Errors while taking a snapshot.
 #[derive(Debug, Error, miette::Diagnostic)]
 pub enum SnapshotError {
@@ -714,15 +733,16 @@ fn expand_inputs(
                 path: patterns[owner][pat].clone(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
             })?;
-        let found = matcher
-            .expand(&project.root, SKIP_DIRS)
-            .map_err(|e| match e {
-                fs::WalkError::Escapes { path } => SnapshotError::Escapes { path },
-                fs::WalkError::Io(source) => SnapshotError::Io {
-                    path: project.root.display().to_string(),
-                    source,
-                },
-            })?;
+        // A local store inside the project is orch's too: its blobs are never inputs.
+        let store = cache_dir_in_project(project);
+        let skip: Vec<&str> = SKIP_DIRS.iter().copied().chain(store.as_deref()).collect();
+        let found = matcher.expand(&project.root, &skip).map_err(|e| match e {
+            fs::WalkError::Escapes { path } => SnapshotError::Escapes { path },
+            fs::WalkError::Io(source) => SnapshotError::Io {
+                path: project.root.display().to_string(),
+                source,
+            },
+        })?;
         if warn {
             for (path, kind) in &found.special {
                 eprintln!(

@@ -545,3 +545,29 @@ fn a_poisoned_remote_entry_is_a_miss_too() {
     assert!(files(outside.path()).is_empty());
     assert_eq!(out.list("out/tree"), ["f.txt", "sub"]);
 }
+
+#[test]
+fn a_store_inside_an_input_directory_is_never_an_input() {
+    let t = Test::new()
+        .orchfile(
+            r#"
+[cache]
+dir = "src/cache"
+
+[phase.p]
+run = "cat src/a.txt > {output}"
+inputs = ["src/**"]
+outputs = ["out/p.txt"]
+"#,
+        )
+        .write("src/a.txt", "a\n");
+    let out = t.args(["build"]).run();
+    assert!(out.exists("src/cache/CACHEDIR.TAG"));
+    // The store grew during the build; it must not make the phase stale.
+    out.again()
+        .args(["build"])
+        .stdout_contains("nothing to do")
+        .run();
+    let plan = out.again().args(["plan", "--json"]).run().json();
+    assert_eq!(plan["stale"], 0, "{plan}");
+}
