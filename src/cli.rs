@@ -4,11 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// The most instances orch runs at once. Each running instance holds a thread and a
-/// process; beyond this, threads and process slots run out long before anything gets
-/// faster. A fixed number, not one derived from this machine's limits, so an Orchfile
-/// valid here is valid everywhere.
-pub const MAX_JOBS: u32 = 1024;
+pub use crate::model::MAX_JOBS;
 
 /// `-j N`: a whole number from 1 to [`MAX_JOBS`].
 fn parse_jobs(s: &str) -> Result<u32, String> {

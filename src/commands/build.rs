@@ -13,14 +13,13 @@ use crate::events::summary::Summary;
 use crate::events::{EventKind, EventLog};
 use crate::exec::{self, ExecOptions, ProcessRunner};
 use crate::model::Project;
-use crate::orchfile::source::{ConfigError, ErrorKind, Span};
 use crate::plan::plan_static;
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::store::{BuildLock, Layout, RunRecord, Store};
 use crate::timings::Timings;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
-use super::{Global, load_project, plan, report, report_diagnostic, report_error, selection};
+use super::{Global, load_project, plan, report_diagnostic, report_error, selection};
 
 /// Runs `orch build`.
 pub fn run(g: &Global, a: BuildArgs) -> i32 {
@@ -101,10 +100,7 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     let stale = planned.values().filter(|e| e.stale).count();
 
     t.mark("plan");
-    let jobs = match effective_jobs(a.jobs, &l.project) {
-        Ok(j) => j,
-        Err(code) => return code,
-    };
+    let jobs = effective_jobs(a.jobs, &l.project);
     let options = [
         ("force", a.force.to_string()),
         ("from", a.from.join(",")),
@@ -270,52 +266,13 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
 }
 
 /// How many instances run at once: `-j` (the CLI keeps it within [`MAX_JOBS`]), else
-/// `[orch] jobs`, else one per CPU (at most `MAX_JOBS`). A `jobs` above the cap is a
-/// configuration error even when `-j` overrides it, as `jobs = 0` is.
-pub fn effective_jobs(cli: Option<u32>, project: &Project) -> Result<usize, i32> {
-    let cap = MAX_JOBS as usize;
-    if let Some(j) = project.jobs
-        && j > cap
-    {
-        return Err(report(vec![jobs_too_many(project, j)], &project.sources));
-    }
-    Ok(cli
-        .map(|j| j as usize)
+/// `[orch] jobs` (validation keeps it within the cap), else one per CPU, never above
+/// `MAX_JOBS`.
+pub fn effective_jobs(cli: Option<u32>, project: &Project) -> usize {
+    cli.map(|j| j as usize)
         .or(project.jobs)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .min(cap))
-}
-
-/// The diagnostic for `[orch] jobs` above the cap, pointing at the value. The validated
-/// project keeps no span for it, so the Orchfile is read again (only on this error path).
-fn jobs_too_many(project: &Project, jobs: usize) -> ConfigError {
-    #[derive(serde::Deserialize)]
-    struct Main {
-        orch: Option<Orch>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Orch {
-        jobs: Option<toml::Spanned<toml::Value>>,
-    }
-    let err = ConfigError::new(
-        ErrorKind::Value,
-        format!("`jobs` is {jobs}, above orch's limit of {MAX_JOBS}"),
-    )
-    .help(format!(
-        "orch runs from 1 to {MAX_JOBS} instances at once; lower `jobs`, or remove it to use one job per CPU"
-    ));
-    // Included fragments hold no `[orch]` table: the value is in the Orchfile, file 0.
-    let span = project
-        .sources
-        .files()
-        .first()
-        .and_then(|f| toml::from_str::<Main>(&f.text).ok())
-        .and_then(|m| m.orch?.jobs)
-        .map(|v| Span::new(0, v.span()));
-    match span {
-        Some(span) => err.at(&span, format!("at most {MAX_JOBS}")),
-        None => err,
-    }
+        .min(MAX_JOBS as usize)
 }
 
 /// The project's cache: the local store (`[cache] dir`, default `.orch/cache`) and the

@@ -44,7 +44,6 @@ struct Host {
 impl watch::Host for Host {
     fn load(&self) -> Result<WatchSpec, i32> {
         let l = load(&self.g)?;
-        super::build::effective_jobs(self.a.jobs, &l.project)?;
         let (selected, _) = selection(&l, &self.a.targets, false, &[])?;
         WatchSpec::new(&l.project, &selected).map_err(|e| {
             eprintln!("error: cannot watch the inputs: {e}");

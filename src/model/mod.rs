@@ -21,6 +21,12 @@ pub use validate::{validate, validate_all};
 /// The Orchfile format this version of orch reads.
 pub const FORMAT: i64 = 1;
 
+/// The most instances orch runs at once. Each running instance holds a thread and a
+/// process; beyond this, threads and process slots run out long before anything gets
+/// faster. A fixed number, not one derived from this machine's limits, so an Orchfile
+/// valid here is valid everywhere.
+pub const MAX_JOBS: u32 = 1024;
+
 /// A validated project.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Project {

@@ -84,6 +84,27 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
             );
             None
         }
+        Some(j) if *j.get_ref() > i64::from(super::MAX_JOBS) => {
+            errors.push(
+                ConfigError::new(
+                    ErrorKind::Value,
+                    format!(
+                        "`jobs` is {}, above orch's limit of {}",
+                        j.get_ref(),
+                        super::MAX_JOBS
+                    ),
+                )
+                .at(
+                    &Span::new(main, j.span()),
+                    format!("at most {}", super::MAX_JOBS),
+                )
+                .help(format!(
+                    "orch runs from 1 to {} instances at once; lower `jobs`, or remove it to use one job per CPU",
+                    super::MAX_JOBS
+                )),
+            );
+            None
+        }
         Some(j) => usize::try_from(*j.get_ref()).ok(),
         None => None,
     };

@@ -435,4 +435,12 @@ fn orchfile_jobs_beyond_the_cap_are_a_configuration_error() {
         .stderr_contains("Orchfile.toml")
         .run();
     assert!(!out.exists("a.txt"));
+    // `check` and `plan` see it too: it is a property of the Orchfile, not of a build.
+    for cmd in ["check", "plan"] {
+        out.again()
+            .args([cmd])
+            .expect_status(2)
+            .stderr_contains("above orch's limit of 1024")
+            .run();
+    }
 }
