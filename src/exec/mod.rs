@@ -1583,10 +1583,18 @@ fn failure_of(
             ))
         }
         Exit::Success => {
+            // An output that exists but cannot be read (a FIFO, a device, no permission)
+            // is named with the reason: "did not produce" would send the user looking
+            // for a file that is there.
             let missing: Vec<String> = outputs
                 .iter()
-                .filter(|(_, r)| !matches!(r, Ok(PathDigest::Present { .. })))
-                .map(|(p, _)| format!("`{p}`"))
+                .filter_map(|(p, r)| match r {
+                    Ok(PathDigest::Present { .. }) => None,
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Some(format!("`{p}` as a file it can read ({e})"))
+                    }
+                    _ => Some(format!("`{p}`")),
+                })
                 .collect();
             (!missing.is_empty()).then(|| {
                 (

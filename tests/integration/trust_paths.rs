@@ -143,3 +143,21 @@ outputs = ["build/link/out.txt"]
     let out = t.args(["build"]).run();
     assert_eq!(out.read("real/out.txt"), "x\n");
 }
+
+#[test]
+fn an_output_that_is_a_fifo_fails_saying_so_without_hanging() {
+    let out = Test::new()
+        .orchfile(
+            r#"
+[phase.a]
+run = "mkdir -p out && mkfifo {output}"
+outputs = ["out/a.txt"]
+"#,
+        )
+        .args(["build", "--run-id", "r"])
+        .expect_status(1)
+        .stdout_contains("did not produce `out/a.txt` as a file it can read (it is a FIFO")
+        .run();
+    let events = out.events("r");
+    assert_eq!(event(&events, "instance_failed", "a")["kind"], "missing_output");
+}
