@@ -91,21 +91,7 @@ fn kind_of(path: &Path, link: bool, real_root: &Path) -> io::Result<Kind> {
     ))
 }
 
-/// The kind of a special file type, or None for files, directories and symlinks.
-fn special_kind(t: &fs::FileType) -> Option<&'static str> {
-    use std::os::unix::fs::FileTypeExt as _;
-    if t.is_fifo() {
-        Some("FIFO")
-    } else if t.is_socket() {
-        Some("socket")
-    } else if t.is_char_device() {
-        Some("character device")
-    } else if t.is_block_device() {
-        Some("block device")
-    } else {
-        None
-    }
-}
+use super::digest::special_kind;
 
 /// Expands many sets of glob patterns with a single directory walk of the project.
 ///

@@ -942,19 +942,7 @@ fn schema_path(
 /// What kind of special file `path` is (following symlinks), or None for a regular
 /// file, a directory or nothing at all.
 fn special_file(path: &Path) -> Option<&'static str> {
-    use std::os::unix::fs::FileTypeExt as _;
-    let t = std::fs::metadata(path).ok()?.file_type();
-    if t.is_fifo() {
-        Some("FIFO")
-    } else if t.is_socket() {
-        Some("socket")
-    } else if t.is_char_device() {
-        Some("character device")
-    } else if t.is_block_device() {
-        Some("block device")
-    } else {
-        None
-    }
+    crate::fs::digest::special_kind(&std::fs::metadata(path).ok()?.file_type())
 }
 
 fn project_digest(sources: &Sources) -> Digest {

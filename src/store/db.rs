@@ -398,24 +398,8 @@ impl Store {
             Err(OpenFailure::Error(err)) => return Err(err),
             Err(OpenFailure::Unusable(reason)) => reason,
         };
-        let aside = move_aside(&path)?;
-        let conn = match open_file(&path) {
-            Ok(conn) => conn,
-            Err(OpenFailure::Error(err)) => return Err(err),
-            // A brand-new file that is unusable means something outside orch interferes.
-            Err(OpenFailure::Unusable(again)) => {
-                return Err(StoreError::InvalidRow {
-                    what: "freshly created database",
-                    detail: again,
-                });
-            }
-        };
-        let warning = format!(
-            "the state database {} was unusable ({reason}); moved it to {} and started a fresh one, so everything will rebuild",
-            path.display(),
-            aside.display()
-        );
-        Ok((Store { conn }, Some(warning)))
+        let (store, warning) = start_fresh(&path, &reason)?;
+        Ok((store, Some(warning)))
     }
 
     /// Like [`Store::open`], but if the db does not exist returns an empty in-memory store instead of creating files.
@@ -505,25 +489,7 @@ impl Store {
     ) -> Result<(Store, String), StoreError> {
         // Closed first, so nothing of it is written into the file once moved.
         drop(self);
-        let path = layout.db();
-        let aside = move_aside(&path)?;
-        let conn = match open_file(&path) {
-            Ok(conn) => conn,
-            Err(OpenFailure::Error(err)) => return Err(err),
-            Err(OpenFailure::Unusable(again)) => {
-                return Err(StoreError::InvalidRow {
-                    what: "freshly created database",
-                    detail: again,
-                });
-            }
-        };
-        let warning = format!(
-            "the state database {} was unusable ({}); moved it to {} and started a fresh one, so everything will rebuild",
-            path.display(),
-            error_chain(why),
-            aside.display()
-        );
-        Ok((Store { conn }, warning))
+        start_fresh(&layout.db(), &error_chain(why))
     }
 
     /// Checks and reads every row of every table, to find damage [`Store::open`] does not
@@ -1189,6 +1155,29 @@ fn add_ctime(conn: &Connection) -> Result<(), OpenFailure> {
 fn user_version(conn: &Connection) -> Result<i64, OpenFailure> {
     conn.query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(|err| open_failure("reading the schema version", err))
+}
+
+/// Moves the unusable database at `path` aside and opens a fresh one in its place;
+/// returns it with the warning that says so.
+fn start_fresh(path: &Path, reason: &str) -> Result<(Store, String), StoreError> {
+    let aside = move_aside(path)?;
+    let conn = match open_file(path) {
+        Ok(conn) => conn,
+        Err(OpenFailure::Error(err)) => return Err(err),
+        // A brand-new file that is unusable means something outside orch interferes.
+        Err(OpenFailure::Unusable(again)) => {
+            return Err(StoreError::InvalidRow {
+                what: "freshly created database",
+                detail: again,
+            });
+        }
+    };
+    let warning = format!(
+        "the state database {} was unusable ({reason}); moved it to {} and started a fresh one, so everything will rebuild",
+        path.display(),
+        aside.display()
+    );
+    Ok((Store { conn }, warning))
 }
 
 /// Renames `path` and its `-wal`/`-shm` companions to `<path>.bad-<unix seconds>[...]`, returning the new main path.

@@ -159,5 +159,8 @@ outputs = ["out/a.txt"]
         .stdout_contains("did not produce `out/a.txt` as a file it can read (it is a FIFO")
         .run();
     let events = out.events("r");
-    assert_eq!(event(&events, "instance_failed", "a")["kind"], "missing_output");
+    assert_eq!(
+        event(&events, "instance_failed", "a")["kind"],
+        "missing_output"
+    );
 }
