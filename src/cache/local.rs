@@ -410,6 +410,18 @@ impl Local {
     /// The entry for `key`, if stored and readable. What it says is not checked here:
     /// see [`super::validate`].
     pub fn entry(&self, key: &Digest) -> Option<Entry> {
+        let (entry, file) = self.read_entry(key)?;
+        touch(&file);
+        Some(entry)
+    }
+
+    /// Like [`Local::entry`], but leaves the entry's time alone: for commands that write
+    /// nothing (`plan`), so looking does not count as a use for `gc`.
+    pub fn peek_entry(&self, key: &Digest) -> Option<Entry> {
+        self.read_entry(key).map(|(entry, _)| entry)
+    }
+
+    fn read_entry(&self, key: &Digest) -> Option<(Entry, File)> {
         if !self.readable() {
             return None;
         }
@@ -417,8 +429,7 @@ impl Local {
         let mut bytes = Vec::new();
         (&file).take(MAX_ENTRY_BYTES).read_to_end(&mut bytes).ok()?;
         let entry: Entry = serde_json::from_slice(&bytes).ok()?;
-        touch(&file);
-        Some(entry)
+        Some((entry, file))
     }
 
     /// Writes `bytes` to `path` (in the store) through a temporary file in `tmp/`.

@@ -188,7 +188,7 @@ pub fn planned(
                 .deps
                 .iter()
                 .all(|d| plan.get(&d.upstream).is_some_and(|e| !e.stale))
-            && cache.entry(&entry.key).is_some();
+            && cache.peek_entry(&entry.key).is_some();
         out.push(Planned {
             entry,
             shards,

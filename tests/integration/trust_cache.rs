@@ -571,3 +571,37 @@ outputs = ["out/p.txt"]
     let plan = out.again().args(["plan", "--json"]).run().json();
     assert_eq!(plan["stale"], 0, "{plan}");
 }
+
+#[test]
+fn plan_looks_at_the_store_without_touching_it() {
+    let out = Test::new()
+        .orchfile(
+            r#"
+[phase.p]
+run = "cat in.txt > {output}"
+inputs = ["in.txt"]
+outputs = ["out/p.txt"]
+"#,
+        )
+        .write("in.txt", "x\n")
+        .args(["build"])
+        .run();
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    let entries: Vec<String> = out
+        .list(".orch/cache/ac")
+        .into_iter()
+        .map(|f| format!(".orch/cache/ac/{f}"))
+        .collect();
+    assert!(!entries.is_empty());
+    for e in &entries {
+        out.set_mtime(e, old);
+    }
+    out.remove("out/p.txt");
+    out.again()
+        .args(["plan"])
+        .stdout_contains("restorable from the local cache")
+        .run();
+    for e in &entries {
+        assert_eq!(out.mtime(e), old, "plan changed the time of {e}");
+    }
+}
