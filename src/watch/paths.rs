@@ -72,6 +72,8 @@ pub struct WatchSpec {
     exact: HashSet<String>,
     /// Directories watched with everything below them.
     recursive: HashSet<String>,
+    /// The local cache store, when it lies inside the project: orch's own, like `.orch`.
+    store: Option<String>,
 }
 
 /// The parts a [`WatchSpec`] is built from (project-relative, normalised paths).
@@ -87,6 +89,8 @@ pub struct Parts {
     pub config: Vec<String>,
     /// Include patterns.
     pub includes: Vec<String>,
+    /// The local cache store, when inside the project.
+    pub store: Option<String>,
 }
 
 impl WatchSpec {
@@ -95,6 +99,7 @@ impl WatchSpec {
         let root = &project.root;
         let mut parts = Parts {
             includes: project.includes.clone(),
+            store: crate::snapshot::cache_dir_in_project(project),
             ..Parts::default()
         };
         for &i in selected {
@@ -178,7 +183,17 @@ impl WatchSpec {
             out_templates: build(templates)?,
             exact,
             recursive,
+            store: parts.store,
         })
+    }
+
+    /// Whether `rel` is (under) a directory orch keeps its own state in: `.orch`, `.git`
+    /// or a local cache store inside the project.
+    fn is_state(&self, rel: &str) -> bool {
+        is_state_dir(rel)
+            || self.store.as_deref().is_some_and(|s| {
+                rel == s || rel.strip_prefix(s).is_some_and(|r| r.starts_with('/'))
+            })
     }
 
     /// The project root.
@@ -198,7 +213,7 @@ impl WatchSpec {
         if rel.is_empty() {
             return true;
         }
-        if is_state(rel) || self.is_output(rel) {
+        if self.is_state(rel) || self.is_output(rel) {
             return false;
         }
         if self.exact.contains(rel) || self.recursive.contains(rel) || self.recursive.contains("") {
@@ -209,7 +224,7 @@ impl WatchSpec {
 
     /// What a change to `rel` (a project-relative path) means.
     pub fn classify(&self, rel: &str) -> Class {
-        if rel.is_empty() || is_state(rel) {
+        if rel.is_empty() || self.is_state(rel) {
             return Class::Ignored(Ignore::State);
         }
         let name = rel.rsplit('/').next().unwrap_or(rel);
@@ -276,7 +291,7 @@ pub fn relative(root: &Path, path: &Path) -> Option<String> {
 }
 
 /// Whether `rel` is (under) a directory orch keeps its own state in.
-fn is_state(rel: &str) -> bool {
+fn is_state_dir(rel: &str) -> bool {
     let first = rel.split('/').next().unwrap_or(rel);
     SKIP_DIRS.contains(&first)
 }
@@ -363,9 +378,22 @@ mod tests {
                 shard_outputs: s(shard_outputs),
                 config: s(&["Orchfile.toml", "pipelines/a.toml"]),
                 includes: s(&["pipelines/*.toml"]),
+                store: Some("src/cache".to_owned()),
             },
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_store_inside_the_project_is_state_even_under_an_input_directory() {
+        let w = spec(&["src/**"], &[], &[]);
+        assert_eq!(
+            w.classify("src/cache/ac/k.json"),
+            Class::Ignored(Ignore::State)
+        );
+        assert!(!w.should_watch_dir("src/cache"));
+        assert!(w.should_watch_dir("src/lib"));
+        assert_ne!(w.classify("src/cachet.txt"), Class::Ignored(Ignore::State));
     }
 
     #[test]
