@@ -1551,7 +1551,7 @@ fn expand_run(
                                 ctx,
                                 hole,
                                 format!(
-                                    "`{hole}`: the shards of `{dep}` write their own outputs (`merge = \"none\"`), so there is no fixed list to insert"
+                                    "`{hole}`: the shards of `{dep}` write their own outputs (`merge = \"none\"`), so there is no fixed list to insert; match their files with an input glob instead (their output template with `*` for each `{{shard.*}}`, e.g. `inputs = [\"build/obj/*.o\"]`) and write `{{inputs}}`"
                                 ),
                                 errors,
                             );
