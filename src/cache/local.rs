@@ -153,6 +153,18 @@ fn older_than(meta: &std::fs::Metadata, age: Duration) -> bool {
 
 /// Names in `dir` with their types (symlinks not followed); empty when it is absent.
 fn listing(dir: &Path) -> io::Result<Vec<(String, std::fs::FileType)>> {
+    // A store's own directories are never symlinks: one planted there (`tmp -> ~`) must
+    // not make orch list, let alone sweep, what it points to.
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(io::Error::other(format!(
+                "`{}` is not a directory (a symlink?); orch leaves it alone",
+                dir.display()
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        _ => {}
+    }
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -358,9 +370,14 @@ impl Local {
     /// Removes temporaries in `tmp/` that no writer has touched for [`STALE_AFTER`].
     fn sweep_tmp(&self) {
         let tmp = self.dir.join("tmp");
-        for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
-            if e.metadata().is_ok_and(|m| older_than(&m, STALE_AFTER)) {
-                let _ = remove_any(&e.path());
+        // Only orch's own temporaries (regular files it named), never through a symlink.
+        for (name, ty) in listing(&tmp).unwrap_or_default() {
+            let path = tmp.join(&name);
+            if is_temporary(&name)
+                && ty.is_file()
+                && std::fs::symlink_metadata(&path).is_ok_and(|m| older_than(&m, STALE_AFTER))
+            {
+                let _ = std::fs::remove_file(path);
             }
         }
     }
@@ -432,13 +449,31 @@ impl Local {
         Some((entry, file))
     }
 
+    /// Creates `dir` (inside the store) and checks that neither it nor a directory between
+    /// it and the store is a symlink: orch writes into its own directories only.
+    fn own_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let rel = dir.strip_prefix(&self.dir).map_err(io::Error::other)?;
+        let mut cur = self.dir.clone();
+        for c in rel.components() {
+            cur.push(c);
+            if !std::fs::symlink_metadata(&cur)?.is_dir() {
+                return Err(io::Error::other(format!(
+                    "`{}` in the cache store is not a directory (a symlink?); orch does not write through it",
+                    cur.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Writes `bytes` to `path` (in the store) through a temporary file in `tmp/`.
     fn write_atomically(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         self.open().map_err(io::Error::other)?;
         let dir = path.parent().unwrap_or(&self.dir);
-        std::fs::create_dir_all(dir)?;
+        self.own_dir(dir)?;
         let tmp_dir = self.dir.join("tmp");
-        std::fs::create_dir_all(&tmp_dir)?;
+        self.own_dir(&tmp_dir)?;
         let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir)?;
         tmp.write_all(bytes)?;
         tmp.as_file().set_permissions(mode(false, None))?;

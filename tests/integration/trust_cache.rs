@@ -605,3 +605,50 @@ outputs = ["out/p.txt"]
         assert_eq!(out.mtime(e), old, "plan changed the time of {e}");
     }
 }
+
+#[test]
+fn the_temporary_sweep_never_follows_a_symlink_nor_removes_foreign_files() {
+    let t = Test::new()
+        .orchfile(GEN)
+        .write("in.txt", "hello\n")
+        .args(["build"])
+        .run();
+    let old = SystemTime::now() - Duration::from_secs(2 * 3600);
+    let victim = tempfile::Builder::new()
+        .prefix("orch-victim-")
+        .tempdir()
+        .unwrap();
+    for name in [".tmpOLD", "thesis.tex"] {
+        let p = victim.path().join(name);
+        std::fs::write(&p, "precious").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let tmp = t.join(".orch/cache/tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::os::unix::fs::symlink(victim.path(), &tmp).unwrap();
+    t.write("in.txt", "changed\n");
+    t.again().args(["build"]).run();
+    assert!(victim.path().join(".tmpOLD").exists());
+    assert!(victim.path().join("thesis.tex").exists());
+    let names: Vec<_> = std::fs::read_dir(victim.path()).unwrap().collect();
+    assert_eq!(names.len(), 2, "nothing written through the link either");
+    // In the real tmp/, an old file orch did not name stays too.
+    std::fs::remove_file(&tmp).unwrap();
+    std::fs::create_dir(&tmp).unwrap();
+    let foreign = tmp.join("notes.txt");
+    std::fs::write(&foreign, "mine").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&foreign)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    t.write("in.txt", "again\n");
+    t.again().args(["build"]).run();
+    assert!(foreign.exists());
+}
