@@ -287,7 +287,7 @@ pub fn open_cache(project: &crate::model::Project, layout: &Layout) -> Cache {
 }
 
 /// A run id names a directory under `.orch/runs/`, so it must be a plain file name.
-fn check_run_id(id: &str) -> Result<(), &'static str> {
+pub(super) fn check_run_id(id: &str) -> Result<(), &'static str> {
     let mut chars = id.chars();
     if !chars.next().is_some_and(|c| c.is_ascii_alphanumeric()) {
         return Err("it must start with a letter or digit");

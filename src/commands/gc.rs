@@ -79,7 +79,12 @@ pub fn run(g: &Global, a: GcArgs) -> i32 {
 
     let mut freed = 0u64;
     let mut errors = 0usize;
-    for (id, _) in doomed {
+    // A run id names a directory under `.orch/`: one that is not a plain name (a
+    // tampered row) is never joined to a path, whatever the state says.
+    for (id, _) in doomed
+        .iter()
+        .filter(|(id, _)| super::build::check_run_id(id).is_ok())
+    {
         for dir in [layout.run_dir(id), layout.log_dir(id)] {
             freed += remove_tree(&dir, &mut errors);
         }

@@ -1024,6 +1024,8 @@ const CHECK_ROWS: &[(&str, &str)] = &[
     (
         "runs",
         "SELECT 1 FROM runs WHERE typeof(run_id) != 'text'
+            OR run_id NOT GLOB '[A-Za-z0-9]*' OR run_id GLOB '*[^A-Za-z0-9._-]*'
+            OR length(run_id) > 128
             OR typeof(plan_digest) != 'text' OR typeof(started_at_ns) != 'integer'
             OR typeof(finished_at_ns) NOT IN ('integer', 'null')
             OR typeof(status) NOT IN ('text', 'null') OR typeof(summary) NOT IN ('text', 'null')

@@ -465,3 +465,33 @@ fn a_failure_of_kind_error_matches_the_event_schema() {
         schema["$defs"]["failure_kind"]["enum"]
     );
 }
+
+#[test]
+fn a_run_id_row_naming_a_path_never_makes_gc_or_log_touch_it() {
+    let victim = tempfile::Builder::new()
+        .prefix("orch-victim-")
+        .tempdir()
+        .expect("temporary directory");
+    std::fs::create_dir(victim.path().join("victim")).unwrap();
+    std::fs::write(victim.path().join("victim/f"), "precious").unwrap();
+    std::fs::write(victim.path().join("victim/events.jsonl"), "{}\n").unwrap();
+    let absolute = victim.path().join("victim").display().to_string();
+    let relative = format!("../../../../../../../../..{absolute}");
+    for id in [absolute.as_str(), relative.as_str()] {
+        let out = built_stateful();
+        damage(
+            &out.project,
+            &format!(
+                "INSERT INTO runs (run_id, plan_digest, targets, started_at_ns) VALUES ('{id}', 'x', '[]', 1)"
+            ),
+        );
+        // Reading it, then collecting: whatever each says, neither touches the path.
+        let _ = out.again().args(["log", "--json"]).command().output();
+        let _ = out.again().args(["gc", "--keep", "1"]).command().output();
+        assert_eq!(
+            std::fs::read_to_string(victim.path().join("victim/f")).unwrap(),
+            "precious",
+            "run id {id}"
+        );
+    }
+}
