@@ -1282,6 +1282,13 @@ impl Build<'_, '_> {
                         outputs: metas.clone(),
                     }
                 };
+                if !merged {
+                    let _ = shards::note_written(
+                        &self.layout.dir,
+                        &self.snap.project.instances[i].name,
+                        metas.keys(),
+                    );
+                }
                 if done.changed.is_empty() {
                     self.pending.shards.push(ShardRecord {
                         shard_key: key.0,
@@ -1457,13 +1464,31 @@ impl Build<'_, '_> {
                 for r in &results {
                     metas.extend(r.outputs.clone());
                 }
-                // Outputs of shards that no longer exist (a group gone from the source),
-                // whichever build wrote them, failed ones included.
+                // Outputs of shards that no longer exist (a group gone from the source).
+                // Only what orch recorded as this instance's outputs: a file that merely
+                // matches the template (the source itself, a file of the user's) is not
+                // orch's to delete.
                 let templates: Vec<String> =
                     inst.shard_outputs.iter().map(|o| o.path.clone()).collect();
-                for path in shards::stray_outputs(&self.root, &templates, &metas) {
-                    let _ = self.beneath.remove_file(path);
+                let mut ours = shards::written(&self.layout.dir, &inst.name);
+                if let Some(s) = &self.snap.records[i].success {
+                    ours.extend(s.outputs.keys().cloned());
                 }
+                let source = match &spec.strategy {
+                    crate::shard::Strategy::Chunk { source, .. }
+                    | crate::shard::Strategy::Group { source, .. } => Some(source.as_str()),
+                    _ => None,
+                };
+                for path in &ours {
+                    if !metas.contains_key(path)
+                        && !sh.parts.inputs.contains_key(path)
+                        && source != Some(path.as_str())
+                        && templates.iter().any(|t| shards::matches_template(t, path))
+                    {
+                        let _ = self.beneath.remove_file(path);
+                    }
+                }
+                let _ = shards::reset_written(&self.layout.dir, &inst.name, metas.keys());
             }
         }
         // Forget shard results, parts and slices that are no longer part of this instance.

@@ -5,7 +5,7 @@
 //! Planning writes nothing, so `orch plan` uses it too; the executor writes the slices
 //! of the shards it starts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::fs::{self, Digest, PathDigest};
@@ -175,34 +175,54 @@ pub fn matches_template(template: &str, path: &str) -> bool {
     !rest.is_empty()
 }
 
-/// Files that match an output template but are not among `keep`: left by shards that no
-/// longer exist.
-pub fn stray_outputs(
-    root: &Path,
-    templates: &[String],
-    keep: &BTreeMap<String, OutputMeta>,
-) -> Vec<String> {
-    let mut stray = Vec::new();
-    for t in templates {
-        let dir: Vec<&str> = t.split('/').take_while(|c| !c.contains('{')).collect();
-        for entry in walkdir::WalkDir::new(root.join(dir.join("/")))
-            .sort_by_file_name()
-            .into_iter()
-            .filter_map(Result::ok)
-        {
-            if !entry.file_type().is_file() {
-                continue;
-            }
-            let Ok(rel) = entry.path().strip_prefix(root) else {
-                continue;
-            };
-            let rel = rel.to_string_lossy().into_owned();
-            if !keep.contains_key(&rel) && matches_template(t, &rel) && !stray.contains(&rel) {
-                stray.push(rel);
-            }
-        }
+/// `.orch/shards/INSTANCE/written`: every path `merge = "none"` shards of the instance
+/// wrote since its last completed merge, one JSON string per line, so outputs of shards
+/// that no longer exist are removed even after a failed build, and nothing else is.
+fn written_file(orch_dir: &Path, instance: &str) -> PathBuf {
+    shard_dir(orch_dir, instance).join("written")
+}
+
+/// Notes that a shard of `instance` wrote `paths`.
+pub fn note_written<'a>(
+    orch_dir: &Path,
+    instance: &str,
+    paths: impl IntoIterator<Item = &'a String>,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let file = written_file(orch_dir, instance);
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
     }
-    stray
+    let mut text = String::new();
+    for p in paths {
+        text.push_str(&serde_json::to_string(p).map_err(std::io::Error::other)?);
+        text.push('\n');
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)?
+        .write_all(text.as_bytes())
+}
+
+/// The paths noted for `instance` (unreadable lines are skipped: the file is state, and
+/// every path read from it is checked again before anything is removed).
+pub fn written(orch_dir: &Path, instance: &str) -> BTreeSet<String> {
+    std::fs::read_to_string(written_file(orch_dir, instance))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<String>(l).ok())
+        .collect()
+}
+
+/// Starts the note of `instance` afresh with `paths` (after a completed merge).
+pub fn reset_written<'a>(
+    orch_dir: &Path,
+    instance: &str,
+    paths: impl IntoIterator<Item = &'a String>,
+) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(written_file(orch_dir, instance));
+    note_written(orch_dir, instance, paths)
 }
 
 /// Digest over each (path, digest): the identity of a merge = none shard's outputs.

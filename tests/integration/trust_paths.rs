@@ -164,3 +164,30 @@ outputs = ["out/a.txt"]
         "missing_output"
     );
 }
+
+#[test]
+fn merge_none_removes_only_outputs_orch_wrote() {
+    let out = Test::new()
+        .orchfile(
+            r#"
+[phase.p]
+shard = { strategy = "group", source = "data/in.jsonl", key = "k", merge = "none" }
+run = "cat {shard.input} > data/{shard.key}.jsonl"
+outputs = ["data/{shard.key}.jsonl"]
+"#,
+        )
+        .write("data/in.jsonl", "{\"k\":\"x\"}\n")
+        .write("data/other.jsonl", "keep\n")
+        .args(["build"])
+        .run();
+    // The source and a file of the user's match the output template; neither is orch's.
+    assert_eq!(out.read("data/in.jsonl"), "{\"k\":\"x\"}\n");
+    assert_eq!(out.read("data/other.jsonl"), "keep\n");
+    assert_eq!(out.read("data/x.jsonl"), "{\"k\":\"x\"}\n");
+    // A group that goes away takes its output with it.
+    out.write("data/in.jsonl", "{\"k\":\"y\"}\n");
+    let out = out.again().args(["build"]).run();
+    assert!(!out.exists("data/x.jsonl"));
+    assert!(out.exists("data/y.jsonl"));
+    assert_eq!(out.read("data/other.jsonl"), "keep\n");
+}
