@@ -363,11 +363,23 @@ impl<'p> Snapshot<'p> {
         }
     }
 
-    /// The stat each of `parts`' inputs and schemas (but `skip`) was last hashed from.
+    /// The stat each of `parts`' inputs, schemas and upstream outputs (but `skip`) was
+    /// last hashed from.
     fn guarded(&self, parts: &KeyParts, skip: &HashSet<&str>) -> Guarded {
         let reread = self.reread.lock().ok();
         let mut files = BTreeMap::new();
-        for (p, d) in parts.inputs.iter().chain(&parts.schemas) {
+        // Upstream outputs are read by the command as much as its inputs are: one
+        // rewritten meanwhile (by hand, by another process) makes the result unrecordable.
+        let upstream = parts.upstream.values().flat_map(|u| match u {
+            crate::plan::Upstream::Present { outputs, .. } => Some(outputs.iter()),
+            crate::plan::Upstream::Absent => None,
+        });
+        for (p, d) in parts
+            .inputs
+            .iter()
+            .chain(&parts.schemas)
+            .chain(upstream.flatten())
+        {
             if !skip.contains(p.as_str()) {
                 files.insert(p.clone(), (*d, self.entry(reread.as_deref(), p)));
             }

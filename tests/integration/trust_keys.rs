@@ -356,3 +356,35 @@ fn without_the_key_values_compare_as_unknown_never_as_unchanged() {
         .json();
     assert_eq!(p["stale"], 0, "{p:#}");
 }
+
+#[test]
+fn an_upstream_output_rewritten_during_the_run_is_not_recorded() {
+    // The downstream command itself stands in for anything that rewrites an upstream's
+    // output while the downstream runs: it reads the rewritten bytes.
+    let t = Test::new()
+        .orchfile(
+            r#"
+[phase.a]
+run = "cat src.txt > {output}"
+inputs = ["src.txt"]
+outputs = ["build/a.txt"]
+
+[phase.b]
+needs = ["a"]
+run = "echo TAMPERED > build/a.txt; cat build/a.txt > {output}"
+outputs = ["build/b.txt"]
+"#,
+        )
+        .write("src.txt", "orig\n");
+    let out = t
+        .args(["build", "--run-id", "r1"])
+        .stdout_contains("changed while the command ran")
+        .run();
+    assert_eq!(
+        of_type(&out.events("r1"), "input_changed_during_run").len(),
+        1
+    );
+    // Next build: a's output is restored, and b, never recorded, runs again.
+    let out = out.again().args(["build", "--run-id", "r2"]).run();
+    assert!(ran(&out.events("r2")).contains(&"b".to_owned()));
+}
