@@ -374,15 +374,20 @@ impl<'p> Snapshot<'p> {
             crate::plan::Upstream::Present { outputs, .. } => Some(outputs.iter()),
             crate::plan::Upstream::Absent => None,
         });
-        for (p, d) in parts
-            .inputs
-            .iter()
-            .chain(&parts.schemas)
-            .chain(upstream.flatten())
-        {
+        for (p, d) in parts.inputs.iter().chain(&parts.schemas) {
             if !skip.contains(p.as_str()) {
                 files.insert(p.clone(), (*d, self.entry(reread.as_deref(), p)));
             }
+        }
+        // An upstream that ran in this build rewrote its outputs after the stat on record
+        // was taken: that stat vouches for nothing, and content decides after the run.
+        for (p, d) in upstream.flatten() {
+            let entry = self.entry(reread.as_deref(), p).filter(|e| {
+                e.digest == *d
+                    && fs::stat_path(&self.project.root.join(p))
+                        .is_ok_and(|now| now == Some(e.stat))
+            });
+            files.entry(p.clone()).or_insert((*d, entry));
         }
         files
     }
