@@ -254,22 +254,25 @@ fn exercise(store: &dyn RemoteStore) {
     let blob = mib();
     let digest = blake3::hash(&blob).to_hex().to_string();
     let cas = format!("cas/{digest}");
-    assert_eq!(store.get(&cas).unwrap(), None, "missing key");
+    assert_eq!(store.get(&cas, u64::MAX).unwrap(), None, "missing key");
     store.put(&cas, blob.clone()).unwrap();
     assert!(
-        store.get(&cas).unwrap().unwrap() == blob,
+        store.get(&cas, u64::MAX).unwrap().unwrap() == blob,
         "1 MiB round trip"
     );
     // Content-addressed: a second PUT of the same key is fine.
     store.put(&cas, blob.clone()).unwrap();
     let ac = "ac/0123456789abcdef";
-    assert_eq!(store.get(ac).unwrap(), None);
+    assert_eq!(store.get(ac, u64::MAX).unwrap(), None);
     store.put(ac, b"{\"manifest\":1}".to_vec()).unwrap();
-    assert_eq!(store.get(ac).unwrap().unwrap(), b"{\"manifest\":1}");
+    assert_eq!(
+        store.get(ac, u64::MAX).unwrap().unwrap(),
+        b"{\"manifest\":1}"
+    );
     store.put("ac/empty", Vec::new()).unwrap();
-    assert_eq!(store.get("ac/empty").unwrap().unwrap(), b"");
+    assert_eq!(store.get("ac/empty", u64::MAX).unwrap().unwrap(), b"");
     for bad in ["", "/abs", "cas/../x", "cas//x"] {
-        let e = store.get(bad).unwrap_err().to_string();
+        let e = store.get(bad, u64::MAX).unwrap_err().to_string();
         assert!(e.contains("invalid key"), "{bad}: {e}");
         assert!(store.put(bad, vec![1]).is_err(), "{bad}");
     }
@@ -284,7 +287,7 @@ fn exercise_threads(store: &dyn RemoteStore) {
                     let key = format!("cas/thread-{t}-{i}");
                     let bytes = format!("{t}:{i}").repeat(100 * (i + 1)).into_bytes();
                     store.put(&key, bytes.clone()).unwrap();
-                    assert_eq!(store.get(&key).unwrap().unwrap(), bytes);
+                    assert_eq!(store.get(&key, u64::MAX).unwrap().unwrap(), bytes);
                 }
             });
         }
@@ -341,7 +344,13 @@ fn nginx_webdav_round_trip() {
 
     // A trailing slash changes nothing.
     let slash = remote::open(&format!("{url}/")).unwrap();
-    assert_eq!(slash.get(&format!("cas/{digest}")).unwrap().unwrap(), mib());
+    assert_eq!(
+        slash
+            .get(&format!("cas/{digest}"), u64::MAX)
+            .unwrap()
+            .unwrap(),
+        mib()
+    );
 }
 
 #[test]
@@ -350,14 +359,14 @@ fn nginx_stopped_midway_gives_prompt_errors() {
     let env = [("ORCH_REMOTE_TIMEOUT", "5s")];
     let store = remote::open_with_env(&nginx.url(), env).unwrap();
     store.put("cas/before", b"x".to_vec()).unwrap();
-    assert_eq!(store.get("cas/before").unwrap().unwrap(), b"x");
+    assert_eq!(store.get("cas/before", u64::MAX).unwrap().unwrap(), b"x");
 
     nginx.stop();
     let start = Instant::now();
-    let e = store.get("cas/before").unwrap_err().to_string();
+    let e = store.get("cas/before", u64::MAX).unwrap_err().to_string();
     assert!(e.starts_with(&nginx.url()), "{e}");
     assert!(store.put("cas/after", b"y".to_vec()).is_err());
-    assert!(store.get("ac/missing").is_err());
+    assert!(store.get("ac/missing", u64::MAX).is_err());
     let took = start.elapsed();
     assert!(
         took < Duration::from_secs(4),
@@ -377,7 +386,7 @@ fn unresponsive_server_times_out() {
     )
     .unwrap();
     let start = Instant::now();
-    let e = store.get("cas/x").unwrap_err().to_string();
+    let e = store.get("cas/x", u64::MAX).unwrap_err().to_string();
     let took = start.elapsed();
     assert!(e.contains("timed out") || e.contains("timeout"), "{e}");
     assert!(took < Duration::from_secs(3), "get took {took:?}");
@@ -414,7 +423,7 @@ fn http_credentials_are_sent_but_never_shown() {
     let url = format!("http://alice:pa%40ss@127.0.0.1:{port}/team?token=hush");
     let store = remote::open_with_env(&url, [("ORCH_REMOTE_TIMEOUT", "5s")]).unwrap();
     assert_eq!(store.describe(), format!("http://127.0.0.1:{port}/team"));
-    assert_eq!(store.get("ac/k").unwrap(), None);
+    assert_eq!(store.get("ac/k", u64::MAX).unwrap(), None);
     let head = server.join().unwrap();
     assert!(head.starts_with("GET /team/ac/k HTTP/1.1\r\n"), "{head}");
     // base64("alice:pa@ss")
@@ -482,18 +491,21 @@ fn s3rver_round_trip() {
     let digest = blake3::hash(&mib()).to_hex().to_string();
     assert_eq!(
         bucket
-            .get(&format!("ci/cache/cas/{digest}"))
+            .get(&format!("ci/cache/cas/{digest}"), u64::MAX)
             .unwrap()
             .unwrap(),
         mib()
     );
-    assert_eq!(bucket.get(&format!("cas/{digest}")).unwrap(), None);
+    assert_eq!(
+        bucket.get(&format!("cas/{digest}"), u64::MAX).unwrap(),
+        None
+    );
 
     // Unknown credentials: an error, not a miss (s3rver checks the key id, not SigV4
     // signatures).
     let wrong_env = s3_env(s3.port, "NOPE", "nope-secret");
     let wrong = remote::open_with_env(&format!("s3://{S3_BUCKET}/ci/cache"), wrong_env).unwrap();
-    let got = wrong.get(&format!("cas/{digest}"));
+    let got = wrong.get(&format!("cas/{digest}"), u64::MAX);
     assert!(got.is_err(), "{:?}", got.map(|o| o.map(|b| b.len())));
     let e = wrong.put("cas/x", vec![1]).unwrap_err().to_string();
     assert!(e.contains("InvalidAccessKeyId") && !e.contains('\n'), "{e}");
@@ -513,7 +525,7 @@ fn s3rver_stopped_midway_gives_prompt_errors() {
     store.put("ac/a", b"a".to_vec()).unwrap();
     s3.stop();
     let start = Instant::now();
-    assert!(store.get("ac/a").is_err());
+    assert!(store.get("ac/a", u64::MAX).is_err());
     assert!(store.put("ac/b", b"b".to_vec()).is_err());
     let took = start.elapsed();
     assert!(
@@ -532,7 +544,7 @@ fn calls_from_inside_a_tokio_runtime_neither_panic_nor_block() {
         .unwrap();
     runtime.block_on(async move {
         store.put("cas/a", b"a".to_vec()).unwrap();
-        assert_eq!(store.get("cas/a").unwrap().unwrap(), b"a");
+        assert_eq!(store.get("cas/a", u64::MAX).unwrap().unwrap(), b"a");
         // Dropping the store (and its runtime) here must not panic either.
         drop(store);
     });

@@ -48,7 +48,7 @@ const TAG_TEMP_PREFIX: &str = ".tmp-tag-";
 pub const STALE_AFTER: Duration = Duration::from_secs(3600);
 /// Entries larger than this are not read (a directory output of a million files stays
 /// well below it).
-const MAX_ENTRY_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_ENTRY_BYTES: u64 = 1 << 30;
 /// The store's own entries: everything `clean --cache` removes.
 const OWN_DIRS: [&str; 3] = ["ac", "cas", "tmp"];
 

@@ -110,14 +110,15 @@ impl Stored {
         }
     }
 
-    fn blobs(&self) -> Vec<Digest> {
+    /// Each content blob with the size the entry declares for it.
+    fn blobs(&self) -> Vec<(Digest, u64)> {
         match self {
-            Stored::File { digest, .. } => vec![*digest],
+            Stored::File { digest, size, .. } => vec![(*digest, *size)],
             Stored::Dir { entries, .. } => entries
                 .values()
                 .filter_map(|n| {
-                    if let Node::File { digest, .. } = n {
-                        Some(*digest)
+                    if let Node::File { digest, size, .. } = n {
+                        Some((*digest, *size))
                     } else {
                         None
                     }
@@ -279,7 +280,7 @@ impl Cache {
             return Some((e, Source::Local));
         }
         let r = self.remote()?;
-        match r.get(&format!("ac/{}", key.to_hex())) {
+        match r.get(&format!("ac/{}", key.to_hex()), local::MAX_ENTRY_BYTES) {
             Ok(Some(bytes)) => {
                 let entry: Entry = serde_json::from_slice(&bytes)
                     .ok()
@@ -308,9 +309,9 @@ impl Cache {
         validate(entry, declared)
             .map_err(|e| format!("the {} cache entry is not usable: {e}", source.name()))?;
         for stored in entry.outputs.values() {
-            for d in stored.blobs() {
+            for (d, size) in stored.blobs() {
                 if !self.local.has(&d) {
-                    self.fetch(&d)?;
+                    self.fetch(&d, size)?;
                 }
             }
         }
@@ -335,14 +336,14 @@ impl Cache {
         Ok(bytes)
     }
 
-    fn fetch(&self, d: &Digest) -> Result<(), String> {
+    fn fetch(&self, d: &Digest, size: u64) -> Result<(), String> {
         let Some(r) = self.remote() else {
             return Err(format!(
                 "content {} is missing from the local store",
                 d.short()
             ));
         };
-        match r.get(&format!("cas/{}", d.to_hex())) {
+        match r.get(&format!("cas/{}", d.to_hex()), size) {
             Ok(Some(bytes)) => {
                 if fs::hash_bytes(&bytes) != *d {
                     return Err(format!(
@@ -413,7 +414,7 @@ impl Cache {
     fn push(&self, r: &dyn RemoteStore, key: &Digest, entry: &Entry) {
         let mut up = 0u64;
         for stored in entry.outputs.values() {
-            for d in stored.blobs() {
+            for (d, _) in stored.blobs() {
                 let Ok(bytes) = self.local.read(&d) else {
                     return;
                 };

@@ -54,8 +54,9 @@ impl std::error::Error for RemoteError {}
 
 /// A remote content-addressed store.
 pub trait RemoteStore: Send + Sync {
-    /// The object at `key`, or None when it does not exist.
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RemoteError>;
+    /// The object at `key`, or None when it does not exist; one larger than `max` bytes
+    /// is an error, never read (a remote is untrusted: its size claims too).
+    fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, RemoteError>;
     /// Stores `bytes` at `key`.
     fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), RemoteError>;
     /// Where it is, for messages (never with credentials).
@@ -190,7 +191,7 @@ impl ObjectRemote {
 }
 
 impl RemoteStore for ObjectRemote {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+    fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, RemoteError> {
         let path = object_path(key).map_err(|e| self.key_error(key, e))?;
         let store = &self.store;
         self.run("get", key, async move {
@@ -199,6 +200,12 @@ impl RemoteStore for ObjectRemote {
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(store_error(&e)),
             };
+            if result.meta.size > max {
+                return Err(RemoteError(format!(
+                    "the object is {} bytes, more than the {max} expected; not read",
+                    result.meta.size
+                )));
+            }
             match result.bytes().await {
                 Ok(bytes) => Ok(Some(Vec::from(bytes))),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),

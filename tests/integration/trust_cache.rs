@@ -652,3 +652,30 @@ fn the_temporary_sweep_never_follows_a_symlink_nor_removes_foreign_files() {
     t.again().args(["build"]).run();
     assert!(foreign.exists());
 }
+
+#[test]
+fn a_remote_claiming_a_huge_object_is_refused_not_allocated() {
+    // Answers every request with a 100 GB Content-Length and a few bytes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten().take(16) {
+            use std::io::{Read as _, Write as _};
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100000000000\r\nContent-Type: application/octet-stream\r\n\r\nxxxx",
+            );
+        }
+    });
+    let out = Test::new()
+        .orchfile(&format!(
+            "[cache]\nremote = \"http://127.0.0.1:{port}/c\"\npush = false\n\n{GEN}"
+        ))
+        .write("in.txt", "hello\n")
+        .env("ORCH_REMOTE_TIMEOUT", "5s")
+        .args(["build"])
+        .stderr_contains("not read")
+        .run();
+    assert_eq!(out.status, 0);
+}
