@@ -76,6 +76,18 @@ pub enum SnapshotError {
         /// The matched path, relative to the root.
         path: String,
     },
+    /// A glob matched a file whose name is not valid UTF-8.
+    #[error("input `{path}` has a name that is not valid UTF-8")]
+    #[diagnostic(
+        code(orch::fs::not_utf8),
+        help(
+            "orch names inputs in keys, events and commands as text: rename the file, or narrow the input pattern so it does not match"
+        )
+    )]
+    NotUtf8 {
+        /// The matched path, with the invalid bytes replaced.
+        path: String,
+    },
     /// An input is a FIFO, socket or device.
     #[error("cannot read `{path}`: {source}")]
     #[diagnostic(
@@ -119,7 +131,9 @@ impl SnapshotError {
     /// anything else fails (1).
     pub fn exit_code(&self) -> i32 {
         match self {
-            SnapshotError::Special { .. } | SnapshotError::Escapes { .. } => crate::EXIT_USAGE,
+            SnapshotError::Special { .. }
+            | SnapshotError::Escapes { .. }
+            | SnapshotError::NotUtf8 { .. } => crate::EXIT_USAGE,
             SnapshotError::Interrupted { .. } => crate::exec::signal::exit_status(),
             _ => crate::EXIT_FAILED,
         }
@@ -755,6 +769,7 @@ fn expand_inputs(
         let skip: Vec<&str> = SKIP_DIRS.iter().copied().chain(store.as_deref()).collect();
         let found = matcher.expand(&project.root, &skip).map_err(|e| match e {
             fs::WalkError::Escapes { path } => SnapshotError::Escapes { path },
+            fs::WalkError::NotUtf8 { path } => SnapshotError::NotUtf8 { path },
             fs::WalkError::Io(source) => SnapshotError::Io {
                 path: project.root.display().to_string(),
                 source,

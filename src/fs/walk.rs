@@ -44,6 +44,12 @@ pub enum WalkError {
         /// The matched path, relative to the root.
         path: String,
     },
+    /// A matched file's name is not valid UTF-8, which orch cannot name in keys or commands.
+    #[error("`{path}` has a name that is not valid UTF-8")]
+    NotUtf8 {
+        /// The matched path, relative to the root, with the invalid bytes replaced.
+        path: String,
+    },
 }
 
 /// What a matched directory entry is.
@@ -290,11 +296,8 @@ impl MultiGlob {
                 }
             }
             // Only a file that some owner actually wants must be representable as a String.
-            let rel = rel.to_str().ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("matched path is not valid UTF-8: {}", rel.display()),
-                )
+            let rel = rel.to_str().ok_or_else(|| WalkError::NotUtf8 {
+                path: rel.to_string_lossy().into_owned(),
             })?;
             for &gi in &hits {
                 for &o in &self.glob_owners[gi] {

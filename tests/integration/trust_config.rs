@@ -407,3 +407,29 @@ fn every_type_error_of_a_table_is_reported() {
         out.stderr
     );
 }
+
+#[test]
+fn a_glob_match_whose_name_is_not_utf8_is_named_with_a_useful_help() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let t = Test::new()
+        .orchfile(
+            r#"
+[phase.p]
+run = "cat {inputs} > {output}"
+inputs = ["src/*"]
+outputs = ["out/p.txt"]
+"#,
+        )
+        .write("src/a.txt", "a\n");
+    let bad = t
+        .project()
+        .join("src")
+        .join(std::ffi::OsStr::from_bytes(b"b\xff.txt"));
+    std::fs::write(bad, "b\n").unwrap();
+    t.args(["build"])
+        .expect_status(2)
+        .stderr_contains("src/b\u{fffd}.txt")
+        .stderr_contains("not valid UTF-8")
+        .stderr_contains("rename the file")
+        .run();
+}
