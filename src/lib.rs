@@ -17,6 +17,17 @@ pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod events;
+/// Writes a line to standard error like `eprintln!`, but never panics when stderr is
+/// closed or its reader is gone (a closed terminal, `2>&-`, `| head`): a warning that
+/// cannot be shown must not abort a build and leave its commands running.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod exec;
 pub mod fs;
 pub mod graph;

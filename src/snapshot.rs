@@ -777,7 +777,7 @@ fn expand_inputs(
         })?;
         if warn {
             for (path, kind) in &found.special {
-                eprintln!(
+                crate::say!(
                     "warning: input `{path}` is a {kind}, not a regular file; it is not an input"
                 );
             }

@@ -26,7 +26,7 @@ impl Timings {
     pub fn mark(&mut self, label: &str) {
         if self.on {
             let now = Instant::now();
-            eprintln!(
+            crate::say!(
                 "orch timings: {label:<10} {:>8.2} ms  (total {:.2} ms)",
                 (now - self.last).as_secs_f64() * 1e3,
                 (now - self.start).as_secs_f64() * 1e3

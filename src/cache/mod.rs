@@ -223,7 +223,7 @@ impl Cache {
                 match remote::open(url) {
                     Ok(r) => Some(r),
                     Err(e) => {
-                        eprintln!("warning: cannot use the remote cache: {e}; building locally");
+                        crate::say!("warning: cannot use the remote cache: {e}; building locally");
                         None
                     }
                 }
@@ -238,7 +238,7 @@ impl Cache {
         *self.local_ok.get_or_init(|| match self.local.open() {
             Ok(()) => true,
             Err(e) => {
-                eprintln!("warning: not using the cache: {e}; building without it");
+                crate::say!("warning: not using the cache: {e}; building without it");
                 false
             }
         })
@@ -264,7 +264,7 @@ impl Cache {
             && !crate::exec::signal::interrupted()
             && let Some(Some(r)) = self.remote.get()
         {
-            eprintln!(
+            crate::say!(
                 "warning: the remote cache {} failed ({what}: {e}); building locally for the rest of this run",
                 r.describe()
             );

@@ -56,13 +56,15 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
         return report_error("cannot create `.orch/`", &e);
     }
     if let Err(e) = layout.ensure_value_key() {
-        eprintln!("warning: cannot create `.orch/key` ({e}); variable values will read as changed");
+        crate::say!(
+            "warning: cannot create `.orch/key` ({e}); variable values will read as changed"
+        );
     }
     let _lock = match BuildLock::acquire(&layout.lock(), || {
         let holder = BuildLock::holder_pid(&layout.lock())
             .map(|p| format!(" (pid {p})"))
             .unwrap_or_default();
-        eprintln!("orch: waiting for another build to finish{holder}; it holds `.orch/lock`");
+        crate::say!("orch: waiting for another build to finish{holder}; it holds `.orch/lock`");
     }) {
         Ok(l) => l,
         Err(e) => return report_diagnostic(&e, EXIT_FAILED),
@@ -72,7 +74,7 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
         Err(e) => return report_diagnostic(&e, EXIT_FAILED),
     };
     if let Some(w) = warning {
-        eprintln!("warning: {w}");
+        crate::say!("warning: {w}");
     }
     // From here on Ctrl-C is a flag the work polls, hashing included, so the build
     // stops within moments and exits 130 (installed only now: a wait for the lock above
@@ -86,7 +88,7 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
                 Ok(s) => s,
                 Err(e) => return report_diagnostic(&e, EXIT_FAILED),
             };
-            eprintln!("warning: {warning}");
+            crate::say!("warning: {warning}");
             Snapshot::take(&l.project, &l.graph, &selected, forced, &store)
         }
         other => other,
@@ -110,11 +112,11 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     let run_id = match &a.run_id {
         Some(id) => {
             if let Err(why) = check_run_id(id) {
-                eprintln!("error: invalid --run-id `{id}`: {why}");
+                crate::say!("error: invalid --run-id `{id}`: {why}");
                 return EXIT_USAGE;
             }
             if layout.run_dir(id).exists() {
-                eprintln!(
+                crate::say!(
                     "error: run id `{id}` is already used by an earlier run (see `.orch/runs/{id}`); choose another, or omit --run-id"
                 );
                 return EXIT_USAGE;
@@ -246,7 +248,7 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     };
     let summary = serde_json::json!({ "counts": report.counts, "failed": report.failed, "blocked": report.blocked }).to_string();
     if let Err(e) = store.finish_run(&run_id, crate::fs::now_ns(), status, &summary) {
-        eprintln!("warning: could not record the end of the run: {e}");
+        crate::say!("warning: could not record the end of the run: {e}");
     }
     t.mark("finish");
     // The process ends right after this; freeing tens of thousands of small allocations

@@ -37,7 +37,7 @@ pub fn run(g: &Global, a: CleanArgs) -> i32 {
     if a.cache
         && let Err(e) = Local::new(&cache_dir).check_owned()
     {
-        eprintln!("error: {e}");
+        crate::say!("error: {e}");
         return EXIT_USAGE;
     }
     let _lock = match take_lock(&layout) {
@@ -66,7 +66,7 @@ pub fn run(g: &Global, a: CleanArgs) -> i32 {
             // A directory on the way replaced by a symlink leading out of the project
             // must not make clean delete what it points to.
             if let Err(why) = contain.check(&path, false) {
-                eprintln!("warning: not removing `{path}`: {}", why.describe());
+                crate::say!("warning: not removing `{path}`: {}", why.describe());
                 continue;
             }
             match remove(&root.join(&path), dir) {
@@ -77,7 +77,7 @@ pub fn run(g: &Global, a: CleanArgs) -> i32 {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    eprintln!("error: cannot remove `{path}`: {e}");
+                    crate::say!("error: cannot remove `{path}`: {e}");
                     errors += 1;
                 }
             }
@@ -93,7 +93,7 @@ pub fn run(g: &Global, a: CleanArgs) -> i32 {
             }
             Ok(None) => {}
             Err(e) => {
-                eprintln!("error: cannot empty the cache: {e}");
+                crate::say!("error: cannot empty the cache: {e}");
                 errors += 1;
             }
         }
@@ -117,7 +117,7 @@ pub fn run(g: &Global, a: CleanArgs) -> i32 {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    eprintln!("error: cannot remove `{}`: {e}", dir.display());
+                    crate::say!("error: cannot remove `{}`: {e}", dir.display());
                     errors += 1;
                 }
             }
@@ -153,7 +153,7 @@ pub(super) fn take_lock(layout: &Layout) -> Result<BuildLock, i32> {
         let holder = BuildLock::holder_pid(&layout.lock())
             .map(|p| format!(" (pid {p})"))
             .unwrap_or_default();
-        eprintln!("orch: waiting for another build to finish{holder}; it holds `.orch/lock`");
+        crate::say!("orch: waiting for another build to finish{holder}; it holds `.orch/lock`");
     })
     .map_err(|e| report_diagnostic(&e, EXIT_FAILED))
 }

@@ -31,7 +31,7 @@ pub fn run(g: &Global, a: ExplainArgs) -> i32 {
         Err(e) => return report_diagnostic(&e, EXIT_FAILED),
     };
     if let Some(w) = warning {
-        eprintln!("warning: {w}");
+        crate::say!("warning: {w}");
     }
     let snap = match Snapshot::take(&l.project, &l.graph, &selected, BTreeSet::new(), &store) {
         Ok(s) => s,

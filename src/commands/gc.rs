@@ -29,7 +29,7 @@ pub fn run(g: &Global, a: GcArgs) -> i32 {
     if a.max_size.is_some()
         && let Err(e) = cache.check_owned()
     {
-        eprintln!("error: {e}");
+        crate::say!("error: {e}");
         return EXIT_USAGE;
     }
     if !layout.dir.is_dir() {
@@ -45,7 +45,7 @@ pub fn run(g: &Global, a: GcArgs) -> i32 {
         Err(e) => return report_diagnostic(&e, EXIT_FAILED),
     };
     if let Some(w) = warning {
-        eprintln!("warning: {w}");
+        crate::say!("warning: {w}");
     }
     let recorded = match store.runs(usize::MAX) {
         Ok(r) => r,
@@ -147,7 +147,7 @@ pub fn run(g: &Global, a: GcArgs) -> i32 {
                 bytes_text(freed)
             ),
             Err(e) => {
-                eprintln!("error: cannot trim the cache: {e}");
+                crate::say!("error: cannot trim the cache: {e}");
                 errors += 1;
             }
         }
@@ -184,7 +184,7 @@ fn remove_tree(dir: &Path, errors: &mut usize) -> u64 {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => size,
         Err(e) => {
-            eprintln!("error: cannot remove `{}`: {e}", dir.display());
+            crate::say!("error: cannot remove `{}`: {e}", dir.display());
             *errors += 1;
             0
         }

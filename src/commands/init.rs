@@ -27,14 +27,14 @@ pub fn run(g: &Global) -> i32 {
     let dir = g.start_dir();
     let path = dir.join(ORCHFILE);
     if path.exists() {
-        eprintln!(
+        crate::say!(
             "error: `{}` already exists; orch init never overwrites it",
             path.display()
         );
         return EXIT_USAGE;
     }
     if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, STARTER)) {
-        eprintln!("error: cannot write `{}`: {e}", path.display());
+        crate::say!("error: cannot write `{}`: {e}", path.display());
         return EXIT_FAILED;
     }
     let input = dir.join("input.txt");

@@ -80,7 +80,7 @@ fn resolve_run(store: &Store, layout: &Layout, wanted: Option<&str>) -> Result<S
         return match recent.first() {
             Some(r) => Ok(r.run_id.clone()),
             None => {
-                eprintln!("error: no runs are recorded yet; `orch build` records one");
+                crate::say!("error: no runs are recorded yet; `orch build` records one");
                 Err(EXIT_USAGE)
             }
         };
@@ -111,20 +111,20 @@ fn resolve_run(store: &Store, layout: &Layout, wanted: Option<&str>) -> Result<S
             return Ok((*one).to_owned());
         }
         if matching.len() > 1 {
-            eprintln!(
+            crate::say!(
                 "error: `{wanted}` names more than one run: {}",
                 matching.join(", ")
             );
             return Err(EXIT_USAGE);
         }
     }
-    eprintln!("error: there is no run `{wanted}`");
+    crate::say!("error: there is no run `{wanted}`");
     if recent.is_empty() {
-        eprintln!("help: no runs are recorded yet; `orch build` records one");
+        crate::say!("help: no runs are recorded yet; `orch build` records one");
     } else {
         let ids: Vec<&str> = recent.iter().map(|r| r.run_id.as_str()).collect();
-        eprintln!("help: recent runs (newest first): {}", ids.join(", "));
-        eprintln!("help: `orch runs` lists them all");
+        crate::say!("help: recent runs (newest first): {}", ids.join(", "));
+        crate::say!("help: `orch runs` lists them all");
     }
     Err(EXIT_USAGE)
 }

@@ -123,7 +123,7 @@ pub fn load(g: &Global) -> Result<Loaded, i32> {
 pub fn load_project(g: &Global, remember: bool) -> Result<Loaded, i32> {
     let start = g.start_dir();
     if !start.is_dir() {
-        eprintln!("error: `{}` is not a directory", start.display());
+        crate::say!("error: `{}` is not a directory", start.display());
         return Err(EXIT_USAGE);
     }
     let path = orchfile::find_orchfile(&start, g.file.as_deref())
@@ -165,10 +165,10 @@ pub fn report(errors: Vec<ConfigError>, sources: &Sources) -> i32 {
         if handler.render_report(&mut out, &rendered).is_err() {
             out = format!("error: {rendered}");
         }
-        eprintln!("{}", out.trim_end());
+        crate::say!("{}", out.trim_end());
     }
     if n > 1 {
-        eprintln!("orch: {n} configuration errors; nothing was run");
+        crate::say!("orch: {n} configuration errors; nothing was run");
     }
     EXIT_USAGE
 }
@@ -179,13 +179,13 @@ pub fn report_diagnostic(d: &dyn miette::Diagnostic, status: i32) -> i32 {
     if handler().render_report(&mut out, d).is_err() {
         out = format!("error: {d}");
     }
-    eprintln!("{}", out.trim_end());
+    crate::say!("{}", out.trim_end());
     status
 }
 
 /// Prints an I/O or internal error and returns the failure status.
 pub fn report_error(what: &str, e: &dyn std::fmt::Display) -> i32 {
-    eprintln!("error: {what}: {e}");
+    crate::say!("error: {what}: {e}");
     EXIT_FAILED
 }
 

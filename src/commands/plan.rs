@@ -132,7 +132,7 @@ pub fn planned(
     let (store, warning) =
         Store::open_existing_or_empty(layout).map_err(|e| report_diagnostic(&e, EXIT_FAILED))?;
     if let Some(w) = warning {
-        eprintln!("warning: {w}");
+        crate::say!("warning: {w}");
     }
     let snap = Snapshot::take(&l.project, &l.graph, selected, forced, &store)
         .map_err(|e| report_diagnostic(&e, e.exit_code()))?;

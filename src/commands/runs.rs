@@ -177,7 +177,7 @@ pub(super) fn open_store(layout: &Layout) -> Result<Store, i32> {
     let (store, warning) =
         Store::open_existing_or_empty(layout).map_err(|e| report_diagnostic(&e, EXIT_FAILED))?;
     if let Some(w) = warning {
-        eprintln!("warning: {w}");
+        crate::say!("warning: {w}");
     }
     Ok(store)
 }

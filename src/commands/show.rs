@@ -48,18 +48,18 @@ pub fn run(g: &Global, a: ShowArgs) -> i32 {
     let exists = candidates.iter().any(|c| l.project.root.join(c).exists());
     if a.what.contains('/') || exists || target.is_none() {
         let shown = candidates.first().map_or(a.what.as_str(), String::as_str);
-        eprintln!("error: orch has no record of an output `{shown}`");
+        crate::say!("error: orch has no record of an output `{shown}`");
         let name = a.what.trim_start_matches("./").trim_end_matches('/');
         if l.project.phases.contains_key(name) {
-            eprintln!("help: `{name}` is a phase: `orch show {name}` shows its last result");
+            crate::say!("help: `{name}` is a phase: `orch show {name}` shows its last result");
         } else {
-            eprintln!(
+            crate::say!(
                 "help: `orch show` knows the outputs of successful builds; `orch status` lists the instances"
             );
         }
         return EXIT_USAGE;
     }
-    eprintln!(
+    crate::say!(
         "error: `{}` is neither an output orch recorded nor a target",
         a.what
     );

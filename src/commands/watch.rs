@@ -14,7 +14,7 @@ use super::{Global, load, selection};
 /// Runs `orch watch`.
 pub fn run(g: &Global, a: WatchArgs) -> i32 {
     if a.every.is_some_and(|d| d.is_zero()) {
-        eprintln!("error: `--every` must be longer than zero");
+        crate::say!("error: `--every` must be longer than zero");
         return EXIT_USAGE;
     }
     let opts = Options {
@@ -46,7 +46,7 @@ impl watch::Host for Host {
         let l = load(&self.g)?;
         let (selected, _) = selection(&l, &self.a.targets, false, &[])?;
         WatchSpec::new(&l.project, &selected).map_err(|e| {
-            eprintln!("error: cannot watch the inputs: {e}");
+            crate::say!("error: cannot watch the inputs: {e}");
             EXIT_USAGE
         })
     }

@@ -144,7 +144,7 @@ impl Sink for Junit {
             {
                 let xml = self.render(*duration_ms);
                 if let Err(err) = write_atomically(&self.path, xml.as_bytes()) {
-                    eprintln!(
+                    crate::say!(
                         "warning: cannot write the JUnit report `{}`: {err}",
                         self.path.display()
                     );

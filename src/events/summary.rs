@@ -288,7 +288,7 @@ impl Sink for Summary {
                 if let Some(s) = self.summary(e)
                     && let Err(err) = write_json(&self.path, &s)
                 {
-                    eprintln!(
+                    crate::say!(
                         "warning: cannot write the run summary `{}`: {err}",
                         self.path.display()
                     );

@@ -187,7 +187,7 @@ impl Pending {
             .and_then(|_| store.write_shard_results(&self.shards, &self.forget_shards));
         if let Err(e) = r {
             // Lost records only mean work is redone next time; never that it is skipped.
-            eprintln!("warning: could not record results in `.orch/state.db`: {e}");
+            crate::say!("warning: could not record results in `.orch/state.db`: {e}");
         }
         *self = Pending::default();
     }
@@ -455,7 +455,7 @@ impl Build<'_, '_> {
         let (files, now) = match self.snap.current_inputs(i) {
             Ok(x) => x,
             Err(e) => {
-                eprintln!("warning: {e}; using the inputs found when the build started");
+                crate::say!("warning: {e}; using the inputs found when the build started");
                 (self.snap.inputs[i].clone(), BTreeMap::new())
             }
         };
@@ -668,7 +668,7 @@ impl Build<'_, '_> {
                                 &digests,
                                 started.elapsed().as_millis() as u64,
                             ) {
-                                eprintln!("warning: {}: not cached: {m}", job.name);
+                                crate::say!("warning: {}: not cached: {m}", job.name);
                             }
                         }
                         let _ = tx.send(Msg::Done(Done {
@@ -1004,7 +1004,7 @@ impl Build<'_, '_> {
                 true
             }
             Err(m) => {
-                eprintln!("warning: {}: {m}; running it instead", self.name(i));
+                crate::say!("warning: {}: {m}; running it instead", self.name(i));
                 false
             }
         }
@@ -1522,7 +1522,7 @@ impl Build<'_, '_> {
             let outputs: Vec<(String, bool)> = metas.keys().map(|p| (p.clone(), false)).collect();
             let digests = metas.iter().map(|(p, m)| (p.clone(), m.digest)).collect();
             if let Err(m) = cache.store(&self.root, &sh.key, &outputs, &digests, duration_ms) {
-                eprintln!("warning: {}: not cached: {m}", inst.name);
+                crate::say!("warning: {}: not cached: {m}", inst.name);
             }
         }
         self.succeed(i, sh.parts, sh.key, metas, duration_ms, None);

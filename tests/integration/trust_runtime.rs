@@ -495,3 +495,17 @@ fn a_run_id_row_naming_a_path_never_makes_gc_or_log_touch_it() {
         );
     }
 }
+
+#[test]
+fn a_closed_stderr_never_turns_a_diagnostic_into_a_panic() {
+    let t = Test::new().orchfile("[phase.a]\nrun = 1\n");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let status = t
+        .command()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(writer))
+        .status()
+        .expect("run orch");
+    assert_eq!(status.code(), Some(2), "not 101 (a panic)");
+}
