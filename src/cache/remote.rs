@@ -125,11 +125,17 @@ where
         .enable_all()
         .build()
         .map_err(|e| RemoteError(format!("remote cache `{description}`: tokio runtime: {e}")))?;
+    let local_dir = if parsed.scheme() == "file" {
+        parsed.to_file_path().ok()
+    } else {
+        None
+    };
     Ok(Box::new(ObjectRemote {
         store,
         runtime: Some(runtime),
         timeout,
         description,
+        local_dir,
     }))
 }
 
@@ -141,6 +147,9 @@ struct ObjectRemote {
     /// Bound of one whole call.
     timeout: Duration,
     description: String,
+    /// The directory of a `file://` remote: its objects are checked to be regular files
+    /// before they are opened (a FIFO planted there would block the read).
+    local_dir: Option<std::path::PathBuf>,
 }
 
 impl ObjectRemote {
@@ -193,6 +202,18 @@ impl ObjectRemote {
 impl RemoteStore for ObjectRemote {
     fn get(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, RemoteError> {
         let path = object_path(key).map_err(|e| self.key_error(key, e))?;
+        if let Some(dir) = &self.local_dir {
+            match std::fs::metadata(dir.join(key)) {
+                Ok(m) if !m.is_file() => {
+                    return Err(RemoteError(format!(
+                        "{}: get {key}: not a regular file; not read",
+                        self.description
+                    )));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                _ => {}
+            }
+        }
         let store = &self.store;
         self.run("get", key, async move {
             let result = match store.get(&path).await {

@@ -444,3 +444,48 @@ fn orchfile_jobs_beyond_the_cap_are_a_configuration_error() {
             .run();
     }
 }
+
+#[test]
+fn a_fifo_in_a_file_remote_is_a_miss_not_a_stall() {
+    let remote = tempfile::Builder::new()
+        .prefix("orch-remote-")
+        .tempdir()
+        .expect("temporary directory");
+    let orchfile = format!(
+        "[cache]\nremote = \"file://{}\"\n\n[phase.a]\nrun = \"cat in.txt > {{output}}\"\ninputs = [\"in.txt\"]\noutputs = [\"build/a.txt\"]\n",
+        remote.path().display()
+    );
+    let t = Test::new()
+        .orchfile(&orchfile)
+        .write("in.txt", "1\n")
+        .args(["build"]);
+    let project = t.project().clone();
+    t.run();
+    // Another checkout: nothing local; the remote's entry is now a FIFO.
+    std::fs::remove_dir_all(project.join(".orch")).unwrap();
+    std::fs::remove_dir_all(project.join("build")).unwrap();
+    let ac = remote.path().join("ac");
+    let entry = std::fs::read_dir(&ac)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::remove_file(&entry).unwrap();
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&entry)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let child = project
+        .test()
+        .args(["build"])
+        .env("ORCH_REMOTE_TIMEOUT", "10m")
+        .spawn();
+    let (code, _, stderr) = finish_within(child, Duration::from_secs(60), "build");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert_eq!(project.read("build/a.txt"), "1\n");
+}
