@@ -679,7 +679,7 @@ fn schema_files(inst: &crate::model::Instance) -> impl Iterator<Item = &str> {
 /// command may have read it in between. A file whose stat is unknown, or too recent to
 /// vouch for its content (the racy-timestamp rule), is hashed again and compared.
 /// Cheap enough to run after every command: one stat per file, rarely a hash.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct InputGuard {
     root: PathBuf,
     /// The files, shared by the shards of one instance.

@@ -25,7 +25,11 @@ pub fn install() {
     unsafe {
         let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
         for sig in STOP_SIGNALS {
-            libc::signal(sig, handler);
+            // A signal the parent ignores stays ignored: `nohup orch build` must outlive
+            // the terminal, as it would without orch's handlers.
+            if libc::signal(sig, handler) == libc::SIG_IGN {
+                libc::signal(sig, libc::SIG_IGN);
+            }
         }
     }
 }

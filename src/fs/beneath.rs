@@ -171,9 +171,9 @@ impl Beneath {
         }
     }
 
-    /// Removes the directory tree `rel` (a symlink in its place is removed as a file,
-    /// never followed); a missing one is fine.
-    pub fn remove_dir_all(&self, rel: impl AsRef<Path>) -> Result<(), BeneathError> {
+    /// Removes whatever `rel` is: a file, a symlink (never followed) or a directory tree;
+    /// a missing one is fine.
+    pub fn remove(&self, rel: impl AsRef<Path>) -> Result<(), BeneathError> {
         let rel = rel.as_ref();
         let (dir, name) = match self.parent_of(rel) {
             Ok(x) => x,
@@ -187,39 +187,6 @@ impl Beneath {
             Ok(_) => dir.remove_file(name),
         };
         result.map_err(|e| BeneathError::of(rel, e))
-    }
-
-    /// Removes whatever `rel` is: a file, a symlink or a directory tree.
-    pub fn remove(&self, rel: impl AsRef<Path>) -> Result<(), BeneathError> {
-        self.remove_dir_all(rel)
-    }
-
-    /// Creates (or truncates) the file `rel` for writing; its parent must exist. A
-    /// symlink in its place is replaced, not followed.
-    pub fn create_file(&self, rel: impl AsRef<Path>) -> Result<std::fs::File, BeneathError> {
-        let rel = rel.as_ref();
-        let (dir, name) = self.parent_of(rel)?;
-        match dir.symlink_metadata(name) {
-            Ok(m) if m.file_type().is_symlink() => dir
-                .remove_file(name)
-                .map_err(|e| BeneathError::of(rel, e))?,
-            _ => {}
-        }
-        let mut opts = cap_std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        dir.open_with(name, &opts)
-            .map(cap_std::fs::File::into_std)
-            .map_err(|e| BeneathError::of(rel, e))
-    }
-
-    /// Renames `from` to `to`, both beneath the root; `to` is replaced atomically.
-    pub fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Result<(), BeneathError> {
-        let (from, to) = (from.as_ref(), to.as_ref());
-        let (from_dir, from_name) = self.parent_of(from)?;
-        let (to_dir, to_name) = self.parent_of(to)?;
-        from_dir
-            .rename(from_name, &to_dir, to_name)
-            .map_err(|e| BeneathError::of(to, e))
     }
 
     /// Writes `rel` whole or not at all: `write` fills a temporary file beside it (created
@@ -254,16 +221,6 @@ impl Beneath {
             BeneathError::of(rel, e)
         })
     }
-
-    /// Checks that the directory that holds `rel` resolves beneath the root (when it
-    /// exists), without changing anything.
-    pub fn check_parent(&self, rel: impl AsRef<Path>) -> Result<(), BeneathError> {
-        match self.parent_of(rel.as_ref()) {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -285,7 +242,7 @@ mod tests {
         let e = b.remove_file("build/victim.txt").unwrap_err();
         assert!(matches!(e, BeneathError::Escapes { .. }), "{e}");
         assert!(outside.path().join("victim.txt").exists());
-        let e = b.remove_dir_all("build/victim.txt").unwrap_err();
+        let e = b.remove("build/victim.txt").unwrap_err();
         assert!(matches!(e, BeneathError::Escapes { .. }), "{e}");
         assert!(outside.path().join("victim.txt").exists());
     }
@@ -294,7 +251,7 @@ mod tests {
     fn writes_and_directories_through_a_symlinked_parent_are_refused() {
         let (_root, outside, b) = setup();
         assert!(matches!(
-            b.create_file("build/new.txt").unwrap_err(),
+            b.replace_with("build/new.txt", |_| Ok(())).unwrap_err(),
             BeneathError::Escapes { .. }
         ));
         assert!(matches!(
@@ -335,22 +292,22 @@ mod tests {
         std::fs::create_dir(root.path().join("real")).unwrap();
         std::os::unix::fs::symlink("real", root.path().join("alias")).unwrap();
         let b = Beneath::open(root.path()).unwrap();
-        std::io::Write::write_all(&mut b.create_file("alias/a.txt").unwrap(), b"x").unwrap();
+        b.replace_with("alias/a.txt", |f| std::io::Write::write_all(f, b"x"))
+            .unwrap();
         assert_eq!(std::fs::read(root.path().join("real/a.txt")).unwrap(), b"x");
         // A symlink as the last component is replaced, never written through.
         let outside = tempfile::tempdir().unwrap();
         let victim = outside.path().join("v.txt");
         std::fs::write(&victim, "keep").unwrap();
         std::os::unix::fs::symlink(&victim, root.path().join("real/out.txt")).unwrap();
-        std::io::Write::write_all(&mut b.create_file("real/out.txt").unwrap(), b"new").unwrap();
+        b.replace_with("real/out.txt", |f| std::io::Write::write_all(f, b"new"))
+            .unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
         assert_eq!(
             std::fs::read(root.path().join("real/out.txt")).unwrap(),
             b"new"
         );
-        b.remove_dir_all("real/out.txt").unwrap();
-        b.rename("real/a.txt", "b.txt").unwrap();
-        assert!(root.path().join("b.txt").exists());
+        b.remove("real/out.txt").unwrap();
         b.remove_file("missing/nothing").unwrap();
     }
 }

@@ -69,10 +69,11 @@ pub const ORCH_KEYS: &[&str] = &["format", "include", "jobs", "env"];
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Cache")]
 pub struct RawCache {
-    /// Local content-addressed store (default `.orch/cache`).
+    /// Local content-addressed store (default `.orch/cache`); not the project root, nor a
+    /// directory holding project files.
     #[schemars(with = "Option<String>")]
     pub dir: Option<Spanned<String>>,
-    /// Remote cache URL: http(s)://, s3:// or file://.
+    /// Remote cache URL: `http(s)://HOST/PATH`, `s3://BUCKET[/PREFIX]` or `file:///ABSOLUTE/PATH`.
     #[schemars(with = "Option<String>")]
     pub remote: Option<Spanned<String>>,
     /// Upload results after success.

@@ -959,7 +959,7 @@ fn init(conn: &Connection, writable: bool) -> Result<(), OpenFailure> {
     let version = user_version(conn)?;
     if version == 0 && writable {
         create_schema(conn)?;
-    } else if version == 3 {
+    } else if version == 3 && writable {
         add_ctime(conn)?;
     } else if version != SCHEMA_VERSION {
         return Err(OpenFailure::Unusable(format!(

@@ -82,7 +82,12 @@ impl Layout {
 
     /// The project's value key, None when it is missing, unreadable or damaged.
     pub fn read_value_key(&self) -> Option<[u8; 32]> {
-        std::fs::read(self.value_key()).ok()?.try_into().ok()
+        use std::io::Read as _;
+        // State is untrusted: never block on a FIFO planted there, nor read a huge file.
+        let file = crate::fs::digest::open_regular(&self.value_key()).ok()?;
+        let mut bytes = Vec::with_capacity(33);
+        file.take(33).read_to_end(&mut bytes).ok()?;
+        bytes.try_into().ok()
     }
 
     /// `.orch/cache`: content-addressed cache storage.

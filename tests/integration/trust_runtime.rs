@@ -509,3 +509,32 @@ fn a_closed_stderr_never_turns_a_diagnostic_into_a_panic() {
         .expect("run orch");
     assert_eq!(status.code(), Some(2), "not 101 (a panic)");
 }
+
+#[test]
+fn under_nohup_a_hangup_does_not_stop_the_build() {
+    use std::os::unix::process::CommandExt as _;
+    let t = Test::new()
+        .orchfile("[phase.wait]\nrun = \"touch started; while [ ! -f go ]; do sleep 0.01; done; echo done > {output}\"\noutputs = [\"out.txt\"]\n");
+    let project = t.project().clone();
+    let mut cmd = t.command();
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: only async-signal-safe signal(2) between fork and exec, as nohup does.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn orch");
+    wait_until("the command to start", Duration::from_secs(20), || {
+        project.exists("started")
+    });
+    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGHUP);
+    }
+    project.write("go", "");
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(project.read("out.txt"), "done\n");
+}
