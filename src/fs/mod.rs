@@ -1,6 +1,7 @@
-//! File-system facts orch needs: content digests of files and directory trees, stat snapshots, the digest cache's racy-timestamp rule, one directory walk that matches many glob sets at once, and writes that stay beneath the project root.
+//! File-system facts orch needs: content digests of files and directory trees, stat snapshots, the digest cache's racy-timestamp rule, one directory walk that matches many glob sets at once, writes that stay beneath the project root, and the dependency files commands write.
 
 pub mod beneath;
+pub mod depfile;
 pub mod digest;
 pub mod stat;
 pub mod walk;
