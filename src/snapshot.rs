@@ -286,6 +286,9 @@ impl<'p> Snapshot<'p> {
             wanted.extend(schema_files(&project.instances[i]));
             if let Some(m) = &records[i].success {
                 wanted.extend(m.outputs.keys().map(String::as_str));
+                // Discovered inputs are checked beside the key, through the same digest
+                // cache, so a no-op build hashes no header again.
+                wanted.extend(m.discovered.keys().map(String::as_str));
             }
         }
         let wanted: Vec<String> = wanted.into_iter().map(str::to_owned).collect();
@@ -600,12 +603,44 @@ impl<'p> Snapshot<'p> {
             schemas: schema_files(inst)
                 .filter_map(|p| digest_of(p).map(|d| (p.to_owned(), d)))
                 .collect(),
+            depfile: inst.depfile.clone().unwrap_or_default(),
         }
     }
 
     /// The current digest of `path` as of the snapshot.
     pub fn digest(&self, path: &str) -> Option<Digest> {
         self.digests.get(path).copied().flatten()
+    }
+
+    /// The digest of `path` as of the snapshot, or read now when the snapshot did not
+    /// look at it (a discovered input named by a shard result or a cache entry but not by
+    /// the last success). None when missing, unreadable, or not a plain project path.
+    pub fn digest_now(&self, path: &str) -> Option<Digest> {
+        if let Some(d) = self.digests.get(path) {
+            return *d;
+        }
+        if !crate::plan::is_discoverable(path) {
+            return None;
+        }
+        let mut contain = crate::model::path::Containment::new(&self.project.root);
+        contain.check(path, true).ok()?;
+        match fs::digest_paths(&self.project.root, &[path.to_owned()], |_| None).pop() {
+            Some(Ok(PathDigest::Present { digest, stat, .. })) if !stat.is_dir => Some(digest),
+            _ => None,
+        }
+    }
+
+    /// The stat each discovered input recorded for instance `i` was hashed from, when
+    /// known: after the command, a file whose stat still matches keeps its digest without
+    /// being read again.
+    pub fn discovered_entries(&self, i: usize) -> BTreeMap<String, CachedDigest> {
+        let Some(s) = &self.records[i].success else {
+            return BTreeMap::new();
+        };
+        s.discovered
+            .keys()
+            .filter_map(|p| self.entries.get(p).map(|e| (p.clone(), *e)))
+            .collect()
     }
 
     /// The plan digest (DESIGN §7): the project, the targets and options that change what

@@ -137,6 +137,10 @@ pub struct Entry {
     pub outputs: BTreeMap<String, Stored>,
     /// How long building it took: the time a restore saves.
     pub duration_ms: u64,
+    /// The files its depfile listed, with the digests it was built from: the entry is
+    /// restored only while each still holds that content (absent: the file was absent).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub discovered: BTreeMap<String, Option<Digest>>,
 }
 
 /// Where a result came from.
@@ -370,13 +374,15 @@ impl Cache {
     }
 
     /// Stores the outputs of a success under `key`: `outputs` are (path, is_dir) and
-    /// `digests` what the build recorded, so content that changed since is not stored.
+    /// `digests` what the build recorded, so content that changed since is not stored;
+    /// `discovered` are the inputs its depfile listed.
     pub fn store(
         &self,
         root: &Path,
         key: &Digest,
         outputs: &[(String, bool)],
         digests: &BTreeMap<String, Digest>,
+        discovered: &BTreeMap<String, Option<Digest>>,
         duration_ms: u64,
     ) -> Result<(), String> {
         if !self.local_ok() {
@@ -386,6 +392,7 @@ impl Cache {
             v: ENTRY_FORMAT,
             outputs: BTreeMap::new(),
             duration_ms,
+            discovered: discovered.clone(),
         };
         for (path, is_dir) in outputs {
             let expected = digests

@@ -102,6 +102,17 @@ pub enum Invalid {
     /// A directory output whose digest does not describe its listing.
     #[error("the digest of `{0}` does not match the files it lists")]
     TreeDigest(String),
+    /// A discovered input that is not a plain project path outside `.orch/`.
+    #[error("it names the discovered input `{path}`, {why}")]
+    BadDiscovered {
+        /// The path as written.
+        path: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// More discovered inputs than a depfile may list.
+    #[error("it lists {0} discovered inputs, more than a depfile may")]
+    TooManyDiscovered(usize),
 }
 
 /// Checks `entry` against `declared`; Ok means restoring it writes only declared outputs,
@@ -109,6 +120,23 @@ pub enum Invalid {
 pub fn validate(entry: &Entry, declared: &Declared) -> Result<(), Invalid> {
     if entry.v != ENTRY_FORMAT {
         return Err(Invalid::Format(entry.v));
+    }
+    // Discovered inputs are only read (hashed, to compare), never written; still, each
+    // must be a project file orch would read anyway. A BTreeMap keeps them sorted.
+    if entry.discovered.len() > crate::fs::depfile::MAX_DEPFILE_ENTRIES {
+        return Err(Invalid::TooManyDiscovered(entry.discovered.len()));
+    }
+    for path in entry.discovered.keys() {
+        plain_relative(path).map_err(|why| Invalid::BadDiscovered {
+            path: path.clone(),
+            why,
+        })?;
+        if path == ".orch" || path.starts_with(".orch/") {
+            return Err(Invalid::BadDiscovered {
+                path: path.clone(),
+                why: "a path inside `.orch/`",
+            });
+        }
     }
     let kinds: BTreeMap<&str, bool> = declared
         .outputs
@@ -319,6 +347,7 @@ mod tests {
 
     fn entry(outputs: Vec<(&str, Stored)>) -> Entry {
         Entry {
+            discovered: BTreeMap::new(),
             v: ENTRY_FORMAT,
             outputs: outputs
                 .into_iter()
@@ -347,6 +376,21 @@ mod tests {
 
     fn with_tree(t: Stored) -> Entry {
         entry(vec![("out/a.txt", stored_file()), ("out/tree", t)])
+    }
+
+    #[test]
+    fn discovered_inputs_must_be_plain_project_paths() {
+        let mut e = with_tree(sound_tree());
+        e.discovered.insert("inc/a.h".into(), None);
+        assert_eq!(validate(&e, &declared()), Ok(()));
+        for bad in ["../etc/passwd", "/usr/include/stdio.h", "a/./b", ".orch/key", ""] {
+            let mut e = e.clone();
+            e.discovered.insert(bad.into(), None);
+            assert!(
+                matches!(validate(&e, &declared()), Err(Invalid::BadDiscovered { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -171,6 +171,7 @@ pub fn planned(
                 &parts,
                 &snap.inputs[i],
                 &|p| snap.digest(p),
+                &|p| snap.digest_now(p),
                 &recorded,
             ) {
                 Ok(p) => ShardInfo::Counted {

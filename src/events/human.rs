@@ -64,6 +64,7 @@ pub fn failure_what(kind: FailureKind, exit_code: Option<i32>, signal: Option<i3
         (FailureKind::MissingOutput, _, _) => "missing output".to_owned(),
         (FailureKind::Schema, _, _) => "schema".to_owned(),
         (FailureKind::InvalidInput, _, _) => "invalid input".to_owned(),
+        (FailureKind::Depfile, _, _) => "depfile".to_owned(),
         _ => "error".to_owned(),
     }
 }

@@ -57,6 +57,8 @@ pub enum FailureKind {
     Spawn,
     /// Its input could not be split into shards (not JSON, a record without the key).
     InvalidInput,
+    /// It succeeded without writing its `depfile`, or wrote one orch cannot parse.
+    Depfile,
 }
 
 /// Which shard an event is about.

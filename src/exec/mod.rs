@@ -9,6 +9,7 @@
 //! Fail-fast by default: after a failure nothing new starts, running commands finish,
 //! and instances never started are reported blocked (`stopped_after_failure`).
 
+pub mod depfile;
 pub mod runner;
 pub mod scheduler;
 pub mod schema;
@@ -29,13 +30,16 @@ use crate::cache::{Cache, Source};
 use crate::events::{BlockReason, Counts, EventKind, EventLog, FailureKind, ShardRef};
 use crate::fs::{self, Beneath, Digest, PathDigest};
 use crate::model::Instance;
-use crate::plan::{self, Freshness, KeyParts, Manifest, OutputMeta, PlanEntry, Success};
+use crate::plan::{
+    self, Discovered, Freshness, KeyParts, Manifest, OutputMeta, PlanEntry, Success,
+};
 use crate::shard::Merge;
 use crate::snapshot::{InputGuard, Snapshot, cached_to_row};
 use crate::store::{
     DigestRow, Layout, OutputRecord, ResultUpdate, ShardRecord, Store, SuccessRecord,
 };
 pub use runner::{Exit, Job, ProcessRunner, Runner};
+use depfile::{DepfilePlan, DepfileRead};
 use scheduler::Scheduler;
 use shards::{PlannedShard, ShardResult};
 
@@ -115,6 +119,8 @@ struct Done {
     duration: Duration,
     /// Inputs that changed while it ran (then nothing is recorded or cached).
     changed: Vec<String>,
+    /// What its depfile listed, and the digest-cache rows of files hashed for it.
+    depfile: DepfileRead,
 }
 
 /// Gets a job's files ready before each attempt.
@@ -135,6 +141,8 @@ struct JobPlan {
     schemas: Vec<(String, String)>,
     /// The inputs to re-check once the command succeeded.
     guard: InputGuard,
+    /// The depfile to read once the command succeeded.
+    depfile: Option<DepfilePlan>,
 }
 
 /// A started whole instance's key, kept until its command finishes.
@@ -161,6 +169,11 @@ struct Sharded {
     started_at: Instant,
     /// Inputs of shards that changed while they ran: the instance is not recorded.
     unrecorded: Vec<String>,
+    /// What no shard's depfile records as discovered: the key's inputs but the shard
+    /// sources, and the declared outputs.
+    depfile_skip: Arc<BTreeSet<String>>,
+    /// The stats the instance's recorded discovered inputs were hashed from.
+    depfile_known: Arc<BTreeMap<String, fs::CachedDigest>>,
 }
 
 /// Writes that are flushed to the store in batches.
@@ -551,8 +564,20 @@ impl Build<'_, '_> {
             },
         );
         let guard = self.snap.input_guard(&parts);
+        let depfile = inst.depfile_for(None).map(|path| {
+            let mut skip: BTreeSet<String> = parts.inputs.keys().cloned().collect();
+            skip.extend(inst.outputs.iter().map(|o| o.path.clone()));
+            DepfilePlan {
+                path,
+                cwd: inst.cwd.clone(),
+                skip: Arc::new(skip),
+                own: Vec::new(),
+                known: Arc::new(self.snap.discovered_entries(i)),
+            }
+        });
         self.whole.insert(i, Started { parts, key });
         let (root, declared) = (self.beneath.clone(), inst.outputs.clone());
+        let dep_path = depfile.as_ref().map(|d| d.path.clone());
         let plan = JobPlan {
             store: self.cache_for(i).map(|c| {
                 (
@@ -564,7 +589,10 @@ impl Build<'_, '_> {
                         .collect(),
                 )
             }),
-            prepare: Box::new(move || prepare_outputs(&root, &declared)),
+            prepare: Box::new(move || {
+                prepare_outputs(&root, &declared)?;
+                prepare_paths(&root, dep_path.as_slice())
+            }),
             has_run: inst.run.is_some(),
             outputs: inst.outputs.iter().map(|o| o.path.clone()).collect(),
             retry: inst.retry.clone(),
@@ -574,6 +602,7 @@ impl Build<'_, '_> {
                 .filter_map(|o| o.schema.clone().map(|s| (o.path.clone(), s)))
                 .collect(),
             guard,
+            depfile,
         };
         self.spawn(Work::Whole(i), job, plan);
     }
@@ -603,6 +632,9 @@ impl Build<'_, '_> {
             let started = Instant::now();
             let mut attempt = 1;
             loop {
+                // Files the depfile lists that change after this moment were written
+                // while the command ran.
+                let started_ns = fs::now_ns();
                 let exit = match (w.prepare)() {
                     Err(e) => Exit::Spawn(e),
                     Ok(()) if w.has_run => runner.run(&job),
@@ -615,9 +647,22 @@ impl Build<'_, '_> {
                     } else {
                         Vec::new()
                     };
-                let failure = failure_of(&exit, &outputs).or_else(|| {
-                    schema::check(&root, &w.schemas).map(|m| (FailureKind::Schema, None, None, m))
-                });
+                let mut read = DepfileRead::default();
+                let failure = failure_of(&exit, &outputs)
+                    .or_else(|| {
+                        schema::check(&root, &w.schemas)
+                            .map(|m| (FailureKind::Schema, None, None, m))
+                    })
+                    .or_else(|| {
+                        let plan = w.depfile.as_ref()?;
+                        match depfile::read(&root, plan, started_ns) {
+                            Ok(r) => {
+                                read = r;
+                                None
+                            }
+                            Err(m) => Some((FailureKind::Depfile, None, None, m)),
+                        }
+                    });
                 match (failure, &w.retry) {
                     (Some(f), Some(r)) if attempt < r.attempts && !signal::interrupted() => {
                         let delay = backoff(r, attempt);
@@ -645,7 +690,13 @@ impl Build<'_, '_> {
                         // Before anything is cached: a result built from inputs that
                         // moved under the command matches no key.
                         let changed = match failure {
-                            None => w.guard.changed(),
+                            None => {
+                                let mut c = w.guard.changed();
+                                c.extend(read.changed.iter().cloned());
+                                c.sort();
+                                c.dedup();
+                                c
+                            }
                             Some(_) => Vec::new(),
                         };
                         if failure.is_none()
@@ -666,6 +717,7 @@ impl Build<'_, '_> {
                                 key,
                                 decl,
                                 &digests,
+                                &read.discovered,
                                 started.elapsed().as_millis() as u64,
                             ) {
                                 crate::say!("warning: {}: not cached: {m}", job.name);
@@ -677,6 +729,7 @@ impl Build<'_, '_> {
                             failure,
                             duration: started.elapsed(),
                             changed,
+                            depfile: read,
                         }));
                         return;
                     }
@@ -823,8 +876,10 @@ impl Build<'_, '_> {
                         }
                     }
                 }
+                self.pending.digests.extend(done.depfile.rows);
                 if done.changed.is_empty() {
-                    self.succeed(i, st.parts, st.key, metas, duration_ms, None);
+                    let discovered = done.depfile.discovered;
+                    self.succeed(i, st.parts, st.key, metas, discovered, duration_ms, None);
                 } else {
                     self.unrecorded(i, done.changed, st.key, metas, duration_ms);
                 }
@@ -853,12 +908,14 @@ impl Build<'_, '_> {
     }
 
     /// Records a success and reports it.
+    #[allow(clippy::too_many_arguments)]
     fn succeed(
         &mut self,
         i: usize,
         parts: KeyParts,
         key: Digest,
         metas: BTreeMap<String, OutputMeta>,
+        discovered: Discovered,
         duration_ms: u64,
         cached: Option<(Source, u64, u64)>,
     ) {
@@ -883,6 +940,7 @@ impl Build<'_, '_> {
         let manifest = Manifest {
             parts,
             outputs: metas,
+            discovered,
         };
         self.pending.results.push(ResultUpdate::Succeeded {
             instance: name.clone(),
@@ -973,6 +1031,14 @@ impl Build<'_, '_> {
         let Some((entry, source)) = cache.lookup(key) else {
             return false;
         };
+        // The key says nothing of the files the command turned out to read: the entry
+        // stands only while each still holds what it was built from. Otherwise it is a
+        // miss, and the run replaces it.
+        if entry.discovered.keys().any(|p| !plan::is_discoverable(p))
+            || !plan::discovered_whys(&entry.discovered, &|p| self.snap.digest_now(p)).is_empty()
+        {
+            return false;
+        }
         let declared = crate::cache::Declared::of(&self.snap.project.instances[i]);
         match cache.restore(&self.beneath, key, &entry, source, &declared) {
             Ok(bytes) => {
@@ -994,6 +1060,7 @@ impl Build<'_, '_> {
                     parts.clone(),
                     *key,
                     metas,
+                    entry.discovered.clone(),
                     0,
                     Some((source, bytes, entry.duration_ms)),
                 );
@@ -1065,6 +1132,7 @@ impl Build<'_, '_> {
         } else {
             self.store.shard_results(&inst.name).unwrap_or_default()
         };
+        let snap = self.snap;
         let planned = match shards::plan(
             &self.root,
             &self.layout.dir,
@@ -1072,6 +1140,7 @@ impl Build<'_, '_> {
             &parts,
             files,
             digest_of,
+            &|p| snap.digest_now(p),
             &recorded,
         ) {
             Ok(p) => p,
@@ -1111,6 +1180,14 @@ impl Build<'_, '_> {
         self.planned_total += waiting.len();
         let results = planned.iter().map(|p| p.reuse.clone()).collect();
         let has_waiting = !waiting.is_empty();
+        // A shard's own source is its input; the other shards' sources are not in its
+        // key, so one that its depfile lists is a discovered input like any other file.
+        let sources = shards::source_files(&spec.strategy, files);
+        let mut depfile_skip: BTreeSet<String> = parts.inputs.keys().cloned().collect();
+        for s in &sources {
+            depfile_skip.remove(s);
+        }
+        depfile_skip.extend(inst.outputs.iter().map(|o| o.path.clone()));
         self.sharded.insert(
             i,
             Sharded {
@@ -1124,6 +1201,8 @@ impl Build<'_, '_> {
                 failure: None,
                 started_at: Instant::now(),
                 unrecorded: Vec::new(),
+                depfile_skip: Arc::new(depfile_skip),
+                depfile_known: Arc::new(self.snap.discovered_entries(i)),
             },
         );
         if has_waiting {
@@ -1194,11 +1273,33 @@ impl Build<'_, '_> {
         } else {
             vec![p.part.clone()]
         };
+        let depfile = inst.depfile_for(Some(&values)).map(|path| {
+            let mut own = vec![p.input.clone()];
+            own.extend(outputs.iter().cloned());
+            DepfilePlan {
+                path,
+                cwd: inst.cwd.clone(),
+                skip: Arc::clone(&sh.depfile_skip),
+                own,
+                known: Arc::clone(&sh.depfile_known),
+            }
+        });
         let (root, shard_copy, paths) = (self.beneath.clone(), p.clone(), outputs.clone());
+        let dep_path = depfile.as_ref().map(|d| d.path.clone());
         let prepare: Prepare = Box::new(move || {
             shards::write_slice(root.root(), &shard_copy)
                 .map_err(|e| format!("cannot write the shard's input: {e}"))?;
-            prepare_paths(&root, &paths)
+            if let Some(d) = &dep_path
+                && !plan::is_discoverable(d)
+            {
+                // A group key can hold anything: the expanded path must stay a project file.
+                return Err(format!(
+                    "the depfile `{d}` of shard `{}` is not a path inside the project, outside `.orch/`",
+                    shard_copy.shard.key
+                ));
+            }
+            prepare_paths(&root, &paths)?;
+            prepare_paths(&root, dep_path.as_slice())
         });
         let shard = Some(ShardRef {
             index: p.shard.index,
@@ -1223,6 +1324,7 @@ impl Build<'_, '_> {
             guard: self
                 .snap
                 .shard_guard(inst, &sh.parts, &p.input, p.shard.digest),
+            depfile,
         };
         self.spawn(Work::Shard(i, s), job, plan);
     }
@@ -1273,6 +1375,7 @@ impl Build<'_, '_> {
                         digest: m.digest,
                         size: m.size,
                         outputs: BTreeMap::new(),
+                        discovered: done.depfile.discovered.clone(),
                     }
                 } else {
                     let size = metas.values().map(|m| m.size).sum();
@@ -1280,6 +1383,7 @@ impl Build<'_, '_> {
                         digest: shards::outputs_digest(&metas),
                         size,
                         outputs: metas.clone(),
+                        discovered: done.depfile.discovered.clone(),
                     }
                 };
                 if !merged {
@@ -1289,6 +1393,7 @@ impl Build<'_, '_> {
                         metas.keys(),
                     );
                 }
+                self.pending.digests.extend(done.depfile.rows.iter().cloned());
                 if done.changed.is_empty() {
                     self.pending.shards.push(ShardRecord {
                         shard_key: key.0,
@@ -1296,6 +1401,7 @@ impl Build<'_, '_> {
                         output_digest: result.digest.0,
                         size: result.size,
                         run_id: self.opts.run_id.clone(),
+                        discovered: shards::encode_discovered(&result.discovered),
                     });
                 } else {
                     crate::snapshot::forget_slice(&self.root, &self.layout.dir, &p.input);
@@ -1407,6 +1513,12 @@ impl Build<'_, '_> {
             return;
         };
         let results: Vec<ShardResult> = sh.results.into_iter().flatten().collect();
+        // The instance's discovered inputs are those of all its shards: any of them
+        // changing makes the instance stale, and the shard plan then finds which shards.
+        let mut discovered = Discovered::new();
+        for r in &results {
+            discovered.extend(r.discovered.iter().map(|(p, d)| (p.clone(), *d)));
+        }
         let mut metas = BTreeMap::new();
         match spec.merge {
             Merge::Concat => {
@@ -1521,11 +1633,18 @@ impl Build<'_, '_> {
         if let Some(cache) = self.cache_for(i) {
             let outputs: Vec<(String, bool)> = metas.keys().map(|p| (p.clone(), false)).collect();
             let digests = metas.iter().map(|(p, m)| (p.clone(), m.digest)).collect();
-            if let Err(m) = cache.store(&self.root, &sh.key, &outputs, &digests, duration_ms) {
+            if let Err(m) = cache.store(
+                &self.root,
+                &sh.key,
+                &outputs,
+                &digests,
+                &discovered,
+                duration_ms,
+            ) {
                 crate::say!("warning: {}: not cached: {m}", inst.name);
             }
         }
-        self.succeed(i, sh.parts, sh.key, metas, duration_ms, None);
+        self.succeed(i, sh.parts, sh.key, metas, discovered, duration_ms, None);
         self.sched.finish(i);
     }
 

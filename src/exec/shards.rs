@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::fs::{self, Digest, PathDigest};
 use crate::model::path::Containment;
 use crate::model::{Instance, ShardValues};
-use crate::plan::{KeyParts, OutputMeta, Upstream};
+use crate::plan::{Discovered, KeyParts, OutputMeta, Upstream, is_discoverable};
 use crate::shard::{self, Merge, Shard, Slice, Strategy};
 use crate::store::ShardResults;
 use crate::store::layout::log_file_stem;
@@ -44,6 +44,26 @@ pub struct ShardResult {
     pub size: u64,
     /// With merge = none: each output.
     pub outputs: BTreeMap<String, OutputMeta>,
+    /// The files its depfile listed, with the digests it was built from.
+    pub discovered: Discovered,
+}
+
+/// The bytes a shard's discovered inputs are recorded as (empty when there are none).
+pub fn encode_discovered(d: &Discovered) -> Vec<u8> {
+    if d.is_empty() {
+        return Vec::new();
+    }
+    postcard::to_stdvec(d).unwrap_or_default()
+}
+
+/// Decodes recorded discovered inputs. The state database is untrusted: bytes that do not
+/// decode, or name a path that is not a plain project path, give None (the shard runs).
+pub fn decode_discovered(bytes: &[u8]) -> Option<Discovered> {
+    if bytes.is_empty() {
+        return Some(Discovered::new());
+    }
+    let d: Discovered = postcard::from_bytes(bytes).ok()?;
+    d.keys().all(|p| is_discoverable(p)).then_some(d)
 }
 
 /// `.orch/shards/INSTANCE/`.
@@ -237,7 +257,9 @@ pub fn outputs_digest(outputs: &BTreeMap<String, OutputMeta>) -> Digest {
 }
 
 /// Plans the shards of `inst`. `files` and `digest_of` are its current inputs;
-/// `recorded` maps shard keys to what they produced before.
+/// `recorded` maps shard keys to what they produced before; `discovered_now` gives the
+/// digest of a discovered input now. A recorded shard is reused only when its outputs
+/// are intact and every file its depfile listed still has the recorded digest.
 #[allow(clippy::too_many_arguments)]
 pub fn plan(
     root: &Path,
@@ -246,6 +268,7 @@ pub fn plan(
     parts: &KeyParts,
     files: &[String],
     digest_of: &dyn Fn(&str) -> Option<Digest>,
+    discovered_now: &dyn Fn(&str) -> Option<Digest>,
     recorded: &ShardResults,
 ) -> Result<Vec<PlannedShard>, String> {
     let Some(spec) = &inst.shard else {
@@ -309,9 +332,14 @@ pub fn plan(
                 (String::new(), outs)
             }
         };
-        let reuse = recorded.get(&key.0).and_then(|(digest, size)| {
-            let now = current(root, spec.merge, &part, &outputs)?;
-            (now.digest.0 == *digest && now.size == *size).then_some(now)
+        let reuse = recorded.get(&key.0).and_then(|r| {
+            let discovered = decode_discovered(&r.discovered)?;
+            if !crate::plan::discovered_whys(&discovered, discovered_now).is_empty() {
+                return None;
+            }
+            let mut now = current(root, spec.merge, &part, &outputs)?;
+            now.discovered = discovered;
+            (now.digest.0 == r.digest && now.size == r.size).then_some(now)
         });
         planned.push(PlannedShard {
             shard: s,
@@ -336,6 +364,7 @@ pub fn current(root: &Path, merge: Merge, part: &str, outputs: &[String]) -> Opt
                 digest: d,
                 size,
                 outputs: BTreeMap::new(),
+                discovered: Discovered::new(),
             })
         }
         Merge::None => {
@@ -359,6 +388,7 @@ pub fn current(root: &Path, merge: Merge, part: &str, outputs: &[String]) -> Opt
                 digest: outputs_digest(&metas),
                 size,
                 outputs: metas,
+                discovered: Discovered::new(),
             })
         }
     }

@@ -235,6 +235,9 @@ pub struct Instance {
     /// With `merge = "none"`: each shard's outputs, with `{shard.key}` / `{shard.index}`
     /// still in them.
     pub shard_outputs: Vec<Output>,
+    /// The dependency file the command writes (project-relative; per shard with
+    /// `{shard.key}` / `{shard.index}` still in it), read after a success.
+    pub depfile: Option<String>,
 }
 
 impl Instance {
@@ -308,6 +311,18 @@ impl Instance {
             .map(|p| path::relative_to(&self.cwd, p))
             .collect();
         self.command(&template::shell_join(rel.iter().map(String::as_str)), shard)
+    }
+
+    /// The depfile of one shard (or of the whole instance, `shard` None).
+    pub fn depfile_for(&self, shard: Option<&ShardValues>) -> Option<String> {
+        let t = self.depfile.as_ref()?;
+        Some(match shard {
+            Some(v) => path::normalize(
+                &t.replace("{shard.key}", &v.key)
+                    .replace("{shard.index}", &v.index.to_string()),
+            ),
+            None => t.clone(),
+        })
     }
 
     /// Whether the command uses `{inputs}`.

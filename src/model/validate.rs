@@ -660,6 +660,38 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
             })
         });
 
+        let depfile = lp.raw.depfile.as_ref().and_then(|d| {
+            let span = Span::new(file, d.span());
+            let ctx = Ctx::new(phase, matrix, &var_values, &sources, &span);
+            let conflicts = OutputConflicts {
+                config: &config_files,
+                includes: &include_globs,
+                inputs: &inputs,
+                phase,
+            };
+            let sharded = lp.raw.shard.as_ref().is_some_and(|s| {
+                s.get_ref().strategy.as_deref().unwrap_or("full") != "full"
+            });
+            let found = depfile_path(
+                d.get_ref(),
+                &ctx,
+                sharded,
+                &outputs[i],
+                &conflicts,
+                &mut input_globs,
+                &mut contain,
+            );
+            match found {
+                Ok(path) => Some(path),
+                Err(e) => {
+                    if i == p.instances[0] {
+                        errors.extend(e);
+                    }
+                    None
+                }
+            }
+        });
+
         instances.push(Instance {
             name: name.clone(),
             phase: phase.clone(),
@@ -676,6 +708,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
             deps: instance_deps[i].clone(),
             shard,
             shard_outputs: shard_outputs[i].clone(),
+            depfile,
         });
     }
 
@@ -1790,6 +1823,90 @@ fn shard_spec(
         parallel,
         merge,
     })
+}
+
+/// Validates a `depfile` template: expanded like an output path (`{phase}`,
+/// `{vars.NAME}`, `{matrix.AXIS}`; per shard also `{shard.key}` / `{shard.index}`, one of
+/// which a sharded phase must use so its shards do not share one file), inside the
+/// project, outside `.orch/`, and none of the phase's outputs, inputs or configuration
+/// files. The depfile is not an output: orch removes a stale one before the command runs
+/// and reads it after a success.
+fn depfile_path(
+    text: &str,
+    ctx: &Ctx<'_>,
+    sharded: bool,
+    outputs: &[Output],
+    conflicts: &OutputConflicts<'_>,
+    globs: &mut BTreeMap<String, Option<globset::GlobMatcher>>,
+    contain: &mut Containment,
+) -> Result<String, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let Some(expanded) = expand_simple(text, ctx, "depfile", sharded, &mut errors) else {
+        return Err(errors);
+    };
+    let span = ctx.span;
+    let norm = normalize(&expanded);
+    let bad = |why: &str| vec![path_error("depfile", &expanded, span, why)];
+    if sharded && !expanded.contains("{shard.") {
+        return Err(vec![
+            ConfigError::new(
+                ErrorKind::Placeholder,
+                format!(
+                    "depfile `{expanded}` of sharded phase `{}` is the same for every shard",
+                    ctx.phase
+                ),
+            )
+            .at(span, "no `{shard.key}` or `{shard.index}` in it")
+            .help("put `{shard.key}` or `{shard.index}` in the path, e.g. `build/obj/{shard.key}.d`, so each shard writes its own"),
+        ]);
+    }
+    if expanded.starts_with('/') {
+        return Err(bad(&PathProblem::Absolute.describe()));
+    }
+    if norm.is_empty() || expanded.ends_with('/') {
+        return Err(bad("a depfile is a file inside the project"));
+    }
+    if norm == ".orch" || norm.starts_with(".orch/") {
+        return Err(bad("`.orch/` is orch's own; write the depfile beside the outputs"));
+    }
+    // Only the directories on the way: the file is the command's to write.
+    let literal: String = norm
+        .split('/')
+        .take_while(|c| !c.contains('{'))
+        .collect::<Vec<_>>()
+        .join("/");
+    let whole = literal.split('/').count() == norm.split('/').count();
+    if let Err(problem) = contain.check(if whole { &norm } else { &literal }, !whole) {
+        return Err(bad(&problem.describe()));
+    }
+    if let Some(o) = outputs
+        .iter()
+        .find(|o| o.path == norm || (o.dir && norm.starts_with(&format!("{}/", o.path))))
+    {
+        return Err(vec![
+            ConfigError::new(
+                ErrorKind::OutputConflict,
+                format!("depfile `{expanded}` is the output `{}` of phase `{}`", o.path, ctx.phase),
+            )
+            .at(span, "orch removes it before the command runs")
+            .help("the depfile lists what the command read; give it a path of its own, beside the outputs"),
+        ]);
+    }
+    let as_output = Output {
+        path: norm.clone(),
+        dir: false,
+        schema: None,
+    };
+    if !norm.contains('{')
+        && let Some(why) = conflicts.find(&as_output, globs)
+    {
+        return Err(vec![
+            ConfigError::new(ErrorKind::OutputConflict, format!("depfile `{expanded}` {why}"))
+                .at(span, "orch removes it before the command runs")
+                .help("the depfile lists what the command read; give it a path of its own, beside the outputs"),
+        ]);
+    }
+    Ok(norm)
 }
 
 #[cfg(test)]

@@ -134,6 +134,11 @@ pub struct RawPhase {
     /// Directory, relative to the project root, the command runs in.
     #[schemars(with = "Option<String>")]
     pub cwd: Option<Spanned<String>>,
+    /// Makefile-syntax dependency file the command writes (`cc -MD -MF PATH`); after a
+    /// success, the files it lists inside the project become inputs. Per shard, it must
+    /// contain `{shard.key}` or `{shard.index}`.
+    #[schemars(with = "Option<String>")]
+    pub depfile: Option<Spanned<String>>,
 }
 
 /// Keys of a `[phase.NAME]` table.
@@ -152,6 +157,7 @@ pub const PHASE_KEYS: &[&str] = &[
     "cache",
     "always",
     "cwd",
+    "depfile",
 ];
 
 /// A declared output: a path, or a table with a JSON Schema the output must satisfy.

@@ -56,6 +56,31 @@ pub struct KeyParts {
     /// Output schema file → content digest: a schema decides whether a result stands,
     /// so tightening one must rerun the instance (absent files are left out).
     pub schemas: BTreeMap<String, Digest>,
+    /// The `depfile` path (a template for sharded phases; "" without one). The files it
+    /// lists are known only after a run, so they are not part of the key: the manifest
+    /// records them ([`Discovered`]) and the planner checks them beside the key.
+    pub depfile: String,
+}
+
+/// Discovered inputs (files a depfile listed): path → content digest, None for a listed
+/// file that did not exist (its appearance makes the result stale).
+pub type Discovered = BTreeMap<String, Option<Digest>>;
+
+/// The reasons a recorded set of discovered inputs no longer holds, given each path's
+/// digest now: `input_changed`, `input_removed`, or `input_added` for a file recorded
+/// as absent that now exists.
+pub fn discovered_whys(recorded: &Discovered, now: &dyn Fn(&str) -> Option<Digest>) -> Vec<Why> {
+    let mut whys = Vec::new();
+    for (path, was) in recorded {
+        match (was, now(path)) {
+            (Some(a), Some(b)) if *a == b => {}
+            (Some(_), Some(_)) => whys.push(Why::about(Reason::InputChanged, path.clone())),
+            (Some(_), None) => whys.push(Why::about(Reason::InputRemoved, path.clone())),
+            (None, Some(_)) => whys.push(Why::about(Reason::InputAdded, path.clone())),
+            (None, None) => {}
+        }
+    }
+    whys
 }
 
 struct Encoder(blake3::Hasher);
@@ -93,6 +118,11 @@ impl KeyParts {
         e.str(&self.cwd);
         e.tag(b's');
         e.str(&self.shard);
+        // Only when set, so keys of phases without a depfile keep their format-3 bytes.
+        if !self.depfile.is_empty() {
+            e.tag(b'd');
+            e.str(&self.depfile);
+        }
         e.tag(b'o');
         e.len(self.outputs.len());
         for o in &self.outputs {
@@ -149,6 +179,7 @@ impl KeyParts {
             || self.cwd != old.cwd
             || self.outputs != old.outputs
             || self.shard != old.shard
+            || self.depfile != old.depfile
         {
             whys.push(Why::plain(Reason::CommandChanged));
         }
@@ -213,26 +244,31 @@ pub struct OutputMeta {
     pub size: u64,
 }
 
-/// What is recorded with a success: the key's parts and the outputs produced.
+/// What is recorded with a success: the key's parts, the outputs produced and the
+/// discovered inputs with the digests the result was built from.
 ///
-/// Stored as two JSON lines: `{"v":1,"outputs":{...}}` then the key parts. Every build
-/// reads the first line of every manifest to check outputs; the second is parsed only
-/// when a key differs and the reasons must be named, which keeps no-op builds fast.
+/// Stored as two postcard values: the head (format, outputs, discovered inputs) then the
+/// key parts. Every build reads the head of every manifest to check outputs and
+/// discovered inputs; the key parts are decoded only when a key differs and the reasons
+/// must be named, which keeps no-op builds fast.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
     /// The key's parts.
     pub parts: KeyParts,
     /// Output path → what was produced.
     pub outputs: BTreeMap<String, OutputMeta>,
+    /// Files the depfile listed (of every shard, for a sharded instance).
+    pub discovered: Discovered,
 }
 
-/// Manifest format version.
-pub const MANIFEST_FORMAT: u32 = 4;
+/// Manifest format version (5: discovered inputs in the head, `depfile` in the parts).
+pub const MANIFEST_FORMAT: u32 = 5;
 
 #[derive(Serialize, Deserialize)]
 struct Head {
     v: u32,
     outputs: BTreeMap<String, OutputMeta>,
+    discovered: Discovered,
 }
 
 impl Manifest {
@@ -243,6 +279,7 @@ impl Manifest {
         let head = Head {
             v: MANIFEST_FORMAT,
             outputs: self.outputs.clone(),
+            discovered: self.discovered.clone(),
         };
         let mut bytes = postcard::to_stdvec(&head).unwrap_or_default();
         bytes.extend(postcard::to_stdvec(&self.parts).unwrap_or_default());
@@ -257,6 +294,8 @@ pub struct Success {
     pub key: Digest,
     /// Output path → what was produced.
     pub outputs: BTreeMap<String, OutputMeta>,
+    /// The discovered inputs it was built from.
+    pub discovered: Discovered,
     parts_bytes: Vec<u8>,
     parts: std::sync::OnceLock<Option<KeyParts>>,
 }
@@ -269,9 +308,15 @@ impl Success {
         if head.v != MANIFEST_FORMAT {
             return None;
         }
+        // State is untrusted: a discovered path that is not a plain project path would
+        // make orch read outside the project; such a manifest only means "rebuild".
+        if !head.discovered.keys().all(|p| is_discoverable(p)) {
+            return None;
+        }
         Some(Success {
             key,
             outputs: head.outputs,
+            discovered: head.discovered,
             parts_bytes: rest.to_vec(),
             parts: std::sync::OnceLock::new(),
         })
@@ -284,6 +329,7 @@ impl Success {
         Success {
             key,
             outputs: m.outputs,
+            discovered: m.discovered,
             parts_bytes: Vec::new(),
             parts: cell,
         }
@@ -305,6 +351,19 @@ impl Success {
     }
 }
 
+/// Whether `path` can name a discovered input: a plain project-relative path (no `..`,
+/// `.` or empty component, not absolute), outside `.orch/`. Paths read from state or a
+/// cache entry are checked with this before orch reads them.
+pub fn is_discoverable(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+        && path.split('/').next() != Some(".orch")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,6 +379,7 @@ mod tests {
             inputs: BTreeMap::from([("in.txt".into(), crate::fs::hash_bytes(b"x"))]),
             upstream: BTreeMap::from([("up".into(), Upstream::Absent)]),
             schemas: BTreeMap::from([("line.json".into(), crate::fs::hash_bytes(b"{}"))]),
+            depfile: String::new(),
         }
     }
 
@@ -373,6 +433,52 @@ mod tests {
     }
 
     #[test]
+    fn a_depfile_enters_the_key_only_when_set() {
+        let base = parts().action_key();
+        let mut p = parts();
+        p.depfile = "build/a.d".into();
+        assert_ne!(p.action_key(), base);
+        assert_eq!(p.diff(&parts()), vec![Why::plain(Reason::CommandChanged)]);
+    }
+
+    #[test]
+    fn a_manifest_naming_a_path_outside_the_project_is_unreadable() {
+        for bad in ["../x.h", "/usr/include/stdio.h", "a/../b", ".orch/key", "", "a//b"] {
+            let m = Manifest {
+                parts: parts(),
+                outputs: BTreeMap::new(),
+                discovered: BTreeMap::from([(bad.to_owned(), None)]),
+            };
+            assert!(Success::decode(parts().action_key(), &m.encode()).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn discovered_inputs_name_what_changed() {
+        let (a, b) = (crate::fs::hash_bytes(b"a"), crate::fs::hash_bytes(b"b"));
+        let rec: Discovered = BTreeMap::from([
+            ("changed.h".into(), Some(a)),
+            ("gone.h".into(), Some(a)),
+            ("new.h".into(), None),
+            ("same.h".into(), Some(a)),
+            ("still-absent.h".into(), None),
+        ]);
+        let now = |p: &str| match p {
+            "changed.h" => Some(b),
+            "new.h" | "same.h" => Some(a),
+            _ => None,
+        };
+        assert_eq!(
+            discovered_whys(&rec, &now),
+            vec![
+                Why::about(Reason::InputChanged, "changed.h"),
+                Why::about(Reason::InputRemoved, "gone.h"),
+                Why::about(Reason::InputAdded, "new.h"),
+            ]
+        );
+    }
+
+    #[test]
     fn concatenation_cannot_collide() {
         let mut a = parts();
         a.command = "ab".into();
@@ -394,9 +500,14 @@ mod tests {
                     size: 1,
                 },
             )]),
+            discovered: BTreeMap::from([
+                ("inc/a.h".into(), Some(crate::fs::hash_bytes(b"a"))),
+                ("inc/gone.h".into(), None),
+            ]),
         };
         let s = Success::decode(parts().action_key(), &m.encode()).unwrap();
         assert_eq!(s.outputs, m.outputs);
+        assert_eq!(s.discovered, m.discovered);
         assert_eq!(s.parts(), Some(&parts()));
         assert!(Success::decode(parts().action_key(), b"garbage").is_none());
     }

@@ -12,7 +12,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::fs::Digest;
-pub use key::{KeyParts, Manifest, OutputMeta, Success, Upstream};
+pub use key::{
+    Discovered, KeyParts, Manifest, OutputMeta, Success, Upstream, discovered_whys,
+    is_discoverable,
+};
 pub use reason::{Reason, Why};
 
 /// The recorded state of one instance, as the planner needs it.
@@ -35,13 +38,15 @@ pub enum Freshness {
 
 /// Decides whether an instance with key parts `parts` is up to date.
 ///
-/// `outputs_now` gives the current digest of each output path recorded in the manifest
-/// (None when missing).
+/// `digest_now` gives the current digest of each output path and discovered input
+/// recorded in the manifest (None when missing). Discovered inputs are checked beside the
+/// key, as a second level: the key says what was declared, the manifest what the command
+/// turned out to read.
 pub fn evaluate(
     parts: &KeyParts,
     key: &Digest,
     recorded: &Recorded,
-    outputs_now: &dyn Fn(&str) -> Option<Digest>,
+    digest_now: &dyn Fn(&str) -> Option<Digest>,
     forced: bool,
     always: bool,
 ) -> Freshness {
@@ -64,8 +69,13 @@ pub fn evaluate(
                     None => whys.push(Why::plain(Reason::CommandChanged)),
                 }
             }
+            // Under another key the command changed anyway; the discovered inputs are
+            // named only when they are the whole story.
+            if success.key == *key {
+                whys.extend(discovered_whys(&success.discovered, digest_now));
+            }
             for (path, meta) in &success.outputs {
-                match outputs_now(path) {
+                match digest_now(path) {
                     None => whys.push(Why::about(Reason::OutputMissing, path.clone())),
                     Some(d) if d != meta.digest => {
                         whys.push(Why::about(Reason::OutputModified, path.clone()))
@@ -181,6 +191,7 @@ mod tests {
             inputs: BTreeMap::new(),
             upstream: BTreeMap::new(),
             schemas: BTreeMap::new(),
+            depfile: String::new(),
         }
     }
 
@@ -198,6 +209,7 @@ mod tests {
                             size: 1,
                         },
                     )]),
+                    discovered: BTreeMap::new(),
                 },
             )),
         }
@@ -223,6 +235,21 @@ mod tests {
             Freshness::Stale(w) => reason::codes(&w),
             Freshness::Fresh => vec![],
         };
+        // A discovered input that changed makes the same key stale, and is named.
+        let mut with_header = recorded(&p, d);
+        if let Some(s) = with_header.success.as_mut() {
+            s.discovered = BTreeMap::from([("h.h".into(), Some(hash_bytes(b"h")))]);
+        }
+        let now = |p: &str| Some(if p == "h.h" { hash_bytes(b"h2") } else { d });
+        assert_eq!(
+            evaluate(&p, &p.action_key(), &with_header, &now, false, false),
+            Freshness::Stale(vec![Why::about(Reason::InputChanged, "h.h")])
+        );
+        let same = |p: &str| Some(if p == "h.h" { hash_bytes(b"h") } else { d });
+        assert_eq!(
+            evaluate(&p, &p.action_key(), &with_header, &same, false, false),
+            Freshness::Fresh
+        );
         assert_eq!(
             stale(evaluate(
                 &p,

@@ -21,9 +21,12 @@
 //! finished_at_ns, status 'succeeded'|'failed'|'interrupted', summary TEXT JSON)` has one
 //! row per build, inserted when it starts and completed when it ends (NULLs while running
 //! or if it crashed). `shard_results(shard_key BLOB PRIMARY KEY, instance, output_digest
-//! BLOB, size, run_id)` remembers what each shard produced, so an instance whose source
-//! changed in one record reruns only that record's shard (the output itself lives in
-//! `.orch/shards/`).
+//! BLOB, size, run_id, discovered BLOB)` remembers what each shard produced, so an
+//! instance whose source changed in one record reruns only that record's shard (the
+//! output itself lives in `.orch/shards/`); `discovered` is planner-owned bytes (the
+//! shard's discovered inputs and their digests; empty without a depfile). Version 4
+//! lacked it: opening one adds the column, empty, which is what its rows mean, since
+//! no shard then had a depfile.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -35,7 +38,7 @@ use super::layout::Layout;
 use super::{SqliteContext, StoreError};
 
 /// Version of the on-disk schema below; bump it whenever the schema changes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// How long a statement waits for another process's write transaction before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -90,18 +93,20 @@ CREATE TABLE IF NOT EXISTS shard_results (
     instance TEXT NOT NULL,
     output_digest BLOB NOT NULL,
     size INTEGER NOT NULL,
-    run_id TEXT NOT NULL
+    run_id TEXT NOT NULL,
+    discovered BLOB NOT NULL DEFAULT x''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS shard_results_by_instance ON shard_results (instance);
 ";
 
-const SELECT_SHARDS: &str =
-    "SELECT shard_key, output_digest, size FROM shard_results WHERE instance = ?1";
+const SELECT_SHARDS: &str = "SELECT shard_key, output_digest, size, discovered
+    FROM shard_results WHERE instance = ?1";
 
 const UPSERT_SHARD: &str = "INSERT INTO shard_results (shard_key, instance, output_digest,
-    size, run_id) VALUES (?1, ?2, ?3, ?4, ?5)
+    size, run_id, discovered) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
     ON CONFLICT (shard_key) DO UPDATE SET instance = excluded.instance,
-    output_digest = excluded.output_digest, size = excluded.size, run_id = excluded.run_id";
+    output_digest = excluded.output_digest, size = excluded.size, run_id = excluded.run_id,
+    discovered = excluded.discovered";
 
 const DELETE_SHARD: &str = "DELETE FROM shard_results WHERE shard_key = ?1";
 
@@ -304,8 +309,19 @@ pub struct OutputRecord {
     pub recorded_at_ns: i64,
 }
 
-/// Recorded shard results: shard key → (output digest, size).
-pub type ShardResults = HashMap<[u8; 32], ([u8; 32], u64)>;
+/// Recorded shard results, by shard key.
+pub type ShardResults = HashMap<[u8; 32], RecordedShard>;
+
+/// What a shard produced, as recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordedShard {
+    /// Digest of its output.
+    pub digest: [u8; 32],
+    /// Size of its output.
+    pub size: u64,
+    /// Its discovered inputs, as the planner encoded them (empty: none).
+    pub discovered: Vec<u8>,
+}
 
 /// The result of one shard, keyed by its shard key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -320,6 +336,8 @@ pub struct ShardRecord {
     pub size: u64,
     /// The run that produced it.
     pub run_id: String,
+    /// Its discovered inputs, encoded by the planner (empty: none).
+    pub discovered: Vec<u8>,
 }
 
 /// A run as recorded before its first instance starts, and completed at its end.
@@ -686,7 +704,7 @@ impl Store {
         tx.commit().ctx(ACTION)
     }
 
-    /// The recorded shard results of `instance`: shard key → (output digest, size).
+    /// The recorded shard results of `instance`, by shard key.
     pub fn shard_results(&self, instance: &str) -> Result<ShardResults, StoreError> {
         const ACTION: &str = "loading shard results";
         let mut stmt = self.conn.prepare_cached(SELECT_SHARDS).ctx(ACTION)?;
@@ -694,7 +712,11 @@ impl Store {
             .query_map([instance], |row| {
                 Ok((
                     row.get::<_, [u8; 32]>(0)?,
-                    (row.get::<_, [u8; 32]>(1)?, from_db_u64(row.get(2)?)),
+                    RecordedShard {
+                        digest: row.get::<_, [u8; 32]>(1)?,
+                        size: from_db_u64(row.get(2)?),
+                        discovered: row.get::<_, Vec<u8>>(3)?,
+                    },
                 ))
             })
             .ctx(ACTION)?;
@@ -729,7 +751,8 @@ impl Store {
                         r.instance,
                         r.output_digest,
                         to_db_u64(r.size),
-                        r.run_id
+                        r.run_id,
+                        r.discovered
                     ])
                     .ctx(ACTION)?;
             }
@@ -956,11 +979,18 @@ fn open_file(path: &Path) -> Result<Connection, OpenFailure> {
 fn init(conn: &Connection, writable: bool) -> Result<(), OpenFailure> {
     // A few more statements than we use, so none is ever evicted from the cache.
     conn.set_prepared_statement_cache_capacity(ALL_STATEMENTS.len() + 8);
-    let version = user_version(conn)?;
+    let mut version = user_version(conn)?;
+    // Upgrades run one after the other: 3 → 4 → 5.
+    if version == 3 && writable {
+        add_ctime(conn)?;
+        version = user_version(conn)?;
+    }
+    if version == 4 && writable {
+        add_discovered(conn)?;
+        version = user_version(conn)?;
+    }
     if version == 0 && writable {
         create_schema(conn)?;
-    } else if version == 3 && writable {
-        add_ctime(conn)?;
     } else if version != SCHEMA_VERSION {
         return Err(OpenFailure::Unusable(format!(
             "schema version {version}, this orch uses {SCHEMA_VERSION}"
@@ -1041,6 +1071,7 @@ const CHECK_ROWS: &[(&str, &str)] = &[
             OR length(shard_key) != 32 OR typeof(instance) != 'text'
             OR typeof(output_digest) != 'blob' OR length(output_digest) != 32
             OR typeof(size) != 'integer' OR typeof(run_id) != 'text'
+            OR typeof(discovered) != 'blob'
             LIMIT 1",
     ),
 ];
@@ -1141,6 +1172,30 @@ fn add_ctime(conn: &Connection) -> Result<(), OpenFailure> {
         conn.execute_batch(
             "DELETE FROM digests;
              ALTER TABLE digests ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;",
+        )
+        .map_err(|err| open_failure(ACTION, err))?;
+        conn.pragma_update(None, "user_version", 4)
+            .map_err(|err| open_failure(ACTION, err))
+    })();
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = conn
+        .execute_batch(end)
+        .map_err(|err| open_failure(ACTION, err));
+    result.and(ended)
+}
+
+/// Upgrades a version 4 database: its shard results gain an empty `discovered` column,
+/// which is exactly what they record (no shard had a depfile before version 5).
+fn add_discovered(conn: &Connection) -> Result<(), OpenFailure> {
+    const ACTION: &str = "upgrading the shard results";
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|err| open_failure(ACTION, err))?;
+    let result = (|| -> Result<(), OpenFailure> {
+        if user_version(conn)? != 4 {
+            return Ok(()); // another process upgraded it meanwhile
+        }
+        conn.execute_batch(
+            "ALTER TABLE shard_results ADD COLUMN discovered BLOB NOT NULL DEFAULT x'';",
         )
         .map_err(|err| open_failure(ACTION, err))?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -1483,6 +1538,7 @@ mod tests {
             output_digest: key(k + 100),
             size: u64::from(k),
             run_id: "r1".to_owned(),
+            discovered: Vec::new(),
         };
         store.write_shard_results(&[shard(1, "a"), shard(2, "a"), shard(3, "gone")], &[])?;
         let keep: BTreeSet<String> = ["a".to_owned(), "z".to_owned()].into();
@@ -1630,7 +1686,11 @@ mod tests {
         layout.ensure()?;
         {
             let conn = Connection::open(layout.db())?;
-            conn.execute_batch(&SCHEMA.replace(",\n    ctime_ns INTEGER NOT NULL", ""))?;
+            conn.execute_batch(
+                &SCHEMA
+                    .replace(",\n    ctime_ns INTEGER NOT NULL", "")
+                    .replace(",\n    discovered BLOB NOT NULL DEFAULT x''", ""),
+            )?;
             conn.execute(
                 "INSERT INTO digests VALUES ('a', 1, 2, 3, 0, ?1, 4)",
                 params![key(1)],
@@ -1640,6 +1700,34 @@ mod tests {
         let (store, warning) = Store::open(&layout)?;
         assert_eq!(warning, None);
         assert!(store.load_digests()?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn version_4_shard_results_are_kept_with_no_discovered_inputs() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let layout = Layout::new(tmp.path());
+        layout.ensure()?;
+        {
+            let conn = Connection::open(layout.db())?;
+            conn.execute_batch(&SCHEMA.replace(",\n    discovered BLOB NOT NULL DEFAULT x''", ""))?;
+            conn.execute(
+                "INSERT INTO shard_results VALUES (?1, 'a', ?2, 7, 'r1')",
+                params![key(1), key(2)],
+            )?;
+            conn.pragma_update(None, "user_version", 4)?;
+        }
+        let (store, warning) = Store::open(&layout)?;
+        assert_eq!(warning, None);
+        let rows = store.shard_results("a")?;
+        assert_eq!(
+            rows.get(&key(1)),
+            Some(&RecordedShard {
+                digest: key(2),
+                size: 7,
+                discovered: Vec::new(),
+            })
+        );
         Ok(())
     }
 
@@ -1668,6 +1756,7 @@ mod tests {
             output_digest: key(2),
             size: 3,
             run_id: "r1".to_owned(),
+            discovered: Vec::new(),
         };
         store.write_shard_results(&[shard], &[])?;
         store

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 pub use db::{
     DigestRow, InstanceRecord, LastStatus, OutputRecord, ResultUpdate, RunRecord, SCHEMA_VERSION,
-    ShardRecord, ShardResults, Store, SuccessRecord,
+    RecordedShard, ShardRecord, ShardResults, Store, SuccessRecord,
 };
 pub use layout::Layout;
 pub use lock::BuildLock;
