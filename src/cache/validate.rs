@@ -383,11 +383,20 @@ mod tests {
         let mut e = with_tree(sound_tree());
         e.discovered.insert("inc/a.h".into(), None);
         assert_eq!(validate(&e, &declared()), Ok(()));
-        for bad in ["../etc/passwd", "/usr/include/stdio.h", "a/./b", ".orch/key", ""] {
+        for bad in [
+            "../etc/passwd",
+            "/usr/include/stdio.h",
+            "a/./b",
+            ".orch/key",
+            "",
+        ] {
             let mut e = e.clone();
             e.discovered.insert(bad.into(), None);
             assert!(
-                matches!(validate(&e, &declared()), Err(Invalid::BadDiscovered { .. })),
+                matches!(
+                    validate(&e, &declared()),
+                    Err(Invalid::BadDiscovered { .. })
+                ),
                 "{bad}"
             );
         }

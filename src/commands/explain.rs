@@ -1,6 +1,7 @@
 //! `orch explain TARGET`: how an instance's key differs from its last successful run,
 //! part by part: command, each input file, each variable (by keyed digest only), each
-//! output schema, each upstream output.
+//! output schema, each upstream output, and each discovered input (a file the depfile
+//! listed) whose content moved since it was recorded.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -85,6 +86,22 @@ pub fn run(g: &Global, a: ExplainArgs) -> i32 {
                             .to_owned(),
                     ],
                 };
+                for (path, was) in &success.discovered {
+                    let now = snap.digest_now(path);
+                    match (was, now) {
+                        (Some(a), Some(b)) if *a == b => {}
+                        (None, None) => {}
+                        (None, Some(_)) => {
+                            lines.push(format!("  discovered added    {path}  (listed by the depfile, absent when built)"))
+                        }
+                        (Some(_), None) => lines.push(format!("  discovered removed  {path}")),
+                        (a, b) => lines.push(format!(
+                            "  discovered changed  {path}  ({} → {})",
+                            short(a.as_ref()),
+                            short(b.as_ref())
+                        )),
+                    }
+                }
                 for (path, meta) in &success.outputs {
                     match snap.output_now(path) {
                         None => lines.push(format!("  output   missing   {path}")),

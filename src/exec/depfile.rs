@@ -193,7 +193,10 @@ mod tests {
     #[test]
     fn paths_are_resolved_inside_the_project_only() {
         assert_eq!(resolve("/p", "", "inc/a.h").as_deref(), Some("inc/a.h"));
-        assert_eq!(resolve("/p", "sub", "../inc/a.h").as_deref(), Some("inc/a.h"));
+        assert_eq!(
+            resolve("/p", "sub", "../inc/a.h").as_deref(),
+            Some("inc/a.h")
+        );
         assert_eq!(resolve("/p", "", "/p/inc/a.h").as_deref(), Some("inc/a.h"));
         assert_eq!(resolve("/p", "", "./x//y.h").as_deref(), Some("x/y.h"));
         assert_eq!(resolve("/p", "", "/usr/include/stdio.h"), None);

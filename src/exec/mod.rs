@@ -38,8 +38,8 @@ use crate::snapshot::{InputGuard, Snapshot, cached_to_row};
 use crate::store::{
     DigestRow, Layout, OutputRecord, ResultUpdate, ShardRecord, Store, SuccessRecord,
 };
-pub use runner::{Exit, Job, ProcessRunner, Runner};
 use depfile::{DepfilePlan, DepfileRead};
+pub use runner::{Exit, Job, ProcessRunner, Runner};
 use scheduler::Scheduler;
 use shards::{PlannedShard, ShardResult};
 
@@ -1393,7 +1393,9 @@ impl Build<'_, '_> {
                         metas.keys(),
                     );
                 }
-                self.pending.digests.extend(done.depfile.rows.iter().cloned());
+                self.pending
+                    .digests
+                    .extend(done.depfile.rows.iter().cloned());
                 if done.changed.is_empty() {
                     self.pending.shards.push(ShardRecord {
                         shard_key: key.0,

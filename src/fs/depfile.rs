@@ -264,11 +264,10 @@ mod tests {
 
     #[test]
     fn escapes() {
-        assert_eq!(deps("a.o: my\\ file.h x\\#y.h $$HOME.h"), [
-            "my file.h",
-            "x#y.h",
-            "$HOME.h"
-        ]);
+        assert_eq!(
+            deps("a.o: my\\ file.h x\\#y.h $$HOME.h"),
+            ["my file.h", "x#y.h", "$HOME.h"]
+        );
         // Two backslashes and a space: one backslash, then a separator.
         assert_eq!(deps("a.o: a\\\\ b"), ["a\\", "b"]);
         // Three: one backslash and a space in the name.

@@ -669,9 +669,11 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                 inputs: &inputs,
                 phase,
             };
-            let sharded = lp.raw.shard.as_ref().is_some_and(|s| {
-                s.get_ref().strategy.as_deref().unwrap_or("full") != "full"
-            });
+            let sharded = lp
+                .raw
+                .shard
+                .as_ref()
+                .is_some_and(|s| s.get_ref().strategy.as_deref().unwrap_or("full") != "full");
             let found = depfile_path(
                 d.get_ref(),
                 &ctx,
@@ -1867,7 +1869,9 @@ fn depfile_path(
         return Err(bad("a depfile is a file inside the project"));
     }
     if norm == ".orch" || norm.starts_with(".orch/") {
-        return Err(bad("`.orch/` is orch's own; write the depfile beside the outputs"));
+        return Err(bad(
+            "`.orch/` is orch's own; write the depfile beside the outputs",
+        ));
     }
     // Only the directories on the way: the file is the command's to write.
     let literal: String = norm

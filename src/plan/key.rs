@@ -443,13 +443,23 @@ mod tests {
 
     #[test]
     fn a_manifest_naming_a_path_outside_the_project_is_unreadable() {
-        for bad in ["../x.h", "/usr/include/stdio.h", "a/../b", ".orch/key", "", "a//b"] {
+        for bad in [
+            "../x.h",
+            "/usr/include/stdio.h",
+            "a/../b",
+            ".orch/key",
+            "",
+            "a//b",
+        ] {
             let m = Manifest {
                 parts: parts(),
                 outputs: BTreeMap::new(),
                 discovered: BTreeMap::from([(bad.to_owned(), None)]),
             };
-            assert!(Success::decode(parts().action_key(), &m.encode()).is_none(), "{bad}");
+            assert!(
+                Success::decode(parts().action_key(), &m.encode()).is_none(),
+                "{bad}"
+            );
         }
     }
 

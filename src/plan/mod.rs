@@ -13,8 +13,7 @@ use serde::Serialize;
 
 use crate::fs::Digest;
 pub use key::{
-    Discovered, KeyParts, Manifest, OutputMeta, Success, Upstream, discovered_whys,
-    is_discoverable,
+    Discovered, KeyParts, Manifest, OutputMeta, Success, Upstream, discovered_whys, is_discoverable,
 };
 pub use reason::{Reason, Why};
 

@@ -7,6 +7,7 @@ mod cache;
 mod commands;
 mod config_errors;
 mod crash;
+mod depfiles;
 mod events;
 mod failures;
 mod history;
