@@ -473,6 +473,10 @@ impl Session {
                     signal::clear_stop();
                 }
                 let built = matches!(outcome, Outcome::Built(_) | Outcome::Failed);
+                // A build may have discovered inputs (depfiles): watch them from now on.
+                if built && !self.broken {
+                    self.reload();
+                }
                 if built && !stopped && !signal::signalled() {
                     self.display.line(&self.status());
                 }

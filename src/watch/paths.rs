@@ -7,6 +7,8 @@
 //!   ancestors, so a missing one is seen when it appears), and everything below the
 //!   literal prefix of an input glob or an include glob, or below a plain input that is a
 //!   directory; never `.orch/`, `.git/` or a declared directory output.
+//!   Discovered inputs (files the depfiles of the selected instances listed, as the
+//!   state records them) are watched like plain inputs.
 //! - [`WatchSpec::classify`]: is a change to this path an input change, a configuration
 //!   change, or to be ignored? Ignored are orch's own state (`.orch/`), declared outputs
 //!   (files, directories, and the templated outputs of `merge = "none"` shards), editor
@@ -107,6 +109,13 @@ impl WatchSpec {
                 .inputs
                 .extend(project.instances[i].inputs.iter().cloned());
         }
+        // A name holding glob characters would read as a pattern: such a rare file is
+        // left unwatched rather than misread.
+        parts.inputs.extend(
+            discovered(project, selected)
+                .into_iter()
+                .filter(|p| is_plain(p)),
+        );
         for inst in &project.instances {
             parts.outputs.extend(inst.outputs.iter().cloned());
             parts
@@ -253,6 +262,43 @@ impl WatchSpec {
             || ancestors(rel).any(|a| self.out_dirs.contains(a))
             || self.out_templates.is_match(rel)
     }
+}
+
+/// The discovered inputs the state records for the selected instances with a depfile:
+/// of their last success and of each recorded shard. Read-only and best effort: a state
+/// that cannot be read only means fewer files are watched.
+fn discovered(project: &Project, selected: &BTreeSet<usize>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let with_depfile: Vec<&crate::model::Instance> = selected
+        .iter()
+        .map(|&i| &project.instances[i])
+        .filter(|inst| inst.depfile.is_some())
+        .collect();
+    if with_depfile.is_empty() {
+        return out;
+    }
+    let layout = crate::store::Layout::new(&project.root);
+    let Ok((store, _)) = crate::store::Store::open_existing_or_empty(&layout) else {
+        return out;
+    };
+    let records = store.load_results().unwrap_or_default();
+    for inst in with_depfile {
+        if let Some(s) = records
+            .get(&inst.name)
+            .and_then(|r| r.success.as_ref())
+            .and_then(|s| {
+                crate::plan::Success::decode(crate::fs::Digest(s.action_key), &s.manifest)
+            })
+        {
+            out.extend(s.discovered.keys().cloned());
+        }
+        for r in store.shard_results(&inst.name).unwrap_or_default().values() {
+            if let Some(d) = crate::exec::shards::decode_discovered(&r.discovered) {
+                out.extend(d.into_keys());
+            }
+        }
+    }
+    out
 }
 
 /// Whether a file name is an editor's temporary file: Vim's swap files (`.x.swp`,
