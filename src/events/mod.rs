@@ -8,6 +8,7 @@
 pub mod human;
 pub mod junit;
 pub mod progress;
+pub mod shard_name;
 pub mod sink;
 pub mod summary;
 
@@ -217,6 +218,9 @@ pub enum EventKind {
         /// The instances that blocked it (empty for `stopped_after_failure` and
         /// `interrupted`).
         blocked_by: Vec<String>,
+        /// Set when the event is about one shard (a shard stopped by an interruption).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        shard: Option<ShardRef>,
     },
     /// A soft dependency failed or was blocked; the instance runs without it.
     SoftDependencyUnmet {

@@ -274,7 +274,11 @@ impl Sink for Summary {
                     },
                 );
             }
-            EventKind::InstanceBlocked { reason, blocked_by } => {
+            EventKind::InstanceBlocked {
+                reason,
+                blocked_by,
+                shard: None,
+            } => {
                 self.blocked.insert(
                     name.to_owned(),
                     Blocked {
@@ -524,6 +528,7 @@ mod tests {
                     EventKind::InstanceBlocked {
                         reason: BlockReason::UpstreamFailed,
                         blocked_by: vec!["c".to_owned()],
+                        shard: None,
                     },
                 ),
                 (
@@ -531,6 +536,7 @@ mod tests {
                     EventKind::InstanceBlocked {
                         reason: BlockReason::StoppedAfterFailure,
                         blocked_by: vec![],
+                        shard: None,
                     },
                 ),
                 (
@@ -657,6 +663,7 @@ mod tests {
                     EventKind::InstanceBlocked {
                         reason: BlockReason::Interrupted,
                         blocked_by: vec![],
+                        shard: None,
                     },
                 ),
                 (

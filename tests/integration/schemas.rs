@@ -437,10 +437,11 @@ fn every_event_type_with_every_field_validates() {
             },
         ),
         (
-            Some("d"),
+            Some("t[lang=fr]#2"),
             EventKind::InstanceBlocked {
-                reason: BlockReason::UpstreamFailed,
-                blocked_by: vec!["t[lang=fr]".to_owned()],
+                reason: BlockReason::Interrupted,
+                blocked_by: Vec::new(),
+                shard: shard(),
             },
         ),
         (
