@@ -1403,7 +1403,11 @@ fn plan_counts_shards_once_the_upstream_of_the_source_is_fresh() {
     let p = out.again().args(["plan", "--json"]).run().json();
     assert_eq!(
         plan_entry(&p, "routes")["shards"],
-        json!({ "stale": 1, "total": 5 })
+        json!({
+            "stale": 1,
+            "total": 5,
+            "stale_shards": [{ "index": 3, "key": "b", "reason": "not_recorded" }],
+        })
     );
     assert!(plan_entry(&p, "lines").get("shards").is_none());
     let out = out.again().args(["build", "--run-id", "rest"]).run();
@@ -1432,22 +1436,30 @@ fn plan_and_status_show_how_many_shards_are_stale() {
     let p = out.again().args(["plan", "--json"]).run().json();
     assert_eq!(
         plan_entry(&p, "routes")["shards"],
-        json!({ "stale": 1, "total": 5 })
+        json!({
+            "stale": 1,
+            "total": 5,
+            "stale_shards": [{ "index": 2, "key": "c", "reason": "not_recorded" }],
+        })
     );
     assert_eq!(reasons(&p, "routes"), ["input_changed"]);
     assert!(plan_entry(&p, "count").get("shards").is_none());
     out.again()
         .args(["plan"])
-        .stdout_contains("input_changed (data/in.jsonl), 1 of 5 shards stale")
+        .stdout_contains("input_changed (data/in.jsonl), 1 of 5 shards stale: #2 (c)\n")
         .run();
     out.again()
         .args(["status"])
-        .stdout_contains("stale: input_changed (data/in.jsonl), 1 of 5 shards stale")
+        .stdout_contains("stale: input_changed (data/in.jsonl), 1 of 5 shards stale: #2 (c)\n")
         .run();
     let s = out.again().args(["status", "--json"]).run().json();
     assert_eq!(
         plan_entry(&s, "routes")["shards"],
-        json!({ "stale": 1, "total": 5 })
+        json!({
+            "stale": 1,
+            "total": 5,
+            "stale_shards": [{ "index": 2, "key": "c", "reason": "not_recorded" }],
+        })
     );
     // Neither wrote anything: the build still finds one stale shard.
     let out = out.again().args(["build", "--run-id", "b"]).run();
