@@ -456,6 +456,25 @@ mod tests {
         assert_eq!(duration(125_000), "2m05s");
     }
 
+    #[test]
+    fn the_closing_line_names_ten_failed_shards_then_counts() {
+        let labels: Vec<String> = (0..12).map(|n| format!("c#{n} (src/{n}.c)")).collect();
+        let shards = BTreeMap::from([("c".to_owned(), labels)]);
+        let failed = ["a".to_owned(), "c".to_owned()];
+        let line = failed_list(&failed, &shards);
+        assert!(
+            line.starts_with("a, c#0 (src/0.c), c#1 (src/1.c), "),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("c#9 (src/9.c), and 2 more shards of c"),
+            "{line}"
+        );
+        assert!(!line.contains("c#10"), "{line}");
+        assert_eq!(shard_parent("t[lang=fr]#3"), Some("t[lang=fr]"));
+        assert_eq!(shard_parent("t[lang=fr]"), None);
+    }
+
     fn block_of(bytes: &[u8]) -> String {
         let dir = tempfile::tempdir().expect("a temporary directory");
         std::fs::write(dir.path().join("x.log"), bytes).expect("write the log");

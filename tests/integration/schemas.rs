@@ -883,6 +883,31 @@ fn summary_of_sharded_builds() {
 }
 
 #[test]
+fn summary_of_a_failed_shard_names_it() {
+    let out = Test::new()
+        .orchfile(&orchfile(
+            r#"
+[phase.pages]
+shard = { strategy = "files", source = "texts/*.txt" }
+run = "grep -q bad {shard.input} && exit 2; cat {shard.input} > {shard.output}"
+outputs = ["out/pages.txt"]
+"#,
+        ))
+        .write("texts/a.txt", "fine\n")
+        .write("texts/b.txt", "bad\n")
+        .args(["build", "-k", "--run-id", "fs"])
+        .expect_status(1)
+        .run();
+    let s = summary(&out, "fs");
+    assert_eq!(s["failed"][0]["instance"], "pages");
+    assert_eq!(
+        s["failed"][0]["shards"],
+        json!([{"index": 1, "key": "texts/b.txt", "kind": "exit",
+                "log": ".orch/logs/fs/pages#1-texts_b.txt.log"}])
+    );
+}
+
+#[test]
 fn summary_of_an_interrupted_build() {
     use std::time::Duration;
     let t = Test::new()

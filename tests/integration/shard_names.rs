@@ -72,6 +72,18 @@ fn a_failing_files_shard_is_named_by_its_path() {
         event(&events, "instance_failed", "compile")["log"],
         ".orch/logs/r/compile#1-src_mem.c.log"
     );
+    // The run summary names the failed shard, its key whole.
+    let summary: Value =
+        serde_json::from_str(&out.read(".orch/runs/r/summary.json")).expect("a summary");
+    assert_eq!(
+        summary["failed"][0]["shards"],
+        json!([{
+            "index": 1,
+            "key": "src/mem.c",
+            "kind": "exit",
+            "log": ".orch/logs/r/compile#1-src_mem.c.log"
+        }])
+    );
     // `orch log` shows the shard's key and finds its log.
     out.again()
         .args(["log", "r"])
