@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::cli::LogArgs;
 use crate::events::human::duration;
-use crate::events::shard_name::display_key;
+use crate::events::shard_name::{display_key, escape_key};
 use crate::store::{Layout, Store};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
@@ -245,7 +245,8 @@ fn details(e: &Value) -> String {
                 s.push_str(&format!("attempt {attempt}: "));
             }
             s.push_str("$ ");
-            s.push_str(&e["command"].as_str().unwrap_or("").replace('\n', "\\n"));
+            // A command expands `{shard.key}`, which is data: no raw control characters.
+            s.push_str(&escape_key(e["command"].as_str().unwrap_or("")));
             s
         }
         "instance_retrying" => format!(

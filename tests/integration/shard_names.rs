@@ -132,7 +132,7 @@ fn json_events_about_a_shard_carry_its_key_whole() {
 const GROUPED: &str = r#"
 [phase.routes]
 shard = { strategy = "group", source = "data/in.jsonl", key = "route" }
-run = "cat {shard.input} > {shard.output}; grep -q fail {shard.input} && exit 5; true"
+run = "cat {shard.input} > {shard.output}; grep -q fail {shard.input} && exit 5; : '{shard.key}'"
 outputs = ["build/routes.jsonl"]
 "#;
 
