@@ -32,8 +32,8 @@ pub struct Human<W: Write> {
     done: usize,
     total: usize,
     printed: std::collections::BTreeSet<String>,
-    /// Failed shards by instance, as labels, for the closing lines.
-    failed_shards: BTreeMap<String, Vec<String>>,
+    /// Failed shards by instance, as labels by index, for the closing lines.
+    failed_shards: FailedShards,
 }
 
 impl<W: Write> Human<W> {
@@ -196,14 +196,18 @@ pub fn shard_parent(name: &str) -> Option<&str> {
     name.rsplit_once('#').map(|(parent, _)| parent)
 }
 
+/// Failed shards by instance: index → label (`compile#3 (src/mem.c)`), so the closing
+/// line lists them by index whatever order they failed in.
+pub type FailedShards = BTreeMap<String, BTreeMap<usize, String>>;
+
 /// The failed instances as the closing line names them: a sharded instance by its failed
 /// shards (`compile#3 (src/mem.c)`), the first [`MAX_SHARDS_LISTED`] then a count.
-pub fn failed_list(failed: &[String], shards: &BTreeMap<String, Vec<String>>) -> String {
+pub fn failed_list(failed: &[String], shards: &FailedShards) -> String {
     let mut names = Vec::with_capacity(failed.len());
     for f in failed {
         match shards.get(f) {
             Some(labels) if !labels.is_empty() => {
-                names.extend(labels.iter().take(MAX_SHARDS_LISTED).cloned());
+                names.extend(labels.values().take(MAX_SHARDS_LISTED).cloned());
                 if labels.len() > MAX_SHARDS_LISTED {
                     names.push(format!(
                         "and {} more shards of {f}",
@@ -332,13 +336,13 @@ impl<W: Write> Sink for Human<W> {
                 let c = self.counter();
                 let what = failure_what(*kind, *exit_code, *signal);
                 let name = label(name, shard.as_ref());
-                if shard.is_some()
+                if let Some(sh) = shard
                     && let Some(instance) = e.instance.as_deref().and_then(shard_parent)
                 {
                     self.failed_shards
                         .entry(instance.to_owned())
                         .or_default()
-                        .push(name.clone());
+                        .insert(sh.index, name.clone());
                 }
                 let _ = writeln!(
                     self.out,
@@ -458,7 +462,11 @@ mod tests {
 
     #[test]
     fn the_closing_line_names_ten_failed_shards_then_counts() {
-        let labels: Vec<String> = (0..12).map(|n| format!("c#{n} (src/{n}.c)")).collect();
+        // Failed in reverse order: listed by index all the same.
+        let labels: BTreeMap<usize, String> = (0..12)
+            .rev()
+            .map(|n| (n, format!("c#{n} (src/{n}.c)")))
+            .collect();
         let shards = BTreeMap::from([("c".to_owned(), labels)]);
         let failed = ["a".to_owned(), "c".to_owned()];
         let line = failed_list(&failed, &shards);

@@ -202,7 +202,7 @@ pub enum EventKind {
         /// One line for humans.
         message: String,
         /// The captured output, project-relative; "" when no command ran (a source that
-        /// cannot be split, a failed merge). For a sharded instance, its first failed
+        /// cannot be split, a failed merge). For a sharded instance, its lowest-index failed
         /// shard's log.
         log: String,
         /// Wall time.

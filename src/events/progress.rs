@@ -19,8 +19,8 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use super::human::{
-    Verbosity, blocked_why, duration, failed_list, failure_what, input_changed_line, log_block,
-    shard_parent,
+    FailedShards, Verbosity, blocked_why, duration, failed_list, failure_what, input_changed_line,
+    log_block, shard_parent,
 };
 use super::shard_name::label;
 use super::{BlockReason, Event, EventKind, Sink};
@@ -194,8 +194,8 @@ struct Screen {
     up_to_date: usize,
     /// Instances with a failure (a failed shard counts for its instance).
     failed: BTreeSet<String>,
-    /// Failed shards by instance, as labels, for the closing lines.
-    failed_shards: BTreeMap<String, Vec<String>>,
+    /// Failed shards by instance, as labels by index, for the closing lines.
+    failed_shards: FailedShards,
     /// Logs printed already.
     printed: BTreeSet<String>,
     ended: bool,
@@ -450,11 +450,11 @@ impl Screen {
                     None => name,
                 };
                 self.failed.insert(instance.to_owned());
-                if shard.is_some() {
+                if let Some(sh) = shard {
                     self.failed_shards
                         .entry(instance.to_owned())
                         .or_default()
-                        .push(shown.clone());
+                        .insert(sh.index, shown.clone());
                 }
                 let what = failure_what(*kind, *exit_code, *signal);
                 let failed = if self.color {

@@ -157,9 +157,9 @@ struct Sharded {
     running: usize,
     cap: usize,
     results: Vec<Option<ShardResult>>,
-    /// The first shard failure, the log of that shard, and the shard as people read it
-    /// (`#3 (src/mem.c)`).
-    failure: Option<(Failure, String, String)>,
+    /// The failure of the failed shard with the lowest index (so the instance's message
+    /// does not depend on which shard ended first), its log, and its slot in `shards`.
+    failure: Option<(Failure, String, usize)>,
     started_at: Instant,
     /// Inputs of shards that changed while they ran: the instance is not recorded.
     unrecorded: Vec<String>,
@@ -1366,9 +1366,8 @@ impl Build<'_, '_> {
                         },
                     );
                 } else {
-                    if sh.failure.is_none() {
-                        let which = format!("#{}{}", p.shard.index, key_suffix(shard.as_ref()));
-                        sh.failure = Some((f.clone(), log.clone(), which));
+                    if sh.failure.as_ref().is_none_or(|(_, _, first)| s < *first) {
+                        sh.failure = Some((f.clone(), log.clone(), s));
                     }
                     self.events
                         .emit(Some(&shard_name), failed_event(f, log, duration_ms, shard));
@@ -1396,7 +1395,15 @@ impl Build<'_, '_> {
         let inst = &self.snap.project.instances[i];
         let duration_ms = sh.started_at.elapsed().as_millis() as u64;
         self.done_planned += 1;
-        if let Some((f, log, which)) = sh.failure {
+        if let Some((f, log, slot)) = sh.failure {
+            let which = sh.shards.get(slot).map_or_else(String::new, |p| {
+                let shard = ShardRef {
+                    index: p.shard.index,
+                    count: sh.shards.len(),
+                    key: p.shard.key.clone(),
+                };
+                format!("#{}{}", p.shard.index, key_suffix(Some(&shard)))
+            });
             remove_outputs(&self.beneath, inst);
             let failed = sh.shards.len()
                 - sh.results.iter().filter(|r| r.is_some()).count()
