@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::cli::LogArgs;
 use crate::events::human::duration;
+use crate::events::shard_name::{display_key, escape_key};
 use crate::store::{Layout, Store};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
@@ -172,10 +173,14 @@ fn counts(c: &Value) -> String {
     )
 }
 
+/// ` (shard src/mem.c)`: the key escaped and shortened as the build display shows it,
+/// since it is untrusted text (a group value from a data file); "" for a chunk's index.
 fn shard(e: &Value) -> String {
-    match e["shard"]["key"].as_str() {
-        Some(k) => format!(" (shard {k})"),
-        None => String::new(),
+    let key = e["shard"]["key"].as_str();
+    let index = e["shard"]["index"].as_u64().map(|i| i.to_string());
+    match key {
+        Some(k) if index.as_deref() != Some(k) => format!(" (shard {})", display_key(k)),
+        _ => String::new(),
     }
 }
 
@@ -240,7 +245,8 @@ fn details(e: &Value) -> String {
                 s.push_str(&format!("attempt {attempt}: "));
             }
             s.push_str("$ ");
-            s.push_str(&e["command"].as_str().unwrap_or("").replace('\n', "\\n"));
+            // A command expands `{shard.key}`, which is data: no raw control characters.
+            s.push_str(&escape_key(e["command"].as_str().unwrap_or("")));
             s
         }
         "instance_retrying" => format!(
@@ -283,12 +289,13 @@ fn details(e: &Value) -> String {
         "instance_blocked" => {
             let by = str_list(&e["blocked_by"]);
             let reason = e["reason"].as_str().unwrap_or("?");
-            if by.is_empty() {
+            let text = if by.is_empty() {
                 reason.to_owned()
             } else {
                 let by: Vec<String> = by.iter().map(|b| format!("`{b}`")).collect();
                 format!("{reason}, blocked by {}", by.join(", "))
-            }
+            };
+            text + &shard(e)
         }
         "soft_dependency_unmet" => format!(
             "soft dependency `{}` {}; runs without it",
@@ -377,6 +384,16 @@ mod tests {
         let blocked = json!({"ts":"2026-01-31T12:00:00.123Z","type":"instance_blocked",
             "reason":"upstream_failed","blocked_by":["a"],"instance":"c"});
         assert!(line(&blocked, 1).ends_with("c  upstream_failed, blocked by `a`"));
+        let shard = json!({"type":"instance_completed","duration_ms":5,"action_key":"ab",
+            "outputs":{},"instance":"g#1","shard":{"index":1,"count":2,"key":"fr\n\u{1b}[2J"}});
+        assert!(
+            line(&shard, 3).ends_with("(shard fr\\n\\u{1b}[2J)"),
+            "{}",
+            line(&shard, 3)
+        );
+        let chunk = json!({"type":"instance_completed","duration_ms":5,"action_key":"ab",
+            "outputs":{},"instance":"c#1","shard":{"index":1,"count":2,"key":"1"}});
+        assert!(!line(&chunk, 3).contains("(shard"), "{}", line(&chunk, 3));
         let why = json!({"type":"instance_invalidated","reasons":["input_changed"],
             "details":[{"reason":"input_changed","subject":"raw/1.txt"}]});
         assert_eq!(details(&why), "input_changed (raw/1.txt)");

@@ -1,4 +1,5 @@
-//! `orch plan` (and `build --dry-run`): what would run, and why.
+//! `orch plan` (and `build --dry-run`): what would run, and why — for a sharded
+//! instance, which of its shards, by `{shard.key}`.
 
 use std::collections::BTreeSet;
 
@@ -6,6 +7,7 @@ use serde_json::json;
 
 use crate::cli::PlanArgs;
 use crate::events::human::Verbosity;
+use crate::events::shard_name::display_key;
 use crate::exec::shards;
 use crate::plan::{PlanEntry, PlanSource, plan_static, reason};
 use crate::snapshot::Snapshot;
@@ -89,10 +91,10 @@ pub fn print_plan(
 /// What is known about the shards of a stale sharded instance before it runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ShardInfo {
-    /// This many of its shards must run.
+    /// These of its shards must run.
     Counted {
-        /// Shards that will run.
-        stale: usize,
+        /// Shards that will run, in shard order.
+        stale: Vec<StaleShard>,
         /// All shards.
         total: usize,
     },
@@ -105,9 +107,85 @@ pub enum ShardInfo {
 impl std::fmt::Display for ShardInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ShardInfo::Counted { stale, total } => write!(f, "{stale} of {total} shards stale"),
+            ShardInfo::Counted { stale, total } => {
+                write!(f, "{} of {total} shards stale", stale.len())?;
+                // When every shard runs, naming them says nothing the count does not.
+                if stale.is_empty() || stale.len() == *total {
+                    return Ok(());
+                }
+                let shown: Vec<String> = stale
+                    .iter()
+                    .take(MAX_SHARDS_LISTED)
+                    .map(ToString::to_string)
+                    .collect();
+                write!(f, ": {}", shown.join(", "))?;
+                if stale.len() > MAX_SHARDS_LISTED {
+                    write!(f, " and {} more", stale.len() - MAX_SHARDS_LISTED)?;
+                }
+                Ok(())
+            }
             ShardInfo::AfterUpstream => f.write_str("shards are known once its upstreams have run"),
             ShardInfo::Invalid(m) => write!(f, "cannot split: {m}"),
+        }
+    }
+}
+
+/// Most stale shards the plain `plan` and `status` name; `--json` lists them all.
+pub const MAX_SHARDS_LISTED: usize = 10;
+
+/// Why one shard must run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardWhy {
+    /// No result is recorded under its key: it is new, or its slice or anything its
+    /// instance's key covers changed since.
+    NotRecorded,
+    /// Its recorded output is gone.
+    OutputMissing,
+    /// Its recorded output was changed since.
+    OutputModified,
+    /// Its instance runs regardless (`--force`, `always`).
+    Forced,
+}
+
+impl ShardWhy {
+    /// The public code, as `plan --json` writes it.
+    pub fn code(self) -> &'static str {
+        match self {
+            ShardWhy::NotRecorded => "not_recorded",
+            ShardWhy::OutputMissing => "output_missing",
+            ShardWhy::OutputModified => "output_modified",
+            ShardWhy::Forced => "forced",
+        }
+    }
+}
+
+/// A shard that must run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaleShard {
+    /// Its position, from 0.
+    pub index: usize,
+    /// `{shard.key}`.
+    pub key: String,
+    /// Why.
+    pub why: ShardWhy,
+}
+
+impl std::fmt::Display for StaleShard {
+    /// `#7 (lib/common/mem.c)`, and the reason when it is about the shard's own output:
+    /// `#7 (lib/common/mem.c: output missing)`. The key is escaped and shortened.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = (self.key != self.index.to_string()).then(|| display_key(&self.key));
+        let why = match self.why {
+            ShardWhy::OutputMissing => Some("output missing"),
+            ShardWhy::OutputModified => Some("output modified"),
+            ShardWhy::NotRecorded | ShardWhy::Forced => None,
+        };
+        write!(f, "#{}", self.index)?;
+        match (key, why) {
+            (Some(k), Some(w)) => write!(f, " ({k}: {w})"),
+            (Some(k), None) => write!(f, " ({k})"),
+            (None, Some(w)) => write!(f, " ({w})"),
+            (None, None) => Ok(()),
         }
     }
 }
@@ -159,7 +237,8 @@ pub fn planned(
                     .map(crate::plan::Success::output_digests)
             };
             let parts = snap.parts(i, &upstream);
-            let recorded = if snap.forced.contains(&i) || inst.always {
+            let forced = snap.forced.contains(&i) || inst.always;
+            let recorded = if forced {
                 Default::default()
             } else {
                 store.shard_results(&inst.name).unwrap_or_default()
@@ -175,7 +254,23 @@ pub fn planned(
                 &recorded,
             ) {
                 Ok(p) => ShardInfo::Counted {
-                    stale: p.iter().filter(|s| s.reuse.is_none()).count(),
+                    stale: p
+                        .iter()
+                        .filter(|s| s.reuse.is_none())
+                        .map(|s| StaleShard {
+                            index: s.shard.index,
+                            key: s.shard.key.clone(),
+                            why: if forced {
+                                ShardWhy::Forced
+                            } else if !recorded.contains_key(&s.key.0) {
+                                ShardWhy::NotRecorded
+                            } else if outputs_present(&l.project.root, s) {
+                                ShardWhy::OutputModified
+                            } else {
+                                ShardWhy::OutputMissing
+                            },
+                        })
+                        .collect(),
                     total: p.len(),
                 },
                 Err(m) => ShardInfo::Invalid(m),
@@ -199,6 +294,16 @@ pub fn planned(
     Ok(out)
 }
 
+/// Whether every output a shard recorded is still there (then a stale shard's output was
+/// modified, else it is missing).
+fn outputs_present(root: &std::path::Path, s: &shards::PlannedShard) -> bool {
+    if s.part.is_empty() {
+        s.outputs.iter().all(|o| root.join(o).exists())
+    } else {
+        root.join(&s.part).exists()
+    }
+}
+
 /// One planned instance as JSON.
 pub fn entry_json(p: &Planned) -> serde_json::Value {
     let e = &p.entry;
@@ -213,7 +318,14 @@ pub fn entry_json(p: &Planned) -> serde_json::Value {
     }
     if let Some(info) = &p.shards {
         v["shards"] = match info {
-            ShardInfo::Counted { stale, total } => json!({ "stale": stale, "total": total }),
+            ShardInfo::Counted { stale, total } => json!({
+                "stale": stale.len(),
+                "total": total,
+                "stale_shards": stale
+                    .iter()
+                    .map(|s| json!({ "index": s.index, "key": s.key, "reason": s.why.code() }))
+                    .collect::<Vec<_>>(),
+            }),
             ShardInfo::AfterUpstream => json!({ "after_upstream": true }),
             ShardInfo::Invalid(m) => json!({ "error": m }),
         };

@@ -1,10 +1,13 @@
 //! The plain display for people and CI logs, driven only by events: one line per
-//! finished instance (`[12/40] translate[lang=fr] ok 1.2s`), the end of a failed
-//! instance's log as one block, and a summary line.
+//! finished instance or shard (`[12/40] translate[lang=fr]#3 (route-7) ok 1.2s`), the end
+//! of a failed instance's log as one block, and a summary line.
 
 use std::io::Write;
 use std::path::PathBuf;
 
+use std::collections::BTreeMap;
+
+use super::shard_name::label;
 use super::{BlockReason, Event, EventKind, FailureKind, Sink};
 
 /// How much the display says.
@@ -29,6 +32,8 @@ pub struct Human<W: Write> {
     done: usize,
     total: usize,
     printed: std::collections::BTreeSet<String>,
+    /// Failed shards by instance, as labels by index, for the closing lines.
+    failed_shards: FailedShards,
 }
 
 impl<W: Write> Human<W> {
@@ -41,6 +46,7 @@ impl<W: Write> Human<W> {
             done: 0,
             total: 0,
             printed: Default::default(),
+            failed_shards: BTreeMap::new(),
         }
     }
 
@@ -183,6 +189,39 @@ pub fn input_changed_line(name: &str, paths: &[String]) -> String {
     )
 }
 
+/// Most failed shards of one instance the closing line names.
+pub const MAX_SHARDS_LISTED: usize = 10;
+
+/// `compile` of `compile#3`: the instance a shard belongs to.
+pub fn shard_parent(name: &str) -> Option<&str> {
+    name.rsplit_once('#').map(|(parent, _)| parent)
+}
+
+/// Failed shards by instance: index → label (`compile#3 (src/mem.c)`), so the closing
+/// line lists them by index whatever order they failed in.
+pub type FailedShards = BTreeMap<String, BTreeMap<usize, String>>;
+
+/// The failed instances as the closing line names them: a sharded instance by its failed
+/// shards (`compile#3 (src/mem.c)`), the first [`MAX_SHARDS_LISTED`] then a count.
+pub fn failed_list(failed: &[String], shards: &FailedShards) -> String {
+    let mut names = Vec::with_capacity(failed.len());
+    for f in failed {
+        match shards.get(f) {
+            Some(labels) if !labels.is_empty() => {
+                names.extend(labels.values().take(MAX_SHARDS_LISTED).cloned());
+                if labels.len() > MAX_SHARDS_LISTED {
+                    names.push(format!(
+                        "and {} more shards of {f}",
+                        labels.len() - MAX_SHARDS_LISTED
+                    ));
+                }
+            }
+            _ => names.push(f.clone()),
+        }
+    }
+    names.join(", ")
+}
+
 /// The closing line of a run without failures.
 pub fn completed_line(counts: &super::Counts, duration_ms: u64) -> String {
     if counts.succeeded == 0 && counts.cached == 0 {
@@ -257,8 +296,8 @@ impl<W: Write> Sink for Human<W> {
                 let why: Vec<String> = details.iter().map(ToString::to_string).collect();
                 let _ = writeln!(self.out, "{name}: stale: {}", why.join(", "));
             }
-            EventKind::InstanceStarted { command, .. } if verbose => {
-                let _ = writeln!(self.out, "{name}: $ {command}");
+            EventKind::InstanceStarted { command, shard, .. } if verbose => {
+                let _ = writeln!(self.out, "{}: $ {command}", label(name, shard.as_ref()));
             }
             EventKind::InstanceSkipped {
                 early_cutoff: true, ..
@@ -277,9 +316,12 @@ impl<W: Write> Sink for Human<W> {
             EventKind::InstanceSkipped { .. } if verbose => {
                 let _ = writeln!(self.out, "{name} up to date");
             }
-            EventKind::InstanceCompleted { duration_ms, .. } => {
+            EventKind::InstanceCompleted {
+                duration_ms, shard, ..
+            } => {
                 let c = self.counter();
                 if normal {
+                    let name = label(name, shard.as_ref());
                     let _ = writeln!(self.out, "{c} {name} ok {}", duration(*duration_ms));
                 }
             }
@@ -290,10 +332,19 @@ impl<W: Write> Sink for Human<W> {
                 message,
                 log,
                 duration_ms,
-                ..
+                shard,
             } => {
                 let c = self.counter();
                 let what = failure_what(*kind, *exit_code, *signal);
+                let name = label(name, shard.as_ref());
+                if let Some(sh) = shard
+                    && let Some(instance) = e.instance.as_deref().and_then(shard_parent)
+                {
+                    self.failed_shards
+                        .entry(instance.to_owned())
+                        .or_default()
+                        .insert(sh.index, name.clone());
+                }
                 let _ = writeln!(
                     self.out,
                     "{c} {name} FAILED ({what}) {}: {message}",
@@ -301,13 +352,18 @@ impl<W: Write> Sink for Human<W> {
                 );
                 // A sharded instance's failure points at the log of a shard shown already.
                 if !log.is_empty() && self.printed.insert(log.clone()) {
-                    let (name, log) = (name.to_owned(), log.clone());
+                    let log = log.clone();
                     self.print_log(&name, &log);
                 }
             }
-            EventKind::InstanceBlocked { reason, blocked_by } => {
+            EventKind::InstanceBlocked {
+                reason,
+                blocked_by,
+                shard,
+            } => {
                 let why = blocked_why(*reason, blocked_by);
                 if normal || *reason != BlockReason::StoppedAfterFailure {
+                    let name = label(name, shard.as_ref());
                     let _ = writeln!(self.out, "[-] {name} {why}");
                 }
             }
@@ -316,16 +372,19 @@ impl<W: Write> Sink for Human<W> {
                 attempts,
                 delay_ms,
                 message,
+                shard,
                 ..
             } => {
+                let name = label(name, shard.as_ref());
                 let _ = writeln!(
                     self.out,
                     "[~] {name} attempt {attempt} of {attempts} failed: {message}; retrying in {}",
                     duration(*delay_ms)
                 );
             }
-            EventKind::InputChangedDuringRun { paths, .. } => {
-                let _ = writeln!(self.out, "warning: {}", input_changed_line(name, paths));
+            EventKind::InputChangedDuringRun { paths, shard } => {
+                let name = label(name, shard.as_ref());
+                let _ = writeln!(self.out, "warning: {}", input_changed_line(&name, paths));
             }
             EventKind::SoftDependencyUnmet {
                 upstream,
@@ -375,7 +434,11 @@ impl<W: Write> Sink for Human<W> {
                     duration(*duration_ms)
                 );
                 if !failed.is_empty() {
-                    let _ = writeln!(self.out, "orch: failed: {}", failed.join(", "));
+                    let _ = writeln!(
+                        self.out,
+                        "orch: failed: {}",
+                        failed_list(failed, &self.failed_shards)
+                    );
                 }
             }
             _ => {}
@@ -396,6 +459,29 @@ mod tests {
         assert_eq!(duration(15), "15ms");
         assert_eq!(duration(1234), "1.2s");
         assert_eq!(duration(125_000), "2m05s");
+    }
+
+    #[test]
+    fn the_closing_line_names_ten_failed_shards_then_counts() {
+        // Failed in reverse order: listed by index all the same.
+        let labels: BTreeMap<usize, String> = (0..12)
+            .rev()
+            .map(|n| (n, format!("c#{n} (src/{n}.c)")))
+            .collect();
+        let shards = BTreeMap::from([("c".to_owned(), labels)]);
+        let failed = ["a".to_owned(), "c".to_owned()];
+        let line = failed_list(&failed, &shards);
+        assert!(
+            line.starts_with("a, c#0 (src/0.c), c#1 (src/1.c), "),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("c#9 (src/9.c), and 2 more shards of c"),
+            "{line}"
+        );
+        assert!(!line.contains("c#10"), "{line}");
+        assert_eq!(shard_parent("t[lang=fr]#3"), Some("t[lang=fr]"));
+        assert_eq!(shard_parent("t[lang=fr]"), None);
     }
 
     fn block_of(bytes: &[u8]) -> String {

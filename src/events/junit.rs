@@ -175,7 +175,11 @@ impl Sink for Junit {
                     log: log.clone(),
                 },
             ),
-            EventKind::InstanceBlocked { reason, blocked_by } => {
+            EventKind::InstanceBlocked {
+                reason,
+                blocked_by,
+                shard: None,
+            } => {
                 let mut message = format!("blocked: {}", reason.code());
                 if !blocked_by.is_empty() {
                     let _ = write!(message, " by {}", blocked_by.join(", "));
@@ -355,6 +359,7 @@ mod tests {
                     EventKind::InstanceBlocked {
                         reason: BlockReason::UpstreamFailed,
                         blocked_by: vec!["t[l=fr]".to_owned(), "m".to_owned()],
+                        shard: None,
                     },
                 ),
                 (
@@ -362,6 +367,7 @@ mod tests {
                     EventKind::InstanceBlocked {
                         reason: BlockReason::StoppedAfterFailure,
                         blocked_by: vec![],
+                        shard: None,
                     },
                 ),
             ],

@@ -8,6 +8,7 @@
 pub mod human;
 pub mod junit;
 pub mod progress;
+pub mod shard_name;
 pub mod sink;
 pub mod summary;
 
@@ -203,7 +204,7 @@ pub enum EventKind {
         /// One line for humans.
         message: String,
         /// The captured output, project-relative; "" when no command ran (a source that
-        /// cannot be split, a failed merge). For a sharded instance, its first failed
+        /// cannot be split, a failed merge). For a sharded instance, its lowest-index failed
         /// shard's log.
         log: String,
         /// Wall time.
@@ -219,6 +220,9 @@ pub enum EventKind {
         /// The instances that blocked it (empty for `stopped_after_failure` and
         /// `interrupted`).
         blocked_by: Vec<String>,
+        /// Set when the event is about one shard (a shard stopped by an interruption).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        shard: Option<ShardRef>,
     },
     /// A soft dependency failed or was blocked; the instance runs without it.
     SoftDependencyUnmet {

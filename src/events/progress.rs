@@ -18,7 +18,11 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use super::human::{Verbosity, blocked_why, duration, failure_what, input_changed_line, log_block};
+use super::human::{
+    FailedShards, Verbosity, blocked_why, duration, failed_list, failure_what, input_changed_line,
+    log_block, shard_parent,
+};
+use super::shard_name::label;
 use super::{BlockReason, Event, EventKind, Sink};
 
 /// How often the spinners and elapsed times move.
@@ -92,6 +96,7 @@ impl Progress {
             total: 0,
             up_to_date: 0,
             failed: BTreeSet::new(),
+            failed_shards: BTreeMap::new(),
             printed: BTreeSet::new(),
             ended: false,
         }));
@@ -189,6 +194,8 @@ struct Screen {
     up_to_date: usize,
     /// Instances with a failure (a failed shard counts for its instance).
     failed: BTreeSet<String>,
+    /// Failed shards by instance, as labels by index, for the closing lines.
+    failed_shards: FailedShards,
     /// Logs printed already.
     printed: BTreeSet<String>,
     ended: bool,
@@ -266,7 +273,7 @@ impl Screen {
         parts.join(" · ")
     }
 
-    fn start_line(&mut self, name: &str, attempt: u32) {
+    fn start_line(&mut self, name: &str, shown: &str, attempt: u32) {
         if !self.bars {
             return;
         }
@@ -283,7 +290,7 @@ impl Screen {
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
             .with_style(line_style(self.color))
-            .with_prefix(name.to_owned())
+            .with_prefix(shown.to_owned())
             .with_message(note);
         let bar = self.multi.add(bar);
         bar.tick();
@@ -362,12 +369,15 @@ impl Screen {
                 self.print(&format!("{name}: stale: {}", why.join(", ")));
             }
             EventKind::InstanceStarted {
-                attempt, command, ..
+                attempt,
+                command,
+                shard,
             } => {
+                let shown = label(name, shard.as_ref());
                 if verbose {
-                    self.print(&format!("{name}: $ {command}"));
+                    self.print(&format!("{shown}: $ {command}"));
                 }
-                self.start_line(name, *attempt);
+                self.start_line(name, &shown, *attempt);
                 self.update_overall();
             }
             EventKind::InstanceRetrying {
@@ -375,15 +385,17 @@ impl Screen {
                 attempts,
                 delay_ms,
                 message,
+                shard,
                 ..
             } => {
                 let delay = duration(*delay_ms);
+                let shown = label(name, shard.as_ref());
                 if let Some(r) = self.running.get(name) {
                     r.bar
                         .set_message(format!(" retrying in {delay} (attempt {attempt} failed)"));
                 }
                 self.print(&format!(
-                    "[~] {name} attempt {attempt} of {attempts} failed: {message}; retrying in {delay}"
+                    "[~] {shown} attempt {attempt} of {attempts} failed: {message}; retrying in {delay}"
                 ));
             }
             EventKind::InstanceSkipped { early_cutoff, .. } => {
@@ -417,7 +429,8 @@ impl Screen {
                 self.finish_line(name, shard.is_some());
                 self.update_overall();
                 if verbose {
-                    self.print(&format!("{c} {name} ok {}", duration(*duration_ms)));
+                    let shown = label(name, shard.as_ref());
+                    self.print(&format!("{c} {shown} ok {}", duration(*duration_ms)));
                 }
             }
             EventKind::InstanceFailed {
@@ -431,11 +444,18 @@ impl Screen {
             } => {
                 let c = self.counter();
                 self.finish_line(name, shard.is_some());
+                let shown = label(name, shard.as_ref());
                 let instance = match shard {
-                    Some(_) => name.rsplit_once('#').map_or(name, |(p, _)| p),
+                    Some(_) => shard_parent(name).unwrap_or(name),
                     None => name,
                 };
                 self.failed.insert(instance.to_owned());
+                if let Some(sh) = shard {
+                    self.failed_shards
+                        .entry(instance.to_owned())
+                        .or_default()
+                        .insert(sh.index, shown.clone());
+                }
                 let what = failure_what(*kind, *exit_code, *signal);
                 let failed = if self.color {
                     red("FAILED")
@@ -443,31 +463,38 @@ impl Screen {
                     "FAILED".to_owned()
                 };
                 let mut text = format!(
-                    "{c} {name} {failed} ({what}) {}: {message}\n",
+                    "{c} {shown} {failed} ({what}) {}: {message}\n",
                     duration(*duration_ms)
                 );
                 // A sharded instance's failure points at the log of a shard shown already.
                 if !log.is_empty() && self.printed.insert(log.clone()) {
-                    text.push_str(&log_block(&self.root, name, log));
+                    text.push_str(&log_block(&self.root, &shown, log));
                 }
                 self.update_overall();
                 self.print(&text);
             }
-            EventKind::InstanceBlocked { reason, blocked_by } => {
-                // A sharded instance whose remaining shards never started.
+            EventKind::InstanceBlocked {
+                reason,
+                blocked_by,
+                shard,
+            } => {
+                // A sharded instance whose remaining shards never started, or a shard
+                // stopped by an interruption (not finished, so its instance's count stays).
                 self.finish_line(name, false);
                 self.update_overall();
                 if normal || *reason != BlockReason::StoppedAfterFailure {
-                    self.print(&format!("[-] {name} {}", blocked_why(*reason, blocked_by)));
+                    let shown = label(name, shard.as_ref());
+                    self.print(&format!("[-] {shown} {}", blocked_why(*reason, blocked_by)));
                 }
             }
-            EventKind::InputChangedDuringRun { paths, .. } => {
+            EventKind::InputChangedDuringRun { paths, shard } => {
+                let name = label(name, shard.as_ref());
                 let warning = if self.color {
                     yellow("warning:")
                 } else {
                     "warning:".to_owned()
                 };
-                self.print(&format!("{warning} {}", input_changed_line(name, paths)));
+                self.print(&format!("{warning} {}", input_changed_line(&name, paths)));
             }
             EventKind::SoftDependencyUnmet {
                 upstream,
@@ -514,7 +541,10 @@ impl Screen {
                     duration(*duration_ms)
                 );
                 if !failed.is_empty() {
-                    text.push_str(&format!("orch: failed: {}\n", failed.join(", ")));
+                    text.push_str(&format!(
+                        "orch: failed: {}\n",
+                        failed_list(failed, &self.failed_shards)
+                    ));
                 }
                 self.print(&text);
             }
@@ -799,6 +829,7 @@ mod tests {
             EventKind::InstanceBlocked {
                 reason: BlockReason::UpstreamFailed,
                 blocked_by: vec!["bad".to_owned()],
+                shard: None,
             },
         ));
         assert_eq!(p.position(), (1, 2));
@@ -853,6 +884,7 @@ mod tests {
             EventKind::InstanceBlocked {
                 reason: BlockReason::StoppedAfterFailure,
                 blocked_by: Vec::new(),
+                shard: None,
             },
         ));
         p.event(&ev(

@@ -29,6 +29,8 @@ pub struct Summary {
     ran: BTreeSet<String>,
     durations: BTreeMap<String, u64>,
     failed: BTreeMap<String, Failed>,
+    /// Failed shards by instance and index.
+    failed_shards: BTreeMap<String, BTreeMap<usize, FailedShard>>,
     blocked: BTreeMap<String, Blocked>,
     retries: BTreeMap<String, u32>,
 }
@@ -101,6 +103,22 @@ pub struct Failed {
     pub log: String,
     /// Attempts made.
     pub attempts: u32,
+    /// For a sharded instance: its failed shards, by index, each with its key and log.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<FailedShard>,
+}
+
+/// One failed shard of a failed instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FailedShard {
+    /// Its position, from 0.
+    pub index: usize,
+    /// `{shard.key}`, as it is.
+    pub key: String,
+    /// How it failed.
+    pub kind: FailureKind,
+    /// Its log, project-relative (empty when nothing ran).
+    pub log: String,
 }
 
 /// A blocked instance.
@@ -137,6 +155,7 @@ impl Summary {
             ran: BTreeSet::new(),
             durations: BTreeMap::new(),
             failed: BTreeMap::new(),
+            failed_shards: BTreeMap::new(),
             blocked: BTreeMap::new(),
             retries: BTreeMap::new(),
         }
@@ -177,6 +196,11 @@ impl Summary {
             .values()
             .map(|f| Failed {
                 attempts: self.attempts(&f.instance),
+                shards: self
+                    .failed_shards
+                    .get(&f.instance)
+                    .map(|s| s.values().cloned().collect())
+                    .unwrap_or_default(),
                 ..f.clone()
             })
             .collect();
@@ -271,10 +295,36 @@ impl Sink for Summary {
                         message: message.clone(),
                         log: log.clone(),
                         attempts: 1,
+                        shards: Vec::new(),
                     },
                 );
             }
-            EventKind::InstanceBlocked { reason, blocked_by } => {
+            EventKind::InstanceFailed {
+                kind,
+                log,
+                shard: Some(shard),
+                ..
+            } => {
+                if let Some(parent) = super::human::shard_parent(name) {
+                    self.failed_shards
+                        .entry(parent.to_owned())
+                        .or_default()
+                        .insert(
+                            shard.index,
+                            FailedShard {
+                                index: shard.index,
+                                key: shard.key.clone(),
+                                kind: *kind,
+                                log: log.clone(),
+                            },
+                        );
+                }
+            }
+            EventKind::InstanceBlocked {
+                reason,
+                blocked_by,
+                shard: None,
+            } => {
                 self.blocked.insert(
                     name.to_owned(),
                     Blocked {
@@ -524,6 +574,7 @@ mod tests {
                     EventKind::InstanceBlocked {
                         reason: BlockReason::UpstreamFailed,
                         blocked_by: vec!["c".to_owned()],
+                        shard: None,
                     },
                 ),
                 (
@@ -531,6 +582,7 @@ mod tests {
                     EventKind::InstanceBlocked {
                         reason: BlockReason::StoppedAfterFailure,
                         blocked_by: vec![],
+                        shard: None,
                     },
                 ),
                 (
@@ -578,7 +630,13 @@ mod tests {
                         "exit_code": 3,
                         "message": "the command exited with status 3",
                         "log": ".orch/logs/r1/t_l=fr_#2.log",
-                        "attempts": 1
+                        "attempts": 1,
+                        "shards": [{
+                            "index": 2,
+                            "key": "k2",
+                            "kind": "exit",
+                            "log": ".orch/logs/r1/t_l=fr_#2.log"
+                        }]
                     }
                 ],
                 "blocked": [
@@ -657,6 +715,7 @@ mod tests {
                     EventKind::InstanceBlocked {
                         reason: BlockReason::Interrupted,
                         blocked_by: vec![],
+                        shard: None,
                     },
                 ),
                 (

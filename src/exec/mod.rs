@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::cache::{Cache, Source};
+use crate::events::shard_name::key_suffix;
 use crate::events::{BlockReason, Counts, EventKind, EventLog, FailureKind, ShardRef};
 use crate::fs::{self, Beneath, Digest, PathDigest};
 use crate::model::Instance;
@@ -164,8 +165,9 @@ struct Sharded {
     running: usize,
     cap: usize,
     results: Vec<Option<ShardResult>>,
-    /// The first shard failure, and the log of that shard.
-    failure: Option<(Failure, String)>,
+    /// The failure of the failed shard with the lowest index (so the instance's message
+    /// does not depend on which shard ended first), its log, and its slot in `shards`.
+    failure: Option<(Failure, String, usize)>,
     started_at: Instant,
     /// Inputs of shards that changed while they ran: the instance is not recorded.
     unrecorded: Vec<String>,
@@ -425,6 +427,7 @@ impl Build<'_, '_> {
                 EventKind::InstanceBlocked {
                     reason,
                     blocked_by: failed_by,
+                    shard: None,
                 },
             );
             self.set_blocked(i);
@@ -528,6 +531,7 @@ impl Build<'_, '_> {
                 EventKind::InstanceBlocked {
                     reason: BlockReason::Interrupted,
                     blocked_by: Vec::new(),
+                    shard: None,
                 },
             );
             self.set_blocked(i);
@@ -803,9 +807,12 @@ impl Build<'_, '_> {
     }
 
     fn log_rel(&self, name: &str) -> String {
-        self.layout
-            .log_file(&self.opts.run_id, name)
-            .strip_prefix(&self.root)
+        self.rel(&self.layout.log_file(&self.opts.run_id, name))
+    }
+
+    /// `path` relative to the project root, as events name it ("" outside the root).
+    fn rel(&self, path: &std::path::Path) -> String {
+        path.strip_prefix(&self.root)
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default()
     }
@@ -891,6 +898,7 @@ impl Build<'_, '_> {
                     EventKind::InstanceBlocked {
                         reason: BlockReason::Interrupted,
                         blocked_by: Vec::new(),
+                        shard: None,
                     },
                 );
                 self.outcome[i] = Some(Outcome::Blocked);
@@ -1264,7 +1272,12 @@ impl Build<'_, '_> {
                 .unwrap_or_default(),
             cwd: self.cwd(inst),
             env: job_env(inst, &self.opts.run_id, Some((p.shard.index, count))),
-            log: self.layout.log_file(&self.opts.run_id, &shard_name),
+            log: self.layout.shard_log_file(
+                &self.opts.run_id,
+                &inst.name,
+                p.shard.index,
+                &p.shard.key,
+            ),
             timeout: inst.timeout,
             stream: self.stream_for(&shard_name),
         };
@@ -1334,7 +1347,16 @@ impl Build<'_, '_> {
         let log = self
             .sharded
             .get(&i)
-            .map(|sh| self.log_rel(&format!("{}#{}", self.name(i), sh.shards[s].shard.index)))
+            .map(|sh| {
+                let shard = &sh.shards[s].shard;
+                let log = self.layout.shard_log_file(
+                    &self.opts.run_id,
+                    self.name(i),
+                    shard.index,
+                    &shard.key,
+                );
+                self.rel(&log)
+            })
             .unwrap_or_default();
         let Some(sh) = self.sharded.get_mut(&i) else {
             return;
@@ -1448,11 +1470,12 @@ impl Build<'_, '_> {
                         EventKind::InstanceBlocked {
                             reason: BlockReason::Interrupted,
                             blocked_by: Vec::new(),
+                            shard: shard.clone(),
                         },
                     );
                 } else {
-                    if sh.failure.is_none() {
-                        sh.failure = Some((f.clone(), log.clone()));
+                    if sh.failure.as_ref().is_none_or(|(_, _, first)| s < *first) {
+                        sh.failure = Some((f.clone(), log.clone(), s));
                     }
                     self.events
                         .emit(Some(&shard_name), failed_event(f, log, duration_ms, shard));
@@ -1480,13 +1503,21 @@ impl Build<'_, '_> {
         let inst = &self.snap.project.instances[i];
         let duration_ms = sh.started_at.elapsed().as_millis() as u64;
         self.done_planned += 1;
-        if let Some((f, log)) = sh.failure {
+        if let Some((f, log, slot)) = sh.failure {
+            let which = sh.shards.get(slot).map_or_else(String::new, |p| {
+                let shard = ShardRef {
+                    index: p.shard.index,
+                    count: sh.shards.len(),
+                    key: p.shard.key.clone(),
+                };
+                format!("#{}{}", p.shard.index, key_suffix(Some(&shard)))
+            });
             remove_outputs(&self.beneath, inst);
             let failed = sh.shards.len()
                 - sh.results.iter().filter(|r| r.is_some()).count()
                 - sh.waiting.len();
             let message = format!(
-                "{failed} of {} shards failed; first: {}",
+                "{failed} of {} shards failed; first: {which}: {}",
                 sh.shards.len(),
                 f.3
             );
@@ -1505,6 +1536,7 @@ impl Build<'_, '_> {
                 EventKind::InstanceBlocked {
                     reason,
                     blocked_by: Vec::new(),
+                    shard: None,
                 },
             );
             self.set_blocked(i);
@@ -1681,6 +1713,7 @@ impl Build<'_, '_> {
                 EventKind::InstanceBlocked {
                     reason,
                     blocked_by: by,
+                    shard: None,
                 },
             );
             self.outcome[i] = Some(Outcome::Blocked);

@@ -17,6 +17,12 @@ pub const ORCH_DIR: &str = ".orch";
 /// file systems commonly cap a name at 255 bytes and `.log` must still fit.
 const MAX_LOG_STEM: usize = 200;
 
+/// Longest key part of a shard log's name; the end of a longer key is kept.
+const MAX_KEY_PART: usize = 40;
+
+/// A shard log's key part shorter than this says too little to be worth its room.
+const MIN_KEY_PART: usize = 8;
+
 /// Paths inside `.orch/` of one project.
 #[derive(Clone, Debug)]
 pub struct Layout {
@@ -70,6 +76,36 @@ impl Layout {
     /// cut and suffixed with a hash of the full name to stay under file-name limits.
     pub fn log_file(&self, run_id: &str, instance: &str) -> PathBuf {
         let mut name = log_file_stem(instance);
+        name.push_str(".log");
+        self.log_dir(run_id).join(name)
+    }
+
+    /// `.orch/logs/RUN_ID/<instance>#<index>-<key>.log`: one shard's log, named by its
+    /// `{shard.key}` too (`compile#3-src_mem.c.log`) so a listing says which is which.
+    ///
+    /// The key part keeps `[A-Za-z0-9._=,-]`, turns every other character into `_`, keeps
+    /// the end of a long key (a path's file name) and is left out when the key is the
+    /// index (chunks). The instance stem and index alone already name one shard of one
+    /// run (`#` never appears in a stem), so the key part needs no digest to stay unique.
+    pub fn shard_log_file(&self, run_id: &str, instance: &str, index: usize, key: &str) -> PathBuf {
+        let mut name = log_file_stem(instance);
+        let _ = write!(name, "#{index}");
+        if key != index.to_string() {
+            let room = MAX_LOG_STEM
+                .saturating_sub(name.len() + 1)
+                .min(MAX_KEY_PART);
+            let safe: Vec<char> = key
+                .chars()
+                .map(|c| match c {
+                    'A'..='Z' | 'a'..='z' | '0'..='9' | '.' | '_' | '=' | ',' | '-' => c,
+                    _ => '_',
+                })
+                .collect();
+            if room >= MIN_KEY_PART && !safe.is_empty() {
+                name.push('-');
+                name.extend(&safe[safe.len().saturating_sub(room)..]);
+            }
+        }
         name.push_str(".log");
         self.log_dir(run_id).join(name)
     }
@@ -192,6 +228,33 @@ mod tests {
             layout.log_file("r1", "translate[lang=fr]"),
             Path::new("/p/.orch/logs/r1/translate_lang=fr_.log")
         );
+    }
+
+    #[test]
+    fn shard_logs_carry_a_safe_key() {
+        let layout = Layout::new(Path::new("/p"));
+        let log = |inst: &str, index: usize, key: &str| {
+            layout
+                .shard_log_file("r", inst, index, key)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(log("compile", 3, "src/mem.c"), "compile#3-src_mem.c.log");
+        assert_eq!(log("t[lang=fr]", 2, "route 7"), "t_lang=fr_#2-route_7.log");
+        assert_eq!(log("split", 4, "4"), "split#4.log");
+        assert_eq!(log("g", 0, "a\n\u{1b}[31m/../x"), "g#0-a___31m_.._x.log");
+        assert_eq!(log("g", 1, "/"), "g#1-_.log");
+        let long = format!("lib/{}common/mem.c", "deep/".repeat(30));
+        let name = log("compile", 12, &long);
+        assert_eq!(
+            name,
+            "compile#12-ep_deep_deep_deep_deep_deep_common_mem.c.log"
+        );
+        // A stem near the limit leaves no room for the key; the name stays bounded.
+        let name = log(&"x".repeat(300), 5, "src/mem.c");
+        assert!(name.len() <= MAX_LOG_STEM + 10, "{name}");
+        assert!(name.ends_with("#5.log"), "{name}");
     }
 
     #[test]

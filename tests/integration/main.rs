@@ -14,6 +14,7 @@ mod history;
 mod lifecycle;
 mod parallel;
 mod schemas;
+mod shard_names;
 mod shards;
 mod snapshots;
 mod staleness;

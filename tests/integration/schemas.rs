@@ -437,10 +437,11 @@ fn every_event_type_with_every_field_validates() {
             },
         ),
         (
-            Some("d"),
+            Some("t[lang=fr]#2"),
             EventKind::InstanceBlocked {
-                reason: BlockReason::UpstreamFailed,
-                blocked_by: vec!["t[lang=fr]".to_owned()],
+                reason: BlockReason::Interrupted,
+                blocked_by: Vec::new(),
+                shard: shard(),
             },
         ),
         (
@@ -879,6 +880,31 @@ fn summary_of_sharded_builds() {
     let s = summary(&out, "s2");
     // Group `a` of each language and chunk 0 ran again; `pages` is up to date, unsplit.
     assert_eq!(s["shards"], json!({"ran": 3, "reused": 5}));
+}
+
+#[test]
+fn summary_of_a_failed_shard_names_it() {
+    let out = Test::new()
+        .orchfile(&orchfile(
+            r#"
+[phase.pages]
+shard = { strategy = "files", source = "texts/*.txt" }
+run = "grep -q bad {shard.input} && exit 2; cat {shard.input} > {shard.output}"
+outputs = ["out/pages.txt"]
+"#,
+        ))
+        .write("texts/a.txt", "fine\n")
+        .write("texts/b.txt", "bad\n")
+        .args(["build", "-k", "--run-id", "fs"])
+        .expect_status(1)
+        .run();
+    let s = summary(&out, "fs");
+    assert_eq!(s["failed"][0]["instance"], "pages");
+    assert_eq!(
+        s["failed"][0]["shards"],
+        json!([{"index": 1, "key": "texts/b.txt", "kind": "exit",
+                "log": ".orch/logs/fs/pages#1-texts_b.txt.log"}])
+    );
 }
 
 #[test]

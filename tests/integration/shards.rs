@@ -811,7 +811,7 @@ outputs = ["out/count.txt"]
         )
         .args(["build", "-k", "-j", "1", "--run-id", "k"])
         .expect_status(1)
-        .stdout_contains("routes#1 FAILED (exit 4)")
+        .stdout_contains("routes#1 (b) FAILED (exit 4)")
         .stdout_contains("cannot translate b")
         .stdout_contains("1 of 3 shards failed")
         .run();
@@ -833,7 +833,7 @@ outputs = ["out/count.txt"]
     let whole = event(&events, "instance_failed", "routes");
     assert_eq!(
         whole["message"],
-        "1 of 3 shards failed; first: the command exited with status 4"
+        "1 of 3 shards failed; first: #1 (b): the command exited with status 4"
     );
     assert!(whole.get("shard").is_none());
     assert_eq!(
@@ -919,7 +919,7 @@ fn a_failing_language_blocks_only_its_own_instances_with_keep_going() {
     let failed = event(&events, "instance_failed", "translate[lang=fr]");
     assert_eq!(
         failed["message"],
-        "3 of 3 shards failed; first: the command exited with status 7"
+        "3 of 3 shards failed; first: #0 (r1): the command exited with status 7"
     );
     assert_eq!(
         shard_events(&events, "instance_failed", "translate[lang=fr]").len(),
@@ -981,7 +981,7 @@ fn a_failing_shard_stops_the_build_without_keep_going() {
     );
     assert_eq!(
         event(&events, "instance_failed", "translate[lang=fr]")["message"],
-        "1 of 3 shards failed; first: the command exited with status 7"
+        "1 of 3 shards failed; first: #0 (r1): the command exited with status 7"
     );
     assert_eq!(
         event(&events, "instance_blocked", "report[lang=fr]")["reason"],
@@ -1403,7 +1403,11 @@ fn plan_counts_shards_once_the_upstream_of_the_source_is_fresh() {
     let p = out.again().args(["plan", "--json"]).run().json();
     assert_eq!(
         plan_entry(&p, "routes")["shards"],
-        json!({ "stale": 1, "total": 5 })
+        json!({
+            "stale": 1,
+            "total": 5,
+            "stale_shards": [{ "index": 3, "key": "b", "reason": "not_recorded" }],
+        })
     );
     assert!(plan_entry(&p, "lines").get("shards").is_none());
     let out = out.again().args(["build", "--run-id", "rest"]).run();
@@ -1432,22 +1436,30 @@ fn plan_and_status_show_how_many_shards_are_stale() {
     let p = out.again().args(["plan", "--json"]).run().json();
     assert_eq!(
         plan_entry(&p, "routes")["shards"],
-        json!({ "stale": 1, "total": 5 })
+        json!({
+            "stale": 1,
+            "total": 5,
+            "stale_shards": [{ "index": 2, "key": "c", "reason": "not_recorded" }],
+        })
     );
     assert_eq!(reasons(&p, "routes"), ["input_changed"]);
     assert!(plan_entry(&p, "count").get("shards").is_none());
     out.again()
         .args(["plan"])
-        .stdout_contains("input_changed (data/in.jsonl), 1 of 5 shards stale")
+        .stdout_contains("input_changed (data/in.jsonl), 1 of 5 shards stale: #2 (c)\n")
         .run();
     out.again()
         .args(["status"])
-        .stdout_contains("stale: input_changed (data/in.jsonl), 1 of 5 shards stale")
+        .stdout_contains("stale: input_changed (data/in.jsonl), 1 of 5 shards stale: #2 (c)\n")
         .run();
     let s = out.again().args(["status", "--json"]).run().json();
     assert_eq!(
         plan_entry(&s, "routes")["shards"],
-        json!({ "stale": 1, "total": 5 })
+        json!({
+            "stale": 1,
+            "total": 5,
+            "stale_shards": [{ "index": 2, "key": "c", "reason": "not_recorded" }],
+        })
     );
     // Neither wrote anything: the build still finds one stale shard.
     let out = out.again().args(["build", "--run-id", "b"]).run();
