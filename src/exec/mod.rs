@@ -824,7 +824,8 @@ impl Build<'_, '_> {
                     }
                 }
                 if done.changed.is_empty() {
-                    self.succeed(i, st.parts, st.key, metas, duration_ms, None);
+                    let none = BTreeMap::new();
+                    self.succeed(i, st.parts, st.key, metas, duration_ms, None, none);
                 } else {
                     self.unrecorded(i, done.changed, st.key, metas, duration_ms);
                 }
@@ -852,7 +853,9 @@ impl Build<'_, '_> {
         self.sched.finish(i);
     }
 
-    /// Records a success and reports it.
+    /// Records a success and reports it. `lineage` holds what particular outputs were
+    /// built from, when not from everything the instance read (`merge = "none"` shards).
+    #[allow(clippy::too_many_arguments)]
     fn succeed(
         &mut self,
         i: usize,
@@ -861,12 +864,14 @@ impl Build<'_, '_> {
         metas: BTreeMap<String, OutputMeta>,
         duration_ms: u64,
         cached: Option<(Source, u64, u64)>,
+        lineage: BTreeMap<String, String>,
     ) {
         let name = self.name(i).to_owned();
         let now = fs::now_ns();
         let built_from =
             serde_json::json!({ "inputs": parts.inputs, "upstream": parts.upstream }).to_string();
         for (path, meta) in &metas {
+            let built_from = lineage.get(path).unwrap_or(&built_from);
             self.pending.outputs.push(OutputRecord {
                 path: path.clone(),
                 digest: meta.digest.0,
@@ -976,6 +981,7 @@ impl Build<'_, '_> {
         let declared = crate::cache::Declared::of(&self.snap.project.instances[i]);
         match cache.restore(&self.beneath, key, &entry, source, &declared) {
             Ok(bytes) => {
+                let lineage = self.restored_shard_lineage(i, parts);
                 let metas = entry
                     .outputs
                     .iter()
@@ -996,6 +1002,7 @@ impl Build<'_, '_> {
                     metas,
                     0,
                     Some((source, bytes, entry.duration_ms)),
+                    lineage,
                 );
                 if self.plan.get(&i).is_some_and(|e| e.stale) {
                     self.done_planned += 1;
@@ -1007,6 +1014,25 @@ impl Build<'_, '_> {
                 crate::say!("warning: {}: {m}; running it instead", self.name(i));
                 false
             }
+        }
+    }
+
+    /// [`shard_lineage`] of a `merge = "none"` instance restored from the cache: its
+    /// shards split again from the inputs its key was made of.
+    fn restored_shard_lineage(&self, i: usize, parts: &KeyParts) -> BTreeMap<String, String> {
+        let inst = &self.snap.project.instances[i];
+        let Some(spec) = inst.shard.as_ref().filter(|s| s.merge == Merge::None) else {
+            return BTreeMap::new();
+        };
+        let inputs: Vec<String> = parts.inputs.keys().cloned().collect();
+        let files: Vec<(String, Digest)> = shards::source_files(&spec.strategy, &inputs)
+            .into_iter()
+            .filter_map(|p| parts.inputs.get(&p).map(|d| (p, *d)))
+            .collect();
+        let read = |p: &str| fs::digest::read_regular(&self.root.join(p));
+        match crate::shard::split(&spec.strategy, &files, &read) {
+            Ok(split) => shard_lineage(inst, parts, split.iter()),
+            Err(_) => BTreeMap::new(),
         }
     }
 
@@ -1525,7 +1551,11 @@ impl Build<'_, '_> {
                 crate::say!("warning: {}: not cached: {m}", inst.name);
             }
         }
-        self.succeed(i, sh.parts, sh.key, metas, duration_ms, None);
+        let lineage = match spec.merge {
+            Merge::None => shard_lineage(inst, &sh.parts, sh.shards.iter().map(|p| &p.shard)),
+            Merge::Concat => BTreeMap::new(),
+        };
+        self.succeed(i, sh.parts, sh.key, metas, duration_ms, None, lineage);
         self.sched.finish(i);
     }
 
@@ -1727,4 +1757,61 @@ fn remove_outputs(root: &Beneath, inst: &Instance) {
     for o in &inst.outputs {
         let _ = root.remove(&o.path);
     }
+}
+
+/// With `merge = "none"`, what each shard's outputs were built from ("built_from" JSON
+/// by output path): the instance's inputs and upstream outputs that are no shard's
+/// source, plus its own shard's source; for `chunk` and `group`, the source with the
+/// shard's slice. Recording the whole instance's inputs instead would list every source
+/// of the phase under each output.
+fn shard_lineage<'a>(
+    inst: &Instance,
+    parts: &KeyParts,
+    shards: impl IntoIterator<Item = &'a crate::shard::Shard>,
+) -> BTreeMap<String, String> {
+    use crate::shard::{Slice, expand_output};
+    let shards: Vec<&crate::shard::Shard> = shards.into_iter().collect();
+    let sources: BTreeSet<&str> = shards
+        .iter()
+        .filter_map(|s| match &s.slice {
+            Slice::File(p) => Some(p.as_str()),
+            Slice::Bytes(_) => None,
+        })
+        .collect();
+    let source = inst.shard.as_ref().and_then(|spec| match &spec.strategy {
+        crate::shard::Strategy::Chunk { source, .. }
+        | crate::shard::Strategy::Group { source, .. } => Some(source.as_str()),
+        crate::shard::Strategy::Files { .. } => None,
+    });
+    let mut out = BTreeMap::new();
+    for s in shards {
+        let own = match &s.slice {
+            Slice::File(p) => Some(p.as_str()),
+            Slice::Bytes(_) => None,
+        };
+        let keep = |p: &String| !sources.contains(p.as_str()) || own == Some(p.as_str());
+        let inputs: BTreeMap<&String, &Digest> =
+            parts.inputs.iter().filter(|(p, _)| keep(p)).collect();
+        let mut upstream = parts.upstream.clone();
+        for u in upstream.values_mut() {
+            if let plan::Upstream::Present { outputs, .. } = u {
+                outputs.retain(|p, _| keep(p));
+            }
+        }
+        let text = serde_json::json!({
+            "inputs": inputs,
+            "upstream": upstream,
+            "shard": {
+                "index": s.index,
+                "key": s.key,
+                "source": own.or(source),
+                "slice": s.digest.to_hex(),
+            },
+        })
+        .to_string();
+        for t in &inst.shard_outputs {
+            out.insert(expand_output(&t.path, s), text.clone());
+        }
+    }
+    out
 }
