@@ -16,6 +16,7 @@ mod schemas;
 mod shards;
 mod snapshots;
 mod staleness;
+mod targets;
 mod trust_cache;
 mod trust_config;
 mod trust_keys;
