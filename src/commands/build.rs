@@ -105,7 +105,15 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     t.mark("plan");
     let jobs = effective_jobs(a.jobs, &l.project);
     let options = [
-        ("force", a.force.to_string()),
+        // `all` for `--force-all`, so the digests of builds without it stay as they were.
+        (
+            "force",
+            if a.force_all {
+                "all".to_owned()
+            } else {
+                a.force.to_string()
+            },
+        ),
         ("from", a.from.join(",")),
         ("keep_going", a.keep_going.to_string()),
     ];
