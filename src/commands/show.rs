@@ -108,7 +108,8 @@ pub fn run(g: &Global, a: ShowArgs) -> i32 {
     }
 }
 
-fn first(set: std::collections::BTreeSet<usize>) -> Option<usize> {
+/// The smallest of a set of instances.
+fn first(set: BTreeSet<usize>) -> Option<usize> {
     set.into_iter().next()
 }
 

@@ -298,6 +298,16 @@ fn unknown_target(project: &Project, t: &str, path: Option<&str>, cwd: &str) -> 
             ));
         }
     }
+    // A root-relative path typed in a subdirectory.
+    if !cwd.is_empty()
+        && let Some(p) = targets::project_path(&project.root, "", t)
+        && !targets::producers(project, &p).is_empty()
+    {
+        return err.help(format!(
+            "did you mean `{}`? paths are relative to the current directory",
+            crate::model::path::relative_to(cwd, &p)
+        ));
+    }
     // Outputs as the user would type them from where they are.
     let outputs: BTreeSet<String> = project
         .instances
@@ -310,7 +320,12 @@ fn unknown_target(project: &Project, t: &str, path: Option<&str>, cwd: &str) -> 
         .keys()
         .map(String::as_str)
         .chain(outputs.iter().map(String::as_str));
-    match did_you_mean(t.trim_start_matches("./"), names) {
+    // `nope[axis=v]` is compared by its phase name.
+    let query = match t.find('[') {
+        Some(pos) if t.ends_with(']') => &t[..pos],
+        _ => t.trim_start_matches("./"),
+    };
+    match did_you_mean(query, names) {
         Some(s) => err.help(format!("did you mean `{s}`?")),
         None => err.help(
             "run `orch graph` or `orch status` to list the phases; a target may also be a declared output path",

@@ -129,6 +129,97 @@ fn pattern_names(pattern: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::resolve_targets_from;
+
+    const ORCHFILE: &str = r#"
+[phase.gen]
+run = "true"
+outputs = ["gen/"]
+
+[phase.compile]
+shard = { strategy = "files", source = "src/**/*.c", merge = "none" }
+run = "true"
+inputs = ["include"]
+outputs = ["obj/{shard.key}.o"]
+
+[phase.lib]
+needs = ["compile"]
+run = "true"
+inputs = ["src/*.c"]
+outputs = ["lib.a", "compile"]
+"#;
+
+    fn project() -> (tempfile::TempDir, Project) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::orchfile::ORCHFILE);
+        std::fs::write(&path, ORCHFILE).unwrap();
+        let raw = crate::orchfile::load(&path).unwrap();
+        let project = crate::model::validate(raw).unwrap();
+        (dir, project)
+    }
+
+    fn names(p: &Project, set: &BTreeSet<usize>) -> Vec<String> {
+        set.iter().map(|&i| p.instances[i].name.clone()).collect()
+    }
+
+    #[test]
+    fn outputs_select_their_producer() {
+        let (_dir, p) = project();
+        assert_eq!(names(&p, &producers(&p, "lib.a")), ["lib"]);
+        assert_eq!(names(&p, &producers(&p, "gen/a/b.txt")), ["gen"]);
+        assert_eq!(names(&p, &producers(&p, "gen")), ["gen"]);
+        assert_eq!(names(&p, &producers(&p, "obj/src/x/y.c.o")), ["compile"]);
+        assert!(producers(&p, "obj/x.txt").is_empty());
+        assert!(producers(&p, "src/a.c").is_empty());
+    }
+
+    #[test]
+    fn sources_name_their_readers() {
+        let (_dir, p) = project();
+        let r = readers(&p, "src/a.c");
+        let who: Vec<(&str, bool)> = r
+            .iter()
+            .map(|r| (p.instances[r.instance].name.as_str(), r.shard_source))
+            .collect();
+        assert_eq!(who, [("compile", true), ("lib", false)]);
+        let r = readers(&p, "include/h.h");
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].pattern, "include");
+        assert!(!r[0].shard_source);
+        assert!(readers(&p, "README").is_empty());
+    }
+
+    #[test]
+    fn targets_are_phases_first_then_paths_from_the_starting_directory() {
+        let (_dir, p) = project();
+        let t = |args: &[&str], cwd: &str| {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            resolve_targets_from(&p, &args, cwd).map(|set| names(&p, &set))
+        };
+        // `compile` is a phase and an output of `lib`: the phase wins; `./` makes a path.
+        assert_eq!(t(&["compile"], "").unwrap(), ["compile"]);
+        assert_eq!(t(&["./compile"], "").unwrap(), ["lib"]);
+        assert_eq!(t(&["../lib.a"], "src").unwrap(), ["lib"]);
+        assert_eq!(t(&["gen/x", "lib.a"], "").unwrap(), ["gen", "lib"]);
+        let e = t(&["lib.a"], "src").unwrap_err();
+        assert!(e.message.contains("unknown target `lib.a`"), "{e:?}");
+        assert_eq!(
+            e.help.as_deref(),
+            Some("did you mean `../lib.a`? paths are relative to the current directory")
+        );
+        let e = t(&["src/a.c"], "").unwrap_err();
+        assert!(
+            e.message
+                .contains("no phase is named so and no phase declares it as an output"),
+            "{e:?}"
+        );
+        assert!(
+            e.help
+                .as_deref()
+                .is_some_and(|h| h.contains("read by `compile`, `lib`")),
+            "{e:?}"
+        );
+    }
 
     #[test]
     fn paths_resolve_against_the_starting_directory() {
