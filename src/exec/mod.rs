@@ -1783,19 +1783,38 @@ fn shard_lineage<'a>(
         | crate::shard::Strategy::Group { source, .. } => Some(source.as_str()),
         crate::shard::Strategy::Files { .. } => None,
     });
+    // What every shard shares, computed once: with thousands of `files` shards, each
+    // shard then adds only its own source.
+    let shared_inputs: BTreeMap<&String, &Digest> = parts
+        .inputs
+        .iter()
+        .filter(|(p, _)| !sources.contains(p.as_str()))
+        .collect();
+    let mut shared_upstream = parts.upstream.clone();
+    for u in shared_upstream.values_mut() {
+        if let plan::Upstream::Present { outputs, .. } = u {
+            outputs.retain(|p, _| !sources.contains(p.as_str()));
+        }
+    }
     let mut out = BTreeMap::new();
     for s in shards {
         let own = match &s.slice {
             Slice::File(p) => Some(p.as_str()),
             Slice::Bytes(_) => None,
         };
-        let keep = |p: &String| !sources.contains(p.as_str()) || own == Some(p.as_str());
-        let inputs: BTreeMap<&String, &Digest> =
-            parts.inputs.iter().filter(|(p, _)| keep(p)).collect();
-        let mut upstream = parts.upstream.clone();
-        for u in upstream.values_mut() {
-            if let plan::Upstream::Present { outputs, .. } = u {
-                outputs.retain(|p, _| keep(p));
+        let mut inputs = shared_inputs.clone();
+        let mut upstream = shared_upstream.clone();
+        if let Some(own) = own {
+            if let Some((p, d)) = parts.inputs.get_key_value(own) {
+                inputs.insert(p, d);
+            }
+            for (name, u) in &parts.upstream {
+                if let plan::Upstream::Present { outputs, .. } = u
+                    && let Some(d) = outputs.get(own)
+                    && let Some(plan::Upstream::Present { outputs, .. }) = upstream.get_mut(name)
+                {
+                    outputs.insert(own.to_owned(), *d);
+                }
             }
         }
         let text = serde_json::json!({
