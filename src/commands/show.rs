@@ -1,4 +1,6 @@
-//! `orch show PATH`: where an output came from, as a tree back to source files.
+//! `orch show PATH`: where an output came from, as a tree back to source files (a
+//! `merge = "none"` shard's output back to its own slice), each output expanded once.
+//! `orch show SOURCE`: the instances (and `files` shards) that read a source file.
 //! `orch show TARGET`: each instance's last result, key, outputs and current status.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
