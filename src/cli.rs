@@ -76,7 +76,7 @@ pub enum Command {
 /// `orch build`.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Phases (`phase`) or instances (`phase[axis=value]`); default: all.
+    /// Phases (`phase`), instances (`phase[axis=value]`) or output paths; default: all.
     pub targets: Vec<String>,
     /// Run at most N instances at once (default: `orch.jobs`, else the number of CPUs).
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = parse_jobs)]
@@ -84,9 +84,12 @@ pub struct BuildArgs {
     /// Keep building everything not blocked after a failure.
     #[arg(short = 'k', long)]
     pub keep_going: bool,
-    /// Rerun every selected instance.
+    /// Rerun the named targets (default: all); their dependencies rerun only if stale.
     #[arg(long)]
     pub force: bool,
+    /// Rerun every selected instance, the targets' dependencies included.
+    #[arg(long)]
+    pub force_all: bool,
     /// Rerun PHASE and everything downstream of it (repeatable).
     #[arg(long, value_name = "PHASE")]
     pub from: Vec<String>,
@@ -110,7 +113,7 @@ pub struct BuildArgs {
 /// `orch watch`.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Phases (`phase`) or instances (`phase[axis=value]`); default: all.
+    /// Phases (`phase`), instances (`phase[axis=value]`) or output paths; default: all.
     pub targets: Vec<String>,
     /// Wait until no change has arrived for MS milliseconds before rebuilding.
     #[arg(long, value_name = "MS", default_value_t = 200)]
@@ -135,11 +138,14 @@ pub struct WatchArgs {
 /// `orch plan`.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// Phases or instances; default: all.
+    /// Phases, instances or output paths; default: all.
     pub targets: Vec<String>,
     /// Plan as if `--force` were given.
     #[arg(long)]
     pub force: bool,
+    /// Plan as if `--force-all` were given.
+    #[arg(long)]
+    pub force_all: bool,
     /// Plan as if `--from PHASE` were given.
     #[arg(long, value_name = "PHASE")]
     pub from: Vec<String>,
@@ -159,7 +165,7 @@ pub struct StatusArgs {
 /// `orch explain`.
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    /// A phase or instance.
+    /// A phase, instance or output path.
     pub target: String,
 }
 
@@ -195,7 +201,8 @@ pub struct LogArgs {
 /// `orch show`.
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// An output path (relative to the project root) or a target (`phase`, `phase[axis=v]`).
+    /// An output or source path (relative to the current directory or the project root),
+    /// or a target (`phase`, `phase[axis=v]`).
     pub what: String,
     /// Print JSON.
     #[arg(long)]
@@ -205,7 +212,7 @@ pub struct ShowArgs {
 /// `orch clean`.
 #[derive(Debug, Args)]
 pub struct CleanArgs {
-    /// Phases or instances whose outputs to remove; default: all.
+    /// Phases, instances or output paths whose outputs to remove; default: all.
     pub targets: Vec<String>,
     /// Also empty the local cache (`.orch/cache`).
     #[arg(long)]

@@ -232,3 +232,131 @@ fn translate_one_edited_announcement_reruns_one_shard_per_language() {
     let third = orch(dir, &["build"]);
     assert!(String::from_utf8_lossy(&third.stdout).contains("nothing to do"));
 }
+
+/// Keys of the `compile` shards whose command started, sorted.
+fn compiled(events: &[serde_json::Value]) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .filter(|e| e["type"] == "instance_started" && e["shard"]["key"].is_string())
+        .filter(|e| e["instance"].as_str().unwrap().starts_with("compile#"))
+        .map(|e| e["shard"]["key"].as_str().unwrap().to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Instances (not shards) whose command started, sorted.
+fn started_instances(events: &[serde_json::Value]) -> Vec<String> {
+    let mut v: Vec<String> = started(events)
+        .into_iter()
+        .filter(|n| !n.contains('#'))
+        .collect();
+    v.dedup();
+    v
+}
+
+fn build_ok(dir: &Path, args: &[&str]) {
+    let out = orch(dir, args);
+    assert!(
+        out.status.success(),
+        "orch {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn c_example() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c"),
+        &dir,
+    );
+    (tmp, dir)
+}
+
+#[test]
+fn c_example_builds_correctly_at_every_job_count() {
+    for jobs in ["1", "2", "4", "8"] {
+        let (_tmp, dir) = c_example();
+        build_ok(&dir, &["build", "-j", jobs, "--run-id", "cold"]);
+        let log = std::fs::read_to_string(dir.join("build/test.log")).unwrap();
+        assert_eq!(log.lines().count(), 6, "-j {jobs}: {log}");
+        assert!(
+            log.lines().all(|l| l.starts_with("ok ")),
+            "-j {jobs}: {log}"
+        );
+        // The archive phase has no `needs`: it waited for every object because its
+        // input glob matches compile's outputs.
+        let members = Command::new("ar")
+            .arg("t")
+            .arg(dir.join("build/libdemo.a"))
+            .output()
+            .unwrap();
+        let members = String::from_utf8_lossy(&members.stdout);
+        assert_eq!(
+            members.lines().collect::<Vec<_>>(),
+            ["buf.c.o", "hash.c.o", "version.c.o", "words.c.o"],
+            "-j {jobs}"
+        );
+        let again = orch(&dir, &["build", "-j", jobs]);
+        assert!(again.status.success());
+        assert!(
+            String::from_utf8_lossy(&again.stdout).contains("nothing to do"),
+            "-j {jobs}: {}",
+            String::from_utf8_lossy(&again.stdout)
+        );
+    }
+}
+
+#[test]
+fn c_example_rebuilds_exactly_what_an_edit_reaches() {
+    let (_tmp, dir) = c_example();
+    build_ok(&dir, &["build", "--run-id", "cold"]);
+    assert_eq!(
+        compiled(&events(&dir, "cold")),
+        ["src/buf.c", "src/hash.c", "src/version.c", "src/words.c"]
+    );
+
+    // A real change to a header: exactly the two sources that include it recompile.
+    let internal = dir.join("src/internal.h");
+    let text = std::fs::read_to_string(&internal).unwrap();
+    std::fs::write(
+        &internal,
+        text.replace("#define DEMO_GROWTH 2", "#define DEMO_GROWTH 3"),
+    )
+    .unwrap();
+    let plan = orch(&dir, &["plan"]);
+    let plan_out = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan_out.contains("input_changed (src/internal.h)"),
+        "{plan_out}"
+    );
+    build_ok(&dir, &["build", "--run-id", "header"]);
+    let ev = events(&dir, "header");
+    assert_eq!(compiled(&ev), ["src/buf.c", "src/words.c"]);
+    // buf.c's object changed, so the archive, the test program and the test ran again.
+    assert_eq!(
+        started_instances(&ev),
+        ["archive", "compile", "test", "test-bin"]
+    );
+
+    // A comment-only edit: the object comes out the same, so nothing after it runs.
+    let fnv = dir.join("src/fnv.h");
+    let mut text = std::fs::read_to_string(&fnv).unwrap();
+    text.push_str("/* The parameters are those of the reference implementation. */\n");
+    std::fs::write(&fnv, text).unwrap();
+    build_ok(&dir, &["build", "--run-id", "comment"]);
+    let ev = events(&dir, "comment");
+    assert_eq!(compiled(&ev), ["src/hash.c"]);
+    assert_eq!(started_instances(&ev), ["compile"]);
+
+    let plan = orch(&dir, &["plan"]);
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("nothing to do"));
+
+    // A declared output is a target: it builds its producer and what that needs.
+    std::fs::remove_file(dir.join("build/libdemo.a")).unwrap();
+    build_ok(&dir, &["build", "build/libdemo.a", "--run-id", "target"]);
+    assert!(dir.join("build/libdemo.a").is_file());
+    assert_eq!(started_instances(&events(&dir, "target")), ["archive"]);
+}

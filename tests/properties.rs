@@ -1286,9 +1286,10 @@ impl Spec {
     }
 }
 
-/// Builds random targets, then everything; then `--from` a phase, then `--force` the
-/// targets. Each build must run exactly its selection (the targets and their upstreams;
-/// what is left; the phase and its downstream; the targets and their upstreams again),
+/// Builds random targets, then everything; then `--from` a phase, then `--force` and
+/// `--force-all` the targets. Each build must run exactly its selection (the targets and
+/// their upstreams; what is left; the phase and its downstream; the targets; the targets
+/// and their upstreams again),
 /// and the project must end as a clean full build leaves it.
 fn check_targets(spec: &Spec, targets: &[Target], from: Index) -> Result<(), TestCaseError> {
     let tmp = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
@@ -1372,11 +1373,29 @@ fn check_targets(spec: &Spec, targets: &[Target], from: Index) -> Result<(), Tes
     );
     prop_assert_eq!(&keys(&ev), &keys_a);
 
+    // `--force` reruns the named targets only: their upstreams are fresh, and forced
+    // commands make the same bytes, so nothing between two targets reruns either.
     let ev = build(&a, "force", &[&["--force"][..], &target_args].concat())?;
+    let forced = if target_args.is_empty() {
+        all.clone()
+    } else {
+        named.clone()
+    };
+    prop_assert_eq!(
+        started(&ev),
+        forced,
+        "`build --force {}` ran",
+        args.join(" ")
+    );
+    let ev = build(
+        &a,
+        "force-all",
+        &[&["--force-all"][..], &target_args].concat(),
+    )?;
     prop_assert_eq!(
         started(&ev),
         selected,
-        "`build --force {}` ran",
+        "`build --force-all {}` ran",
         args.join(" ")
     );
     prop_assert!(
@@ -1594,8 +1613,9 @@ proptest! {
         check_keep_going(&spec)?;
     }
 
-    /// Building targets, then everything, then `--from` a phase, then `--force` the
-    /// targets runs exactly each selection and ends where a clean build does.
+    /// Building targets, then everything, then `--from` a phase, then `--force` and
+    /// `--force-all` the targets runs exactly each selection and ends where a clean
+    /// build does.
     #[test]
     fn target_builds_run_exactly_their_selection(
         spec in spec(2..16, PLAIN),

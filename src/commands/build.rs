@@ -19,7 +19,7 @@ use crate::store::{BuildLock, Layout, RunRecord, Store};
 use crate::timings::Timings;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
-use super::{Global, load_project, plan, report_diagnostic, report_error, selection};
+use super::{Force, Global, load_project, plan, report_diagnostic, report_error, selection};
 
 /// Runs `orch build`.
 pub fn run(g: &Global, a: BuildArgs) -> i32 {
@@ -36,10 +36,11 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
         Err(code) => return code,
     };
     t.mark("load");
-    let (selected, forced) = match selection(&l, &a.targets, a.force, &a.from) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+    let (selected, forced) =
+        match selection(g, &l, &a.targets, Force::of(a.force, a.force_all), &a.from) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
     let layout = Layout::new(&l.project.root);
     if a.dry_run {
         return plan::print_plan(
@@ -104,7 +105,15 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     t.mark("plan");
     let jobs = effective_jobs(a.jobs, &l.project);
     let options = [
-        ("force", a.force.to_string()),
+        // `all` for `--force-all`, so the digests of builds without it stay as they were.
+        (
+            "force",
+            if a.force_all {
+                "all".to_owned()
+            } else {
+                a.force.to_string()
+            },
+        ),
         ("from", a.from.join(",")),
         ("keep_going", a.keep_going.to_string()),
     ];

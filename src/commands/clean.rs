@@ -12,7 +12,6 @@ use crate::cache::local::Local;
 use crate::cli::CleanArgs;
 use crate::exec::shards::{matches_template, shard_dir};
 use crate::fs::Digest;
-use crate::graph;
 use crate::model::Instance;
 use crate::model::path::Containment;
 use crate::plan::Success;
@@ -20,7 +19,7 @@ use crate::store::{BuildLock, InstanceRecord, Layout};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 use super::runs::{bytes_text, open_store};
-use super::{Global, load, report, report_diagnostic, report_error};
+use super::{Global, load, report_diagnostic, report_error};
 
 /// Runs `orch clean`.
 pub fn run(g: &Global, a: CleanArgs) -> i32 {
@@ -28,9 +27,9 @@ pub fn run(g: &Global, a: CleanArgs) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let selected = match graph::resolve_targets(&l.project, &a.targets) {
+    let selected = match super::resolve(g, &l, &a.targets) {
         Ok(s) => s,
-        Err(e) => return report(vec![*e], &l.project.sources),
+        Err(code) => return code,
     };
     let layout = Layout::new(&l.project.root);
     let cache_dir = crate::cache::local_dir(&l.project, &layout);

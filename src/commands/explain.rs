@@ -13,7 +13,7 @@ use crate::snapshot::Snapshot;
 use crate::store::{Layout, Store};
 use crate::{EXIT_FAILED, EXIT_OK};
 
-use super::{Global, load, report, report_diagnostic};
+use super::{Global, load, report_diagnostic, resolve};
 
 /// Runs `orch explain`.
 pub fn run(g: &Global, a: ExplainArgs) -> i32 {
@@ -21,9 +21,9 @@ pub fn run(g: &Global, a: ExplainArgs) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let targets = match graph::resolve_targets(&l.project, std::slice::from_ref(&a.target)) {
+    let targets = match resolve(g, &l, std::slice::from_ref(&a.target)) {
         Ok(t) => t,
-        Err(e) => return report(vec![*e], &l.project.sources),
+        Err(code) => return code,
     };
     let selected = graph::with_upstream(&l.project, &targets);
     let layout = Layout::new(&l.project.root);

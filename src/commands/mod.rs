@@ -199,28 +199,74 @@ fn handler() -> GraphicalReportHandler {
     GraphicalReportHandler::new_themed(theme).with_context_lines(1)
 }
 
+/// What `--force` / `--force-all` ask for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Force {
+    /// Nothing is forced (beyond `--from`).
+    #[default]
+    None,
+    /// `--force`: the named targets run again; their dependencies only when stale.
+    Named,
+    /// `--force-all`: the whole selection, dependencies included, runs again.
+    All,
+}
+
+impl Force {
+    /// From the two flags; `--force-all` includes `--force`.
+    pub fn of(force: bool, force_all: bool) -> Force {
+        match (force, force_all) {
+            (_, true) => Force::All,
+            (true, false) => Force::Named,
+            (false, false) => Force::None,
+        }
+    }
+}
+
+/// The project-relative directory the command works in ("" for the root, or when it
+/// lies outside the project): where relative target paths start.
+pub fn cwd_in_project(g: &Global, l: &Loaded) -> String {
+    let start = g.start_dir();
+    let start = start.canonicalize().unwrap_or(start);
+    start
+        .strip_prefix(&l.project.root)
+        .ok()
+        .and_then(|rel| rel.to_str())
+        .map(|rel| rel.replace(std::path::MAIN_SEPARATOR, "/"))
+        .unwrap_or_default()
+}
+
+/// Resolves command-line targets (phases, instances, output paths) to instances; on
+/// error prints the diagnostic and returns the exit status.
+pub fn resolve(g: &Global, l: &Loaded, targets: &[String]) -> Result<BTreeSet<usize>, i32> {
+    graph::resolve_targets_from(&l.project, targets, &cwd_in_project(g, l))
+        .map_err(|e| report(vec![*e], &l.project.sources))
+}
+
 /// Resolves targets (all when empty) plus everything they depend on, and the instances
-/// `--force` / `--from` select.
+/// `--force` / `--force-all` / `--from` select.
 pub fn selection(
+    g: &Global,
     l: &Loaded,
     targets: &[String],
-    force: bool,
+    force: Force,
     from: &[String],
 ) -> Result<(BTreeSet<usize>, BTreeSet<usize>), i32> {
-    let named = graph::resolve_targets(&l.project, targets)
-        .map_err(|e| report(vec![*e], &l.project.sources))?;
+    let named = resolve(g, l, targets)?;
     let selected = graph::with_upstream(&l.project, &named);
-    let forced = if force {
-        selected.clone()
-    } else if !from.is_empty() {
-        let from = graph::resolve_targets(&l.project, from)
-            .map_err(|e| report(vec![*e], &l.project.sources))?;
-        graph::with_downstream(&l.graph, &from)
-            .intersection(&selected)
-            .copied()
-            .collect()
-    } else {
-        BTreeSet::new()
+    let mut forced = match force {
+        Force::All => return Ok((selected.clone(), selected)),
+        // Upstream instances pulled in only as dependencies run only when stale; what
+        // is downstream of a forced instance reruns only when its key changes.
+        Force::Named => named,
+        Force::None => BTreeSet::new(),
     };
+    if !from.is_empty() {
+        let from = resolve(g, l, from)?;
+        forced.extend(
+            graph::with_downstream(&l.graph, &from)
+                .intersection(&selected)
+                .copied(),
+        );
+    }
     Ok((selected, forced))
 }

@@ -14,7 +14,7 @@ use crate::snapshot::Snapshot;
 use crate::store::{Layout, Store};
 use crate::{EXIT_FAILED, EXIT_OK};
 
-use super::{Global, Loaded, load, report_diagnostic, selection};
+use super::{Force, Global, Loaded, load, report_diagnostic, selection};
 
 /// Runs `orch plan`.
 pub fn run(g: &Global, a: PlanArgs) -> i32 {
@@ -22,10 +22,11 @@ pub fn run(g: &Global, a: PlanArgs) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let (selected, forced) = match selection(&l, &a.targets, a.force, &a.from) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+    let (selected, forced) =
+        match selection(g, &l, &a.targets, Force::of(a.force, a.force_all), &a.from) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
     let layout = Layout::new(&l.project.root);
     print_plan(
         &l,

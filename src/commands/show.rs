@@ -1,16 +1,22 @@
-//! `orch show PATH`: where an output came from, as a tree back to source files.
+//! `orch show PATH`: where an output came from, as a tree back to source files (a
+//! `merge = "none"` shard's output back to its own slice), each output expanded once.
+//! `orch show SOURCE`: the instances (and `files` shards) that read a source file.
 //! `orch show TARGET`: each instance's last result, key, outputs and current status.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Component, Path};
 
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::cli::ShowArgs;
+use crate::exec::shards;
 use crate::fs::{Digest, PathDigest, digest_paths};
-use crate::graph;
+use crate::graph::{self, targets::Reader};
+use crate::model::Project;
 use crate::plan::Success;
+use crate::shard::Strategy;
+use crate::snapshot::Snapshot;
 use crate::store::{LastStatus, Layout, OutputRecord, Store};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
@@ -37,20 +43,55 @@ pub fn run(g: &Global, a: ShowArgs) -> i32 {
             Err(e) => return report_diagnostic(&e, EXIT_FAILED),
         }
     }
+    // A file inside a directory output has the directory's lineage.
+    for c in &candidates {
+        for dir in c
+            .char_indices()
+            .rev()
+            .filter(|&(_, ch)| ch == '/')
+            .map(|(k, _)| &c[..k])
+        {
+            match store.output(dir) {
+                Ok(Some(rec)) => {
+                    crate::say!("note: `{c}` lies inside directory output `{dir}/`");
+                    return show_path(&l, &store, rec, a.json);
+                }
+                Ok(None) => {}
+                Err(e) => return report_diagnostic(&e, EXIT_FAILED),
+            }
+        }
+    }
     // A name orch never recorded as an output that is a target is the target, even if
-    // a file of that name exists.
+    // a file of that name exists. Only phases and instances: a path is shown as a path.
     let target = (!a.what.contains('/'))
         .then(|| graph::resolve_targets(&l.project, std::slice::from_ref(&a.what)));
     if let Some(Ok(targets)) = target {
         drop(store);
         return show_target(&l, &layout, &targets, a.json);
     }
+    let declared = candidates
+        .iter()
+        .find_map(|c| Some((c, first(graph::targets::producers(&l.project, c))?)));
+    if declared.is_none()
+        && let Some((path, readers)) = candidates.iter().find_map(|c| {
+            let r = source_readers(&l.project.root, &l.project, c);
+            (!r.is_empty()).then_some((c, r))
+        })
+    {
+        return show_source(&l, &store, path, &readers, a.json);
+    }
     let exists = candidates.iter().any(|c| l.project.root.join(c).exists());
-    if a.what.contains('/') || exists || target.is_none() {
+    if a.what.contains('/') || exists || target.is_none() || declared.is_some() {
         let shown = candidates.first().map_or(a.what.as_str(), String::as_str);
         crate::say!("error: orch has no record of an output `{shown}`");
         let name = a.what.trim_start_matches("./").trim_end_matches('/');
-        if l.project.phases.contains_key(name) {
+        if let Some((path, i)) = declared {
+            crate::say!(
+                "help: `{path}` is declared by `{}`, which has not built it yet: `orch build {}` builds it",
+                l.project.instances[i].name,
+                a.what
+            );
+        } else if l.project.phases.contains_key(name) {
             crate::say!("help: `{name}` is a phase: `orch show {name}` shows its last result");
         } else {
             crate::say!(
@@ -67,6 +108,111 @@ pub fn run(g: &Global, a: ShowArgs) -> i32 {
         Some(Err(e)) => report(vec![*e], &l.project.sources),
         _ => EXIT_USAGE,
     }
+}
+
+/// The smallest of a set of instances.
+fn first(set: BTreeSet<usize>) -> Option<usize> {
+    set.into_iter().next()
+}
+
+/// The instances that read `path` as a source. A glob names only files that exist; a
+/// plain input names its path whether or not it exists.
+fn source_readers(root: &Path, project: &Project, path: &str) -> Vec<Reader> {
+    let exists = root.join(path).exists();
+    graph::targets::readers(project, path)
+        .into_iter()
+        .filter(|r| exists || crate::model::path::is_plain(&r.pattern))
+        .collect()
+}
+
+/// One instance that reads a source, as `orch show SOURCE` reports it.
+#[derive(Debug, Serialize)]
+struct ReadBy {
+    instance: String,
+    /// The input pattern that names the file.
+    input: String,
+    /// For a `files` shard source: the shard that reads it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shard: Option<ShardRead>,
+    /// The file is the instance's `chunk` or `group` source, split into its shards.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    split: bool,
+}
+
+/// The shard that reads a `files` source.
+#[derive(Debug, Serialize)]
+struct ShardRead {
+    index: usize,
+    key: String,
+}
+
+/// `orch show SOURCE`: a file no instance produces, and the instances that read it.
+fn show_source(l: &Loaded, store: &Store, path: &str, readers: &[Reader], as_json: bool) -> i32 {
+    // The shard that reads a `files` source is its position among the files the glob
+    // matches now, so those instances' inputs are walked.
+    let sharded: BTreeSet<usize> = readers
+        .iter()
+        .filter(|r| r.shard_source)
+        .map(|r| r.instance)
+        .collect();
+    let snap = if sharded.is_empty() {
+        None
+    } else {
+        match Snapshot::take(&l.project, &l.graph, &sharded, BTreeSet::new(), store) {
+            Ok(s) => Some(s),
+            Err(e) => return report_diagnostic(&e, e.exit_code()),
+        }
+    };
+    let mut read_by = Vec::new();
+    for r in readers {
+        let inst = &l.project.instances[r.instance];
+        let mut entry = ReadBy {
+            instance: inst.name.clone(),
+            input: r.pattern.clone(),
+            shard: None,
+            split: false,
+        };
+        if r.shard_source
+            && let Some(spec) = &inst.shard
+        {
+            match &spec.strategy {
+                Strategy::Files { .. } => {
+                    let files = snap
+                        .as_ref()
+                        .map(|s| shards::source_files(&spec.strategy, &s.inputs[r.instance]))
+                        .unwrap_or_default();
+                    entry.shard = files.iter().position(|f| f == path).map(|index| ShardRead {
+                        index,
+                        key: path.to_owned(),
+                    });
+                }
+                Strategy::Chunk { .. } | Strategy::Group { .. } => entry.split = true,
+            }
+        }
+        read_by.push(entry);
+    }
+    let exists = l.project.root.join(path).exists();
+    if as_json {
+        let doc = json!({
+            "kind": "source",
+            "path": path,
+            "on_disk": if exists { "present" } else { "missing" },
+            "read_by": read_by,
+        });
+        outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return EXIT_OK;
+    }
+    let list: Vec<String> = read_by
+        .iter()
+        .map(|r| match (&r.shard, r.split) {
+            (Some(s), _) => format!("{}#{} ({})", r.instance, s.index, s.key),
+            (None, true) => format!("{} (split into its shards)", r.instance),
+            (None, false) => r.instance.clone(),
+        })
+        .collect();
+    let missing = if exists { "" } else { " (missing on disk)" };
+    outln!("{path} is a source{missing}, read by: {}", list.join(", "));
+    EXIT_OK
 }
 
 /// The project-relative paths `arg` may mean: relative to the current directory when
@@ -157,6 +303,10 @@ struct Node {
     /// Its lineage goes deeper than `orch show` prints; `orch show` its path to go on.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     truncated: bool,
+    /// For an output: the shard of its instance that wrote it (`merge = "none"`). For a
+    /// source: the shard that read a slice of it (`chunk`, `group`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shard: Option<ShardOf>,
     /// What it was built from.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     built_from: Vec<Node>,
@@ -181,6 +331,7 @@ impl Node {
             unrecorded: false,
             repeated: false,
             truncated: false,
+            shard: None,
             built_from: Vec::new(),
             recorded_at_ns: None,
         }
@@ -196,7 +347,9 @@ impl Node {
 
     fn output(rec: &OutputRecord, used: &str) -> Node {
         let recorded = Digest(rec.digest).to_hex();
+        let built_from: Value = serde_json::from_str(&rec.built_from).unwrap_or(Value::Null);
         Node {
+            shard: ShardOf::of(&built_from),
             path: Some(rec.path.clone()),
             recorded_digest: (recorded != used).then_some(recorded),
             digest: Some(used.to_owned()),
@@ -208,6 +361,33 @@ impl Node {
             recorded_at_ns: Some(rec.recorded_at_ns),
             ..Node::empty("output")
         }
+    }
+}
+
+/// One shard of an instance, as recorded with a `merge = "none"` output.
+#[derive(Clone, Debug, Serialize)]
+struct ShardOf {
+    /// Its position, from 0.
+    index: u64,
+    /// `{shard.key}`.
+    key: String,
+    /// The file it read, or split its slice from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+    /// Digest of what it read: the file, or its slice of the file.
+    slice: String,
+}
+
+impl ShardOf {
+    /// The `shard` entry of a `built_from` record, if any.
+    fn of(built_from: &Value) -> Option<ShardOf> {
+        let s = &built_from["shard"];
+        Some(ShardOf {
+            index: s["index"].as_u64()?,
+            key: s["key"].as_str()?.to_owned(),
+            source: s["source"].as_str().map(str::to_owned),
+            slice: s["slice"].as_str().unwrap_or("").to_owned(),
+        })
     }
 }
 
@@ -301,6 +481,11 @@ impl Lineage<'_> {
     /// upstreams), then inputs no upstream provided.
     fn children(&self, rec: &OutputRecord) -> Result<Vec<Pending>, i32> {
         let built_from: Value = serde_json::from_str(&rec.built_from).unwrap_or(Value::Null);
+        // A shard that read a slice of a file (not the whole file) says which.
+        let sliced = ShardOf::of(&built_from).filter(|s| {
+            built_from["inputs"][s.source.as_deref().unwrap_or("")].as_str()
+                != Some(s.slice.as_str())
+        });
         let mut out = Vec::new();
         let mut from_upstream = HashSet::new();
         if let Some(ups) = built_from["upstream"].as_object() {
@@ -341,7 +526,13 @@ impl Lineage<'_> {
                 // An input glob may match another phase's output: follow it too.
                 out.push(match self.record(path)? {
                     Some(r) => (Node::output(&r, digest), Some(r)),
-                    None => (Node::source(path, digest), None),
+                    None => {
+                        let mut node = Node::source(path, digest);
+                        node.shard = sliced
+                            .clone()
+                            .filter(|s| s.source.as_deref() == Some(path.as_str()));
+                        (node, None)
+                    }
                 });
             }
         }
@@ -386,9 +577,12 @@ fn show_path(l: &Loaded, store: &Store, rec: OutputRecord, as_json: bool) -> i32
     };
     outln!("  digest      {}  ({disk})", short(root.digest.as_deref()));
     outln!("  size        {}", bytes_text(rec.size));
+    let by = match &root.shard {
+        Some(s) => format!("{}#{} (key `{}`)", rec.instance, s.index, s.key),
+        None => rec.instance.clone(),
+    };
     outln!(
-        "  built by    {} in run {} at {}",
-        rec.instance,
+        "  built by    {by} in run {} at {}",
         rec.run_id,
         time_text(rec.recorded_at_ns)
     );
@@ -493,14 +687,27 @@ fn node_text(n: &Node) -> String {
         short(n.digest.as_deref())
     );
     match n.kind {
-        "source" => s.push_str("  source"),
+        "source" => match &n.shard {
+            Some(sh) => s.push_str(&format!(
+                "  source, slice {} read by shard #{} (key `{}`)",
+                short(Some(&sh.slice)),
+                sh.index,
+                sh.key
+            )),
+            None => s.push_str("  source"),
+        },
         _ if n.unrecorded => s.push_str(&format!(
             "  output of {} (no record)",
             n.instance.as_deref().unwrap_or("?")
         )),
         _ => {
+            let shard = n
+                .shard
+                .as_ref()
+                .map(|sh| format!("#{}", sh.index))
+                .unwrap_or_default();
             s.push_str(&format!(
-                "  {}, run {}",
+                "  {}{shard}, run {}",
                 n.instance.as_deref().unwrap_or("?"),
                 n.run_id.as_deref().unwrap_or("?")
             ));
@@ -522,7 +729,7 @@ fn node_text(n: &Node) -> String {
         _ => {}
     }
     if n.repeated {
-        s.push_str("  (lineage shown above)");
+        s.push_str("  (shown above)");
     }
     if n.truncated {
         s.push_str(&format!(

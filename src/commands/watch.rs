@@ -9,7 +9,7 @@ use crate::events::human::Verbosity;
 use crate::store::Layout;
 use crate::watch::{self, Check, Options, WatchSpec};
 
-use super::{Global, load, selection};
+use super::{Force, Global, load, selection};
 
 /// Runs `orch watch`.
 pub fn run(g: &Global, a: WatchArgs) -> i32 {
@@ -44,7 +44,7 @@ struct Host {
 impl watch::Host for Host {
     fn load(&self) -> Result<WatchSpec, i32> {
         let l = load(&self.g)?;
-        let (selected, _) = selection(&l, &self.a.targets, false, &[])?;
+        let (selected, _) = selection(&self.g, &l, &self.a.targets, Force::None, &[])?;
         WatchSpec::new(&l.project, &selected).map_err(|e| {
             crate::say!("error: cannot watch the inputs: {e}");
             EXIT_USAGE
@@ -55,7 +55,8 @@ impl watch::Host for Host {
         let Ok(l) = load(&self.g) else {
             return Check::Error;
         };
-        let Ok((selected, forced)) = selection(&l, &self.a.targets, false, &[]) else {
+        let Ok((selected, forced)) = selection(&self.g, &l, &self.a.targets, Force::None, &[])
+        else {
             return Check::Error;
         };
         let layout = Layout::new(&l.project.root);
@@ -74,6 +75,7 @@ impl watch::Host for Host {
                 jobs: self.a.jobs,
                 keep_going: self.a.keep_going,
                 force: false,
+                force_all: false,
                 from: Vec::new(),
                 dry_run: false,
                 no_cache: false,

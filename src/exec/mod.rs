@@ -886,7 +886,17 @@ impl Build<'_, '_> {
                 self.pending.digests.extend(done.depfile.rows);
                 if done.changed.is_empty() {
                     let discovered = done.depfile.discovered;
-                    self.succeed(i, st.parts, st.key, metas, discovered, duration_ms, None);
+                    let whole = BTreeMap::new();
+                    self.succeed(
+                        i,
+                        st.parts,
+                        st.key,
+                        metas,
+                        discovered,
+                        duration_ms,
+                        None,
+                        whole,
+                    );
                 } else {
                     self.unrecorded(i, done.changed, st.key, metas, duration_ms);
                 }
@@ -915,7 +925,8 @@ impl Build<'_, '_> {
         self.sched.finish(i);
     }
 
-    /// Records a success and reports it.
+    /// Records a success and reports it. `lineage` holds what particular outputs were
+    /// built from, when not from everything the instance read (`merge = "none"` shards).
     #[allow(clippy::too_many_arguments)]
     fn succeed(
         &mut self,
@@ -926,12 +937,14 @@ impl Build<'_, '_> {
         discovered: Discovered,
         duration_ms: u64,
         cached: Option<(Source, u64, u64)>,
+        lineage: BTreeMap<String, String>,
     ) {
         let name = self.name(i).to_owned();
         let now = fs::now_ns();
         let built_from =
             serde_json::json!({ "inputs": parts.inputs, "upstream": parts.upstream }).to_string();
         for (path, meta) in &metas {
+            let built_from = lineage.get(path).unwrap_or(&built_from);
             self.pending.outputs.push(OutputRecord {
                 path: path.clone(),
                 digest: meta.digest.0,
@@ -1050,6 +1063,7 @@ impl Build<'_, '_> {
         let declared = crate::cache::Declared::of(&self.snap.project.instances[i]);
         match cache.restore(&self.beneath, key, &entry, source, &declared) {
             Ok(bytes) => {
+                let lineage = self.restored_shard_lineage(i, parts);
                 let metas = entry
                     .outputs
                     .iter()
@@ -1071,6 +1085,7 @@ impl Build<'_, '_> {
                     entry.discovered.clone(),
                     0,
                     Some((source, bytes, entry.duration_ms)),
+                    lineage,
                 );
                 if self.plan.get(&i).is_some_and(|e| e.stale) {
                     self.done_planned += 1;
@@ -1082,6 +1097,25 @@ impl Build<'_, '_> {
                 crate::say!("warning: {}: {m}; running it instead", self.name(i));
                 false
             }
+        }
+    }
+
+    /// [`shard_lineage`] of a `merge = "none"` instance restored from the cache: its
+    /// shards split again from the inputs its key was made of.
+    fn restored_shard_lineage(&self, i: usize, parts: &KeyParts) -> BTreeMap<String, String> {
+        let inst = &self.snap.project.instances[i];
+        let Some(spec) = inst.shard.as_ref().filter(|s| s.merge == Merge::None) else {
+            return BTreeMap::new();
+        };
+        let inputs: Vec<String> = parts.inputs.keys().cloned().collect();
+        let files: Vec<(String, Digest)> = shards::source_files(&spec.strategy, &inputs)
+            .into_iter()
+            .filter_map(|p| parts.inputs.get(&p).map(|d| (p, *d)))
+            .collect();
+        let read = |p: &str| fs::digest::read_regular(&self.root.join(p));
+        match crate::shard::split(&spec.strategy, &files, &read) {
+            Ok(split) => shard_lineage(inst, parts, split.iter()),
+            Err(_) => BTreeMap::new(),
         }
     }
 
@@ -1678,7 +1712,20 @@ impl Build<'_, '_> {
                 crate::say!("warning: {}: not cached: {m}", inst.name);
             }
         }
-        self.succeed(i, sh.parts, sh.key, metas, discovered, duration_ms, None);
+        let lineage = match spec.merge {
+            Merge::None => shard_lineage(inst, &sh.parts, sh.shards.iter().map(|p| &p.shard)),
+            Merge::Concat => BTreeMap::new(),
+        };
+        self.succeed(
+            i,
+            sh.parts,
+            sh.key,
+            metas,
+            discovered,
+            duration_ms,
+            None,
+            lineage,
+        );
         self.sched.finish(i);
     }
 
@@ -1881,4 +1928,80 @@ fn remove_outputs(root: &Beneath, inst: &Instance) {
     for o in &inst.outputs {
         let _ = root.remove(&o.path);
     }
+}
+
+/// With `merge = "none"`, what each shard's outputs were built from ("built_from" JSON
+/// by output path): the instance's inputs and upstream outputs that are no shard's
+/// source, plus its own shard's source; for `chunk` and `group`, the source with the
+/// shard's slice. Recording the whole instance's inputs instead would list every source
+/// of the phase under each output.
+fn shard_lineage<'a>(
+    inst: &Instance,
+    parts: &KeyParts,
+    shards: impl IntoIterator<Item = &'a crate::shard::Shard>,
+) -> BTreeMap<String, String> {
+    use crate::shard::{Slice, expand_output};
+    let shards: Vec<&crate::shard::Shard> = shards.into_iter().collect();
+    let sources: BTreeSet<&str> = shards
+        .iter()
+        .filter_map(|s| match &s.slice {
+            Slice::File(p) => Some(p.as_str()),
+            Slice::Bytes(_) => None,
+        })
+        .collect();
+    let source = inst.shard.as_ref().and_then(|spec| match &spec.strategy {
+        crate::shard::Strategy::Chunk { source, .. }
+        | crate::shard::Strategy::Group { source, .. } => Some(source.as_str()),
+        crate::shard::Strategy::Files { .. } => None,
+    });
+    // What every shard shares, computed once: with thousands of `files` shards, each
+    // shard then adds only its own source.
+    let shared_inputs: BTreeMap<&String, &Digest> = parts
+        .inputs
+        .iter()
+        .filter(|(p, _)| !sources.contains(p.as_str()))
+        .collect();
+    let mut shared_upstream = parts.upstream.clone();
+    for u in shared_upstream.values_mut() {
+        if let plan::Upstream::Present { outputs, .. } = u {
+            outputs.retain(|p, _| !sources.contains(p.as_str()));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for s in shards {
+        let own = match &s.slice {
+            Slice::File(p) => Some(p.as_str()),
+            Slice::Bytes(_) => None,
+        };
+        let mut inputs = shared_inputs.clone();
+        let mut upstream = shared_upstream.clone();
+        if let Some(own) = own {
+            if let Some((p, d)) = parts.inputs.get_key_value(own) {
+                inputs.insert(p, d);
+            }
+            for (name, u) in &parts.upstream {
+                if let plan::Upstream::Present { outputs, .. } = u
+                    && let Some(d) = outputs.get(own)
+                    && let Some(plan::Upstream::Present { outputs, .. }) = upstream.get_mut(name)
+                {
+                    outputs.insert(own.to_owned(), *d);
+                }
+            }
+        }
+        let text = serde_json::json!({
+            "inputs": inputs,
+            "upstream": upstream,
+            "shard": {
+                "index": s.index,
+                "key": s.key,
+                "source": own.or(source),
+                "slice": s.digest.to_hex(),
+            },
+        })
+        .to_string();
+        for t in &inst.shard_outputs {
+            out.insert(expand_output(&t.path, s), text.clone());
+        }
+    }
+    out
 }

@@ -10,6 +10,8 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use crate::model::Project;
 use crate::orchfile::source::{ConfigError, ErrorKind, did_you_mean};
 
+pub mod targets;
+
 /// Instances and their edges, acyclic by construction.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Graph {
@@ -177,12 +179,24 @@ fn shortest_cycle(
     vec![start]
 }
 
-/// Resolves command-line targets to instances. Empty targets select everything.
-/// A target is `phase` (all its instances) or `phase[axis=value,...]` (the instances
-/// with those values). Returns the targets themselves, without dependencies.
+/// Resolves command-line targets to instances, with paths relative to the project root.
+/// See [`resolve_targets_from`].
 pub fn resolve_targets(
     project: &Project,
     targets: &[String],
+) -> Result<BTreeSet<usize>, Box<ConfigError>> {
+    resolve_targets_from(project, targets, "")
+}
+
+/// Resolves command-line targets to instances. Empty targets select everything.
+/// A target is `phase` (all its instances), `phase[axis=value,...]` (the instances with
+/// those values), or else a declared output path (the instance that produces it),
+/// relative to `cwd` (project-relative, "" for the root). A phase name wins over a path
+/// of the same text. Returns the targets themselves, without dependencies.
+pub fn resolve_targets_from(
+    project: &Project,
+    targets: &[String],
+    cwd: &str,
 ) -> Result<BTreeSet<usize>, Box<ConfigError>> {
     if targets.is_empty() {
         return Ok((0..project.instances.len()).collect());
@@ -194,16 +208,16 @@ pub fn resolve_targets(
             _ => (t.as_str(), None),
         };
         let Some(phase) = project.phases.get(phase_name) else {
-            let err = ConfigError::new(
-                ErrorKind::UnknownTarget,
-                format!("unknown target `{t}`: there is no phase `{phase_name}`"),
-            );
-            return Err(Box::new(
-                match did_you_mean(phase_name, project.phases.keys().map(String::as_str)) {
-                    Some(s) => err.help(format!("did you mean `{s}`?")),
-                    None => err.help("run `orch graph` or `orch status` to list the phases"),
-                },
-            ));
+            let path = targets::project_path(&project.root, cwd, t);
+            let producers = path
+                .as_deref()
+                .map(|p| targets::producers(project, p))
+                .unwrap_or_default();
+            if producers.is_empty() {
+                return Err(Box::new(unknown_target(project, t, path.as_deref(), cwd)));
+            }
+            out.extend(producers);
+            continue;
         };
         let mut wanted: BTreeMap<&str, &str> = BTreeMap::new();
         if let Some(filter) = filter {
@@ -256,6 +270,67 @@ pub fn resolve_targets(
         }
     }
     Ok(out)
+}
+
+/// The error for a target that is neither a phase nor a declared output, with the most
+/// useful help: the file is a source (and who reads it), or a near name, or where to look.
+fn unknown_target(project: &Project, t: &str, path: Option<&str>, cwd: &str) -> ConfigError {
+    let err = ConfigError::new(
+        ErrorKind::UnknownTarget,
+        format!("unknown target `{t}`: no phase is named so and no phase declares it as an output"),
+    );
+    if let Some(p) = path {
+        let readers = targets::readers(project, p);
+        let mut phases: Vec<&str> = readers
+            .iter()
+            .map(|r| project.instances[r.instance].phase.as_str())
+            .collect();
+        phases.dedup();
+        if !phases.is_empty() {
+            let shown: Vec<String> = phases.iter().take(3).map(|p| format!("`{p}`")).collect();
+            let more = match phases.len().saturating_sub(3) {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
+            return err.help(format!(
+                "`{t}` is a source, read by {}{more}: name a phase to build, or run `orch show {t}` to see what reads it",
+                shown.join(", ")
+            ));
+        }
+    }
+    // A root-relative path typed in a subdirectory.
+    if !cwd.is_empty()
+        && let Some(p) = targets::project_path(&project.root, "", t)
+        && !targets::producers(project, &p).is_empty()
+    {
+        return err.help(format!(
+            "did you mean `{}`? paths are relative to the current directory",
+            crate::model::path::relative_to(cwd, &p)
+        ));
+    }
+    // Outputs as the user would type them from where they are.
+    let outputs: BTreeSet<String> = project
+        .instances
+        .iter()
+        .flat_map(|i| &i.outputs)
+        .map(|o| crate::model::path::relative_to(cwd, &o.path))
+        .collect();
+    let names = project
+        .phases
+        .keys()
+        .map(String::as_str)
+        .chain(outputs.iter().map(String::as_str));
+    // `nope[axis=v]` is compared by its phase name.
+    let query = match t.find('[') {
+        Some(pos) if t.ends_with(']') => &t[..pos],
+        _ => t.trim_start_matches("./"),
+    };
+    match did_you_mean(query, names) {
+        Some(s) => err.help(format!("did you mean `{s}`?")),
+        None => err.help(
+            "run `orch graph` or `orch status` to list the phases; a target may also be a declared output path",
+        ),
+    }
 }
 
 /// The targets plus everything they depend on (hard and soft), transitively.

@@ -162,12 +162,17 @@ fn force_reruns_everything_selected() {
             "{n}: {reasons}"
         );
     }
-    // --force with a target forces only the selection.
+    // --force with a target forces only that target; --force-all its dependencies too.
     let out = out
         .again()
         .args(["build", "--force", "b", "--run-id", "forced-b"])
         .run();
-    assert_eq!(ran(&out.events("forced-b")), names(&["a", "b"]));
+    assert_eq!(ran(&out.events("forced-b")), names(&["b"]));
+    let out = out
+        .again()
+        .args(["build", "--force-all", "b", "--run-id", "forced-all-b"])
+        .run();
+    assert_eq!(ran(&out.events("forced-all-b")), names(&["a", "b"]));
 }
 
 #[test]

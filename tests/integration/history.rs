@@ -297,11 +297,17 @@ fn show_of_an_unknown_path_exits_2() {
         .expect_status(2)
         .stderr_contains("orch has no record of an output `out/nothing.txt`")
         .run();
-    // A source file exists but is no output.
+    // A file that exists but is neither an output nor read by any phase.
+    out.write("notes.txt", "x\n");
+    out.again()
+        .args(["show", "notes.txt"])
+        .expect_status(2)
+        .stderr_contains("no record of an output `notes.txt`")
+        .run();
+    // A source is no output either, but orch knows what reads it.
     out.again()
         .args(["show", "raw/1.txt"])
-        .expect_status(2)
-        .stderr_contains("no record of an output `raw/1.txt`")
+        .stdout_contains("raw/1.txt is a source, read by: a")
         .run();
     // Looks like a path to a phase name: suggest the target.
     out.again()

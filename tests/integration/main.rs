@@ -18,6 +18,7 @@ mod shard_names;
 mod shards;
 mod snapshots;
 mod staleness;
+mod targets;
 mod trust_cache;
 mod trust_config;
 mod trust_keys;
