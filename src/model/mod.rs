@@ -5,6 +5,7 @@
 //! configuration error at once.
 
 pub mod cache;
+pub mod overlap;
 pub mod path;
 pub mod template;
 pub mod validate;
