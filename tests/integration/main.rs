@@ -9,6 +9,7 @@ mod config_errors;
 mod crash;
 mod events;
 mod failures;
+mod file_edges;
 mod history;
 mod lifecycle;
 mod parallel;
