@@ -12,7 +12,8 @@
 //! instances is decided in about the time it takes to read it.
 
 use std::cell::OnceCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 
 use super::path::is_plain;
 use super::{Implied, Instance, Phase};
@@ -57,7 +58,7 @@ pub fn implied_deps(
     phases: &BTreeMap<String, Phase>,
 ) -> Vec<Vec<Implied>> {
     let mut declared: Vec<Declared> = Vec::new();
-    let mut by_prefix: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut index = Index::default();
     for (i, inst) in instances.iter().enumerate() {
         let outs = inst.outputs.iter().map(|o| {
             if o.dir {
@@ -71,14 +72,14 @@ pub fn implied_deps(
             .iter()
             .map(|o| (o.path.clone(), Kind::Template));
         for (shown, kind) in outs.chain(templates) {
-            let prefix = match kind {
-                Kind::Template => {
-                    let end = shown.find("{shard.").unwrap_or(shown.len());
-                    shown[..end].to_owned()
-                }
-                Kind::File | Kind::Dir => shown.clone(),
+            let map = match kind {
+                Kind::File => &mut index.files,
+                Kind::Dir | Kind::Template => &mut index.open,
             };
-            by_prefix.entry(prefix).or_default().push(declared.len());
+            let end = shown.find("{shard.").unwrap_or(shown.len());
+            map.entry(shown[..end].to_owned())
+                .or_default()
+                .push(declared.len());
             declared.push(Declared {
                 instance: i,
                 shown,
@@ -90,8 +91,9 @@ pub fn implied_deps(
     if declared.is_empty() {
         return vec![Vec::new(); instances.len()];
     }
-    // Instances of a matrix phase share patterns unless a matrix value is in them.
-    let mut memo: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    // Instances of a matrix phase share patterns unless a matrix value is in them. Only
+    // looked up, never iterated: its order reaches nothing.
+    let mut memo: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut out = Vec::with_capacity(instances.len());
     for (i, inst) in instances.iter().enumerate() {
         let phase = phases.get(&inst.phase);
@@ -99,7 +101,7 @@ pub fn implied_deps(
         for (k, input) in inst.inputs.iter().enumerate() {
             let matches = memo
                 .entry(input.as_str())
-                .or_insert_with(|| matching(input, &declared, &by_prefix));
+                .or_insert_with(|| matching(input, &declared, &index));
             for &d in matches.iter() {
                 let o = &declared[d];
                 let up = &instances[o.instance];
@@ -126,31 +128,47 @@ pub fn implied_deps(
     out
 }
 
+/// Declared outputs by the literal text every path they name starts with.
+#[derive(Default)]
+struct Index {
+    /// File outputs, by path.
+    files: BTreeMap<String, Vec<usize>>,
+    /// Directory outputs (`dir/`) and templates (up to the first hole).
+    open: BTreeMap<String, Vec<usize>>,
+}
+
 /// The declared outputs `input` can match, in declaration order.
-fn matching(
-    input: &str,
-    declared: &[Declared],
-    by_prefix: &BTreeMap<String, Vec<usize>>,
-) -> Vec<usize> {
-    let (pattern, prefix) = if is_plain(input) {
-        (Pattern::plain_input(input), input)
-    } else {
-        (Pattern::glob(input), literal_prefix(input))
-    };
+fn matching(input: &str, declared: &[Declared], index: &Index) -> Vec<usize> {
+    let plain = is_plain(input);
+    let prefix = if plain { input } else { literal_prefix(input) };
     // Only an output whose prefix extends the input's, or is a prefix of it, can share
-    // a path with it.
-    let mut candidates: Vec<usize> = by_prefix
-        .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
-        .take_while(|(k, _)| k.starts_with(prefix))
-        .flat_map(|(_, v)| v.iter().copied())
-        .collect();
-    for (end, _) in prefix.char_indices() {
-        if let Some(v) = by_prefix.get(&prefix[..end]) {
-            candidates.extend(v);
+    // a path with it; a file output names one path, which cannot be shorter than the
+    // input's prefix.
+    let extending = |map: &BTreeMap<String, Vec<usize>>| -> Vec<usize> {
+        map.range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .flat_map(|(_, v)| v.iter().copied())
+            .collect()
+    };
+    let mut candidates = extending(&index.files);
+    if !index.open.is_empty() {
+        candidates.extend(extending(&index.open));
+        for (end, _) in prefix.char_indices() {
+            if let Some(v) = index.open.get(&prefix[..end]) {
+                candidates.extend(v);
+            }
         }
+    }
+    if candidates.is_empty() {
+        return candidates;
     }
     candidates.sort_unstable();
     candidates.dedup();
+    let pattern = if plain {
+        Pattern::plain_input(input)
+    } else {
+        Pattern::glob(input)
+    };
     candidates.retain(|&d| intersect(&pattern, declared[d].pattern()));
     candidates
 }

@@ -719,7 +719,6 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                 .help("add a `run` command that writes the outputs, or remove `outputs`"),
             );
         }
-
     }
 
     if let Some(cache) = &raw_cache {
@@ -1519,8 +1518,7 @@ fn expand_run(
     env: &RunEnv<'_>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Vec<CmdPiece>> {
-    let (my_outputs, my_deps, skeletons, phase) =
-        (env.outputs, env.deps, env.skeletons, env.phase);
+    let (my_outputs, my_deps, skeletons, phase) = (env.outputs, env.deps, env.skeletons, env.phase);
     let rel = |p: &str| relative_to(env.cwd, p);
     let pieces = template_pieces(text, ctx, errors)?;
     let mut out: Vec<CmdPiece> = Vec::new();
@@ -1798,7 +1796,13 @@ fn merge_none_message(hole: &str, phase: &str, group: Option<&str>) -> String {
 
 /// A placeholder that would expand to no paths: a command such as `ar rcs lib.a {x}`
 /// would then run without its operands and may still succeed.
-fn zero_paths(ctx: &Ctx<'_>, hole: &str, message: String, help: &str, errors: &mut Vec<ConfigError>) {
+fn zero_paths(
+    ctx: &Ctx<'_>,
+    hole: &str,
+    message: String,
+    help: &str,
+    errors: &mut Vec<ConfigError>,
+) {
     errors.push(
         ConfigError::new(ErrorKind::Placeholder, message)
             .at(&ctx.hole_span(hole), "expands to no paths")

@@ -76,10 +76,7 @@ fn an_archive_waits_for_every_object_its_glob_can_match() {
         .run();
     assert_eq!(p.read("build/lib.txt"), OBJECTS);
 
-    assert_eq!(
-        edges(p.test()),
-        vec![edge("compile", "archive", "files")]
-    );
+    assert_eq!(edges(p.test()), vec![edge("compile", "archive", "files")]);
     let out = p.test().args(["graph", "--format", "json"]).run();
     let v: Value = serde_json::from_str(&out.stdout).expect("graph json");
     assert_eq!(v["edges"][0]["input"], "build/obj/**/*.o");
@@ -268,7 +265,11 @@ run = "cat {inputs} > {output}"
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("narrow the input pattern"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("narrow the input pattern"),
+        "{}",
+        out.stderr
+    );
 }
 
 // ---------------------------------------------------------------------------------------
