@@ -1744,7 +1744,7 @@ fn expand_run(
                                 ok = false;
                             }
                             (Some(spec), Some(ShardHole::Output)) if spec.merge == Merge::None => {
-                                bad_hole(ctx, hole, "with `merge = \"none\"` shards write their own outputs; `{shard.output}` is for shards merged into one output".to_owned(), errors);
+                                bad_hole(ctx, hole, "with `merge = \"none\"` shards write their own outputs; `{shard.output}` is for shards merged into one output; write `{output}` or `{outputs}` for the shard's own".to_owned(), errors);
                                 ok = false;
                             }
                             (Some(_), Some(h)) => out.push(CmdPiece::Shard(h)),
