@@ -223,10 +223,16 @@ impl Spec {
             Read::PlainDir => true,
             Read::Plain | Read::Glob => false,
         };
+        // An upstream that pairs with every instance: an instance whose `{inputs}` name no
+        // file fails before its command runs.
+        let pairs = |j: usize| match (&p.langs, &self.phases[j].langs) {
+            (Some(mine), Some(theirs)) => mine.iter().all(|l| theirs.contains(l)),
+            _ => true,
+        };
         let Some(&j) = p
             .needs
             .iter()
-            .find(|&&j| self.phases[j].dir_output == want_dir)
+            .find(|&&j| self.phases[j].dir_output == want_dir && pairs(j))
         else {
             return Vec::new();
         };
@@ -288,10 +294,17 @@ impl Spec {
                 Work::Sleep(cs) => format!("sleep 0.0{cs}; "),
                 Work::Spin(n) => format!("i=0; while [ $i -lt {n} ]; do i=$((i+1)); done; "),
             };
+            // Only upstreams that pair with every instance: a placeholder that would
+            // expand to no paths is a configuration error.
+            let pairs = |j: usize| match (&p.langs, &self.phases[j].langs) {
+                (Some(mine), Some(theirs)) => mine.iter().all(|l| theirs.contains(l)),
+                _ => true,
+            };
             let ups: String = p
                 .needs
                 .iter()
                 .chain(&p.after)
+                .filter(|&&j| pairs(j))
                 .map(|j| format!(" {{needs.p{j}.outputs}}"))
                 .collect();
             let read_inputs = if inputs.is_empty() { "" } else { " {inputs}" };

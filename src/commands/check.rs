@@ -1,6 +1,8 @@
-//! `orch check`: validate the Orchfile without running anything.
+//! `orch check`: validate the Orchfile without running anything; with `-v`, list the
+//! dependencies implied by files and the file behind each.
 
 use crate::EXIT_OK;
+use crate::events::human::Verbosity;
 
 use super::{Global, load};
 
@@ -20,6 +22,20 @@ pub fn run(g: &Global) -> i32 {
                     String::new()
                 }
             );
+            if g.verbosity == Verbosity::Verbose {
+                let p = &l.project;
+                for inst in &p.instances {
+                    for e in &inst.implied {
+                        let up = &p.instances[e.upstream].name;
+                        outln!(
+                            "{} <- {up} (input `{}` matches output `{}`)",
+                            inst.name,
+                            e.input,
+                            e.output
+                        );
+                    }
+                }
+            }
             EXIT_OK
         }
         Err(code) => code,

@@ -1,4 +1,7 @@
 //! `orch graph`: the instance graph as Graphviz dot, a Mermaid flowchart or JSON.
+//!
+//! Dependencies implied by files (an input that can match another phase's output) are
+//! drawn apart from declared `needs` and `after`, and JSON gives their evidence.
 
 use serde_json::json;
 
@@ -23,7 +26,11 @@ pub fn run(g: &Global, a: GraphArgs) -> i32 {
             }
             for &i in &l.graph.order {
                 for d in &p.instances[i].deps {
-                    let style = if d.hard { "" } else { " [style=dashed]" };
+                    let style = match (d.implied, d.hard) {
+                        (true, _) => " [style=bold, color=gray, label=\"files\"]",
+                        (false, true) => "",
+                        (false, false) => " [style=dashed]",
+                    };
                     out.push_str(&format!(
                         "  {} -> {}{style};\n",
                         dot_id(&p.instances[d.upstream].name),
@@ -43,7 +50,11 @@ pub fn run(g: &Global, a: GraphArgs) -> i32 {
             }
             for &i in &l.graph.order {
                 for d in &p.instances[i].deps {
-                    let arrow = if d.hard { "-->" } else { "-.->" };
+                    let arrow = match (d.implied, d.hard) {
+                        (true, _) => "==>|files|",
+                        (false, true) => "-->",
+                        (false, false) => "-.->",
+                    };
                     out.push_str(&format!("  n{} {arrow} n{i}\n", d.upstream));
                 }
             }
@@ -67,8 +78,28 @@ pub fn run(g: &Global, a: GraphArgs) -> i32 {
                 .collect();
             let mut edges = Vec::new();
             for &i in &l.graph.order {
-                for d in &p.instances[i].deps {
-                    edges.push(json!({ "from": p.instances[d.upstream].name, "to": p.instances[i].name, "kind": if d.hard { "needs" } else { "after" } }));
+                let inst = &p.instances[i];
+                for d in &inst.deps {
+                    let (from, to) = (&p.instances[d.upstream].name, &inst.name);
+                    let evidence = inst
+                        .implied
+                        .binary_search_by_key(&d.upstream, |e| e.upstream)
+                        .ok()
+                        .and_then(|k| inst.implied.get(k));
+                    edges.push(match evidence {
+                        Some(e) if d.implied => json!({
+                            "from": from,
+                            "to": to,
+                            "kind": "files",
+                            "input": e.input,
+                            "output": e.output,
+                        }),
+                        _ => json!({
+                            "from": from,
+                            "to": to,
+                            "kind": if d.hard { "needs" } else { "after" },
+                        }),
+                    });
                 }
             }
             out = serde_json::to_string_pretty(&json!({ "instances": instances, "edges": edges }))

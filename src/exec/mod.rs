@@ -521,6 +521,30 @@ impl Build<'_, '_> {
                 details: whys,
             },
         );
+        // An empty `{inputs}` is never what the command wants: `cat {inputs}` would read
+        // stdin, `ar rcs lib.a {inputs}` would write an empty archive and succeed.
+        if inst.uses_inputs() && parts.inputs.is_empty() {
+            let patterns: Vec<String> = inst.inputs.iter().map(|p| format!("`{p}`")).collect();
+            remove_outputs(&self.beneath, inst);
+            self.done_planned += 1;
+            self.fail(
+                i,
+                (
+                    FailureKind::InvalidInput,
+                    None,
+                    None,
+                    format!(
+                        "no file matches its inputs ({}), so `{{inputs}}` would be empty; the command was not run",
+                        patterns.join(", ")
+                    ),
+                ),
+                String::new(),
+                0,
+                None,
+            );
+            self.sched.finish(i);
+            return;
+        }
         if self.try_restore(i, &parts, &key) {
             return;
         }

@@ -417,6 +417,7 @@ pub fn values(p: &PlannedShard, count: usize) -> ShardValues {
         index: p.shard.index,
         count,
         key: p.shard.key.clone(),
+        outputs: p.outputs.clone(),
     }
 }
 

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::model::Project;
+use crate::model::{Implied, Project};
+use crate::orchfile::Span;
 use crate::orchfile::source::{ConfigError, ErrorKind, did_you_mean};
 
 pub mod targets;
@@ -68,18 +69,61 @@ pub fn build(project: &Project) -> Result<Graph, Vec<ConfigError>> {
 /// Edges of a cycle labelled in its diagnostic, besides the one that closes it.
 const MAX_CYCLE_LABELS: usize = 16;
 
-/// Finds cycles among phases; each is reported once, starting at its smallest name.
+/// Why one phase depends on another, for a cycle's labels.
+enum Why<'a> {
+    /// Listed in `needs` or `after`, at this span.
+    Declared(&'a Span),
+    /// Implied: an input can match the upstream's output.
+    Files(&'a Implied),
+}
+
+impl Why<'_> {
+    /// The span to label and the label, for `down` depending on `up`.
+    fn label(&self, up: &str, down: &str) -> (Span, String) {
+        match self {
+            Why::Declared(s) => ((*s).clone(), format!("`{down}` depends on `{up}`")),
+            Why::Files(e) if e.input == e.output => (
+                e.span.clone(),
+                format!("`{down}` reads `{}`, which `{up}` writes", e.input),
+            ),
+            Why::Files(e) => (
+                e.span.clone(),
+                format!(
+                    "`{down}` reads `{}`, which matches `{}` that `{up}` writes",
+                    e.input, e.output
+                ),
+            ),
+        }
+    }
+}
+
+/// Finds cycles among phases, through declared and implied dependencies; each is
+/// reported once, starting at its smallest name.
 pub fn phase_cycles(project: &Project) -> Vec<ConfigError> {
     let mut g: DiGraph<&str, ()> = DiGraph::new();
     let mut idx: BTreeMap<&str, NodeIndex> = BTreeMap::new();
     for name in project.phases.keys() {
         idx.insert(name, g.add_node(name));
     }
+    // (upstream, downstream) -> why; a declared dependency is named before a file.
+    let mut why: BTreeMap<(&str, &str), Why> = BTreeMap::new();
     for (name, p) in &project.phases {
-        for (dep, _) in p.needs.iter().chain(&p.after) {
-            if let (Some(&from), Some(&to)) = (idx.get(dep.as_str()), idx.get(name.as_str())) {
-                g.add_edge(from, to, ());
+        for (dep, span) in p.needs.iter().chain(&p.after) {
+            why.entry((dep.as_str(), name.as_str()))
+                .or_insert(Why::Declared(span));
+        }
+    }
+    for inst in &project.instances {
+        for e in &inst.implied {
+            if let Some(up) = project.instances.get(e.upstream) {
+                why.entry((up.phase.as_str(), inst.phase.as_str()))
+                    .or_insert(Why::Files(e));
             }
+        }
+    }
+    for (up, down) in why.keys() {
+        if let (Some(&from), Some(&to)) = (idx.get(up), idx.get(down)) {
+            g.add_edge(from, to, ());
         }
     }
     let mut errors = Vec::new();
@@ -113,29 +157,34 @@ pub fn phase_cycles(project: &Project) -> Vec<ConfigError> {
         } else {
             (up, down)
         };
-        let phase = &project.phases[down];
-        let span = phase
-            .needs
+        let (span, label) = match why.get(&(up, down)) {
+            Some(w) => w.label(up, down),
+            None => (
+                project.phases[down].span.clone(),
+                format!("`{down}` depends on `{up}`"),
+            ),
+        };
+        let through_files = names
             .iter()
-            .chain(&phase.after)
-            .find(|(d, _)| d == up)
-            .map(|(_, s)| s.clone())
-            .unwrap_or_else(|| phase.span.clone());
+            .zip(names.iter().skip(1).chain(names.first()))
+            .any(|(u, d)| matches!(why.get(&(*u, *d)), Some(Why::Files(_))));
+        let help = if through_files {
+            "remove one of these dependencies; phases must form a directed acyclic graph. An input that can match another phase's output is a dependency too: narrow the input pattern, or move the output"
+        } else {
+            "remove one of these dependencies; phases must form a directed acyclic graph"
+        };
         let mut err = ConfigError::new(ErrorKind::Cycle, format!("dependency cycle: {shown}"))
-            .at(
-                &span,
-                format!("`{down}` depends on `{up}`, closing the cycle"),
-            )
-            .help("remove one of these dependencies; phases must form a directed acyclic graph");
+            .at(&span, format!("{label}, closing the cycle"))
+            .help(help);
         // The message names the whole cycle; labels beyond the first few add nothing, and
         // rendering each one rereads the file (a 20,000-phase cycle took minutes).
         for w in names.windows(2).take(MAX_CYCLE_LABELS) {
             let (u, d) = (w[0], w[1]);
-            let p = &project.phases[d];
-            if let Some((_, s)) = p.needs.iter().chain(&p.after).find(|(x, _)| x == u)
-                && s.file == span.file
-            {
-                err = err.also(s, format!("`{d}` depends on `{u}`"));
+            if let Some(x) = why.get(&(u, d)) {
+                let (s, label) = x.label(u, d);
+                if s.file == span.file {
+                    err = err.also(&s, label);
+                }
             }
         }
         errors.push(err);

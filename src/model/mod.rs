@@ -5,6 +5,7 @@
 //! configuration error at once.
 
 pub mod cache;
+pub mod overlap;
 pub mod path;
 pub mod template;
 pub mod validate;
@@ -101,6 +102,10 @@ pub enum CmdPiece {
     Inputs,
     /// A `{shard.*}` placeholder, known only when the shard runs.
     Shard(ShardHole),
+    /// `{outputs}` of a `merge = "none"` shard: its own outputs, known when it runs.
+    ShardOutputs,
+    /// `{output}` of a `merge = "none"` shard: its one output, known when it runs.
+    ShardOutput,
 }
 
 /// The `{shard.*}` placeholders.
@@ -157,6 +162,8 @@ pub struct ShardValues {
     pub count: usize,
     /// `{shard.key}`.
     pub key: String,
+    /// With `merge = "none"`: the shard's own outputs (its templates, expanded).
+    pub outputs: Vec<String>,
 }
 
 /// One variable an instance passes to its command and hashes into its key.
@@ -197,8 +204,24 @@ pub struct Retry {
 pub struct Dep {
     /// The upstream instance.
     pub upstream: usize,
-    /// `needs` (true) or `after` (false).
+    /// `needs` (true) or `after` (false); an implied dependency is hard.
     pub hard: bool,
+    /// Implied by files: an input can match the upstream's declared output, and the
+    /// phase does not list the upstream's phase in `needs` or `after`.
+    pub implied: bool,
+}
+
+/// Why an implied dependency exists: the input and the upstream output it can match.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Implied {
+    /// The upstream instance.
+    pub upstream: usize,
+    /// The input pattern (matrix values filled in).
+    pub input: String,
+    /// The upstream's output it can match: a file, `dir/`, or a per-shard template.
+    pub output: String,
+    /// Where the input is declared.
+    pub span: Span,
 }
 
 /// A phase × one matrix combination: the unit that is planned and run.
@@ -230,6 +253,8 @@ pub struct Instance {
     pub retry: Option<Retry>,
     /// Dependencies, sorted by upstream index.
     pub deps: Vec<Dep>,
+    /// The evidence of each implied dependency, sorted by upstream (one per upstream).
+    pub implied: Vec<Implied>,
     /// How the instance is split into shards (None: one piece).
     pub shard: Option<crate::shard::ShardSpec>,
     /// With `merge = "none"`: each shard's outputs, with `{shard.key}` / `{shard.index}`
@@ -261,6 +286,16 @@ impl Instance {
                                 ShardHole::Count => v.count.to_string(),
                                 ShardHole::Key => template::shell_quote(&v.key),
                             });
+                        }
+                    }
+                    CmdPiece::ShardOutputs | CmdPiece::ShardOutput => {
+                        if let Some(v) = shard {
+                            let rel: Vec<String> = v
+                                .outputs
+                                .iter()
+                                .map(|p| path::relative_to(&self.cwd, p))
+                                .collect();
+                            s.push_str(&template::shell_join(rel.iter().map(String::as_str)));
                         }
                     }
                 }
@@ -295,6 +330,8 @@ impl Instance {
                         s.push_str(h.name());
                         s.push('}');
                     }
+                    CmdPiece::ShardOutputs => s.push_str("{outputs}"),
+                    CmdPiece::ShardOutput => s.push_str("{output}"),
                 }
             }
             s

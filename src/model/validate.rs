@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::overlap::implied_deps;
 use super::path::{Containment, PathProblem, is_plain, normalize, relative_to};
 use super::template::{self, Piece, shell_join};
 use super::{
@@ -259,7 +260,11 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                     .iter()
                     .all(|(axis, v)| matrix.get(axis).is_none_or(|mine| mine == v));
                 if paired {
-                    ds.push(Dep { upstream: j, hard });
+                    ds.push(Dep {
+                        upstream: j,
+                        hard,
+                        implied: false,
+                    });
                 }
             }
         }
@@ -404,12 +409,14 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
         .map(|(n, _)| n.as_str())
         .collect();
     let mut instances = Vec::with_capacity(skeletons.len());
+    let mut input_spans: Vec<Vec<Span>> = Vec::with_capacity(skeletons.len());
     for (i, (name, phase, matrix)) in skeletons.iter().enumerate() {
         let lp = &raw_phases[phase];
         let p = &phases[phase];
         let file = lp.file;
 
         let mut inputs = Vec::new();
+        let mut spans = Vec::new();
         for pat in &lp.raw.inputs {
             let span = Span::new(file, pat.span());
             let ctx = Ctx::new(phase, matrix, &var_values, &sources, &span);
@@ -478,6 +485,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                 continue;
             }
             inputs.push(norm);
+            spans.push(span);
         }
 
         let cwd = match &lp.raw.cwd {
@@ -518,6 +526,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
             };
             if !inputs.contains(source) {
                 inputs.push(source.clone());
+                spans.push(span);
             }
             Some(spec)
         });
@@ -541,49 +550,6 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                         .help("outputs are files the command writes; give this one a path of its own, outside the configuration and the phase's inputs"),
                 );
             }
-        }
-
-        let run = lp.raw.run.as_ref().and_then(|r| {
-            let span = Span::new(file, r.span());
-            let ctx = Ctx::new(phase, matrix, &var_values, &sources, &span);
-            let env =
-                RunEnv {
-                    outputs: &outputs[i],
-                    outputs_complete: outputs_complete[i],
-                    deps: &instance_deps[i],
-                    skeletons: &skeletons,
-                    all_outputs: &outputs,
-                    phase: p,
-                    cwd: &cwd,
-                    shard: shard.as_ref(),
-                    shard_declared: lp.raw.shard.as_ref().is_some_and(|s| {
-                        s.get_ref().strategy.as_deref().unwrap_or("full") != "full"
-                    }),
-                    merge_none_phases: &merge_none_phases,
-                };
-            expand_run(r.get_ref(), &ctx, &env, &mut errors)
-        });
-        if let (Some(spec), Some(pieces)) = (&shard, &run)
-            && spec.merge == Merge::Concat
-            && !pieces.contains(&CmdPiece::Shard(ShardHole::Output))
-            && i == p.instances[0]
-            && let Some(r) = &lp.raw.run
-        {
-            errors.push(
-                ConfigError::new(ErrorKind::Placeholder, format!("the command of sharded phase `{phase}` does not write `{{shard.output}}`"))
-                    .at(&Span::new(file, r.span()), "no `{shard.output}`")
-                    .help("each shard writes its part to `{shard.output}`; orch concatenates the parts in shard order into the output"),
-            );
-        }
-        if lp.raw.run.is_none() && !lp.raw.outputs.is_empty() && i == p.instances[0] {
-            errors.push(
-                ConfigError::new(
-                    ErrorKind::Value,
-                    format!("phase `{phase}` declares outputs but has no `run`"),
-                )
-                .at(&p.span, "no command")
-                .help("add a `run` command that writes the outputs, or remove `outputs`"),
-            );
         }
 
         let mut env: BTreeMap<String, EnvValue> = BTreeMap::new();
@@ -698,7 +664,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
             name: name.clone(),
             phase: phase.clone(),
             matrix: matrix.clone(),
-            run,
+            run: None,
             inputs,
             outputs: outputs[i].clone(),
             env,
@@ -708,10 +674,86 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
             timeout,
             retry,
             deps: instance_deps[i].clone(),
+            implied: Vec::new(),
             shard,
             shard_outputs: shard_outputs[i].clone(),
             depfile,
         });
+        input_spans.push(spans);
+    }
+
+    // Dependencies implied by files come before `run`: a group's outputs in
+    // `{needs.G.outputs}` are those of all its dependencies.
+    let evidence = implied_deps(&instances, &input_spans, &phases);
+    for (inst, ev) in instances.iter_mut().zip(evidence) {
+        inst.deps.extend(ev.iter().map(|e| Dep {
+            upstream: e.upstream,
+            hard: true,
+            implied: true,
+        }));
+        inst.deps.sort();
+        inst.deps.dedup_by_key(|d| d.upstream);
+        inst.implied = ev;
+    }
+    let all_deps: Vec<Vec<Dep>> = instances.iter().map(|i| i.deps.clone()).collect();
+    let groups: BTreeSet<&str> = raw_phases
+        .iter()
+        .filter(|(_, lp)| lp.raw.run.is_none())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    for (i, (_, phase, matrix)) in skeletons.iter().enumerate() {
+        let lp = &raw_phases[phase];
+        let p = &phases[phase];
+        let file = lp.file;
+        let (cwd, shard) = (&instances[i].cwd, &instances[i].shard);
+        let has_inputs = !instances[i].inputs.is_empty() || !lp.raw.inputs.is_empty();
+        let run = lp.raw.run.as_ref().and_then(|r| {
+            let span = Span::new(file, r.span());
+            let ctx = Ctx::new(phase, matrix, &var_values, &sources, &span);
+            let env =
+                RunEnv {
+                    outputs: &outputs[i],
+                    outputs_complete: outputs_complete[i],
+                    deps: &all_deps[i],
+                    all_deps: &all_deps,
+                    groups: &groups,
+                    shard_outputs: &shard_outputs[i],
+                    has_inputs,
+                    skeletons: &skeletons,
+                    all_outputs: &outputs,
+                    phase: p,
+                    cwd,
+                    shard: shard.as_ref(),
+                    shard_declared: lp.raw.shard.as_ref().is_some_and(|s| {
+                        s.get_ref().strategy.as_deref().unwrap_or("full") != "full"
+                    }),
+                    merge_none_phases: &merge_none_phases,
+                };
+            expand_run(r.get_ref(), &ctx, &env, &mut errors)
+        });
+        if let (Some(spec), Some(pieces)) = (shard, &run)
+            && spec.merge == Merge::Concat
+            && !pieces.contains(&CmdPiece::Shard(ShardHole::Output))
+            && i == p.instances[0]
+            && let Some(r) = &lp.raw.run
+        {
+            errors.push(
+                ConfigError::new(ErrorKind::Placeholder, format!("the command of sharded phase `{phase}` does not write `{{shard.output}}`"))
+                    .at(&Span::new(file, r.span()), "no `{shard.output}`")
+                    .help("each shard writes its part to `{shard.output}`; orch concatenates the parts in shard order into the output"),
+            );
+        }
+        instances[i].run = run;
+        if lp.raw.run.is_none() && !lp.raw.outputs.is_empty() && i == p.instances[0] {
+            errors.push(
+                ConfigError::new(
+                    ErrorKind::Value,
+                    format!("phase `{phase}` declares outputs but has no `run`"),
+                )
+                .at(&p.span, "no command")
+                .help("add a `run` command that writes the outputs, or remove `outputs`"),
+            );
+        }
     }
 
     if let Some(cache) = &raw_cache {
@@ -1495,6 +1537,14 @@ struct RunEnv<'a> {
     shard_declared: bool,
     /// Phases whose shards write their own outputs (no single output to name).
     merge_none_phases: &'a BTreeSet<&'a str>,
+    /// The dependencies of every instance, for the outputs of a group.
+    all_deps: &'a [Vec<Dep>],
+    /// Phases without `run`: their outputs are those of their dependencies.
+    groups: &'a BTreeSet<&'a str>,
+    /// With `merge = "none"`: each shard's output templates.
+    shard_outputs: &'a [Output],
+    /// The phase declares inputs or a shard source.
+    has_inputs: bool,
 }
 
 fn expand_run(
@@ -1503,13 +1553,7 @@ fn expand_run(
     env: &RunEnv<'_>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Vec<CmdPiece>> {
-    let (my_outputs, my_deps, skeletons, all_outputs, phase) = (
-        env.outputs,
-        env.deps,
-        env.skeletons,
-        env.all_outputs,
-        env.phase,
-    );
+    let (my_outputs, my_deps, skeletons, phase) = (env.outputs, env.deps, env.skeletons, env.phase);
     let rel = |p: &str| relative_to(env.cwd, p);
     let pieces = template_pieces(text, ctx, errors)?;
     let mut out: Vec<CmdPiece> = Vec::new();
@@ -1534,8 +1578,71 @@ fn expand_run(
                     }
                     continue;
                 }
+                let merge_none = env.merge_none_phases.contains(ctx.phase);
                 match name.as_str() {
-                    "inputs" => out.push(CmdPiece::Inputs),
+                    "inputs" if env.has_inputs => out.push(CmdPiece::Inputs),
+                    "inputs" => {
+                        zero_paths(
+                            ctx,
+                            hole,
+                            format!(
+                                "`{{inputs}}` in phase `{}`, which declares no inputs, would expand to nothing",
+                                ctx.phase
+                            ),
+                            "declare the files the command reads in `inputs`, or remove `{inputs}`",
+                            errors,
+                        );
+                        ok = false;
+                    }
+                    "outputs" | "output" if merge_none => {
+                        let one = name == "output";
+                        if one && env.shard_outputs.len() == 1 {
+                            out.push(CmdPiece::ShardOutput);
+                        } else if !one && !env.shard_outputs.is_empty() {
+                            out.push(CmdPiece::ShardOutputs);
+                        } else if !env.outputs_complete {
+                            ok = false;
+                        } else if one {
+                            bad_hole(
+                                ctx,
+                                hole,
+                                format!(
+                                    "`{{output}}` needs exactly one output per shard, but phase `{}` declares {}",
+                                    ctx.phase,
+                                    env.shard_outputs.len()
+                                ),
+                                errors,
+                            );
+                            ok = false;
+                        } else {
+                            zero_paths(
+                                ctx,
+                                hole,
+                                format!(
+                                    "`{{outputs}}` in phase `{}`, which declares no outputs, would expand to nothing",
+                                    ctx.phase
+                                ),
+                                "declare the files each shard writes in `outputs` (with `{shard.key}` in the path), or remove `{outputs}`",
+                                errors,
+                            );
+                            ok = false;
+                        }
+                    }
+                    "outputs" if my_outputs.is_empty() => {
+                        if env.outputs_complete {
+                            zero_paths(
+                                ctx,
+                                hole,
+                                format!(
+                                    "`{{outputs}}` in phase `{}`, which declares no outputs, would expand to nothing",
+                                    ctx.phase
+                                ),
+                                "declare the files the command writes in `outputs`, or remove `{outputs}`",
+                                errors,
+                            );
+                        }
+                        ok = false;
+                    }
                     "outputs" => push_text(
                         &mut out,
                         &shell_join(
@@ -1582,14 +1689,7 @@ fn expand_run(
                             continue;
                         }
                         if env.merge_none_phases.contains(dep) {
-                            bad_hole(
-                                ctx,
-                                hole,
-                                format!(
-                                    "`{hole}`: the shards of `{dep}` write their own outputs (`merge = \"none\"`), so there is no fixed list to insert; match their files with an input glob instead (their output template with `*` for each `{{shard.*}}`, e.g. `inputs = [\"build/obj/*.o\"]`) and write `{{inputs}}`"
-                                ),
-                                errors,
-                            );
+                            bad_hole(ctx, hole, merge_none_message(hole, dep, None), errors);
                             ok = false;
                             continue;
                         }
@@ -1611,12 +1711,45 @@ fn expand_run(
                             ok = false;
                             continue;
                         }
-                        let paths: Vec<String> = my_deps
+                        let direct: Vec<usize> = my_deps
                             .iter()
-                            .filter(|d| skeletons[d.upstream].1 == dep)
-                            .flat_map(|d| all_outputs[d.upstream].iter().map(|o| rel(&o.path)))
+                            .filter(|d| !d.implied && skeletons[d.upstream].1 == dep)
+                            .map(|d| d.upstream)
                             .collect();
-                        push_text(&mut out, &shell_join(paths.iter().map(String::as_str)));
+                        match dependency_outputs(&direct, env) {
+                            Err(inner) => {
+                                bad_hole(
+                                    ctx,
+                                    hole,
+                                    merge_none_message(hole, &inner, Some(dep)),
+                                    errors,
+                                );
+                                ok = false;
+                            }
+                            Ok(paths) if paths.is_empty() => {
+                                let why = if direct.is_empty() {
+                                    format!("no instance of `{dep}` pairs with this one")
+                                } else if env.groups.contains(dep) {
+                                    format!(
+                                        "group `{dep}` and the phases it depends on declare no outputs"
+                                    )
+                                } else {
+                                    format!("`{dep}` declares no outputs")
+                                };
+                                zero_paths(
+                                    ctx,
+                                    hole,
+                                    format!("`{hole}` would expand to nothing: {why}"),
+                                    "declare the outputs of the phase it refers to, or remove the placeholder",
+                                    errors,
+                                );
+                                ok = false;
+                            }
+                            Ok(paths) => {
+                                let rel: Vec<String> = paths.iter().map(|p| rel(p)).collect();
+                                push_text(&mut out, &shell_join(rel.iter().map(String::as_str)));
+                            }
+                        }
                     }
                     n if n.starts_with("shard.") => {
                         let hole_kind = ShardHole::parse(&n["shard.".len()..]);
@@ -1646,7 +1779,7 @@ fn expand_run(
                                 ok = false;
                             }
                             (Some(spec), Some(ShardHole::Output)) if spec.merge == Merge::None => {
-                                bad_hole(ctx, hole, "with `merge = \"none\"` shards write their own outputs; `{shard.output}` is for shards merged into one output".to_owned(), errors);
+                                bad_hole(ctx, hole, "with `merge = \"none\"` shards write their own outputs; `{shard.output}` is for shards merged into one output; write `{output}` or `{outputs}` for the shard's own".to_owned(), errors);
                                 ok = false;
                             }
                             (Some(_), Some(h)) => out.push(CmdPiece::Shard(h)),
@@ -1661,6 +1794,55 @@ fn expand_run(
         }
     }
     ok.then_some(out)
+}
+
+/// The outputs of `upstreams`, in order, where a group (a phase without `run`) stands
+/// for the outputs of its own dependencies, recursively; or the phase reached through a
+/// group whose shards write their own outputs, which no fixed list can name.
+fn dependency_outputs(upstreams: &[usize], env: &RunEnv<'_>) -> Result<Vec<String>, String> {
+    let mut seen: BTreeSet<usize> = BTreeSet::new();
+    let mut paths: Vec<String> = Vec::new();
+    let mut stack: Vec<usize> = upstreams.iter().rev().copied().collect();
+    while let Some(u) = stack.pop() {
+        if !seen.insert(u) {
+            continue;
+        }
+        let phase = env.skeletons[u].1.as_str();
+        if env.merge_none_phases.contains(phase) {
+            return Err(phase.to_owned());
+        }
+        if env.groups.contains(phase) {
+            stack.extend(env.all_deps[u].iter().rev().map(|d| d.upstream));
+        } else {
+            paths.extend(env.all_outputs[u].iter().map(|o| o.path.clone()));
+        }
+    }
+    Ok(paths)
+}
+
+/// Why `{needs.X.outputs}` cannot name the outputs of merge-none phase `phase`
+/// (reached through group `group`, if any).
+fn merge_none_message(hole: &str, phase: &str, group: Option<&str>) -> String {
+    let via = group.map_or_else(String::new, |g| format!(" (a dependency of group `{g}`)"));
+    format!(
+        "`{hole}`: the shards of `{phase}`{via} write their own outputs (`merge = \"none\"`), so there is no fixed list to insert; match their files with an input glob instead (their output template with `*` for each `{{shard.*}}`, e.g. `inputs = [\"build/obj/*.o\"]`) and write `{{inputs}}`"
+    )
+}
+
+/// A placeholder that would expand to no paths: a command such as `ar rcs lib.a {x}`
+/// would then run without its operands and may still succeed.
+fn zero_paths(
+    ctx: &Ctx<'_>,
+    hole: &str,
+    message: String,
+    help: &str,
+    errors: &mut Vec<ConfigError>,
+) {
+    errors.push(
+        ConfigError::new(ErrorKind::Placeholder, message)
+            .at(&ctx.hole_span(hole), "expands to no paths")
+            .help(help.to_owned()),
+    );
 }
 
 /// Whether the phase's shards write their own outputs (`merge = "none"`).

@@ -10,6 +10,7 @@ mod crash;
 mod depfiles;
 mod events;
 mod failures;
+mod file_edges;
 mod history;
 mod lifecycle;
 mod parallel;
