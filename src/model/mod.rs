@@ -106,6 +106,8 @@ pub enum CmdPiece {
     ShardOutputs,
     /// `{output}` of a `merge = "none"` shard: its one output, known when it runs.
     ShardOutput,
+    /// `{depfile}`: the instance's (or the shard's) dependency file.
+    Depfile,
 }
 
 /// The `{shard.*}` placeholders.
@@ -298,6 +300,11 @@ impl Instance {
                             s.push_str(&template::shell_join(rel.iter().map(String::as_str)));
                         }
                     }
+                    CmdPiece::Depfile => {
+                        if let Some(d) = self.depfile_for(shard) {
+                            s.push_str(&template::shell_quote(&path::relative_to(&self.cwd, &d)));
+                        }
+                    }
                 }
             }
             s
@@ -332,6 +339,7 @@ impl Instance {
                     }
                     CmdPiece::ShardOutputs => s.push_str("{outputs}"),
                     CmdPiece::ShardOutput => s.push_str("{output}"),
+                    CmdPiece::Depfile => s.push_str("{depfile}"),
                 }
             }
             s

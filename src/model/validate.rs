@@ -719,6 +719,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                     groups: &groups,
                     shard_outputs: &shard_outputs[i],
                     has_inputs,
+                    has_depfile: lp.raw.depfile.is_some(),
                     skeletons: &skeletons,
                     all_outputs: &outputs,
                     phase: p,
@@ -1545,6 +1546,8 @@ struct RunEnv<'a> {
     shard_outputs: &'a [Output],
     /// The phase declares inputs or a shard source.
     has_inputs: bool,
+    /// The phase declares a `depfile` (valid or not).
+    has_depfile: bool,
 }
 
 fn expand_run(
@@ -1562,7 +1565,7 @@ fn expand_run(
         Some(CmdPiece::Text(t)) => t.push_str(s),
         _ => out.push(CmdPiece::Text(s.to_owned())),
     };
-    const BUILTIN: &[&str] = &["inputs", "outputs", "output", "phase"];
+    const BUILTIN: &[&str] = &["inputs", "outputs", "output", "depfile", "phase"];
     for p in pieces {
         match p {
             Piece::Text(t) => push_text(&mut out, &t),
@@ -1590,6 +1593,19 @@ fn expand_run(
                                 ctx.phase
                             ),
                             "declare the files the command reads in `inputs`, or remove `{inputs}`",
+                            errors,
+                        );
+                        ok = false;
+                    }
+                    "depfile" if env.has_depfile => out.push(CmdPiece::Depfile),
+                    "depfile" => {
+                        bad_hole(
+                            ctx,
+                            hole,
+                            format!(
+                                "`{{depfile}}` names the dependency file, but phase `{}` declares no `depfile`",
+                                ctx.phase
+                            ),
                             errors,
                         );
                         ok = false;

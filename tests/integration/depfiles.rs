@@ -18,7 +18,7 @@ format = 1
 
 [phase.compile]
 shard = { strategy = "files", source = "src/*.c", merge = "none" }
-run = "cc -c {shard.input} -Iinc -o build/obj/{shard.key}.o -MD -MF build/obj/{shard.key}.d"
+run = "cc -c {shard.input} -Iinc -o {output} -MD -MF {depfile}"
 outputs = ["build/obj/{shard.key}.o"]
 depfile = "build/obj/{shard.key}.d"
 "#,
@@ -296,4 +296,41 @@ depfile = "../gen.d"
         .expect_status(2)
         .stderr_contains("depfile")
         .run();
+    Test::new()
+        .orchfile(
+            r#"[orch]
+format = 1
+
+[phase.gen]
+run = "cc -c src/a.c -o {output} -MD -MF {depfile}"
+inputs = ["src/a.c"]
+outputs = ["build/a.o"]
+"#,
+        )
+        .write("src/a.c", "int a;\n")
+        .expect_status(2)
+        .stderr_contains(
+            "`{depfile}` names the dependency file, but phase `gen` declares no `depfile`",
+        )
+        .run();
+}
+
+#[test]
+fn the_depfile_placeholder_is_written_relative_to_cwd() {
+    let out = Test::new()
+        .orchfile(
+            r#"[orch]
+format = 1
+
+[phase.gen]
+cwd = "sub"
+run = "echo {depfile} > ../build/said && printf 'x: in.txt\\n' > {depfile} && cp in.txt {output}"
+inputs = ["sub/in.txt"]
+outputs = ["build/out.txt"]
+depfile = "build/gen.d"
+"#,
+        )
+        .write("sub/in.txt", "hello\n")
+        .run();
+    assert_eq!(out.read("build/said"), "../build/gen.d\n");
 }

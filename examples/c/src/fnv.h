@@ -1,0 +1,8 @@
+/* FNV-1a parameters (64-bit). */
+#ifndef DEMO_FNV_H
+#define DEMO_FNV_H
+
+#define DEMO_FNV_OFFSET 14695981039346656037ULL
+#define DEMO_FNV_PRIME 1099511628211ULL
+
+#endif

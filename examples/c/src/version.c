@@ -1,0 +1,4 @@
+#include "demo.h"
+#include "version.h"
+
+const char *demo_version(void) { return DEMO_VERSION; }
