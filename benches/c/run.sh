@@ -66,7 +66,8 @@ ORCH="$ORCH_BIN build -C $B -q -j $JOBS"
 
 # A real edit of one value, so the object really changes: every build recompiles.
 bump() {  # bump FILE MACRO: a new value for `#define MACRO`, unique per call
-    echo "sed -i 's/^#define $2 .*/#define $2 \$(date +%s%N | cut -c10-18)/' $1"
+    # (A leading 1 keeps the value decimal: C reads a leading 0 as octal.)
+    echo "sed -i \"s/^#define $2 .*/#define $2 1\$(date +%s%N | cut -c10-18)/\" $1"
 }
 # The first header that at least one source includes (all are, with the default rule).
 HEADER=include/h0.h
