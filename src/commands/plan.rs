@@ -9,7 +9,7 @@ use crate::cli::PlanArgs;
 use crate::events::human::Verbosity;
 use crate::events::shard_name::display_key;
 use crate::exec::shards;
-use crate::plan::{PlanEntry, PlanSource, plan_static, reason};
+use crate::plan::{PlanEntry, PlanSource, discovered_whys, plan_static, reason};
 use crate::snapshot::Snapshot;
 use crate::store::{Layout, Store};
 use crate::{EXIT_FAILED, EXIT_OK};
@@ -144,6 +144,8 @@ pub enum ShardWhy {
     OutputMissing,
     /// Its recorded output was changed since.
     OutputModified,
+    /// A file its depfile listed changed since (the instance's reasons name it).
+    DiscoveredChanged,
     /// Its instance runs regardless (`--force`, `always`).
     Forced,
 }
@@ -155,6 +157,7 @@ impl ShardWhy {
             ShardWhy::NotRecorded => "not_recorded",
             ShardWhy::OutputMissing => "output_missing",
             ShardWhy::OutputModified => "output_modified",
+            ShardWhy::DiscoveredChanged => "input_changed",
             ShardWhy::Forced => "forced",
         }
     }
@@ -179,7 +182,7 @@ impl std::fmt::Display for StaleShard {
         let why = match self.why {
             ShardWhy::OutputMissing => Some("output missing"),
             ShardWhy::OutputModified => Some("output modified"),
-            ShardWhy::NotRecorded | ShardWhy::Forced => None,
+            ShardWhy::NotRecorded | ShardWhy::DiscoveredChanged | ShardWhy::Forced => None,
         };
         write!(f, "#{}", self.index)?;
         match (key, why) {
@@ -265,6 +268,12 @@ pub fn planned(
                                 ShardWhy::Forced
                             } else if !recorded.contains_key(&s.key.0) {
                                 ShardWhy::NotRecorded
+                            } else if recorded.get(&s.key.0).is_some_and(|r| {
+                                shards::decode_discovered(&r.discovered).is_none_or(|d| {
+                                    !discovered_whys(&d, &|p| snap.digest_now(p)).is_empty()
+                                })
+                            }) {
+                                ShardWhy::DiscoveredChanged
                             } else if outputs_present(&l.project.root, s) {
                                 ShardWhy::OutputModified
                             } else {
@@ -285,7 +294,10 @@ pub fn planned(
                 .deps
                 .iter()
                 .all(|d| plan.get(&d.upstream).is_some_and(|e| !e.stale))
-            && cache.peek_entry(&entry.key).is_some();
+            // An entry built against other versions of its discovered inputs is a miss.
+            && cache.peek_entry(&entry.key).is_some_and(|e| {
+                discovered_whys(&e.discovered, &|p| snap.digest_now(p)).is_empty()
+            });
         out.push(Planned {
             entry,
             shards,

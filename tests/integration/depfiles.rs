@@ -97,10 +97,15 @@ fn a_header_edit_reruns_exactly_the_shards_that_include_it() {
     assert_eq!(entry["details"][0]["subject"], "inc/a.h", "{entry}");
     assert_eq!(entry["shards"]["stale"], 2, "{entry}");
     assert_eq!(entry["shards"]["total"], 4, "{entry}");
+    assert_eq!(entry["shards"]["stale_shards"][0]["reason"], "input_changed");
+    assert_eq!(entry["source"], "built", "{entry}");
     out.again()
         .args(["plan"])
         .stdout_contains("input_changed (inc/a.h)")
-        .stdout_contains("2 of 4 shards stale")
+        .stdout_contains("2 of 4 shards stale: #0 (src/a.c), #1 (src/b.c)")
+        // Neither the objects nor the cache entry match the edited header.
+        .stdout_lacks("output modified")
+        .stdout_lacks("restorable")
         .run();
     out.again()
         .args(["explain", "compile"])
