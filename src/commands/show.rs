@@ -536,6 +536,25 @@ impl Lineage<'_> {
                 });
             }
         }
+        // Files the command's depfile listed (headers): sources, or outputs of phases that
+        // generate them. Ones recorded as absent shaped nothing.
+        if let Some(found) = built_from["discovered"].as_object() {
+            for (path, digest) in found {
+                let Some(digest) = digest.as_str() else {
+                    continue;
+                };
+                out.push(match self.record(path)? {
+                    Some(r) => (Node::output(&r, digest), Some(r)),
+                    None => (
+                        Node {
+                            kind: "discovered",
+                            ..Node::source(path, digest)
+                        },
+                        None,
+                    ),
+                });
+            }
+        }
         Ok(out)
     }
 
@@ -687,6 +706,7 @@ fn node_text(n: &Node) -> String {
         short(n.digest.as_deref())
     );
     match n.kind {
+        "discovered" => s.push_str("  source, listed in the depfile"),
         "source" => match &n.shard {
             Some(sh) => s.push_str(&format!(
                 "  source, slice {} read by shard #{} (key `{}`)",

@@ -965,8 +965,12 @@ impl Build<'_, '_> {
     ) {
         let name = self.name(i).to_owned();
         let now = fs::now_ns();
-        let built_from =
-            serde_json::json!({ "inputs": parts.inputs, "upstream": parts.upstream }).to_string();
+        let built_from = serde_json::json!({
+            "inputs": parts.inputs,
+            "upstream": parts.upstream,
+            "discovered": discovered,
+        })
+        .to_string();
         for (path, meta) in &metas {
             let built_from = lineage.get(path).unwrap_or(&built_from);
             self.pending.outputs.push(OutputRecord {
@@ -1138,7 +1142,8 @@ impl Build<'_, '_> {
             .collect();
         let read = |p: &str| fs::digest::read_regular(&self.root.join(p));
         match crate::shard::split(&spec.strategy, &files, &read) {
-            Ok(split) => shard_lineage(inst, parts, split.iter()),
+            // The cache entry holds the instance's discovered inputs, not each shard's.
+            Ok(split) => shard_lineage(inst, parts, split.iter().map(|s| (s, None))),
             Err(_) => BTreeMap::new(),
         }
     }
@@ -1737,7 +1742,14 @@ impl Build<'_, '_> {
             }
         }
         let lineage = match spec.merge {
-            Merge::None => shard_lineage(inst, &sh.parts, sh.shards.iter().map(|p| &p.shard)),
+            Merge::None => shard_lineage(
+                inst,
+                &sh.parts,
+                sh.shards
+                    .iter()
+                    .zip(&results)
+                    .map(|(p, r)| (&p.shard, Some(&r.discovered))),
+            ),
             Merge::Concat => BTreeMap::new(),
         };
         self.succeed(
@@ -1962,13 +1974,13 @@ fn remove_outputs(root: &Beneath, inst: &Instance) {
 fn shard_lineage<'a>(
     inst: &Instance,
     parts: &KeyParts,
-    shards: impl IntoIterator<Item = &'a crate::shard::Shard>,
+    shards: impl IntoIterator<Item = (&'a crate::shard::Shard, Option<&'a Discovered>)>,
 ) -> BTreeMap<String, String> {
     use crate::shard::{Slice, expand_output};
-    let shards: Vec<&crate::shard::Shard> = shards.into_iter().collect();
+    let shards: Vec<(&crate::shard::Shard, Option<&Discovered>)> = shards.into_iter().collect();
     let sources: BTreeSet<&str> = shards
         .iter()
-        .filter_map(|s| match &s.slice {
+        .filter_map(|(s, _)| match &s.slice {
             Slice::File(p) => Some(p.as_str()),
             Slice::Bytes(_) => None,
         })
@@ -1992,7 +2004,8 @@ fn shard_lineage<'a>(
         }
     }
     let mut out = BTreeMap::new();
-    for s in shards {
+    let none = Discovered::new();
+    for (s, discovered) in shards {
         let own = match &s.slice {
             Slice::File(p) => Some(p.as_str()),
             Slice::Bytes(_) => None,
@@ -2015,6 +2028,7 @@ fn shard_lineage<'a>(
         let text = serde_json::json!({
             "inputs": inputs,
             "upstream": upstream,
+            "discovered": discovered.unwrap_or(&none),
             "shard": {
                 "index": s.index,
                 "key": s.key,

@@ -97,7 +97,10 @@ fn a_header_edit_reruns_exactly_the_shards_that_include_it() {
     assert_eq!(entry["details"][0]["subject"], "inc/a.h", "{entry}");
     assert_eq!(entry["shards"]["stale"], 2, "{entry}");
     assert_eq!(entry["shards"]["total"], 4, "{entry}");
-    assert_eq!(entry["shards"]["stale_shards"][0]["reason"], "input_changed");
+    assert_eq!(
+        entry["shards"]["stale_shards"][0]["reason"],
+        "input_changed"
+    );
     assert_eq!(entry["source"], "built", "{entry}");
     out.again()
         .args(["plan"])
@@ -133,6 +136,17 @@ fn a_header_edit_reruns_exactly_the_shards_that_include_it() {
     out.write("inc/c.h", "#define C 30\n");
     out.again().args(["build", "--run-id", "r5"]).run();
     assert_eq!(shards_run(&out, "r5"), ["src/c.c"]);
+
+    // An object's lineage names its source and the headers its depfile listed, no others.
+    out.again()
+        .args(["show", "build/obj/src/b.c.o"])
+        .stdout_contains("src/b.c")
+        .stdout_contains("inc/a.h")
+        .stdout_contains("inc/b.h  ")
+        .stdout_contains("listed in the depfile")
+        .stdout_lacks("inc/c.h")
+        .stdout_lacks("src/a.c")
+        .run();
 }
 
 #[test]
