@@ -1162,49 +1162,49 @@ fn create_schema(conn: &Connection) -> Result<(), OpenFailure> {
 /// Upgrades a version 3 database: its digest rows lack the ctime, so they are dropped
 /// (every file is hashed again once) rather than trusted.
 fn add_ctime(conn: &Connection) -> Result<(), OpenFailure> {
-    const ACTION: &str = "upgrading the digest cache";
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|err| open_failure(ACTION, err))?;
-    let result = (|| -> Result<(), OpenFailure> {
-        if user_version(conn)? != 3 {
-            return Ok(()); // another process upgraded it meanwhile
-        }
-        conn.execute_batch(
-            "DELETE FROM digests;
-             ALTER TABLE digests ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;",
-        )
-        .map_err(|err| open_failure(ACTION, err))?;
-        conn.pragma_update(None, "user_version", 4)
-            .map_err(|err| open_failure(ACTION, err))
-    })();
-    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    let ended = conn
-        .execute_batch(end)
-        .map_err(|err| open_failure(ACTION, err));
-    result.and(ended)
+    upgrade(
+        conn,
+        "upgrading the digest cache",
+        3,
+        "DELETE FROM digests;
+         ALTER TABLE digests ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;",
+    )
 }
 
 /// Upgrades a version 4 database: its shard results gain an empty `discovered` column,
 /// which is exactly what they record (no shard had a depfile before version 5).
 fn add_discovered(conn: &Connection) -> Result<(), OpenFailure> {
-    const ACTION: &str = "upgrading the shard results";
+    upgrade(
+        conn,
+        "upgrading the shard results",
+        4,
+        "ALTER TABLE shard_results ADD COLUMN discovered BLOB NOT NULL DEFAULT x'';",
+    )
+}
+
+/// Runs `sql` on a database of version `from` and marks it `from + 1`, in one
+/// transaction; a database another process upgraded meanwhile is left alone.
+fn upgrade(
+    conn: &Connection,
+    action: &'static str,
+    from: i64,
+    sql: &str,
+) -> Result<(), OpenFailure> {
     conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|err| open_failure(ACTION, err))?;
+        .map_err(|err| open_failure(action, err))?;
     let result = (|| -> Result<(), OpenFailure> {
-        if user_version(conn)? != 4 {
-            return Ok(()); // another process upgraded it meanwhile
+        if user_version(conn)? != from {
+            return Ok(());
         }
-        conn.execute_batch(
-            "ALTER TABLE shard_results ADD COLUMN discovered BLOB NOT NULL DEFAULT x'';",
-        )
-        .map_err(|err| open_failure(ACTION, err))?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(|err| open_failure(ACTION, err))
+        conn.execute_batch(sql)
+            .map_err(|err| open_failure(action, err))?;
+        conn.pragma_update(None, "user_version", from + 1)
+            .map_err(|err| open_failure(action, err))
     })();
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     let ended = conn
         .execute_batch(end)
-        .map_err(|err| open_failure(ACTION, err));
+        .map_err(|err| open_failure(action, err));
     result.and(ended)
 }
 
