@@ -26,7 +26,11 @@
 //! output itself lives in `.orch/shards/`); `discovered` is planner-owned bytes (the
 //! shard's discovered inputs and their digests; empty without a depfile). Version 4
 //! lacked it: opening one adds the column, empty, which is what its rows mean, since
-//! no shard then had a depfile.
+//! no shard then had a depfile. `durations(instance TEXT, shard TEXT, duration_ms,
+//! run_id)`, keyed by (instance, shard), holds how long the last successful run of each
+//! instance (`shard` empty) and of each shard (`shard` its `{shard.key}`, which outlives
+//! content changes, unlike the shard's action key) took, for the scheduler's priorities.
+//! Version 5 lacked the table: opening one creates it empty (no history yet).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -38,12 +42,13 @@ use super::layout::Layout;
 use super::{SqliteContext, StoreError};
 
 /// Version of the on-disk schema below; bump it whenever the schema changes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// How long a statement waits for another process's write transaction before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Creates the schema of [`SCHEMA_VERSION`] (documented at the top of this file).
+/// Creates the schema of [`SCHEMA_VERSION`] (documented at the top of this file) but the
+/// [`DURATIONS_TABLE`].
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS instances (
     name TEXT NOT NULL UNIQUE,
@@ -98,6 +103,34 @@ CREATE TABLE IF NOT EXISTS shard_results (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS shard_results_by_instance ON shard_results (instance);
 ";
+
+/// The table version 6 added; with [`SCHEMA`], the whole schema.
+const DURATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS durations (
+    instance TEXT NOT NULL,
+    shard TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (instance, shard)
+) WITHOUT ROWID;";
+
+// A row of the wrong type is skipped rather than failing the build: a duration only
+// orders work, it never decides what runs.
+const SELECT_DURATIONS: &str = "SELECT instance, duration_ms FROM durations
+    WHERE shard = '' AND typeof(instance) = 'text' AND typeof(duration_ms) = 'integer'
+    AND duration_ms >= 0";
+
+const SELECT_SHARD_DURATIONS: &str = "SELECT shard, duration_ms FROM durations
+    WHERE instance = ?1 AND shard != '' AND typeof(shard) = 'text'
+    AND typeof(duration_ms) = 'integer' AND duration_ms >= 0";
+
+const UPSERT_DURATION: &str = "INSERT INTO durations (instance, shard, duration_ms, run_id)
+    VALUES (?1, ?2, ?3, ?4) ON CONFLICT (instance, shard) DO UPDATE SET
+    duration_ms = excluded.duration_ms, run_id = excluded.run_id";
+
+const SELECT_DURATION_INSTANCES: &str = "SELECT DISTINCT instance FROM durations";
+
+const DELETE_DURATIONS_OF: &str = "DELETE FROM durations WHERE instance = ?1";
+
 
 const SELECT_SHARDS: &str = "SELECT shard_key, output_digest, size, discovered
     FROM shard_results WHERE instance = ?1";
@@ -191,6 +224,11 @@ const ALL_STATEMENTS: &[&str] = &[
     DELETE_RUN,
     SELECT_SHARD_INSTANCES,
     DELETE_SHARDS_OF,
+    SELECT_DURATIONS,
+    SELECT_SHARD_DURATIONS,
+    UPSERT_DURATION,
+    SELECT_DURATION_INSTANCES,
+    DELETE_DURATIONS_OF,
 ];
 
 /// Status of an instance's latest attempt.
@@ -338,6 +376,19 @@ pub struct ShardRecord {
     pub run_id: String,
     /// Its discovered inputs, encoded by the planner (empty: none).
     pub discovered: Vec<u8>,
+}
+
+/// How long the last successful run of an instance, or of one of its shards, took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DurationRecord {
+    /// The instance.
+    pub instance: String,
+    /// The shard's `{shard.key}`; empty for the whole instance.
+    pub shard: String,
+    /// Wall time of the run, in milliseconds.
+    pub duration_ms: u64,
+    /// The run it was measured in.
+    pub run_id: String,
 }
 
 /// A run as recorded before its first instance starts, and completed at its end.
@@ -764,6 +815,68 @@ impl Store {
         tx.commit().ctx(ACTION)
     }
 
+    /// ONE query: the recorded duration of every instance, in milliseconds, by name.
+    pub fn durations(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.duration_rows(SELECT_DURATIONS, None, "loading durations")
+    }
+
+    /// The recorded durations of `instance`'s shards, in milliseconds, by `{shard.key}`.
+    pub fn shard_durations(&self, instance: &str) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.duration_rows(
+            SELECT_SHARD_DURATIONS,
+            Some(instance),
+            "loading shard durations",
+        )
+    }
+
+    /// Runs a duration query whose rows are (name, milliseconds).
+    fn duration_rows(
+        &self,
+        sql: &str,
+        instance: Option<&str>,
+        action: &'static str,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).ctx(action)?;
+        let mut rows = match instance {
+            Some(name) => stmt.query([name]),
+            None => stmt.query([]),
+        }
+        .ctx(action)?;
+        let mut out = BTreeMap::new();
+        while let Some(row) = rows.next().ctx(action)? {
+            let name: String = row.get(0).ctx(action)?;
+            let ms: i64 = row.get(1).ctx(action)?;
+            out.insert(name, from_db_u64(ms));
+        }
+        Ok(out)
+    }
+
+    /// Upserts durations in one transaction (nothing at all when `rows` is empty).
+    pub fn write_durations(&mut self, rows: &[DurationRecord]) -> Result<(), StoreError> {
+        const ACTION: &str = "writing durations";
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx(ACTION)?;
+        {
+            let mut upsert = tx.prepare_cached(UPSERT_DURATION).ctx(ACTION)?;
+            for r in rows {
+                upsert
+                    .execute(params![
+                        r.instance,
+                        r.shard,
+                        to_db_u64(r.duration_ms),
+                        r.run_id
+                    ])
+                    .ctx(ACTION)?;
+            }
+        }
+        tx.commit().ctx(ACTION)
+    }
+
     /// The lineage of the output at project-relative `path`, if recorded.
     pub fn output(&self, path: &str) -> Result<Option<OutputRecord>, StoreError> {
         const ACTION: &str = "reading output lineage";
@@ -925,6 +1038,17 @@ impl Store {
             for name in all.iter().filter(|name| !keep.contains(*name)) {
                 removed += delete.execute([name]).ctx(ACTION)?;
             }
+            // Durations are not counted: they only order work, and go with their instance.
+            let mut names = tx.prepare_cached(SELECT_DURATION_INSTANCES).ctx(ACTION)?;
+            let timed = names
+                .query_map([], |row| row.get::<_, String>(0))
+                .ctx(ACTION)?
+                .collect::<Result<Vec<String>, _>>()
+                .ctx(ACTION)?;
+            let mut delete = tx.prepare_cached(DELETE_DURATIONS_OF).ctx(ACTION)?;
+            for name in timed.iter().filter(|name| !keep.contains(*name)) {
+                delete.execute([name]).ctx(ACTION)?;
+            }
         }
         tx.commit().ctx(ACTION)?;
         Ok(removed)
@@ -980,13 +1104,17 @@ fn init(conn: &Connection, writable: bool) -> Result<(), OpenFailure> {
     // A few more statements than we use, so none is ever evicted from the cache.
     conn.set_prepared_statement_cache_capacity(ALL_STATEMENTS.len() + 8);
     let mut version = user_version(conn)?;
-    // Upgrades run one after the other: 3 → 4 → 5.
+    // Upgrades run one after the other: 3 → 4 → 5 → 6.
     if version == 3 && writable {
         add_ctime(conn)?;
         version = user_version(conn)?;
     }
     if version == 4 && writable {
         add_discovered(conn)?;
+        version = user_version(conn)?;
+    }
+    if version == 5 && writable {
+        add_durations(conn)?;
         version = user_version(conn)?;
     }
     if version == 0 && writable {
@@ -1074,6 +1202,13 @@ const CHECK_ROWS: &[(&str, &str)] = &[
             OR typeof(discovered) != 'blob'
             LIMIT 1",
     ),
+    (
+        "durations",
+        "SELECT 1 FROM durations WHERE typeof(instance) != 'text'
+            OR typeof(shard) != 'text' OR typeof(duration_ms) != 'integer'
+            OR duration_ms < 0 OR typeof(run_id) != 'text'
+            LIMIT 1",
+    ),
 ];
 
 /// The tables whose rows [`init`] checks.
@@ -1147,6 +1282,7 @@ fn create_schema(conn: &Connection) -> Result<(), OpenFailure> {
             ));
         }
         conn.execute_batch(SCHEMA)
+            .and_then(|_| conn.execute_batch(DURATIONS_TABLE))
             .map_err(|err| open_failure(ACTION, err))?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(|err| open_failure(ACTION, err))?;
@@ -1180,6 +1316,12 @@ fn add_discovered(conn: &Connection) -> Result<(), OpenFailure> {
         4,
         "ALTER TABLE shard_results ADD COLUMN discovered BLOB NOT NULL DEFAULT x'';",
     )
+}
+
+/// Upgrades a version 5 database: it gains an empty durations table, so the first build
+/// after the upgrade orders work as if it had no history.
+fn add_durations(conn: &Connection) -> Result<(), OpenFailure> {
+    upgrade(conn, "adding the durations table", 5, DURATIONS_TABLE)
 }
 
 /// Runs `sql` on a database of version `from` and marks it `from + 1`, in one
@@ -1728,6 +1870,80 @@ mod tests {
                 discovered: Vec::new(),
             })
         );
+        Ok(())
+    }
+
+    #[test]
+    fn version_5_gains_an_empty_durations_table() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let layout = Layout::new(tmp.path());
+        layout.ensure()?;
+        {
+            let conn = Connection::open(layout.db())?;
+            conn.execute_batch(SCHEMA)?;
+            conn.execute(
+                "INSERT INTO shard_results VALUES (?1, 'a', ?2, 7, 'r1', x'')",
+                params![key(1), key(2)],
+            )?;
+            conn.pragma_update(None, "user_version", 5)?;
+        }
+        let (mut store, warning) = Store::open(&layout)?;
+        assert_eq!(warning, None);
+        assert!(store.durations()?.is_empty());
+        assert_eq!(store.shard_results("a")?.len(), 1);
+        store.write_durations(&[duration("a", "", 5)])?;
+        assert_eq!(store.durations()?, BTreeMap::from([("a".to_owned(), 5)]));
+        Ok(())
+    }
+
+    fn duration(instance: &str, shard: &str, ms: u64) -> DurationRecord {
+        DurationRecord {
+            instance: instance.to_owned(),
+            shard: shard.to_owned(),
+            duration_ms: ms,
+            run_id: "r1".to_owned(),
+        }
+    }
+
+    #[test]
+    fn durations_round_trip_apart_from_shards_and_go_with_their_instance() -> TestResult {
+        let (_tmp, _layout, mut store) = open_fresh()?;
+        store.write_durations(&[
+            duration("a", "", 10),
+            duration("a", "x.txt", 3),
+            duration("a", "y.txt", 4),
+            duration("b", "", 20),
+        ])?;
+        // The last run wins.
+        store.write_durations(&[duration("a", "", 12)])?;
+        assert_eq!(
+            store.durations()?,
+            BTreeMap::from([("a".to_owned(), 12), ("b".to_owned(), 20)])
+        );
+        assert_eq!(
+            store.shard_durations("a")?,
+            BTreeMap::from([("x.txt".to_owned(), 3), ("y.txt".to_owned(), 4)])
+        );
+        assert!(store.shard_durations("b")?.is_empty());
+        store.forget_instances_except(&BTreeSet::from(["b".to_owned()]))?;
+        assert_eq!(store.durations()?, BTreeMap::from([("b".to_owned(), 20)]));
+        assert!(store.shard_durations("a")?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_duration_of_the_wrong_type_is_skipped_by_builds() -> TestResult {
+        let (_tmp, layout, mut store) = open_fresh()?;
+        store.write_durations(&[duration("a", "", 10)])?;
+        {
+            let conn = Connection::open(layout.db())?;
+            conn.execute(
+                "INSERT INTO durations VALUES ('b', '', 'slow', 'r1'), ('c', '', -4, 'r1')",
+                [],
+            )?;
+        }
+        assert_eq!(store.durations()?, BTreeMap::from([("a".to_owned(), 10)]));
+        assert!(store.check_readable().is_err());
         Ok(())
     }
 

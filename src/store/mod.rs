@@ -7,7 +7,7 @@ pub mod lock;
 use std::path::PathBuf;
 
 pub use db::{
-    DigestRow, InstanceRecord, LastStatus, OutputRecord, RecordedShard, ResultUpdate, RunRecord,
+    DigestRow, DurationRecord, InstanceRecord, LastStatus, OutputRecord, RecordedShard, ResultUpdate, RunRecord,
     SCHEMA_VERSION, ShardRecord, ShardResults, Store, SuccessRecord,
 };
 pub use layout::Layout;
