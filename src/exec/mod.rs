@@ -5,11 +5,14 @@
 //! Work items are whole instances and shards. Shards of sharded instances are started
 //! round-robin across those instances (each under its `parallel` cap) before new ready
 //! instances, so several sharded instances progress together; `-j` caps everything.
+//! With more than one job, ready instances start longest expected path first and an
+//! instance's shards longest recorded first ([`priority`]).
 //!
 //! Fail-fast by default: after a failure nothing new starts, running commands finish,
 //! and instances never started are reported blocked (`stopped_after_failure`).
 
 pub mod depfile;
+pub mod priority;
 pub mod runner;
 pub mod scheduler;
 pub mod schema;
@@ -37,7 +40,8 @@ use crate::plan::{
 use crate::shard::Merge;
 use crate::snapshot::{InputGuard, Snapshot, cached_to_row};
 use crate::store::{
-    DigestRow, Layout, OutputRecord, ResultUpdate, ShardRecord, Store, SuccessRecord,
+    DigestRow, DurationRecord, Layout, OutputRecord, ResultUpdate, ShardRecord, Store,
+    SuccessRecord,
 };
 use depfile::{DepfilePlan, DepfileRead};
 pub use runner::{Exit, Job, ProcessRunner, Runner};
@@ -186,12 +190,17 @@ struct Pending {
     digests: Vec<(String, Option<DigestRow>)>,
     shards: Vec<ShardRecord>,
     forget_shards: Vec<[u8; 32]>,
+    durations: Vec<DurationRecord>,
     since: Option<Instant>,
 }
 
 impl Pending {
     fn len(&self) -> usize {
-        self.results.len() + self.outputs.len() + self.digests.len() + self.shards.len()
+        self.results.len()
+            + self.outputs.len()
+            + self.digests.len()
+            + self.shards.len()
+            + self.durations.len()
     }
 
     fn flush(&mut self, store: &mut Store) {
@@ -199,7 +208,8 @@ impl Pending {
             .write_results(&self.results)
             .and_then(|_| store.write_outputs(&self.outputs))
             .and_then(|_| store.write_digests(&self.digests))
-            .and_then(|_| store.write_shard_results(&self.shards, &self.forget_shards));
+            .and_then(|_| store.write_shard_results(&self.shards, &self.forget_shards))
+            .and_then(|_| store.write_durations(&self.durations));
         if let Err(e) = r {
             // Lost records only mean work is redone next time; never that it is skipped.
             crate::say!("warning: could not record results in `.orch/state.db`: {e}");
@@ -229,6 +239,7 @@ pub fn execute(
     let beneath = Arc::new(Beneath::open(&snap.project.root)?);
     let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
     let n = snap.project.instances.len();
+    let priority = priority::for_build(snap.project, snap.graph, plan, selected, store, opts.jobs);
     let mut b = Build {
         snap,
         plan,
@@ -242,7 +253,7 @@ pub fn execute(
         pool,
         tx,
         rx,
-        sched: Scheduler::new(snap.project, snap.graph, selected),
+        sched: Scheduler::new(snap.project, snap.graph, selected, priority),
         outcome: vec![None; n],
         from_record: vec![false; n],
         running: 0,
@@ -1004,6 +1015,14 @@ impl Build<'_, '_> {
             .iter()
             .map(|(p, d)| (p.clone(), d.to_hex()))
             .collect();
+        if cached.is_none() {
+            self.pending.durations.push(DurationRecord {
+                instance: name.clone(),
+                shard: String::new(),
+                duration_ms,
+                run_id: self.opts.run_id.clone(),
+            });
+        }
         let event = match cached {
             Some((source, bytes, saved_ms)) => {
                 self.report.counts.cached += 1;
@@ -1230,12 +1249,16 @@ impl Build<'_, '_> {
             }
         };
         let count = planned.len();
-        let waiting: VecDeque<usize> = planned
+        let mut waiting: VecDeque<usize> = planned
             .iter()
             .enumerate()
             .filter(|(_, p)| p.reuse.is_none())
             .map(|(k, _)| k)
             .collect();
+        if self.jobs() > 1 && waiting.len() > 1 {
+            let ms = self.store.shard_durations(&inst.name).unwrap_or_default();
+            priority::order_shards(&mut waiting, &|k| ms.get(&planned[k].shard.key).copied());
+        }
         let cap = spec.parallel.unwrap_or(usize::MAX).min(self.jobs()).max(1);
         self.events.emit(
             Some(&inst.name),
@@ -1481,6 +1504,12 @@ impl Build<'_, '_> {
                 self.pending
                     .digests
                     .extend(done.depfile.rows.iter().cloned());
+                self.pending.durations.push(DurationRecord {
+                    instance: self.snap.project.instances[i].name.clone(),
+                    shard: p.shard.key.clone(),
+                    duration_ms,
+                    run_id: self.opts.run_id.clone(),
+                });
                 if done.changed.is_empty() {
                     self.pending.shards.push(ShardRecord {
                         shard_key: key.0,

@@ -217,16 +217,18 @@ fn selection(project: &Project, mode: u8, picks: &[Index]) -> BTreeSet<usize> {
 /// `jobs` instances run at once, and `choices` decide which running instance finishes
 /// next. After `stop_after` finishes (if given), nothing new is started, as after a
 /// failure without `-k`. Returns the pop order and the scheduler.
+#[allow(clippy::too_many_arguments)]
 fn simulate(
     project: &Project,
     graph: &Graph,
     selected: &BTreeSet<usize>,
+    priority: Vec<u64>,
     jobs: usize,
     choices: &[Index],
     stop_after: Option<usize>,
 ) -> Result<(Vec<usize>, Scheduler), TestCaseError> {
     let n = project.instances.len();
-    let mut sched = Scheduler::new(project, graph, selected);
+    let mut sched = Scheduler::new(project, graph, selected, priority);
     let mut finished = vec![false; n];
     let mut popped = vec![false; n];
     let mut running: Vec<usize> = Vec::new();
@@ -377,7 +379,7 @@ proptest! {
     }
 
     /// (d) A scheduler driven by a simulated executor that finishes running instances in
-    /// a random order never pops an instance before all its selected upstreams finished,
+    /// a random order, under any priorities, never pops an instance before all its selected upstreams finished,
     /// pops every selected instance exactly once and nothing else; with one job the pops
     /// follow the graph order.
     #[test]
@@ -387,10 +389,18 @@ proptest! {
         picks in prop::collection::vec(any::<Index>(), 1..6),
         jobs in 1usize..9,
         choices in prop::collection::vec(any::<Index>(), 0..300),
+        weights in prop::collection::vec(0u64..1000, 0..40),
     ) {
         let (project, graph) = load_specs(&specs)?;
         let selected = selection(&project, mode, &picks);
-        let (pops, sched) = simulate(&project, &graph, &selected, jobs, &choices, None)?;
+        // Priorities from history apply with more than one job only, as in a build.
+        let priority = if jobs > 1 {
+            crate::exec::priority::critical_path(&graph, &selected, &weights)
+        } else {
+            Vec::new()
+        };
+        let (pops, sched) =
+            simulate(&project, &graph, &selected, priority, jobs, &choices, None)?;
         let popped: BTreeSet<usize> = pops.iter().copied().collect();
         prop_assert_eq!(popped.len(), pops.len());
         prop_assert_eq!(&popped, &selected, "not every selected instance was popped");
@@ -417,7 +427,7 @@ proptest! {
         let (project, graph) = load_specs(&specs)?;
         let selected = selection(&project, mode, &picks);
         let (pops, sched) =
-            simulate(&project, &graph, &selected, jobs, &choices, Some(stop_after))?;
+            simulate(&project, &graph, &selected, Vec::new(), jobs, &choices, Some(stop_after))?;
         let popped: BTreeSet<usize> = pops.iter().copied().collect();
         let mut expected: Vec<usize> = selected.difference(&popped).copied().collect();
         expected.sort_by_key(|&i| graph.rank[i]);

@@ -131,7 +131,6 @@ const SELECT_DURATION_INSTANCES: &str = "SELECT DISTINCT instance FROM durations
 
 const DELETE_DURATIONS_OF: &str = "DELETE FROM durations WHERE instance = ?1";
 
-
 const SELECT_SHARDS: &str = "SELECT shard_key, output_digest, size, discovered
     FROM shard_results WHERE instance = ?1";
 

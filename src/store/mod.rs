@@ -7,8 +7,8 @@ pub mod lock;
 use std::path::PathBuf;
 
 pub use db::{
-    DigestRow, DurationRecord, InstanceRecord, LastStatus, OutputRecord, RecordedShard, ResultUpdate, RunRecord,
-    SCHEMA_VERSION, ShardRecord, ShardResults, Store, SuccessRecord,
+    DigestRow, DurationRecord, InstanceRecord, LastStatus, OutputRecord, RecordedShard,
+    ResultUpdate, RunRecord, SCHEMA_VERSION, ShardRecord, ShardResults, Store, SuccessRecord,
 };
 pub use layout::Layout;
 pub use lock::BuildLock;
