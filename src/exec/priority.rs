@@ -2,8 +2,9 @@
 //! longest expected path to the end of the build (its critical path, weighted by the
 //! durations recorded for each instance's last successful run).
 //!
-//! Pure functions over the graph and the recorded durations; the scheduler only compares
-//! the numbers they return. Durations are milliseconds.
+//! Pure functions over the graph and the recorded durations, but [`for_build`], which
+//! reads those from the store; the scheduler only compares the numbers they return.
+//! Durations are milliseconds.
 //!
 //! With one job nothing is ordered by history (see [`for_build`]): which instance starts
 //! first then changes no wall time, and the event sequence of a `-j 1` build stays a
