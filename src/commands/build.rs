@@ -101,6 +101,8 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     t.mark("snapshot");
     let planned = plan_static(&snap.order, &snap);
     let stale = planned.values().filter(|e| e.stale).count();
+    // Up to date before anything runs: counted by `plan_ready`, not an event each.
+    let unlisted = exec::unlisted_up_to_date(&l.project, &snap.order, &planned);
 
     t.mark("plan");
     let jobs = effective_jobs(a.jobs, &l.project);
@@ -166,7 +168,12 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
         } else {
             g.start_dir().join(path)
         };
-        events.add(Box::new(Junit::new(path, l.project.root.clone())));
+        let names = unlisted
+            .iter()
+            .map(|&i| l.project.instances[i].name.as_str());
+        events.add(Box::new(
+            Junit::new(path, l.project.root.clone()).up_to_date(names),
+        ));
     }
     // The live display's printer: lines above its bars.
     let mut printer: Option<Printer> = None;
@@ -207,6 +214,7 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
             total: selected.len(),
             stale,
             up_to_date: selected.len() - stale,
+            up_to_date_unlisted: unlisted.len(),
         },
     );
 
