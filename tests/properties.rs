@@ -562,6 +562,56 @@ fn events(dir: &Path, run_id: &str) -> Result<Vec<Value>, TestCaseError> {
         .collect()
 }
 
+/// `events` with an `instance_skipped` event (its key read from the state) for each
+/// instance of `selected` that has none of its own: those were up to date before the
+/// build began, which `plan_ready` says by counting them (checked here).
+fn with_unlisted(
+    dir: &Path,
+    mut events: Vec<Value>,
+    selected: &BTreeSet<String>,
+) -> Result<Vec<Value>, TestCaseError> {
+    let named: BTreeSet<String> = events
+        .iter()
+        .map(|e| field(e, "instance").to_owned())
+        .collect();
+    let unlisted: Vec<&String> = selected.iter().filter(|n| !named.contains(*n)).collect();
+    let counted = events
+        .iter()
+        .find(|e| field(e, "type") == "plan_ready")
+        .and_then(|e| e["up_to_date_unlisted"].as_u64());
+    prop_assert_eq!(counted, Some(unlisted.len() as u64), "{:?}", unlisted);
+    let err = |e: rusqlite::Error| fail(format!("reading {}/.orch/state.db: {e}", dir.display()));
+    let conn = rusqlite::Connection::open_with_flags(
+        dir.join(".orch/state.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .map_err(err)?;
+    let mut skips = Vec::with_capacity(unlisted.len());
+    for name in unlisted {
+        let key: String = conn
+            .query_row(
+                "SELECT lower(hex(success_action_key)) FROM instances WHERE name = ?1",
+                [name],
+                |row| row.get(0),
+            )
+            .map_err(err)?;
+        skips.push(serde_json::json!({
+            "type": "instance_skipped",
+            "instance": name,
+            "reason": "up_to_date",
+            "action_key": key,
+            "early_cutoff": false,
+        }));
+    }
+    // Right after `plan_ready`: they were done before anything started.
+    let at = events
+        .iter()
+        .position(|e| field(e, "type") == "plan_ready")
+        .map_or(events.len(), |p| p + 1);
+    events.splice(at..at, skips);
+    Ok(events)
+}
+
 fn field<'a>(e: &'a Value, key: &str) -> &'a str {
     e.get(key).and_then(Value::as_str).unwrap_or_default()
 }
@@ -584,12 +634,20 @@ fn completed(events: &[Value]) -> BTreeMap<String, (String, Value)> {
 }
 
 /// Checks, in event order, that no instance starts before each of its upstreams has
-/// finished (completed, skipped, failed or blocked) in this run.
+/// finished (completed, skipped, failed or blocked, or up to date from the start) in
+/// this run.
 fn check_start_order(
     events: &[Value],
     deps: &BTreeMap<String, BTreeSet<String>>,
 ) -> Result<(), TestCaseError> {
-    let mut done: BTreeSet<&str> = BTreeSet::new();
+    // An instance without any event was up to date before the build began (or is not
+    // selected): done from the start.
+    let named: BTreeSet<&str> = events.iter().map(|e| field(e, "instance")).collect();
+    let mut done: BTreeSet<&str> = deps
+        .keys()
+        .map(String::as_str)
+        .filter(|n| !named.contains(n))
+        .collect();
     for e in events {
         let inst = field(e, "instance");
         match field(e, "type") {
@@ -826,12 +884,18 @@ fn check_j1_matches_j8(spec: &Spec) -> Result<(), TestCaseError> {
         let ev = events(dir, "second")?;
         let ran = started(&ev);
         prop_assert!(ran.is_empty(), "a second build (-j {}) ran {:?}", jobs, ran);
-        let skipped: BTreeSet<String> = ev
+        // Up to date before the build: no event each; `plan_ready` counts them all.
+        let named: BTreeSet<String> = ev
             .iter()
-            .filter(|e| field(e, "type") == "instance_skipped")
+            .filter(|e| !field(e, "instance").is_empty())
             .map(|e| field(e, "instance").to_owned())
             .collect();
-        prop_assert_eq!(&skipped, &all);
+        prop_assert!(named.is_empty(), "a no-op build named {:?}", named);
+        let plan = ev.iter().find(|e| field(e, "type") == "plan_ready");
+        prop_assert_eq!(
+            plan.and_then(|e| e["up_to_date_unlisted"].as_u64()),
+            Some(all.len() as u64)
+        );
     }
     prop_assert!(
         tree(&a.join("out"))? == out_a,
@@ -999,7 +1063,11 @@ fn check_incremental(spec: &Spec, edit: &Edit) -> Result<(), TestCaseError> {
     edited.write(&b)?;
     orch_ok(&b, &["build", "-j", "1", "--run-id", "clean"])?;
 
-    let second = events(&a, "second")?;
+    let second = with_unlisted(
+        &a,
+        events(&a, "second")?,
+        &edited.instances().into_keys().collect(),
+    )?;
     let clean = events(&b, "clean")?;
     let keys_clean = keys(&clean);
     prop_assert_eq!(
@@ -1177,7 +1245,11 @@ fn check_keep_going(spec: &Spec) -> Result<(), TestCaseError> {
     for (dir, jobs) in [(&a, "1"), (&b, "8")] {
         let out = orch(dir, &["build", "-k", "-j", jobs, "--run-id", "second"])?;
         prop_assert_eq!(out.status.code(), Some(code));
-        let ev = events(dir, "second")?;
+        let ev = with_unlisted(
+            dir,
+            events(dir, "second")?,
+            &expected.keys().cloned().collect(),
+        )?;
         let failed: BTreeSet<String> = expected
             .iter()
             .filter(|(_, o)| **o == "failed")
@@ -1211,7 +1283,11 @@ fn check_keep_going(spec: &Spec) -> Result<(), TestCaseError> {
     let c = tmp.path().join("c");
     fixed.write(&c)?;
     orch_ok(&c, &["build", "-j", "8", "--run-id", "clean"])?;
-    let fixed_keys = keys(&events(&a, "fixed")?);
+    let fixed_keys = keys(&with_unlisted(
+        &a,
+        events(&a, "fixed")?,
+        &fixed.instances().into_keys().collect(),
+    )?);
     prop_assert_eq!(
         &fixed_keys,
         &keys(&events(&c, "clean")?),
@@ -1347,7 +1423,7 @@ fn check_targets(spec: &Spec, targets: &[Target], from: Index) -> Result<(), Tes
         plan
     );
 
-    let ev = build(&a, "rest", &[])?;
+    let ev = with_unlisted(&a, build(&a, "rest", &[])?, &all)?;
     let rest: BTreeSet<String> = all.difference(&selected).cloned().collect();
     prop_assert_eq!(
         started(&ev),
@@ -1377,7 +1453,7 @@ fn check_targets(spec: &Spec, targets: &[Target], from: Index) -> Result<(), Tes
         phase: from,
         lang: None,
     });
-    let ev = build(&a, "from", &["--from", &from_phase])?;
+    let ev = with_unlisted(&a, build(&a, "from", &["--from", &from_phase])?, &all)?;
     prop_assert_eq!(
         started(&ev),
         spec.with_downstream(&from_instances),

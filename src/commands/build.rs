@@ -15,7 +15,7 @@ use crate::exec::{self, ExecOptions, ProcessRunner};
 use crate::model::Project;
 use crate::plan::plan_static;
 use crate::snapshot::{Snapshot, SnapshotError};
-use crate::store::{BuildLock, Layout, RunRecord, Store};
+use crate::store::{BuildLock, Layout, RunRecord, Store, retention};
 use crate::timings::Timings;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
@@ -101,6 +101,8 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     t.mark("snapshot");
     let planned = plan_static(&snap.order, &snap);
     let stale = planned.values().filter(|e| e.stale).count();
+    // Up to date before anything runs: counted by `plan_ready`, not an event each.
+    let unlisted = exec::unlisted_up_to_date(&l.project, &snap.order, &planned);
 
     t.mark("plan");
     let jobs = effective_jobs(a.jobs, &l.project);
@@ -166,7 +168,12 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
         } else {
             g.start_dir().join(path)
         };
-        events.add(Box::new(Junit::new(path, l.project.root.clone())));
+        let names = unlisted
+            .iter()
+            .map(|&i| l.project.instances[i].name.as_str());
+        events.add(Box::new(
+            Junit::new(path, l.project.root.clone()).up_to_date(names),
+        ));
     }
     // The live display's printer: lines above its bars.
     let mut printer: Option<Printer> = None;
@@ -207,6 +214,7 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
             total: selected.len(),
             stale,
             up_to_date: selected.len() - stale,
+            up_to_date_unlisted: unlisted.len(),
         },
     );
 
@@ -256,7 +264,22 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
         "succeeded"
     };
     let summary = serde_json::json!({ "counts": report.counts, "failed": report.failed, "blocked": report.blocked }).to_string();
-    if let Err(e) = store.finish_run(&run_id, crate::fs::now_ns(), status, &summary) {
+    // Retention: older runs lose their events and logs, and then their records, in the
+    // commit that ends this run (`orch runs` lists no run whose events are gone).
+    let trimmed = retention::trim_runs(&layout, l.project.keep_runs, &run_id);
+    for (dir, e) in &trimmed.errors {
+        crate::say!(
+            "warning: cannot remove the old run `{}`: {e}",
+            dir.display()
+        );
+    }
+    if let Err(e) = store.finish_run_forgetting(
+        &run_id,
+        crate::fs::now_ns(),
+        status,
+        &summary,
+        &trimmed.removed,
+    ) {
         crate::say!("warning: could not record the end of the run: {e}");
     }
     t.mark("finish");
@@ -312,17 +335,65 @@ pub(super) fn check_run_id(id: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// `YYYYMMDDTHHMMSSZ-` and 8 hex digits of the plan digest; a suffix keeps two runs of
-/// the same state within one second apart.
+/// `YYYYMMDDTHHMMSSZ-` and 8 hex digits of the plan digest; a suffix keeps two runs
+/// within one second apart. It is one above the highest suffix of that second in
+/// `.orch/runs/` (whatever the digest; none counts as 1), so run ids sort by time, which
+/// retention relies on, even after it removed the older runs of that second.
 fn unique_run_id(layout: &Layout, short_digest: &str) -> String {
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let compact: String = now.chars().filter(|c| *c != '-' && *c != ':').collect();
     let base = format!("{compact}-{short_digest}");
-    if !layout.run_dir(&base).exists() {
+    // One listing (retention keeps it short) instead of probing name after name.
+    let highest = std::fs::read_dir(layout.dir.join("runs"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| suffix_in_second(&compact, &e.file_name().to_string_lossy()))
+        .max();
+    let Some(highest) = highest else {
         return base;
-    }
-    (2..)
+    };
+    (highest.saturating_add(1)..)
         .map(|n| format!("{base}.{n}"))
         .find(|id| !layout.run_dir(id).exists())
         .unwrap_or(base)
+}
+
+/// The suffix of run id `name` if it began in the second `stamp` (none is 1, `.N` is N).
+fn suffix_in_second(stamp: &str, name: &str) -> Option<u64> {
+    let rest = name.strip_prefix(stamp)?.strip_prefix('-')?;
+    let (digest, n) = match rest.split_once('.') {
+        Some((digest, n)) => (digest, n.parse().ok()?),
+        None => (rest, 1),
+    };
+    (digest.len() == 8).then_some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suffixes_count_every_run_of_the_second() {
+        let s = "20260101T120000Z";
+        assert_eq!(suffix_in_second(s, "20260101T120000Z-0123abcd"), Some(1));
+        assert_eq!(suffix_in_second(s, "20260101T120000Z-ffffffff.7"), Some(7));
+        assert_eq!(suffix_in_second(s, "20260101T120001Z-0123abcd"), None);
+        assert_eq!(suffix_in_second(s, "20260101T120000Z-mine"), None);
+        assert_eq!(suffix_in_second(s, "20260101T120000Z-0123abcd.x"), None);
+    }
+
+    #[test]
+    fn a_run_id_sorts_after_the_runs_of_its_second() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path());
+        let first = unique_run_id(&layout, "0123abcd");
+        assert!(first.ends_with("-0123abcd"), "{first}");
+        std::fs::create_dir_all(layout.run_dir(&format!("{first}.5"))).unwrap();
+        let next = unique_run_id(&layout, "ffffffff");
+        // Unless the clock moved on to the next second meanwhile.
+        if next.starts_with(&first[..16]) {
+            assert_eq!(next, format!("{}-ffffffff.6", &first[..16]));
+        }
+    }
 }

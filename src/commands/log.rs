@@ -1,6 +1,7 @@
 //! `orch log [RUN]`: the events of a run (default: the latest), one line each, or the
 //! raw JSON Lines of `.orch/runs/RUN/events.jsonl` with `--json`.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 
 use serde_json::Value;
@@ -205,10 +206,20 @@ fn details(e: &Value) -> String {
             }
             s
         }
-        "plan_ready" => format!(
-            "{} selected, {} stale, {} up to date",
-            e["total"], e["stale"], e["up_to_date"]
-        ),
+        "plan_ready" => {
+            let mut s = format!(
+                "{} selected, {} stale, {} up to date",
+                e["total"], e["stale"], e["up_to_date"]
+            );
+            // Those get no line below: every selected instance without one was up to date.
+            match e["up_to_date_unlisted"].as_u64() {
+                Some(n) if n > 0 => {
+                    let _ = write!(s, " ({n} not listed below)");
+                }
+                _ => {}
+            }
+            s
+        }
         "instance_skipped" => {
             let mut s = format!("up to date, key {}", short(&e["action_key"]));
             if e["early_cutoff"] == true {

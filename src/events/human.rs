@@ -222,6 +222,15 @@ pub fn failed_list(failed: &[String], shards: &FailedShards) -> String {
     names.join(", ")
 }
 
+/// What `-v` says of the instances up to date before the build began: one line, not
+/// one per instance (`orch plan` lists them).
+pub fn unlisted_line(n: usize) -> String {
+    format!(
+        "{n} instance{} up to date before the build (`orch plan` lists them)",
+        if n == 1 { "" } else { "s" }
+    )
+}
+
 /// The closing line of a run without failures.
 pub fn completed_line(counts: &super::Counts, duration_ms: u64) -> String {
     if counts.succeeded == 0 && counts.cached == 0 {
@@ -275,7 +284,16 @@ impl<W: Write> Sink for Human<W> {
         let normal = self.verbosity >= Verbosity::Normal;
         let verbose = self.verbosity >= Verbosity::Verbose;
         match &e.kind {
-            EventKind::PlanReady { stale, .. } => self.total = *stale,
+            EventKind::PlanReady {
+                stale,
+                up_to_date_unlisted,
+                ..
+            } => {
+                self.total = *stale;
+                if verbose && *up_to_date_unlisted > 0 {
+                    let _ = writeln!(self.out, "{}", unlisted_line(*up_to_date_unlisted));
+                }
+            }
             EventKind::ShardPlan {
                 strategy,
                 shards,

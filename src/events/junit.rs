@@ -1,7 +1,9 @@
 //! A JUnit XML report (`build --junit FILE`), written when the run ends: one
 //! `<testsuite name="orch">` with one `<testcase>` per instance, sorted by name.
 //!
-//! - ran and succeeded, or up to date: a plain test case (up to date: time 0);
+//! - ran and succeeded, or up to date: a plain test case (up to date: time 0), also for
+//!   the instances up to date before the build began, which have no event of their own
+//!   (the build hands them over, see [`Junit::up_to_date`]);
 //! - failed: `<failure message=… type=KIND>` holding the tail of its log;
 //! - blocked: `<skipped message="blocked: REASON by X, Y"/>`.
 //!
@@ -51,6 +53,15 @@ impl Junit {
             root,
             cases: BTreeMap::new(),
         }
+    }
+
+    /// Instances up to date before the build began: passed test cases, unless a later
+    /// event says otherwise (an interrupted build blocks what it never reached).
+    pub fn up_to_date<'n>(mut self, names: impl IntoIterator<Item = &'n str>) -> Junit {
+        for name in names {
+            self.case(name, 0, Outcome::Passed);
+        }
+        self
     }
 
     fn case(&mut self, name: &str, duration_ms: u64, outcome: Outcome) {
@@ -322,7 +333,8 @@ mod tests {
         std::fs::create_dir_all(root.join(".orch/logs/r1")).unwrap();
         std::fs::write(root.join(".orch/logs/r1/t_l=fr_#1.log"), log).unwrap();
         let path = root.join("reports/deep/junit.xml");
-        let mut j = Junit::new(path.clone(), root.clone());
+        // Up to date before the build, without events; `z` is then stopped by a failure.
+        let mut j = Junit::new(path.clone(), root.clone()).up_to_date(["c", "z"]);
         let shard = Some(ShardRef {
             index: 1,
             count: 2,
@@ -388,13 +400,14 @@ mod tests {
             )],
         );
         let xml = std::fs::read_to_string(&path).unwrap();
-        assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"orch\" tests=\"6\" failures=\"2\" skipped=\"2\" errors=\"0\" time=\"4.321\">\n"), "{xml}");
+        assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"orch\" tests=\"7\" failures=\"2\" skipped=\"2\" errors=\"0\" time=\"4.321\">\n"), "{xml}");
         let cases: Vec<&str> = xml.lines().filter(|l| l.contains("<testcase")).collect();
         assert_eq!(
             cases,
             [
                 "  <testcase classname=\"a\" name=\"a\" time=\"0.000\"/>",
                 "  <testcase classname=\"b\" name=\"b\" time=\"2.500\"/>",
+                "  <testcase classname=\"c\" name=\"c\" time=\"0.000\"/>",
                 "  <testcase classname=\"m\" name=\"m\" time=\"1.500\">",
                 "  <testcase classname=\"t\" name=\"t[l=fr]\" time=\"1.500\">",
                 "  <testcase classname=\"y\" name=\"y\" time=\"0.000\">",

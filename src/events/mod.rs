@@ -122,8 +122,14 @@ pub enum EventKind {
         stale: usize,
         /// Instances already up to date.
         up_to_date: usize,
+        /// Instances up to date before the build began (planned up to date, every
+        /// upstream too) that get no `instance_skipped` event: every selected instance
+        /// without an event of its own in this run is one of them. Absent (0) in runs
+        /// of older versions, which listed each one.
+        up_to_date_unlisted: usize,
     },
-    /// An instance was found up to date and not run.
+    /// An instance was found up to date while the build ran, and not run. Instances up
+    /// to date before the build began get no event of their own (`plan_ready` counts them).
     InstanceSkipped {
         /// Always `up_to_date`.
         reason: &'static str,

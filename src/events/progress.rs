@@ -20,7 +20,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, P
 
 use super::human::{
     FailedShards, Verbosity, blocked_why, duration, failed_list, failure_what, input_changed_line,
-    log_block, shard_parent,
+    log_block, shard_parent, unlisted_line,
 };
 use super::shard_name::label;
 use super::{BlockReason, Event, EventKind, Sink};
@@ -337,8 +337,17 @@ impl Screen {
         let normal = self.verbosity >= Verbosity::Normal;
         let verbose = self.verbosity >= Verbosity::Verbose;
         match &e.kind {
-            EventKind::PlanReady { stale, .. } => {
+            EventKind::PlanReady {
+                stale,
+                up_to_date_unlisted,
+                ..
+            } => {
                 self.total = *stale;
+                // Known up to date before the build: no event of their own follows.
+                self.up_to_date += up_to_date_unlisted;
+                if verbose && *up_to_date_unlisted > 0 {
+                    self.print(&unlisted_line(*up_to_date_unlisted));
+                }
                 if *stale > 0 {
                     self.ensure_overall();
                 }
@@ -722,6 +731,7 @@ mod tests {
                 total: stale + up_to_date,
                 stale,
                 up_to_date,
+                up_to_date_unlisted: up_to_date,
             },
         )
     }
@@ -749,7 +759,6 @@ mod tests {
         let (mut p, term) = display(Verbosity::Normal, PathBuf::from("."));
         p.event(&plan(3, 1));
         assert_eq!(p.position(), (0, 3));
-        p.event(&skipped("fresh", false));
         p.event(&started("a", None));
         p.event(&started("sharded", None));
         p.event(&ev(

@@ -233,7 +233,6 @@ pub fn execute(
         .thread_name(|i| format!("orch-job-{i}"))
         .build()
         .map_err(std::io::Error::other)?;
-    std::fs::create_dir_all(layout.log_dir(&opts.run_id))?;
     let beneath = Arc::new(Beneath::open(&snap.project.root)?);
     let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
     let n = snap.project.instances.len();
@@ -254,6 +253,7 @@ pub fn execute(
         sched: Scheduler::new(snap.project, snap.graph, selected, priority),
         outcome: vec![None; n],
         from_record: vec![false; n],
+        log_dir_made: false,
         running: 0,
         whole: BTreeMap::new(),
         sharded: BTreeMap::new(),
@@ -275,6 +275,29 @@ pub fn execute(
     Ok(b.report)
 }
 
+/// The selected instances the build will skip without an event, in `order`: planned up
+/// to date with every upstream skipped the same way (the rule [`execute`] applies,
+/// decided here in topological `order` before anything runs).
+pub fn unlisted_up_to_date(
+    project: &crate::model::Project,
+    order: &[usize],
+    plan: &BTreeMap<usize, PlanEntry>,
+) -> Vec<usize> {
+    let mut unlisted = vec![false; project.instances.len()];
+    let mut out = Vec::new();
+    for &i in order {
+        unlisted[i] = plan.get(&i).is_some_and(|e| !e.stale)
+            && project.instances[i]
+                .deps
+                .iter()
+                .all(|d| unlisted[d.upstream]);
+        if unlisted[i] {
+            out.push(i);
+        }
+    }
+    out
+}
+
 /// The state of one build.
 struct Build<'a, 's> {
     snap: &'a Snapshot<'s>,
@@ -294,6 +317,9 @@ struct Build<'a, 's> {
     outcome: Vec<Option<Outcome>>,
     /// Instances whose outputs are exactly as recorded before this run (skipped as planned).
     from_record: Vec<bool>,
+    /// `.orch/logs/RUN_ID/` exists: made before the first command, so a build that runs
+    /// nothing leaves no logs folder.
+    log_dir_made: bool,
     /// Work items on the pool.
     running: usize,
     whole: BTreeMap<usize, Started>,
@@ -443,19 +469,13 @@ impl Build<'_, '_> {
             return;
         }
 
-        // Planned up to date and nothing upstream ran: the plan's key still holds.
+        // Planned up to date and nothing upstream ran: the plan's key still holds. No
+        // event: `plan_ready.up_to_date_unlisted` counted it (see [`unlisted_up_to_date`]),
+        // so a no-op build does not write a line per instance.
         if let Some(e) = self.plan.get(&i)
             && !e.stale
             && inst.deps.iter().all(|d| self.from_record[d.upstream])
         {
-            self.events.emit(
-                Some(name),
-                EventKind::InstanceSkipped {
-                    reason: "up_to_date",
-                    action_key: e.key.to_hex(),
-                    early_cutoff: false,
-                },
-            );
             self.skip(i);
             self.from_record[i] = true;
             return;
@@ -583,6 +603,7 @@ impl Build<'_, '_> {
             self.plan_shards(i, parts, key, &files, &digest_of);
             return;
         }
+        self.make_log_dir();
         let job = Job {
             name: name.to_owned(),
             command: inst.command_line(&present, None).unwrap_or_default(),
@@ -815,6 +836,15 @@ impl Build<'_, '_> {
                 shard,
             },
         );
+    }
+
+    /// Creates the run's logs folder once; a failure shows as the command's own (its log
+    /// cannot be created).
+    fn make_log_dir(&mut self) {
+        if !self.log_dir_made {
+            self.log_dir_made =
+                std::fs::create_dir_all(self.layout.log_dir(&self.opts.run_id)).is_ok();
+        }
     }
 
     /// Up to date: its recorded outputs stand.
@@ -1334,6 +1364,7 @@ impl Build<'_, '_> {
     }
 
     fn start_shard(&mut self, i: usize, s: usize) {
+        self.make_log_dir();
         let inst = &self.snap.project.instances[i];
         let Some(sh) = self.sharded.get(&i) else {
             return;

@@ -28,6 +28,9 @@ pub const FORMAT: i64 = 1;
 /// valid here is valid everywhere.
 pub const MAX_JOBS: u32 = 1024;
 
+/// Runs whose events and logs a build keeps unless `[orch] keep_runs` says otherwise.
+pub const DEFAULT_KEEP_RUNS: usize = 100;
+
 /// A validated project.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Project {
@@ -44,6 +47,8 @@ pub struct Project {
     pub cache: CacheConfig,
     /// Default `-j`.
     pub jobs: Option<usize>,
+    /// Runs whose events and logs a build keeps (`[orch] keep_runs`).
+    pub keep_runs: usize,
     /// Variables passed to and hashed into every phase (`orch.env`), sorted.
     pub env: Vec<String>,
     /// Phases by name.

@@ -812,6 +812,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
             push: raw_cache.as_ref().and_then(|c| c.push).unwrap_or(true),
         },
         jobs,
+        keep_runs: keep_runs(orch.keep_runs.as_ref(), main, &mut errors),
         env,
         phases,
         instances,
@@ -2109,6 +2110,28 @@ fn depfile_path(
         ]);
     }
     Ok(norm)
+}
+
+/// `[orch] keep_runs`: how many runs' events and logs a build keeps (default
+/// [`super::DEFAULT_KEEP_RUNS`], at least 1: the run just made is always kept).
+fn keep_runs(value: Option<&Spanned<i64>>, file: FileId, errors: &mut Vec<ConfigError>) -> usize {
+    let Some(v) = value else {
+        return super::DEFAULT_KEEP_RUNS;
+    };
+    match usize::try_from(*v.get_ref()) {
+        Ok(n) if n >= 1 => n,
+        _ => {
+            errors.push(
+                ConfigError::new(ErrorKind::Value, "`keep_runs` must be at least 1")
+                    .at(&Span::new(file, v.span()), "not a positive number")
+                    .help(format!(
+                        "the run a build makes is always kept; remove `keep_runs` to keep the newest {}",
+                        super::DEFAULT_KEEP_RUNS
+                    )),
+            );
+            super::DEFAULT_KEEP_RUNS
+        }
+    }
 }
 
 #[cfg(test)]

@@ -55,6 +55,10 @@ pub struct RawOrch {
     /// Default number of parallel jobs (`-j`); default: the number of CPUs.
     #[schemars(with = "Option<i64>")]
     pub jobs: Option<Spanned<i64>>,
+    /// Runs whose events and logs `.orch/` keeps (at least 1); older ones are removed at
+    /// the end of each build. Default: 100.
+    #[schemars(with = "Option<i64>")]
+    pub keep_runs: Option<Spanned<i64>>,
     /// Environment variables passed to every phase and hashed into every key.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
@@ -62,7 +66,7 @@ pub struct RawOrch {
 }
 
 /// Keys of `[orch]`.
-pub const ORCH_KEYS: &[&str] = &["format", "include", "jobs", "env"];
+pub const ORCH_KEYS: &[&str] = &["format", "include", "jobs", "keep_runs", "env"];
 
 /// The `[cache]` table.
 #[derive(Debug, Default, Deserialize, JsonSchema)]

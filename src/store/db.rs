@@ -926,16 +926,40 @@ impl Store {
         status: &str,
         summary: &str,
     ) -> Result<(), StoreError> {
+        self.finish_run_forgetting(run_id, finished_at_ns, status, summary, &[])
+    }
+
+    /// [`Store::finish_run`], and deletes the records of the runs `forget` (whose events
+    /// retention removed) in the same transaction: one commit at the end of a build.
+    pub fn finish_run_forgetting(
+        &mut self,
+        run_id: &str,
+        finished_at_ns: i64,
+        status: &str,
+        summary: &str,
+        forget: &[String],
+    ) -> Result<(), StoreError> {
         const ACTION: &str = "recording the run end";
-        let mut stmt = self.conn.prepare_cached(FINISH_RUN).ctx(ACTION)?;
-        let changed = stmt
-            .execute(params![run_id, finished_at_ns, status, summary])
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx(ACTION)?;
-        if changed == 0 {
-            return Err(StoreError::UnknownRun {
-                run_id: run_id.to_owned(),
-            });
+        {
+            let mut stmt = tx.prepare_cached(FINISH_RUN).ctx(ACTION)?;
+            let changed = stmt
+                .execute(params![run_id, finished_at_ns, status, summary])
+                .ctx(ACTION)?;
+            if changed == 0 {
+                return Err(StoreError::UnknownRun {
+                    run_id: run_id.to_owned(),
+                });
+            }
+            let mut delete = tx.prepare_cached(DELETE_RUN).ctx(ACTION)?;
+            for id in forget.iter().filter(|id| *id != run_id) {
+                delete.execute([id]).ctx(ACTION)?;
+            }
         }
+        tx.commit().ctx(ACTION)?;
         Ok(())
     }
 
@@ -1667,6 +1691,30 @@ mod tests {
         let ids: Vec<String> = store.runs(10)?.into_iter().map(|r| r.run_id).collect();
         assert_eq!(ids, ["r3"]);
         assert_eq!(store.run("r1")?, None);
+        Ok(())
+    }
+
+    #[test]
+    fn finishing_a_run_forgets_trimmed_runs_but_never_itself() -> TestResult {
+        let (_tmp, _layout, mut store) = open_fresh()?;
+        for (id, t) in [("r1", 100), ("r2", 200), ("r3", 300)] {
+            store.begin_run(&run(id, t))?;
+        }
+        let forget = ["r1".to_owned(), "r3".to_owned()];
+        store.finish_run_forgetting("r3", 350, "succeeded", "{}", &forget)?;
+        let ids: Vec<String> = store.runs(10)?.into_iter().map(|r| r.run_id).collect();
+        assert_eq!(ids, ["r3", "r2"]);
+        assert_eq!(
+            store.run("r3")?.and_then(|r| r.status),
+            Some("succeeded".into())
+        );
+        // An unknown run deletes nothing.
+        assert!(
+            store
+                .finish_run_forgetting("nope", 1, "failed", "{}", &["r2".to_owned()])
+                .is_err()
+        );
+        assert!(store.run("r2")?.is_some());
         Ok(())
     }
 

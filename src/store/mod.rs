@@ -1,8 +1,9 @@
-//! Everything orch keeps in `.orch/`: where files live (layout), the SQLite state database (results, digest cache, runs, output lineage), and the build lock.
+//! Everything orch keeps in `.orch/`: where files live (layout), the SQLite state database (results, digest cache, runs, output lineage), the build lock, and how many runs are kept (retention).
 
 pub mod db;
 pub mod layout;
 pub mod lock;
+pub mod retention;
 
 use std::path::PathBuf;
 

@@ -134,10 +134,16 @@ fn log_shows_a_run_in_words_and_as_raw_json() {
         "{}",
         latest.stdout
     );
+    // `c` was up to date before the build: counted, not listed.
     assert!(
         lines
             .iter()
-            .any(|l| l.contains("instance_skipped") && l.contains(" c ")),
+            .any(|l| l.contains("plan_ready") && l.ends_with("1 up to date (1 not listed below)")),
+        "{}",
+        latest.stdout
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains(" c ")),
         "{}",
         latest.stdout
     );

@@ -14,6 +14,7 @@ mod file_edges;
 mod history;
 mod lifecycle;
 mod parallel;
+mod retention;
 mod scheduling;
 mod schemas;
 mod shard_names;

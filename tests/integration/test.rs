@@ -417,6 +417,29 @@ pub fn skipped(events: &[Value]) -> Vec<String> {
     instances_of(events, "instance_skipped")
 }
 
+/// Instances up to date before the build began, read as a consumer reads them: the
+/// `selected` names without an event of their own, checked against the count
+/// `plan_ready` gives (`up_to_date_unlisted`); sorted.
+pub fn unlisted(events: &[Value], selected: &[&str]) -> Vec<String> {
+    let named: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter_map(|e| e["instance"].as_str())
+        .collect();
+    let out: Vec<String> = selected
+        .iter()
+        .filter(|n| !named.contains(**n))
+        .map(|n| (*n).to_owned())
+        .collect();
+    let plan = of_type(events, "plan_ready");
+    assert_eq!(plan.len(), 1, "{events:#?}");
+    assert_eq!(
+        plan[0]["up_to_date_unlisted"].as_u64(),
+        Some(out.len() as u64),
+        "{events:#?}"
+    );
+    sorted(out)
+}
+
 /// Instances reported blocked, in order.
 pub fn blocked(events: &[Value]) -> Vec<String> {
     instances_of(events, "instance_blocked")
