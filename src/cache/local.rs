@@ -1065,6 +1065,63 @@ mod tests {
     }
 
     #[test]
+    fn staging_hashes_what_it_copies_and_a_dropped_copy_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Local::new(&dir.path().join("cache"));
+        // One file below the two-thread threshold, one above it (and not a multiple of
+        // the chunk size).
+        for len in [5_000usize, PIPELINE_MIN as usize + 12_345] {
+            let f = dir.path().join(format!("f{len}"));
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            std::fs::write(&f, &bytes).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o750)).unwrap();
+            let (staged, meta) = store.stage(&f).unwrap();
+            assert_eq!(staged.digest, fs::hash_bytes(&bytes));
+            assert_eq!((staged.size, meta.len()), (len as u64, len as u64));
+            assert_eq!((staged.executable, staged.mode), (true, 0o750));
+            let d = staged.digest;
+            store.put_staged(staged).unwrap();
+            assert_eq!(store.read(&d).unwrap(), bytes);
+            // Already stored: a second copy is dropped, not renamed over the first.
+            let (again, _) = store.stage(&f).unwrap();
+            store.put_staged(again).unwrap();
+            let (dropped, _) = store.stage(&f).unwrap();
+            drop(dropped);
+        }
+        let left = std::fs::read_dir(dir.path().join("cache/tmp"))
+            .unwrap()
+            .count();
+        assert_eq!(left, 0, "no temporary is left in tmp/");
+    }
+
+    #[test]
+    fn ingest_refuses_a_file_above_max_blob_before_copying_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Local::new(&dir.path().join("cache"));
+        let f = dir.path().join("f");
+        std::fs::write(&f, "12345").unwrap();
+        let d = fs::hash_file(&f).unwrap();
+        let e = store.ingest(&f, false, &d, Some(4)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::FileTooLarge);
+        assert!(
+            e.to_string()
+                .contains("is 5 B, above `[cache] max_blob` (4 B)"),
+            "{e}"
+        );
+        assert!(!store.has(&d));
+        store.ingest(&f, false, &d, Some(5)).unwrap();
+        assert!(store.has(&d));
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_size(12), "12 B");
+        assert_eq!(human_size(1 << 30), "1 GiB");
+        assert_eq!(human_size(3 << 29), "1.5 GiB");
+        assert_eq!(human_size(512 << 20), "512 MiB");
+    }
+
+    #[test]
     fn a_corrupt_blob_is_never_restored_and_is_discarded() {
         let dir = tempfile::tempdir().unwrap();
         let store = Local::new(&dir.path().join("cache"));
