@@ -688,3 +688,76 @@ impl Cache {
         self.local.entry(key).is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_staged_result_is_stored_in_the_background_and_in_place_after_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("project");
+        std::fs::create_dir_all(root.join("out")).unwrap();
+        std::fs::write(root.join("out/a.txt"), "hello").unwrap();
+        let cache = Arc::new(Cache::new(&dir.path().join("store"), None, false, None));
+        let outputs = vec!["out/a.txt".to_owned()];
+        let (digests, staged) = cache.digest_outputs(&root, &outputs);
+        let Ok(fs::PathDigest::Present { digest, .. }) = &digests[0] else {
+            panic!("{digests:?}");
+        };
+        assert_eq!(*digest, fs::hash_bytes(b"hello"));
+        assert_eq!(staged.copied.len(), 1);
+        let key = fs::hash_bytes(b"key");
+        cache
+            .store(StoreRequest {
+                name: "a".into(),
+                root: root.clone(),
+                key,
+                outputs: vec![("out/a.txt".into(), false)],
+                digests: BTreeMap::from([("out/a.txt".to_owned(), *digest)]),
+                discovered: BTreeMap::new(),
+                duration_ms: 1,
+                staged,
+            })
+            .unwrap();
+        cache.finish();
+        // Edited after it was hashed: the stored copy is what was hashed.
+        std::fs::write(root.join("out/a.txt"), "edited").unwrap();
+        let (entry, source) = cache.lookup(&key).unwrap();
+        assert_eq!(source, Source::Local);
+        assert_eq!(entry.outputs["out/a.txt"].digest(), *digest);
+        assert_eq!(cache.local.read(digest).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn a_result_above_max_blob_is_refused_at_once_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::write(root.join("big"), "12345").unwrap();
+        let cache = Arc::new(Cache::new(&root.join("store"), None, false, Some(4)));
+        let (digests, staged) = cache.digest_outputs(&root, &["big".to_owned()]);
+        assert!(staged.copied.is_empty());
+        let Ok(fs::PathDigest::Present { digest, .. }) = &digests[0] else {
+            panic!("{digests:?}");
+        };
+        let err = cache
+            .store(StoreRequest {
+                name: "big".into(),
+                root: root.clone(),
+                key: fs::hash_bytes(b"key"),
+                outputs: vec![("big".into(), false)],
+                digests: BTreeMap::from([("big".to_owned(), *digest)]),
+                discovered: BTreeMap::new(),
+                duration_ms: 1,
+                staged,
+            })
+            .unwrap_err();
+        assert!(
+            err.contains("`big` is 5 B, above `[cache] max_blob` (4 B)"),
+            "{err}"
+        );
+        cache.finish();
+        assert_eq!(cache.stats().too_large, 1);
+        assert!(cache.lookup(&fs::hash_bytes(b"key")).is_none());
+    }
+}
