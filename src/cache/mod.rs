@@ -631,6 +631,10 @@ impl Cache {
             let stored = stored.map_err(|e| {
                 if e.kind() == std::io::ErrorKind::FileTooLarge {
                     self.count_too_large();
+                    // The file inside a directory output, named as the project does.
+                    let e = e
+                        .to_string()
+                        .replace(&format!("{}/", req.root.display()), "");
                     format!(
                         "{name}: not cached: {e}; results holding a file this large are not stored"
                     )

@@ -127,8 +127,9 @@ fn results_holding_a_file_above_max_blob_are_not_stored_and_say_so() {
         .stderr_contains(
             "warning: big: not cached: `big.bin` is 2 KiB, above `[cache] max_blob` (1 KiB)",
         )
-        .stderr_contains("tree: not cached:")
-        .stderr_contains("tree/inner.bin` is 4 KiB, above `[cache] max_blob` (1 KiB)")
+        .stderr_contains(
+            "tree: not cached: `tree/inner.bin` is 4 KiB, above `[cache] max_blob` (1 KiB)",
+        )
         .run();
     assert_eq!(summary(&first, "one")["cache"]["too_large"], 2);
     // Only the small result is stored.
