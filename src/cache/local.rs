@@ -2,8 +2,10 @@
 //! that orch owns, marked by a `CACHEDIR.TAG` file.
 //!
 //! Blobs are written once, through a temporary file in `tmp/` renamed into place, and
-//! never modified; outputs are restored by reflink (`FICLONE`) where the file system
-//! supports it, else by copy, and hashed after restoring — never hard-linked. Reading an
+//! never modified. A file is copied in by reflink (`FICLONE`) where the file system
+//! supports it, the clone then hashed; else it is hashed while it is copied, so each byte
+//! is read once and the digest names exactly what was written. Outputs are restored the
+//! same way (reflink, else copy) and hashed after restoring — never hard-linked. Reading an
 //! entry or blob refreshes its modification time, which `trim` uses for
 //! least-recent-use eviction.
 //!
@@ -89,6 +91,20 @@ enum Ownership {
     Legacy,
     /// Holds something else (what, for the message).
     Foreign(String),
+}
+
+/// Content copied into the store's `tmp/` and hashed on the way, not yet under its
+/// digest: [`Local::put_staged`] renames it into `cas/`; dropping it removes the copy.
+pub struct Staged {
+    tmp: tempfile::NamedTempFile,
+    /// The digest of what was copied.
+    pub digest: Digest,
+    /// Bytes copied.
+    pub size: u64,
+    /// Any execute bit set on the source.
+    pub executable: bool,
+    /// The source's permission bits.
+    pub mode: u32,
 }
 
 /// The local content-addressed store.
@@ -496,19 +512,69 @@ impl Local {
         self.write_atomically(&path, bytes)
     }
 
+    /// Copies the regular file at `path` into the store's `tmp/`, hashing the bytes as
+    /// they are copied (or, where the file system clones, hashing the clone): the digest
+    /// names exactly what was stored, whatever happens to `path` meanwhile. Returns the
+    /// staged copy and the file's metadata, taken before its first byte was read.
+    pub fn stage(&self, path: &Path) -> io::Result<(Staged, std::fs::Metadata)> {
+        self.open().map_err(io::Error::other)?;
+        let src = open_regular(path)?;
+        let meta = src.metadata()?;
+        let tmp_dir = self.dir.join("tmp");
+        self.own_dir(&tmp_dir)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp")
+            .tempfile_in(&tmp_dir)?;
+        let (digest, size) = if try_clone(&src, tmp.as_file()) {
+            hash_reader(tmp.as_file())?
+        } else {
+            copy_hashing(&src, tmp.as_file_mut(), meta.len())?
+        };
+        let staged = Staged {
+            tmp,
+            digest,
+            size,
+            executable: is_executable(&meta),
+            mode: meta.permissions().mode() & 0o777,
+        };
+        Ok((staged, meta))
+    }
+
+    /// Moves a staged copy into `cas/` under its digest (or drops it when the store
+    /// already holds that content).
+    pub fn put_staged(&self, staged: Staged) -> io::Result<()> {
+        let path = self.blob(&staged.digest);
+        if self.has(&staged.digest) {
+            return Ok(());
+        }
+        self.own_dir(path.parent().unwrap_or(&self.dir))?;
+        staged.tmp.as_file().set_permissions(mode(false, None))?;
+        staged.tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
     /// Copies a file into the store, checking it still has digest `expected`; returns
-    /// its size, execute bit and permission bits.
-    fn ingest_file(&self, path: &Path, expected: &Digest) -> io::Result<(u64, bool, u32)> {
+    /// its size, execute bit and permission bits. A file above `max_blob` is refused
+    /// before a byte is copied ([`io::ErrorKind::FileTooLarge`]).
+    fn ingest_file(
+        &self,
+        path: &Path,
+        expected: &Digest,
+        max_blob: Option<u64>,
+    ) -> io::Result<(u64, bool, u32)> {
         let meta = std::fs::metadata(path)?;
+        if let Some(max) = max_blob.filter(|m| meta.len() > *m) {
+            return Err(too_large(path, meta.len(), max));
+        }
         if !self.has(expected) {
-            let bytes = std::fs::read(path)?;
-            if fs::hash_bytes(&bytes) != *expected {
+            let (staged, _) = self.stage(path)?;
+            if staged.digest != *expected {
                 return Err(corrupt(format!(
                     "`{}` changed after it was built",
                     path.display()
                 )));
             }
-            self.put_bytes(expected, &bytes)?;
+            self.put_staged(staged)?;
         }
         Ok((
             meta.len(),
@@ -517,10 +583,17 @@ impl Local {
         ))
     }
 
-    /// Stores an output (a file, or a directory tree) and describes it.
-    pub fn ingest(&self, path: &Path, is_dir: bool, expected: &Digest) -> io::Result<Stored> {
+    /// Stores an output (a file, or a directory tree) and describes it; a file above
+    /// `max_blob` bytes fails it with [`io::ErrorKind::FileTooLarge`].
+    pub fn ingest(
+        &self,
+        path: &Path,
+        is_dir: bool,
+        expected: &Digest,
+        max_blob: Option<u64>,
+    ) -> io::Result<Stored> {
         if !is_dir {
-            let (size, executable, bits) = self.ingest_file(path, expected)?;
+            let (size, executable, bits) = self.ingest_file(path, expected, max_blob)?;
             return Ok(Stored::File {
                 digest: *expected,
                 size,
@@ -552,7 +625,7 @@ impl Local {
                 Node::Dir
             } else if ft.is_file() {
                 let d = fs::hash_file(e.path())?;
-                let (size, executable, bits) = self.ingest_file(e.path(), &d)?;
+                let (size, executable, bits) = self.ingest_file(e.path(), &d, max_blob)?;
                 Node::File {
                     digest: d,
                     size,
@@ -803,14 +876,147 @@ fn replace(dir: &Dir, tmp: &Path, name: &std::ffi::OsStr) -> io::Result<()> {
     dir.rename(tmp, dir, name)
 }
 
-/// Clones `src` into the empty file `dst` with `FICLONE` (a reflink: shared blocks, copy
-/// on write) where the file system supports it, else copies.
-fn clone_or_copy(src: &File, dst: &mut File) -> io::Result<()> {
+/// Files at least this large are copied by two threads (one reads and hashes, one
+/// writes); smaller ones are not worth a thread.
+const PIPELINE_MIN: u64 = 8 << 20;
+/// Bytes per read while copying: large enough for blake3's SIMD backends and few system
+/// calls, small enough that Ctrl-C is answered at once.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// The error of a file above `[cache] max_blob`.
+fn too_large(path: &Path, size: u64, max: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::FileTooLarge,
+        format!(
+            "`{}` is {}, above `[cache] max_blob` ({})",
+            path.display(),
+            human_size(size),
+            human_size(max)
+        ),
+    )
+}
+
+/// `1.5 GiB`, `512 MiB`, `12 B`: a size for messages.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[unit])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn interrupted() -> io::Result<()> {
+    if crate::exec::signal::interrupted() {
+        return Err(io::Error::other(fs::digest::Interrupted));
+    }
+    Ok(())
+}
+
+/// Reads `file` from its start through BLAKE3: (digest, bytes read).
+fn hash_reader(mut file: &File) -> io::Result<(Digest, u64)> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut size = 0u64;
+    loop {
+        interrupted()?;
+        match file.read(&mut buf) {
+            Ok(0) => return Ok((hasher.finalize().into(), size)),
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                size += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Copies `src` to `dst` and hashes the bytes in the same pass, so each is read once:
+/// (digest, bytes copied). Large files hash on this thread while another writes, so the
+/// copy costs about what hashing alone does.
+fn copy_hashing(src: &File, dst: &mut File, len: u64) -> io::Result<(Digest, u64)> {
+    let mut reader = src;
+    let mut hasher = blake3::Hasher::new();
+    let mut size = 0u64;
+    // Fills `buf` with the next chunk (empty at the end), hashing it.
+    let mut next = |buf: &mut Vec<u8>| -> io::Result<()> {
+        buf.resize(COPY_CHUNK, 0);
+        loop {
+            interrupted()?;
+            match reader.read(buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    hasher.update(buf);
+                    size += n as u64;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    if len < PIPELINE_MIN {
+        let mut buf = Vec::new();
+        loop {
+            next(&mut buf)?;
+            if buf.is_empty() {
+                break;
+            }
+            dst.write_all(&buf)?;
+        }
+    } else {
+        // Buffers go to the writer and come back empty: four in flight bound the memory.
+        let (full_tx, full_rx) = crossbeam_channel::bounded::<Vec<u8>>(4);
+        let (empty_tx, empty_rx) = crossbeam_channel::bounded::<Vec<u8>>(4);
+        std::thread::scope(|s| -> io::Result<()> {
+            let writer = s.spawn(move || -> io::Result<()> {
+                for buf in full_rx {
+                    dst.write_all(&buf)?;
+                    let _ = empty_tx.try_send(buf);
+                }
+                Ok(())
+            });
+            let read = (|| -> io::Result<()> {
+                loop {
+                    let mut buf = empty_rx.try_recv().unwrap_or_default();
+                    next(&mut buf)?;
+                    // A send fails only when the writer stopped: its error follows.
+                    if buf.is_empty() || full_tx.send(buf).is_err() {
+                        return Ok(());
+                    }
+                }
+            })();
+            drop(full_tx);
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the store's writer thread failed")));
+            read.and(written)
+        })?;
+    }
+    Ok((hasher.finalize().into(), size))
+}
+
+/// Clones `src` into the empty file `dst` (a reflink: shared blocks, copy on write);
+/// false where the file system cannot.
+fn try_clone(src: &File, dst: &File) -> bool {
     use std::os::fd::AsRawFd;
     // SAFETY: both descriptors are open for the duration of the call; FICLONE takes the
     // source descriptor as its argument and has no other memory-safety preconditions.
-    let cloned = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0;
-    if !cloned {
+    unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) == 0 }
+}
+
+/// Clones `src` into the empty file `dst` with `FICLONE` (a reflink: shared blocks, copy
+/// on write) where the file system supports it, else copies.
+fn clone_or_copy(src: &File, dst: &mut File) -> io::Result<()> {
+    if !try_clone(src, dst) {
         let mut reader = src;
         io::copy(&mut reader, dst)?;
     }
@@ -836,10 +1042,13 @@ mod tests {
                 &out.join("a.txt"),
                 false,
                 &fs::hash_file(&out.join("a.txt")).unwrap(),
+                None,
             )
             .unwrap();
         let tree_digest = fs::hash_tree(&out.join("tree")).unwrap();
-        let tree = store.ingest(&out.join("tree"), true, &tree_digest).unwrap();
+        let tree = store
+            .ingest(&out.join("tree"), true, &tree_digest, None)
+            .unwrap();
         std::fs::remove_dir_all(&out).unwrap();
         let root = Beneath::open(dir.path()).unwrap();
         store.restore(&root, "out/a.txt", &file).unwrap();
@@ -856,13 +1065,70 @@ mod tests {
     }
 
     #[test]
+    fn staging_hashes_what_it_copies_and_a_dropped_copy_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Local::new(&dir.path().join("cache"));
+        // One file below the two-thread threshold, one above it (and not a multiple of
+        // the chunk size).
+        for len in [5_000usize, PIPELINE_MIN as usize + 12_345] {
+            let f = dir.path().join(format!("f{len}"));
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            std::fs::write(&f, &bytes).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o750)).unwrap();
+            let (staged, meta) = store.stage(&f).unwrap();
+            assert_eq!(staged.digest, fs::hash_bytes(&bytes));
+            assert_eq!((staged.size, meta.len()), (len as u64, len as u64));
+            assert_eq!((staged.executable, staged.mode), (true, 0o750));
+            let d = staged.digest;
+            store.put_staged(staged).unwrap();
+            assert_eq!(store.read(&d).unwrap(), bytes);
+            // Already stored: a second copy is dropped, not renamed over the first.
+            let (again, _) = store.stage(&f).unwrap();
+            store.put_staged(again).unwrap();
+            let (dropped, _) = store.stage(&f).unwrap();
+            drop(dropped);
+        }
+        let left = std::fs::read_dir(dir.path().join("cache/tmp"))
+            .unwrap()
+            .count();
+        assert_eq!(left, 0, "no temporary is left in tmp/");
+    }
+
+    #[test]
+    fn ingest_refuses_a_file_above_max_blob_before_copying_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Local::new(&dir.path().join("cache"));
+        let f = dir.path().join("f");
+        std::fs::write(&f, "12345").unwrap();
+        let d = fs::hash_file(&f).unwrap();
+        let e = store.ingest(&f, false, &d, Some(4)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::FileTooLarge);
+        assert!(
+            e.to_string()
+                .contains("is 5 B, above `[cache] max_blob` (4 B)"),
+            "{e}"
+        );
+        assert!(!store.has(&d));
+        store.ingest(&f, false, &d, Some(5)).unwrap();
+        assert!(store.has(&d));
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_size(12), "12 B");
+        assert_eq!(human_size(1 << 30), "1 GiB");
+        assert_eq!(human_size(3 << 29), "1.5 GiB");
+        assert_eq!(human_size(512 << 20), "512 MiB");
+    }
+
+    #[test]
     fn a_corrupt_blob_is_never_restored_and_is_discarded() {
         let dir = tempfile::tempdir().unwrap();
         let store = Local::new(&dir.path().join("cache"));
         let f = dir.path().join("f");
         std::fs::write(&f, "good").unwrap();
         let d = fs::hash_file(&f).unwrap();
-        let stored = store.ingest(&f, false, &d).unwrap();
+        let stored = store.ingest(&f, false, &d, None).unwrap();
         std::fs::write(store.blob(&d), "evil").unwrap();
         std::fs::write(&f, "previous").unwrap();
         let root = Beneath::open(dir.path()).unwrap();
@@ -881,7 +1147,11 @@ mod tests {
         let store = Local::new(&dir.path().join("cache"));
         let f = dir.path().join("f");
         std::fs::write(&f, "new").unwrap();
-        assert!(store.ingest(&f, false, &fs::hash_bytes(b"old")).is_err());
+        assert!(
+            store
+                .ingest(&f, false, &fs::hash_bytes(b"old"), None)
+                .is_err()
+        );
     }
 
     #[test]
@@ -977,7 +1247,7 @@ mod tests {
         let f = dir.path().join("f");
         std::fs::write(&f, "good").unwrap();
         let stored = store
-            .ingest(&f, false, &fs::hash_file(&f).unwrap())
+            .ingest(&f, false, &fs::hash_file(&f).unwrap(), None)
             .unwrap();
         let project = dir.path().join("project");
         std::fs::create_dir_all(project.join("out")).unwrap();

@@ -1,6 +1,12 @@
 //! The content-addressed cache: results stored by action key, so an instance whose key
 //! was built before (here, by a teammate, or in CI) is restored instead of run.
 //!
+//! Storing: a job's outputs are copied into the store's `tmp/` while they are hashed
+//! ([`Cache::digest_outputs`]); after the success, a background thread renames the copies
+//! into place, writes the entry and uploads, while the build goes on; [`Cache::finish`]
+//! waits for it before the run ends. A result holding a file above `[cache] max_blob` is
+//! not stored.
+//!
 //! Layout, locally under `.orch/cache` (or `[cache] dir`) and remotely under the URL:
 //! `cas/DIGEST` holds contents by BLAKE3 digest, `ac/ACTION_KEY` the [`Entry`] (JSON)
 //! describing every output of that action. Lookups go local, then remote; a remote hit
@@ -22,8 +28,8 @@ pub use validate::{Declared, Invalid, validate};
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -176,6 +182,50 @@ pub struct Stats {
     pub bytes_up: u64,
     /// Build time the restored results had taken.
     pub saved_ms: u64,
+    /// Successes not stored because a file was above `[cache] max_blob`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub too_large: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// What [`Cache::digest_outputs`] did with one output.
+enum Staging {
+    /// Copied into the store's `tmp/` while hashed.
+    Copied(local::Staged),
+    /// Above `max_blob`: (its size, the limit).
+    TooLarge(u64, u64),
+}
+
+/// A job's outputs copied into the store while they were hashed, waiting for
+/// [`Cache::store`]; dropped (the job failed, or changed inputs), the copies are removed.
+#[derive(Default)]
+pub struct Staged {
+    copied: BTreeMap<String, local::Staged>,
+    /// Outputs above `max_blob`: (size, limit).
+    too_large: BTreeMap<String, (u64, u64)>,
+}
+
+/// A success to store: see [`Cache::store`].
+pub struct StoreRequest {
+    /// The instance, for warnings.
+    pub name: String,
+    /// The project root.
+    pub root: std::path::PathBuf,
+    /// The action key.
+    pub key: Digest,
+    /// Every declared output: (path, is_dir).
+    pub outputs: Vec<(String, bool)>,
+    /// What the build recorded for each, so content that changed since is not stored.
+    pub digests: BTreeMap<String, Digest>,
+    /// The inputs its depfile listed.
+    pub discovered: BTreeMap<String, Option<Digest>>,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// Copies made while its outputs were hashed.
+    pub staged: Staged,
 }
 
 /// The local store of a project: `[cache] dir` (relative to the root, or absolute), else
@@ -203,11 +253,22 @@ pub struct Cache {
     /// Set after the first remote failure: the rest of the run is local only.
     remote_off: AtomicBool,
     stats: Mutex<Stats>,
+    /// Files above this many bytes are not stored (`[cache] max_blob`).
+    max_blob: Option<u64>,
+    /// The thread storing results off the build's path, once one was handed over.
+    worker: Mutex<Option<StoreWorker>>,
 }
 
+/// The channel to the storing thread, and the thread.
+type StoreWorker = (
+    crossbeam_channel::Sender<(Arc<Cache>, StoreRequest)>,
+    std::thread::JoinHandle<()>,
+);
+
 impl Cache {
-    /// A cache over the local store at `dir` and an optional remote URL.
-    pub fn new(dir: &Path, remote_url: Option<String>, push: bool) -> Cache {
+    /// A cache over the local store at `dir` and an optional remote URL, storing no
+    /// file above `max_blob` bytes.
+    pub fn new(dir: &Path, remote_url: Option<String>, push: bool, max_blob: Option<u64>) -> Cache {
         Cache {
             local: Local::new(dir),
             remote_url,
@@ -216,6 +277,8 @@ impl Cache {
             local_ok: std::sync::OnceLock::new(),
             remote_off: AtomicBool::new(false),
             stats: Mutex::new(Stats::default()),
+            max_blob,
+            worker: Mutex::new(None),
         }
     }
 
@@ -373,45 +436,224 @@ impl Cache {
         }
     }
 
-    /// Stores the outputs of a success under `key`: `outputs` are (path, is_dir) and
-    /// `digests` what the build recorded, so content that changed since is not stored;
-    /// `discovered` are the inputs its depfile listed.
-    pub fn store(
+    /// Digests a job's `outputs` (project-relative) as [`fs::digest_paths`] does, copying
+    /// each regular file into the store's `tmp/` in the same read: the copy is what
+    /// [`Cache::store`] later puts in place, so storing a large output costs no second
+    /// read. A file above `[cache] max_blob` is only hashed (and the result will not be
+    /// stored), as are directories, symlinks, and every output when the store is not
+    /// usable; a failed copy falls back to hashing, and storing reports it.
+    pub fn digest_outputs(
         &self,
         root: &Path,
-        key: &Digest,
-        outputs: &[(String, bool)],
-        digests: &BTreeMap<String, Digest>,
-        discovered: &BTreeMap<String, Option<Digest>>,
-        duration_ms: u64,
-    ) -> Result<(), String> {
+        outputs: &[String],
+    ) -> (Vec<std::io::Result<fs::PathDigest>>, Staged) {
+        use rayon::prelude::*;
+        let usable = self.local_ok();
+        let results: Vec<(std::io::Result<fs::PathDigest>, Option<Staging>)> = outputs
+            .par_iter()
+            .map(|rel| {
+                let full = root.join(rel);
+                let plain = || {
+                    let mut d = fs::digest_paths(root, std::slice::from_ref(rel), |_| None);
+                    (d.pop().unwrap_or(Ok(fs::PathDigest::Missing)), None)
+                };
+                let Ok(meta) = std::fs::symlink_metadata(&full) else {
+                    return plain();
+                };
+                if !usable || !meta.is_file() {
+                    return plain();
+                }
+                if let Some(max) = self.max_blob.filter(|m| meta.len() > *m) {
+                    let (d, _) = plain();
+                    return (d, Some(Staging::TooLarge(meta.len(), max)));
+                }
+                // Taken before reading, as `digest_paths` does: an edit during the copy
+                // then makes the digest-cache row racy instead of vouching for it.
+                let hashed_at_ns = fs::now_ns();
+                match self.local.stage(&full) {
+                    Ok((staged, meta)) => {
+                        let stat = fs::FileStat::from_metadata(&meta);
+                        let digest = staged.digest;
+                        let d = fs::PathDigest::Present {
+                            stat,
+                            digest,
+                            refreshed: Some(fs::CachedDigest {
+                                stat,
+                                digest,
+                                hashed_at_ns,
+                            }),
+                        };
+                        (Ok(d), Some(Staging::Copied(staged)))
+                    }
+                    Err(e) if fs::digest::is_interrupted(&e) => (Err(e), None),
+                    Err(_) => plain(),
+                }
+            })
+            .collect();
+        let mut staged = Staged::default();
+        let digests = outputs
+            .iter()
+            .zip(results)
+            .map(|(rel, (d, s))| {
+                match s {
+                    Some(Staging::Copied(c)) => {
+                        staged.copied.insert(rel.clone(), c);
+                    }
+                    Some(Staging::TooLarge(size, max)) => {
+                        staged.too_large.insert(rel.clone(), (size, max));
+                    }
+                    None => {}
+                }
+                d
+            })
+            .collect();
+        (digests, staged)
+    }
+
+    /// Stores the outputs of a success under its key, on a background thread so the
+    /// build goes on meanwhile ([`Cache::finish`] waits for it). Returns an error at once,
+    /// for the caller to warn about, when the result is not stored: an output above
+    /// `[cache] max_blob`. A failure later on is a warning from the background thread.
+    pub fn store(self: &Arc<Self>, req: StoreRequest) -> Result<(), String> {
         if !self.local_ok() {
             return Ok(());
         }
+        let too_large = req
+            .staged
+            .too_large
+            .iter()
+            .next()
+            .map(|(p, s)| (p.clone(), *s));
+        let too_large = too_large.or_else(|| {
+            let max = self.max_blob?;
+            req.outputs.iter().find_map(|(path, is_dir)| {
+                let size = std::fs::metadata(req.root.join(path)).ok()?.len();
+                (!is_dir && size > max).then(|| (path.clone(), (size, max)))
+            })
+        });
+        if let Some((path, (size, max))) = too_large {
+            self.count_too_large();
+            return Err(format!(
+                "`{path}` is {}, above `[cache] max_blob` ({}); results holding a file this large are not stored",
+                local::human_size(size),
+                local::human_size(max)
+            ));
+        }
+        let job = (Arc::clone(self), req);
+        let Ok(mut worker) = self.worker.lock() else {
+            job.0.store_now(job.1);
+            return Ok(());
+        };
+        if worker.is_none() {
+            let (tx, rx) = crossbeam_channel::unbounded::<(Arc<Cache>, StoreRequest)>();
+            let spawned = std::thread::Builder::new()
+                .name("orch-store".into())
+                .spawn(move || {
+                    for (cache, req) in rx {
+                        cache.store_now(req);
+                    }
+                });
+            if let Ok(handle) = spawned {
+                *worker = Some((tx, handle));
+            }
+        }
+        match worker.as_ref() {
+            Some((tx, _)) => {
+                if let Err(e) = tx.send(job) {
+                    let (cache, req) = e.into_inner();
+                    cache.store_now(req);
+                }
+            }
+            // No thread to be had: store on this one, as before.
+            None => {
+                drop(worker);
+                job.0.store_now(job.1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every result handed to [`Cache::store`] is stored (or, after Ctrl-C,
+    /// abandoned: no half entry is ever visible). Call before the build ends.
+    pub fn finish(&self) {
+        let worker = self.worker.lock().ok().and_then(|mut w| w.take());
+        if let Some((tx, handle)) = worker {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+
+    fn count_too_large(&self) {
+        if let Ok(mut s) = self.stats.lock() {
+            s.too_large += 1;
+        }
+    }
+
+    /// Stores one result: blobs first (staged copies renamed into place, anything else
+    /// copied now), then the entry, then the upload. Stops without an entry when the build
+    /// is interrupted.
+    fn store_now(&self, req: StoreRequest) {
+        if let Err(m) = self.store_blobs(req) {
+            crate::say!("warning: {m}");
+        }
+    }
+
+    fn store_blobs(&self, mut req: StoreRequest) -> Result<(), String> {
+        let name = req.name.clone();
         let mut entry = Entry {
             v: ENTRY_FORMAT,
             outputs: BTreeMap::new(),
-            duration_ms,
-            discovered: discovered.clone(),
+            duration_ms: req.duration_ms,
+            discovered: std::mem::take(&mut req.discovered),
         };
-        for (path, is_dir) in outputs {
-            let expected = digests
-                .get(path)
-                .copied()
-                .ok_or_else(|| format!("no digest recorded for `{path}`"))?;
-            let stored = self
-                .local
-                .ingest(&root.join(path), *is_dir, &expected)
-                .map_err(|e| format!("cannot store `{path}`: {e}"))?;
+        for (path, is_dir) in &req.outputs {
+            if crate::exec::signal::interrupted() {
+                return Ok(());
+            }
+            let expected =
+                req.digests.get(path).copied().ok_or_else(|| {
+                    format!("{name}: not cached: no digest recorded for `{path}`")
+                })?;
+            let stored = match req.staged.copied.remove(path) {
+                Some(c) if !is_dir && c.digest == expected => {
+                    let stored = Stored::File {
+                        digest: c.digest,
+                        size: c.size,
+                        executable: c.executable,
+                        mode: Some(c.mode),
+                    };
+                    self.local.put_staged(c).map(|()| stored)
+                }
+                _ => self
+                    .local
+                    .ingest(&req.root.join(path), *is_dir, &expected, self.max_blob),
+            };
+            let stored = stored.map_err(|e| {
+                if e.kind() == std::io::ErrorKind::FileTooLarge {
+                    self.count_too_large();
+                    // The file inside a directory output, named as the project does.
+                    let e = e
+                        .to_string()
+                        .replace(&format!("{}/", req.root.display()), "");
+                    format!(
+                        "{name}: not cached: {e}; results holding a file this large are not stored"
+                    )
+                } else {
+                    format!("{name}: not cached: cannot store `{path}`: {e}")
+                }
+            })?;
             entry.outputs.insert(path.clone(), stored);
         }
+        if crate::exec::signal::interrupted() {
+            return Ok(());
+        }
         self.local
-            .put_entry(key, &entry)
-            .map_err(|e| format!("cannot store the result: {e}"))?;
+            .put_entry(&req.key, &entry)
+            .map_err(|e| format!("{name}: not cached: cannot store the result: {e}"))?;
         if self.push
             && let Some(r) = self.remote()
         {
-            self.push(r, key, &entry);
+            self.push(r, &req.key, &entry);
         }
         Ok(())
     }
@@ -448,5 +690,78 @@ impl Cache {
     /// Whether the local store holds a result for `key` (for `plan`).
     pub fn has_local(&self, key: &Digest) -> bool {
         self.local.entry(key).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_staged_result_is_stored_in_the_background_and_in_place_after_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("project");
+        std::fs::create_dir_all(root.join("out")).unwrap();
+        std::fs::write(root.join("out/a.txt"), "hello").unwrap();
+        let cache = Arc::new(Cache::new(&dir.path().join("store"), None, false, None));
+        let outputs = vec!["out/a.txt".to_owned()];
+        let (digests, staged) = cache.digest_outputs(&root, &outputs);
+        let Ok(fs::PathDigest::Present { digest, .. }) = &digests[0] else {
+            panic!("{digests:?}");
+        };
+        assert_eq!(*digest, fs::hash_bytes(b"hello"));
+        assert_eq!(staged.copied.len(), 1);
+        let key = fs::hash_bytes(b"key");
+        cache
+            .store(StoreRequest {
+                name: "a".into(),
+                root: root.clone(),
+                key,
+                outputs: vec![("out/a.txt".into(), false)],
+                digests: BTreeMap::from([("out/a.txt".to_owned(), *digest)]),
+                discovered: BTreeMap::new(),
+                duration_ms: 1,
+                staged,
+            })
+            .unwrap();
+        cache.finish();
+        // Edited after it was hashed: the stored copy is what was hashed.
+        std::fs::write(root.join("out/a.txt"), "edited").unwrap();
+        let (entry, source) = cache.lookup(&key).unwrap();
+        assert_eq!(source, Source::Local);
+        assert_eq!(entry.outputs["out/a.txt"].digest(), *digest);
+        assert_eq!(cache.local.read(digest).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn a_result_above_max_blob_is_refused_at_once_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::write(root.join("big"), "12345").unwrap();
+        let cache = Arc::new(Cache::new(&root.join("store"), None, false, Some(4)));
+        let (digests, staged) = cache.digest_outputs(&root, &["big".to_owned()]);
+        assert!(staged.copied.is_empty());
+        let Ok(fs::PathDigest::Present { digest, .. }) = &digests[0] else {
+            panic!("{digests:?}");
+        };
+        let err = cache
+            .store(StoreRequest {
+                name: "big".into(),
+                root: root.clone(),
+                key: fs::hash_bytes(b"key"),
+                outputs: vec![("big".into(), false)],
+                digests: BTreeMap::from([("big".to_owned(), *digest)]),
+                discovered: BTreeMap::new(),
+                duration_ms: 1,
+                staged,
+            })
+            .unwrap_err();
+        assert!(
+            err.contains("`big` is 5 B, above `[cache] max_blob` (4 B)"),
+            "{err}"
+        );
+        cache.finish();
+        assert_eq!(cache.stats().too_large, 1);
+        assert!(cache.lookup(&fs::hash_bytes(b"key")).is_none());
     }
 }

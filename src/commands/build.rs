@@ -317,6 +317,7 @@ pub fn open_cache(project: &crate::model::Project, layout: &Layout) -> Cache {
         &crate::cache::local_dir(project, layout),
         project.cache.remote.clone(),
         project.cache.push,
+        project.cache.max_blob,
     )
 }
 

@@ -202,6 +202,9 @@ pub struct Planned {
     pub shards: Option<ShardInfo>,
     /// A stale instance whose result the local cache holds: it would be restored.
     pub cached: bool,
+    /// A stale instance whose result would not be stored, as far as its outputs on disk
+    /// tell: (a file above `[cache] max_blob`, its size, the limit).
+    pub too_large: Option<(String, u64, u64)>,
 }
 
 /// The plan of `selected`, in topological order.
@@ -298,13 +301,51 @@ pub fn planned(
             && cache.peek_entry(&entry.key).is_some_and(|e| {
                 discovered_whys(&e.discovered, &|p| snap.digest_now(p)).is_empty()
             });
+        let too_large = l
+            .project
+            .cache
+            .max_blob
+            .filter(|_| entry.stale && inst.cache && !inst.always && !cached)
+            .and_then(|max| largest_above(&l.project.root, &inst.outputs, max));
         out.push(Planned {
             entry,
             shards,
             cached,
+            too_large,
         });
     }
     Ok(out)
+}
+
+/// The first file among `outputs` (as the last build left them) above `max` bytes: its
+/// path, size and `max`.
+fn largest_above(
+    root: &std::path::Path,
+    outputs: &[crate::model::Output],
+    max: u64,
+) -> Option<(String, u64, u64)> {
+    outputs.iter().find_map(|o| {
+        let path = root.join(&o.path);
+        if !o.dir {
+            let size = std::fs::metadata(&path).ok()?.len();
+            return (size > max).then(|| (o.path.clone(), size, max));
+        }
+        walkdir::WalkDir::new(&path)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .find_map(|e| {
+                let size = e.metadata().ok()?.len();
+                let rel = e
+                    .path()
+                    .strip_prefix(root)
+                    .ok()?
+                    .to_string_lossy()
+                    .into_owned();
+                (size > max).then_some((rel, size, max))
+            })
+    })
 }
 
 /// Whether every output a shard recorded is still there (then a stale shard's output was
@@ -328,6 +369,9 @@ pub fn entry_json(p: &Planned) -> serde_json::Value {
     });
     if p.entry.stale {
         v["source"] = json!(if p.cached { "local" } else { "built" });
+    }
+    if let Some((path, size, max)) = &p.too_large {
+        v["not_cacheable"] = json!({ "path": path, "size": size, "max_blob": max });
     }
     if let Some(info) = &p.shards {
         v["shards"] = match info {
@@ -355,6 +399,13 @@ pub fn reasons_text(p: &Planned) -> String {
     let mut text = why.join(", ");
     if p.cached {
         text.push_str(" — restorable from the local cache");
+    }
+    if let Some((path, size, max)) = &p.too_large {
+        text.push_str(&format!(
+            " — not cacheable: `{path}` is {}, above `[cache] max_blob` ({})",
+            crate::cache::local::human_size(*size),
+            crate::cache::local::human_size(*max)
+        ));
     }
     text
 }

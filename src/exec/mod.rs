@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::cache::{Cache, Source};
+use crate::cache::{Cache, Source, Staged, StoreRequest};
 use crate::events::shard_name::key_suffix;
 use crate::events::{BlockReason, Counts, EventKind, EventLog, FailureKind, ShardRef};
 use crate::fs::{self, Beneath, Digest, PathDigest};
@@ -394,6 +394,14 @@ impl Build<'_, '_> {
         for i in left {
             self.finalize_sharded(i);
         }
+        // Results still being stored are in place before the run ends (and its lock is
+        // released); Ctrl-C meanwhile abandons them and the run is interrupted.
+        if let Some(cache) = &self.opts.cache {
+            cache.finish();
+            if signal::interrupted() && !self.report.interrupted {
+                self.report.interrupted = true;
+            }
+        }
         self.pending.flush(self.store);
         self.block_unstarted();
         let duration_ms = self.started_at.elapsed().as_millis() as u64;
@@ -698,13 +706,18 @@ impl Build<'_, '_> {
                     Ok(()) if w.has_run => runner.run(&job),
                     Ok(()) => Exit::Success,
                 };
+                // With the cache on, outputs are copied into the store as they are
+                // hashed, so storing them later reads nothing again.
+                let (digests, staged) = match (&w.store, exit == Exit::Success) {
+                    (_, false) => (Vec::new(), Staged::default()),
+                    (Some((cache, _, _)), true) => cache.digest_outputs(&root, &w.outputs),
+                    (None, true) => (
+                        fs::digest_paths(&root, &w.outputs, |_| None),
+                        Staged::default(),
+                    ),
+                };
                 let outputs: Vec<(String, Result<PathDigest, std::io::Error>)> =
-                    if exit == Exit::Success {
-                        let digests = fs::digest_paths(&root, &w.outputs, |_| None);
-                        w.outputs.iter().cloned().zip(digests).collect()
-                    } else {
-                        Vec::new()
-                    };
+                    w.outputs.iter().cloned().zip(digests).collect();
                 let mut read = DepfileRead::default();
                 let failure = failure_of(&exit, &outputs)
                     .or_else(|| {
@@ -770,14 +783,16 @@ impl Build<'_, '_> {
                                     _ => None,
                                 })
                                 .collect();
-                            if let Err(m) = cache.store(
-                                &root,
-                                key,
-                                decl,
-                                &digests,
-                                &read.discovered,
-                                started.elapsed().as_millis() as u64,
-                            ) {
+                            if let Err(m) = cache.store(StoreRequest {
+                                name: job.name.clone(),
+                                root: root.clone(),
+                                key: *key,
+                                outputs: decl.clone(),
+                                digests,
+                                discovered: read.discovered.clone(),
+                                duration_ms: started.elapsed().as_millis() as u64,
+                                staged,
+                            }) {
                                 crate::say!("warning: {}: not cached: {m}", job.name);
                             }
                         }
@@ -1788,14 +1803,16 @@ impl Build<'_, '_> {
         if let Some(cache) = self.cache_for(i) {
             let outputs: Vec<(String, bool)> = metas.keys().map(|p| (p.clone(), false)).collect();
             let digests = metas.iter().map(|(p, m)| (p.clone(), m.digest)).collect();
-            if let Err(m) = cache.store(
-                &self.root,
-                &sh.key,
-                &outputs,
-                &digests,
-                &discovered,
+            if let Err(m) = cache.store(StoreRequest {
+                name: inst.name.clone(),
+                root: self.root.clone(),
+                key: sh.key,
+                outputs,
+                digests,
+                discovered: discovered.clone(),
                 duration_ms,
-            ) {
+                staged: Staged::default(),
+            }) {
                 crate::say!("warning: {}: not cached: {m}", inst.name);
             }
         }

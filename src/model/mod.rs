@@ -75,6 +75,9 @@ pub struct CacheConfig {
     pub remote: Option<String>,
     /// Upload results after success (default true when there is a remote).
     pub push: bool,
+    /// Results holding a file larger than this many bytes are not stored (default: no
+    /// limit).
+    pub max_blob: Option<u64>,
 }
 
 /// A declared phase.

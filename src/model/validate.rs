@@ -783,6 +783,11 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
         }
     }
 
+    let max_blob = max_blob(
+        raw_cache.as_ref().and_then(|c| c.max_blob.as_ref()),
+        main,
+        &mut errors,
+    );
     sort_errors(&mut errors);
     // Instances of one phase share their spans: one report per place is enough.
     errors.dedup_by(|a, b| a.message == b.message && a.primary == b.primary);
@@ -810,6 +815,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                 .and_then(|c| c.remote.as_ref())
                 .map(|r| r.get_ref().clone()),
             push: raw_cache.as_ref().and_then(|c| c.push).unwrap_or(true),
+            max_blob,
         },
         jobs,
         keep_runs: keep_runs(orch.keep_runs.as_ref(), main, &mut errors),
@@ -2134,6 +2140,68 @@ fn keep_runs(value: Option<&Spanned<i64>>, file: FileId, errors: &mut Vec<Config
     }
 }
 
+/// `[cache] max_blob`: a size such as `512MiB`, `2G` or `1048576` (K, M, G, T are powers
+/// of 1024, with or without `B` or `iB`); anything else, or zero, is an error.
+fn max_blob(
+    raw: Option<&Spanned<String>>,
+    main: FileId,
+    errors: &mut Vec<ConfigError>,
+) -> Option<u64> {
+    let raw = raw?;
+    let parsed = parse_size(raw.get_ref());
+    if let Some(n) = parsed.filter(|n| *n > 0) {
+        return Some(n);
+    }
+    let (label, help) = match parsed {
+        Some(_) => (
+            "zero would store nothing",
+            "to store nothing, set `cache = false` on the phases or build with `--no-cache`",
+        ),
+        None => (
+            "not a size",
+            "write a size such as `\"512MiB\"`, `\"2G\"` or `\"1048576\"` (K, M, G, T are powers of 1024)",
+        ),
+    };
+    errors.push(
+        ConfigError::new(
+            ErrorKind::Value,
+            format!("invalid `max_blob` size `{}`", raw.get_ref()),
+        )
+        .at(&Span::new(main, raw.span()), label)
+        .help(help),
+    );
+    None
+}
+
+/// Bytes in `512MiB`, `1.5G`, `4096`; None when it is not such a size or overflows.
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KB" | "KiB" => 10,
+        "M" | "MB" | "MiB" => 20,
+        "G" | "GB" | "GiB" => 30,
+        "T" | "TB" | "TiB" => 40,
+        _ => return None,
+    };
+    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+    if whole.is_empty() || (num.contains('.') && frac.is_empty()) {
+        return None;
+    }
+    let whole: u64 = whole.parse().ok()?;
+    let mut bytes = whole.checked_mul(1u64 << shift)?;
+    if !frac.is_empty() {
+        let digits = u32::try_from(frac.len()).ok().filter(|d| *d <= 9)?;
+        let f: u64 = frac.parse().ok()?;
+        bytes = bytes.checked_add(((f as u128) << shift).checked_div(10u128.pow(digits))? as u64)?;
+    }
+    Some(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2173,6 +2241,28 @@ mod tests {
             "",
         ] {
             assert!(remote_problem(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn max_blob_sizes() {
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("1.5 GB"), Some(3 << 29));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("0"), Some(0));
+        for bad in [
+            "",
+            "G",
+            "1.G",
+            ".5G",
+            "12X",
+            "-1",
+            "1e9",
+            "99999999999T",
+            "1.0000000001G",
+        ] {
+            assert_eq!(parse_size(bad), None, "{bad}");
         }
     }
 

@@ -82,10 +82,14 @@ pub struct RawCache {
     pub remote: Option<Spanned<String>>,
     /// Upload results after success.
     pub push: Option<bool>,
+    /// Results holding a file larger than this (`"512MiB"`, `"2G"`, bytes; K, M, G, T are
+    /// powers of 1024) are neither stored locally nor pushed (default: no limit).
+    #[schemars(with = "Option<String>")]
+    pub max_blob: Option<Spanned<String>>,
 }
 
 /// Keys of `[cache]`.
-pub const CACHE_KEYS: &[&str] = &["dir", "remote", "push"];
+pub const CACHE_KEYS: &[&str] = &["dir", "remote", "push", "max_blob"];
 
 /// One `[phase.NAME]` table.
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -12,6 +12,7 @@ mod events;
 mod failures;
 mod file_edges;
 mod history;
+mod large;
 mod lifecycle;
 mod parallel;
 mod retention;
