@@ -1300,7 +1300,11 @@ impl Build<'_, '_> {
             .collect();
         if self.jobs() > 1 && waiting.len() > 1 {
             let ms = self.store.shard_durations(&inst.name).unwrap_or_default();
-            priority::order_shards(&mut waiting, &|k| ms.get(&planned[k].shard.key).copied());
+            priority::order_shards(&mut waiting, &|k| {
+                ms.get(&planned[k].shard.key)
+                    .copied()
+                    .map(priority::quantize)
+            });
         }
         let cap = spec.parallel.unwrap_or(usize::MAX).min(self.jobs()).max(1);
         self.events.emit(

@@ -21,6 +21,16 @@ use crate::store::Store;
 /// every instance then counts one, so the longest chain by count goes first.
 const UNIT_MS: u64 = 1;
 
+/// Recorded durations are compared in steps of this many milliseconds: differences below
+/// it are noise (a busy machine stretches a `true` to a hundred milliseconds), and counting
+/// them would reorder short commands from one build to the next for no gain.
+pub const QUANTUM_MS: u64 = 250;
+
+/// A recorded duration in [`QUANTUM_MS`] steps, rounded, at least one.
+pub fn quantize(ms: u64) -> u64 {
+    (ms.saturating_add(QUANTUM_MS / 2) / QUANTUM_MS).max(1)
+}
+
 /// The priority of every instance (0 for those not selected), or an empty vector when
 /// priorities do not apply: one job, or too little stale work for any to wait.
 pub fn for_build(
@@ -41,7 +51,12 @@ pub fn for_build(
         project.instances.len(),
         selected,
         &|i| plan.get(&i).is_none_or(|e| e.stale),
-        &|i| recorded.get(&project.instances[i].name).copied(),
+        &|i| {
+            recorded
+                .get(&project.instances[i].name)
+                .copied()
+                .map(quantize)
+        },
     );
     critical_path(graph, selected, &weight)
 }
@@ -117,6 +132,16 @@ fn median(values: &mut [u64]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_durations_weigh_the_same() {
+        assert_eq!(quantize(0), 1);
+        assert_eq!(quantize(3), 1);
+        assert_eq!(quantize(180), 1);
+        assert_eq!(quantize(300), 1);
+        assert_eq!(quantize(1000), 4);
+        assert_eq!(quantize(u64::MAX), u64::MAX / QUANTUM_MS);
+    }
 
     /// A graph from edges (upstream, downstream) over `n` instances, ordered by index.
     fn graph(n: usize, edges: &[(usize, usize)]) -> Graph {

@@ -64,12 +64,10 @@ fn after_one_build_the_head_of_the_longest_chain_starts_first() {
             "warm",
         ])
         .run();
+    // Which of the later instances starts next depends on which command ends first, so
+    // only the first choice, made before anything ran, is checked here; the unit tests
+    // of `exec::priority` and `exec::scheduler` check the order itself.
     assert_eq!(first_started(&second, "warm", 2), names(&["z_head", "a1"]));
-    // `z_slow` starts as soon as `z_head` is done, before the short chains' tails
-    // that were ready as early.
-    let started = ran(&second.events("warm"));
-    let at = |name: &str| started.iter().position(|s| s == name);
-    assert!(at("z_slow") < at("c2"), "{started:?}");
 }
 
 #[test]
