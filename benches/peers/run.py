@@ -547,7 +547,8 @@ def main(argv=None):
                 save_results(args.results, results)
                 report.write(results, args.report)
     report.write(results, args.report)
-    log("wrote %s and %s" % (os.path.relpath(args.report), os.path.relpath(args.results)))
+    log("wrote %s%s" % (os.path.relpath(args.report), "" if args.report_only
+                        else " and " + os.path.relpath(args.results)))
     return 0
 
 
