@@ -183,7 +183,8 @@ pub struct Snapshot<'p> {
     pub forced: BTreeSet<usize>,
     /// Recorded state, per instance.
     pub records: Vec<Recorded>,
-    /// Raw store records, by instance name.
+    /// Raw store records, by instance name; the manifests of selected instances are
+    /// moved out into `records`, so only their other fields are left to read.
     pub raw_records: BTreeMap<String, InstanceRecord>,
     /// Files each instance's input globs match (sorted), per instance.
     pub inputs: Vec<Vec<String>>,
@@ -226,21 +227,6 @@ impl<'p> Snapshot<'p> {
             .copied()
             .filter(|i| selected.contains(i))
             .collect();
-        let raw_records = store.load_results()?;
-        let mut records = vec![Recorded::default(); project.instances.len()];
-        for &i in &order {
-            if let Some(r) = raw_records.get(&project.instances[i].name) {
-                records[i] = Recorded {
-                    last_failed: r.last_status == LastStatus::Failed,
-                    // An unreadable manifest (older orch, damage) only means "rebuild".
-                    success: r
-                        .success
-                        .as_ref()
-                        .and_then(|s| Success::decode(Digest(s.action_key), &s.manifest)),
-                };
-            }
-        }
-
         // Every declared output and every directory above one: a plain input naming any
         // of them can change while the build runs.
         let mut produced = HashSet::new();
@@ -270,17 +256,79 @@ impl<'p> Snapshot<'p> {
         produced_dirs.sort();
         produced_dirs.dedup();
 
+        // The walk and the stats of everything the project names need no state: they run
+        // on another thread while the state store is read on this one (the store's
+        // connection stays on this thread).
+        let (walked, raw_records, records, cache) = std::thread::scope(|scope| {
+            let walker = scope.spawn(|| -> Result<_, SnapshotError> {
+                let inputs = expand_inputs(project, &order, true)?;
+                let mut named: Vec<&str> = Vec::new();
+                for (k, &i) in order.iter().enumerate() {
+                    let inst = &project.instances[i];
+                    named.extend(inputs[k].iter().map(String::as_str));
+                    named.extend(schema_files(inst));
+                    // File outputs: most are recorded, and their digests are needed.
+                    named.extend(
+                        inst.outputs
+                            .iter()
+                            .filter(|o| !o.dir)
+                            .map(|o| o.path.as_str()),
+                    );
+                }
+                named.sort_unstable();
+                named.dedup();
+                let named: Vec<String> = named.into_iter().map(str::to_owned).collect();
+                let stats = fs::stat_paths(&project.root, &named);
+                Ok((inputs, named, stats))
+            });
+            let read = || -> Result<_, SnapshotError> {
+                let mut raw_records = store.load_results()?;
+                let mut records = Vec::with_capacity(order.len());
+                for &i in &order {
+                    let Some(r) = raw_records.get_mut(&project.instances[i].name) else {
+                        continue;
+                    };
+                    records.push((
+                        i,
+                        Recorded {
+                            last_failed: r.last_status == LastStatus::Failed,
+                            // An unreadable manifest (older orch, damage) only means
+                            // "rebuild". The decoded success keeps the manifest's bytes.
+                            success: r.success.as_mut().and_then(|s| {
+                                let bytes = std::mem::take(&mut s.manifest);
+                                Success::decode_owned(Digest(s.action_key), bytes)
+                            }),
+                        },
+                    ));
+                }
+                let cache = store.load_digests()?;
+                Ok((raw_records, records, cache))
+            };
+            let read = read();
+            // A panic on the walker is a bug; it surfaces here as it would have inline.
+            let walked = match walker.join() {
+                Ok(w) => w,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            let (raw_records, records, cache) = read?;
+            Ok::<_, SnapshotError>((walked?, raw_records, records, cache))
+        })?;
+        let (found, named, named_stats) = walked;
+        let mut all_records = vec![Recorded::default(); project.instances.len()];
+        for (i, r) in records {
+            all_records[i] = r;
+        }
+        let records = all_records;
+
         let mut inputs = vec![Vec::new(); project.instances.len()];
-        for (k, files) in expand_inputs(project, &order, true)?
-            .into_iter()
-            .enumerate()
-        {
+        for (k, files) in found.into_iter().enumerate() {
             inputs[order[k]] = files;
         }
         let rewalk = globs_matching_outputs(project, &order, &produced_dirs);
 
         // Everything whose digest the plan needs: inputs, schemas and recorded outputs.
-        let mut wanted: BTreeSet<&str> = BTreeSet::new();
+        // Most were statted above; what only the records name is statted now.
+        let mut wanted: Vec<&str> = Vec::new();
         for &i in &order {
             wanted.extend(inputs[i].iter().map(String::as_str));
             wanted.extend(schema_files(&project.instances[i]));
@@ -291,9 +339,39 @@ impl<'p> Snapshot<'p> {
                 wanted.extend(m.discovered.keys().map(String::as_str));
             }
         }
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut named_stats: Vec<Option<std::io::Result<Option<FileStat>>>> =
+            named_stats.into_iter().map(Some).collect();
+        let mut stats = Vec::with_capacity(wanted.len());
+        let mut unstatted = Vec::new();
+        for (k, p) in wanted.iter().enumerate() {
+            match named.binary_search_by(|n| n.as_str().cmp(p)) {
+                Ok(at) => stats.push(named_stats[at].take()),
+                Err(_) => {
+                    unstatted.push(k);
+                    stats.push(None);
+                }
+            }
+        }
         let wanted: Vec<String> = wanted.into_iter().map(str::to_owned).collect();
-        let cache = store.load_digests()?;
-        let results = fs::digest_paths(&project.root, &wanted, |p| cache.get(p).map(row_to_cached));
+        let late: Vec<String> = unstatted.iter().map(|&k| wanted[k].clone()).collect();
+        for (k, st) in unstatted
+            .into_iter()
+            .zip(fs::stat_paths(&project.root, &late))
+        {
+            stats[k] = Some(st);
+        }
+        // Every slot is filled above; an empty one would only mean "look again".
+        let stats = stats
+            .into_iter()
+            .zip(&wanted)
+            .map(|(st, p)| st.unwrap_or_else(|| fs::stat_path(&project.root.join(p))))
+            .collect();
+
+        let results = fs::digest_statted(&project.root, &wanted, stats, |p| {
+            cache.get(p).map(row_to_cached)
+        });
         let mut digests = HashMap::with_capacity(wanted.len());
         let mut entries = HashMap::with_capacity(wanted.len());
         let mut digest_updates = Vec::new();
@@ -322,7 +400,6 @@ impl<'p> Snapshot<'p> {
                 Err(e) => return Err(SnapshotError::reading(path, e)),
             }
         }
-
         // Without the project's key (never built, or `.orch/` not writable) a one-off
         // random key stands in: values then compare as unknown, so never as unchanged.
         let project_key = Layout::new(&project.root).read_value_key();

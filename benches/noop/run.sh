@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # No-op build benchmark: orch vs ninja on an N-phase generated project.
 #
-# Usage: benches/noop/run.sh [N] [ORCH_BIN]
+# Usage: benches/noop/run.sh [--shape layered|wide] [N] [ORCH_BIN]
+#   --shape   graph shape passed to gen.py (default layered)
 #   N         number of phases (default 10000)
 #   ORCH_BIN  orch binary (default: target/release/orch under the repo root)
 #
@@ -11,16 +12,23 @@
 #                  with the default the JSON is deleted unless KEEP=1)
 #   NINJA_ONLY=1   skip everything orch-related (to check the harness itself)
 #   WARMUP, RUNS   hyperfine --warmup / --runs (default 3 / 20)
+#   OLD_BIN=path   another orch binary (say, a build of the previous commit), timed
+#                  in the same hyperfine run on a third copy of the project
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 
+SHAPE=layered
+if [[ "${1:-}" == --shape ]]; then SHAPE="${2:-}"; shift 2 || shift; fi
+if [[ "${1:-}" == --shape=* ]]; then SHAPE="${1#--shape=}"; shift; fi
+[[ "$SHAPE" == layered || "$SHAPE" == wide ]] || { echo "run.sh: error: --shape must be layered or wide, got '$SHAPE'" >&2; exit 1; }
 N="${1:-10000}"
 ORCH_BIN="${2:-$repo/target/release/orch}"
 NINJA_ONLY="${NINJA_ONLY:-0}"
 WARMUP="${WARMUP:-3}"
 RUNS="${RUNS:-20}"
+OLD_BIN="${OLD_BIN:-}"
 
 die() { echo "run.sh: error: $*" >&2; exit 1; }
 say() { printf '\n=== %s\n' "$*"; }
@@ -33,6 +41,10 @@ if [[ "$NINJA_ONLY" != 1 ]]; then
        build it first (cargo build --release) or pass its path: run.sh $N /path/to/orch"
     [[ -f "$ORCH_BIN" && -x "$ORCH_BIN" ]] || die "not an executable file: $ORCH_BIN"
     ORCH_BIN="$(cd "$(dirname "$ORCH_BIN")" && pwd)/$(basename "$ORCH_BIN")"
+    if [[ -n "$OLD_BIN" ]]; then
+        [[ -f "$OLD_BIN" && -x "$OLD_BIN" ]] || die "OLD_BIN is not an executable file: $OLD_BIN"
+        OLD_BIN="$(cd "$(dirname "$OLD_BIN")" && pwd)/$(basename "$OLD_BIN")"
+    fi
 fi
 
 # --- tools --------------------------------------------------------------------
@@ -60,16 +72,18 @@ else
 fi
 A="$work/ninja"   # ninja's copy
 B="$work/orch"    # orch's copy
+C="$work/old"     # OLD_BIN's copy
 RESULT="${RESULT:-$work/hyperfine.json}"
 
 say "setup"
-echo "N=$N  nproc=$(nproc)  $(uname -srm)"
+echo "N=$N  shape=$SHAPE  nproc=$(nproc)  $(uname -srm)"
 echo "ninja $(ninja --version)  $(hyperfine --version)"
 [[ "$NINJA_ONLY" == 1 ]] && echo "orch: skipped (NINJA_ONLY=1)" || echo "orch: $ORCH_BIN"
 echo "work dir: $work"
 
-python3 "$here/gen.py" "$A" "$N"
-[[ "$NINJA_ONLY" == 1 ]] || python3 "$here/gen.py" "$B" "$N"
+python3 "$here/gen.py" --shape "$SHAPE" "$A" "$N"
+[[ "$NINJA_ONLY" == 1 ]] || python3 "$here/gen.py" --shape "$SHAPE" "$B" "$N"
+[[ -z "$OLD_BIN" ]] || python3 "$here/gen.py" --shape "$SHAPE" "$C" "$N"
 
 # Build logs go to files (10k progress lines); shown only on failure.
 run_logged() {  # run_logged LOG CMD...
@@ -89,6 +103,10 @@ echo "ninja full build: $(ms_since "$t0") ms"
 if [[ "$NINJA_ONLY" != 1 ]]; then
     t0=$(date +%s%N); run_logged "$work/orch-full.log" "$ORCH_BIN" build -C "$B" -q -j 2
     echo "orch  full build: $(ms_since "$t0") ms"
+    if [[ -n "$OLD_BIN" ]]; then
+        run_logged "$work/old-full.log" "$OLD_BIN" build -C "$C" -q -j 2
+        echo "old   full build done ($OLD_BIN)"
+    fi
 fi
 
 count_outputs() { find "$1/out" -type f -name 'p*.txt' | wc -l; }
@@ -114,6 +132,7 @@ sleep 0.05; touch "$work/marker"
 say "no-op build, side by side (hyperfine, $WARMUP warmups, $RUNS runs)"
 cmds=(-n ninja "ninja -C $A")
 [[ "$NINJA_ONLY" == 1 ]] || cmds+=(-n orch "$ORCH_BIN build -C $B -q")
+[[ -z "$OLD_BIN" ]] || cmds+=(-n old "$OLD_BIN build -C $C -q")
 # -N (no intermediate shell, hyperfine >= 1.13): the no-op builds take only a
 # few ms, below what hyperfine can correct for shell start-up. Applied to both.
 hf_opts=()
@@ -135,7 +154,22 @@ if "orch" in res and "ninja" in res:
     print("ratio orch/ninja  mean:   %.2fx" % (o["mean"] / n["mean"]))
     print("ratio orch/ninja  median: %.2fx" % (o["median"] / n["median"]))
     print("(< 1 means orch is faster; > 1 means orch is slower)")
+    print("cpu (user+sys) orch/ninja: %.2fx" % ((o["user"] + o["system"]) / (n["user"] + n["system"])))
+if "old" in res and "orch" in res:
+    o, n = res["orch"], res["old"]
+    print("ratio orch/old    mean:   %.2fx   median: %.2fx   cpu: %.2fx" % (
+        o["mean"] / n["mean"], o["median"] / n["median"],
+        (o["user"] + o["system"]) / (n["user"] + n["system"])))
 PY
+
+# Peak RSS of one no-op build each (GNU time's %M, in KB), when GNU time is there.
+if [[ -x /usr/bin/time ]]; then
+    rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -n 1; }
+    line="peak RSS KB: ninja $(rss ninja -C "$A")"
+    [[ "$NINJA_ONLY" == 1 ]] || line+="  orch $(rss "$ORCH_BIN" build -C "$B" -q)"
+    [[ -z "$OLD_BIN" ]] || line+="  old $(rss "$OLD_BIN" build -C "$C" -q)"
+    echo "$line"
+fi
 echo "hyperfine JSON: $RESULT"
 
 newer() { find "$1/out" -type f -newer "$work/marker" | wc -l; }

@@ -9,6 +9,7 @@ pub mod walk;
 pub use beneath::{Beneath, BeneathError};
 pub use digest::{Digest, hash_bytes, hash_file, hash_path, hash_tree};
 pub use stat::{
-    CachedDigest, FileStat, PathDigest, RACY_WINDOW_NS, digest_paths, now_ns, stat_path,
+    CachedDigest, FileStat, PathDigest, RACY_WINDOW_NS, digest_paths, digest_statted, now_ns,
+    stat_path, stat_paths,
 };
 pub use walk::{Expansion, MultiGlob, WalkError};

@@ -137,6 +137,47 @@ where
         .collect()
 }
 
+/// Stats many project-relative paths in parallel (following symlinks, as digesting
+/// does); output order matches `paths`. Taking the stats apart from the digest pass lets
+/// them run while the digest cache is still being read.
+pub fn stat_paths(root: &Path, paths: &[String]) -> Vec<io::Result<Option<FileStat>>> {
+    paths
+        .par_iter()
+        .map(|rel| stat_path(&root.join(rel)))
+        .collect()
+}
+
+/// Digests many paths whose stats were taken by [`stat_paths`], reusing valid cache
+/// entries: only a path whose stat does not vouch for its cached digest is read.
+pub fn digest_statted<F>(
+    root: &Path,
+    paths: &[String],
+    stats: Vec<io::Result<Option<FileStat>>>,
+    cache: F,
+) -> Vec<Result<PathDigest, io::Error>>
+where
+    F: Fn(&str) -> Option<CachedDigest> + Sync,
+{
+    paths
+        .par_iter()
+        .zip(stats)
+        .map(|(rel, stat)| match stat? {
+            None => Ok(PathDigest::Missing),
+            Some(stat) => match cache(rel).filter(|c| c.is_valid_for(&stat)) {
+                Some(cached) => Ok(PathDigest::Present {
+                    stat,
+                    digest: cached.digest,
+                    refreshed: None,
+                }),
+                // Stat again right before hashing: the entry written must pair the
+                // content with a stat taken just before it was read, however long ago
+                // the first stat was.
+                None => digest_one(root, rel, &cache),
+            },
+        })
+        .collect()
+}
+
 fn digest_one<F>(root: &Path, rel: &str, cache: &F) -> io::Result<PathDigest>
 where
     F: Fn(&str) -> Option<CachedDigest> + Sync,
@@ -314,6 +355,60 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(get(4), PathDigest::Missing);
+    }
+
+    #[test]
+    fn stats_taken_early_still_decide_like_a_fresh_pass() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("a"), b"aaa").unwrap();
+        fs::write(t.path().join("b"), b"bbb").unwrap();
+        let paths = ["a".to_string(), "b".to_string(), "gone".to_string()];
+        let stats = stat_paths(t.path(), &paths);
+        let a = *stats[0].as_ref().unwrap().as_ref().unwrap();
+        let bogus = hash_bytes(b"not the content");
+        // `a` has an entry its stat vouches for; `b` has none and is hashed.
+        let cache = |p: &str| {
+            (p == "a").then_some(CachedDigest {
+                stat: a,
+                digest: bogus,
+                hashed_at_ns: a.mtime_ns + 10 * SEC,
+            })
+        };
+        let out = digest_statted(t.path(), &paths, stats, cache);
+        assert_eq!(
+            out[0].as_ref().unwrap(),
+            &PathDigest::Present {
+                stat: a,
+                digest: bogus,
+                refreshed: None
+            }
+        );
+        match out[1].as_ref().unwrap() {
+            PathDigest::Present {
+                digest, refreshed, ..
+            } => {
+                assert_eq!(*digest, hash_bytes(b"bbb"));
+                assert!(refreshed.is_some());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(out[2].as_ref().unwrap(), &PathDigest::Missing);
+        // A file rewritten after its early stat is hashed from a new stat, so the entry
+        // written never pairs the new content with the old stat.
+        let stats = stat_paths(t.path(), &paths[1..2]);
+        fs::write(t.path().join("b"), b"bbbb").unwrap();
+        let out = digest_statted(t.path(), &paths[1..2], stats, |_| None);
+        match out[0].as_ref().unwrap() {
+            PathDigest::Present {
+                digest,
+                refreshed: Some(c),
+                ..
+            } => {
+                assert_eq!(*digest, hash_bytes(b"bbbb"));
+                assert_eq!(c.stat.size, 4);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

@@ -107,10 +107,27 @@ pub fn write(orch_dir: &Path, project: &Project, graph: &Graph) -> std::io::Resu
     Ok(())
 }
 
+/// How many plain inputs one directory must hold before it is listed rather than each
+/// input looked at alone.
+const LISTED: usize = 16;
+
 /// Whether every path the project declares still stays inside the root: a directory
 /// may have been replaced by a symlink since validation checked it.
 fn still_contained(project: &Project) -> bool {
     let mut c = Containment::new(&project.root);
+    // Plain inputs are checked down to the file, one `lstat` each: a directory holding
+    // many of them is listed once instead (the listing tells symlinks apart too).
+    let mut per_dir: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for p in project.instances.iter().flat_map(|i| &i.inputs) {
+        if super::path::is_plain(p) {
+            *per_dir
+                .entry(p.rsplit_once('/').map_or("", |(d, _)| d))
+                .or_default() += 1;
+        }
+    }
+    for (dir, _) in per_dir.into_iter().filter(|(_, n)| *n >= LISTED) {
+        c.learn_dir(dir);
+    }
     let literal = |p: &str| {
         p.split('/')
             .take_while(|c| !c.contains(['*', '?', '[', '{', '\\']))

@@ -304,6 +304,21 @@ impl Success {
     /// Decodes a stored manifest; None when it is unreadable (older orch, damage), which
     /// only means the instance rebuilds.
     pub fn decode(key: Digest, bytes: &[u8]) -> Option<Success> {
+        let (head, rest) = Self::head(bytes)?;
+        Some(Success::with_head(key, head, rest.to_vec()))
+    }
+
+    /// [`Success::decode`] of a manifest the caller gives up: the key parts keep its
+    /// buffer rather than a copy, which a no-op build of many instances notices.
+    pub fn decode_owned(key: Digest, mut bytes: Vec<u8>) -> Option<Success> {
+        let (head, rest) = Self::head(&bytes)?;
+        let head_len = bytes.len() - rest.len();
+        bytes.drain(..head_len);
+        Some(Success::with_head(key, head, bytes))
+    }
+
+    /// The head of a stored manifest and the bytes after it; None when unreadable.
+    fn head(bytes: &[u8]) -> Option<(Head, &[u8])> {
         let (head, rest) = postcard::take_from_bytes::<Head>(bytes).ok()?;
         if head.v != MANIFEST_FORMAT {
             return None;
@@ -313,13 +328,17 @@ impl Success {
         if !head.discovered.keys().all(|p| is_discoverable(p)) {
             return None;
         }
-        Some(Success {
+        Some((head, rest))
+    }
+
+    fn with_head(key: Digest, head: Head, parts_bytes: Vec<u8>) -> Success {
+        Success {
             key,
             outputs: head.outputs,
             discovered: head.discovered,
-            parts_bytes: rest.to_vec(),
+            parts_bytes,
             parts: std::sync::OnceLock::new(),
-        })
+        }
     }
 
     /// A success from a manifest in memory.
@@ -520,6 +539,12 @@ mod tests {
         assert_eq!(s.discovered, m.discovered);
         assert_eq!(s.parts(), Some(&parts()));
         assert!(Success::decode(parts().action_key(), b"garbage").is_none());
+        // Decoding a buffer handed over reads the same, key parts included.
+        let owned = Success::decode_owned(parts().action_key(), m.encode()).unwrap();
+        assert_eq!(owned.outputs, m.outputs);
+        assert_eq!(owned.discovered, m.discovered);
+        assert_eq!(owned.parts(), Some(&parts()));
+        assert!(Success::decode_owned(parts().action_key(), b"garbage".to_vec()).is_none());
     }
 
     #[test]
