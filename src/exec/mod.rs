@@ -18,6 +18,7 @@ pub mod scheduler;
 pub mod schema;
 pub mod shards;
 pub mod signal;
+pub mod undeclared;
 
 #[cfg(test)]
 mod tests;
@@ -270,6 +271,7 @@ pub fn execute(
         done_planned: 0,
         stop: false,
         started_at: Instant::now(),
+        producers: None,
     };
     b.run();
     Ok(b.report)
@@ -332,6 +334,8 @@ struct Build<'a, 's> {
     done_planned: usize,
     stop: bool,
     started_at: Instant,
+    /// Who declares which outputs, made when a depfile first lists a file.
+    producers: Option<undeclared::Producers>,
 }
 
 impl Build<'_, '_> {
@@ -962,6 +966,14 @@ impl Build<'_, '_> {
                     }
                 }
                 self.pending.digests.extend(done.depfile.rows);
+                let project = self.snap.project;
+                check_discovered(
+                    &mut self.producers,
+                    project,
+                    i,
+                    &name,
+                    &done.depfile.discovered,
+                );
                 if done.changed.is_empty() {
                     let discovered = done.depfile.discovered;
                     let whole = BTreeMap::new();
@@ -1552,6 +1564,9 @@ impl Build<'_, '_> {
                 self.pending
                     .digests
                     .extend(done.depfile.rows.iter().cloned());
+                let project = self.snap.project;
+                let found = &done.depfile.discovered;
+                check_discovered(&mut self.producers, project, i, &shard_name, found);
                 self.pending.durations.push(DurationRecord {
                     instance: self.snap.project.instances[i].name.clone(),
                     shard: p.shard.key.clone(),
@@ -2036,6 +2051,27 @@ fn prepare_paths(root: &Beneath, paths: &[String]) -> Result<(), String> {
             .map_err(|e| format!("cannot prepare output `{p}`: {e}"))?;
     }
     Ok(())
+}
+
+/// Warns about files instance `i`'s depfile listed that another phase writes without any
+/// dependency ordering the two; `producers` is made on first use.
+fn check_discovered(
+    producers: &mut Option<undeclared::Producers>,
+    project: &crate::model::Project,
+    i: usize,
+    shown: &str,
+    discovered: &plan::Discovered,
+) {
+    if discovered.is_empty() {
+        return;
+    }
+    let producers = producers.get_or_insert_with(|| undeclared::Producers::new(project));
+    for (path, p) in producers.unordered(project, i, discovered.keys()) {
+        crate::say!(
+            "{}",
+            undeclared::warning(shown, &path, &project.instances[p].phase)
+        );
+    }
 }
 
 /// Removes a failed instance's outputs so a half-written file is never taken for a result.

@@ -61,7 +61,11 @@ impl Producers {
         self.dirs
             .iter()
             .find(|(d, _)| beneath(d))
-            .or_else(|| self.templates.iter().find(|(t, _)| matches_template(t, path)))
+            .or_else(|| {
+                self.templates
+                    .iter()
+                    .find(|(t, _)| matches_template(t, path))
+            })
             .map(|&(_, i)| i)
     }
 

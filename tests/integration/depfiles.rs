@@ -353,3 +353,40 @@ depfile = "build/gen.d"
         .run();
     assert_eq!(out.read("build/said"), "../build/gen.d\n");
 }
+
+#[test]
+fn a_generated_file_read_without_a_dependency_on_its_writer_is_named() {
+    let orchfile = |needs: &str| {
+        format!(
+            r#"[orch]
+format = 1
+
+[phase.gen]
+run = "echo '#define V 1' > {{output}}"
+inputs = ["v.txt"]
+outputs = ["build/gen/config.h"]
+
+[phase.use]
+{needs}
+run = "printf 'build/use.txt: build/gen/config.h v.txt' > {{depfile}}; echo ok > {{output}}"
+outputs = ["build/use.txt"]
+depfile = "build/use.d"
+"#
+        )
+    };
+    Test::new()
+        .orchfile(&orchfile(""))
+        .write("v.txt", "1\n")
+        .stderr_contains(
+            "warning: use: its depfile lists `build/gen/config.h`, which phase `gen` writes, but nothing makes it wait for `gen`",
+        )
+        .stderr_contains("add `needs = [\"gen\"]`")
+        // A source the depfile lists is no one's output: nothing to say.
+        .stderr_lacks("`v.txt`")
+        .run();
+    Test::new()
+        .orchfile(&orchfile("needs = [\"gen\"]"))
+        .write("v.txt", "1\n")
+        .stderr_lacks("nothing makes it wait")
+        .run();
+}
