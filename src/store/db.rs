@@ -656,17 +656,12 @@ impl Store {
 
     /// Writes all updates in one transaction (nothing at all when `updates` is empty).
     pub fn write_results(&mut self, updates: &[ResultUpdate]) -> Result<(), StoreError> {
-        const ACTION: &str = "writing instance results";
         if updates.is_empty() {
             return Ok(());
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx(ACTION)?;
-        {
-            let mut success = tx.prepare_cached(UPSERT_SUCCESS).ctx(ACTION)?;
-            let mut failure = tx.prepare_cached(UPSERT_FAILURE).ctx(ACTION)?;
+        self.in_transaction("writing instance results", |tx| {
+            let mut success = tx.prepare_cached(UPSERT_SUCCESS)?;
+            let mut failure = tx.prepare_cached(UPSERT_FAILURE)?;
             for update in updates {
                 match update {
                     ResultUpdate::Succeeded { instance, record } => success.execute(params![
@@ -681,11 +676,10 @@ impl Store {
                         run_id,
                         finished_at_ns,
                     } => failure.execute(params![instance, run_id, finished_at_ns]),
-                }
-                .ctx(ACTION)?;
+                }?;
             }
-        }
-        tx.commit().ctx(ACTION)
+            Ok(())
+        })
     }
 
     /// Upserts digests (Some) and deletes entries (None) in one transaction.
@@ -693,17 +687,12 @@ impl Store {
         &mut self,
         rows: &[(String, Option<DigestRow>)],
     ) -> Result<(), StoreError> {
-        const ACTION: &str = "writing the digest cache";
         if rows.is_empty() {
             return Ok(());
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx(ACTION)?;
-        {
-            let mut upsert = tx.prepare_cached(UPSERT_DIGEST).ctx(ACTION)?;
-            let mut delete = tx.prepare_cached(DELETE_DIGEST).ctx(ACTION)?;
+        self.in_transaction("writing the digest cache", |tx| {
+            let mut upsert = tx.prepare_cached(UPSERT_DIGEST)?;
+            let mut delete = tx.prepare_cached(DELETE_DIGEST)?;
             for (path, row) in rows {
                 match row {
                     Some(row) => upsert.execute(params![
@@ -717,41 +706,33 @@ impl Store {
                         row.ctime_ns,
                     ]),
                     None => delete.execute(params![path]),
-                }
-                .ctx(ACTION)?;
+                }?;
             }
-        }
-        tx.commit().ctx(ACTION)
+            Ok(())
+        })
     }
 
     /// Upserts output lineage records (keyed by path) in one transaction.
     pub fn write_outputs(&mut self, outputs: &[OutputRecord]) -> Result<(), StoreError> {
-        const ACTION: &str = "writing output lineage";
         if outputs.is_empty() {
             return Ok(());
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx(ACTION)?;
-        {
-            let mut upsert = tx.prepare_cached(UPSERT_OUTPUT).ctx(ACTION)?;
+        self.in_transaction("writing output lineage", |tx| {
+            let mut upsert = tx.prepare_cached(UPSERT_OUTPUT)?;
             for out in outputs {
-                upsert
-                    .execute(params![
-                        out.path,
-                        out.digest,
-                        to_db_u64(out.size),
-                        out.instance,
-                        out.action_key,
-                        out.run_id,
-                        out.built_from,
-                        out.recorded_at_ns,
-                    ])
-                    .ctx(ACTION)?;
+                upsert.execute(params![
+                    out.path,
+                    out.digest,
+                    to_db_u64(out.size),
+                    out.instance,
+                    out.action_key,
+                    out.run_id,
+                    out.built_from,
+                    out.recorded_at_ns,
+                ])?;
             }
-        }
-        tx.commit().ctx(ACTION)
+            Ok(())
+        })
     }
 
     /// The recorded shard results of `instance`, by shard key.
@@ -784,34 +765,27 @@ impl Store {
         rows: &[ShardRecord],
         forget: &[[u8; 32]],
     ) -> Result<(), StoreError> {
-        const ACTION: &str = "writing shard results";
         if rows.is_empty() && forget.is_empty() {
             return Ok(());
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx(ACTION)?;
-        {
-            let mut upsert = tx.prepare_cached(UPSERT_SHARD).ctx(ACTION)?;
+        self.in_transaction("writing shard results", |tx| {
+            let mut upsert = tx.prepare_cached(UPSERT_SHARD)?;
             for r in rows {
-                upsert
-                    .execute(params![
-                        r.shard_key,
-                        r.instance,
-                        r.output_digest,
-                        to_db_u64(r.size),
-                        r.run_id,
-                        r.discovered
-                    ])
-                    .ctx(ACTION)?;
+                upsert.execute(params![
+                    r.shard_key,
+                    r.instance,
+                    r.output_digest,
+                    to_db_u64(r.size),
+                    r.run_id,
+                    r.discovered
+                ])?;
             }
-            let mut delete = tx.prepare_cached(DELETE_SHARD).ctx(ACTION)?;
+            let mut delete = tx.prepare_cached(DELETE_SHARD)?;
             for k in forget {
-                delete.execute([k]).ctx(ACTION)?;
+                delete.execute([k])?;
             }
-        }
-        tx.commit().ctx(ACTION)
+            Ok(())
+        })
     }
 
     /// ONE query: the recorded duration of every instance, in milliseconds, by name.
@@ -852,28 +826,36 @@ impl Store {
 
     /// Upserts durations in one transaction (nothing at all when `rows` is empty).
     pub fn write_durations(&mut self, rows: &[DurationRecord]) -> Result<(), StoreError> {
-        const ACTION: &str = "writing durations";
         if rows.is_empty() {
             return Ok(());
         }
+        self.in_transaction("writing durations", |tx| {
+            let mut upsert = tx.prepare_cached(UPSERT_DURATION)?;
+            for r in rows {
+                upsert.execute(params![
+                    r.instance,
+                    r.shard,
+                    to_db_u64(r.duration_ms),
+                    r.run_id
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `f` in one immediate transaction and commits it; nothing `f` did is kept
+    /// when it fails.
+    fn in_transaction(
+        &mut self,
+        action: &'static str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<(), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx(ACTION)?;
-        {
-            let mut upsert = tx.prepare_cached(UPSERT_DURATION).ctx(ACTION)?;
-            for r in rows {
-                upsert
-                    .execute(params![
-                        r.instance,
-                        r.shard,
-                        to_db_u64(r.duration_ms),
-                        r.run_id
-                    ])
-                    .ctx(ACTION)?;
-            }
-        }
-        tx.commit().ctx(ACTION)
+            .ctx(action)?;
+        f(&tx).ctx(action)?;
+        tx.commit().ctx(action)
     }
 
     /// The lineage of the output at project-relative `path`, if recorded.
