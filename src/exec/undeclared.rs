@@ -6,18 +6,14 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::exec::shards::matches_template;
 use crate::graph;
+use crate::graph::targets::OutputIndex;
 use crate::model::Project;
 
-/// Who declares which outputs, indexed for many lookups.
+/// Who declares which outputs, and which of them a reader already waits for.
 pub struct Producers {
-    /// Exact file and directory outputs → the instance declaring them.
-    exact: HashMap<String, usize>,
-    /// Directory outputs, for paths beneath them.
-    dirs: Vec<(String, usize)>,
-    /// `merge = "none"` templates.
-    templates: Vec<(String, usize)>,
+    /// Every declared output.
+    index: OutputIndex,
     /// Upstream closure of each instance asked about so far.
     upstream: HashMap<usize, BTreeSet<usize>>,
     /// (reader, path) pairs already reported in this build.
@@ -27,46 +23,11 @@ pub struct Producers {
 impl Producers {
     /// Indexes every declared output of the project.
     pub fn new(project: &Project) -> Producers {
-        let mut exact = HashMap::new();
-        let mut dirs = Vec::new();
-        let mut templates = Vec::new();
-        for (i, inst) in project.instances.iter().enumerate() {
-            for o in &inst.outputs {
-                exact.insert(o.path.clone(), i);
-                if o.dir {
-                    dirs.push((o.path.clone(), i));
-                }
-            }
-            for o in &inst.shard_outputs {
-                templates.push((o.path.clone(), i));
-            }
-        }
         Producers {
-            exact,
-            dirs,
-            templates,
+            index: OutputIndex::new(project),
             upstream: HashMap::new(),
             said: HashSet::new(),
         }
-    }
-
-    /// The instance that declares `path` as an output, if any.
-    fn producer(&self, path: &str) -> Option<usize> {
-        if let Some(&i) = self.exact.get(path) {
-            return Some(i);
-        }
-        let beneath = |dir: &str| {
-            path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
-        };
-        self.dirs
-            .iter()
-            .find(|(d, _)| beneath(d))
-            .or_else(|| {
-                self.templates
-                    .iter()
-                    .find(|(t, _)| matches_template(t, path))
-            })
-            .map(|&(_, i)| i)
     }
 
     /// The outputs of other phases among `reader`'s discovered files that no dependency
@@ -79,7 +40,7 @@ impl Producers {
     ) -> Vec<(String, usize)> {
         let mut out = Vec::new();
         for path in discovered {
-            let Some(p) = self.producer(path) else {
+            let Some(p) = self.index.producers(path).into_iter().next() else {
                 continue;
             };
             if project.instances[p].phase == project.instances[reader].phase {

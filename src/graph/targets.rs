@@ -4,12 +4,12 @@
 //! Everything here is lexical (declared paths, templates and globs); nothing touches the
 //! disk, so `plan` and `build --dry-run` resolve the same targets as `build`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path};
 
 use crate::exec::shards::matches_template;
 use crate::model::path::is_plain;
-use crate::model::{Instance, Project};
+use crate::model::Project;
 use crate::shard::Strategy;
 
 /// `arg` as a project-relative path: relative to `cwd` (the project-relative directory
@@ -43,32 +43,67 @@ pub fn project_path(root: &Path, cwd: &str, arg: &str) -> Option<String> {
 /// directory shard template) holds it. Outputs are unique across instances, so this is
 /// one instance unless templates of several instances can produce the same path.
 pub fn producers(project: &Project, path: &str) -> BTreeSet<usize> {
-    let all = |f: &dyn Fn(&Instance) -> bool| -> BTreeSet<usize> {
-        (0..project.instances.len())
-            .filter(|&i| f(&project.instances[i]))
-            .collect()
-    };
-    let exact = all(&|inst| inst.outputs.iter().any(|o| o.path == path));
-    if !exact.is_empty() {
-        return exact;
+    OutputIndex::new(project).producers(path)
+}
+
+/// Every declared output of a project, indexed for many [`OutputIndex::producers`]
+/// lookups (a build asks once per file a depfile lists).
+pub struct OutputIndex {
+    /// File and directory outputs → the instance declaring them.
+    exact: HashMap<String, usize>,
+    /// Directory outputs → the instance declaring them.
+    dirs: HashMap<String, usize>,
+    /// `merge = "none"` templates: (template, is a directory, instance).
+    templates: Vec<(String, bool, usize)>,
+}
+
+impl OutputIndex {
+    /// Indexes the outputs of every instance.
+    pub fn new(project: &Project) -> OutputIndex {
+        let mut index = OutputIndex {
+            exact: HashMap::new(),
+            dirs: HashMap::new(),
+            templates: Vec::new(),
+        };
+        for (i, inst) in project.instances.iter().enumerate() {
+            for o in &inst.outputs {
+                index.exact.insert(o.path.clone(), i);
+                if o.dir {
+                    index.dirs.insert(o.path.clone(), i);
+                }
+            }
+            for o in &inst.shard_outputs {
+                index.templates.push((o.path.clone(), o.dir, i));
+            }
+        }
+        index
     }
-    let templated = all(&|inst| {
-        inst.shard_outputs
+
+    /// [`producers`] of `path`.
+    pub fn producers(&self, path: &str) -> BTreeSet<usize> {
+        if let Some(&i) = self.exact.get(path) {
+            return BTreeSet::from([i]);
+        }
+        let templated: BTreeSet<usize> = self
+            .templates
             .iter()
-            .any(|o| !o.dir && matches_template(&o.path, path))
-    });
-    if !templated.is_empty() {
-        return templated;
+            .filter(|(t, dir, _)| !dir && matches_template(t, path))
+            .map(|&(_, _, i)| i)
+            .collect();
+        if !templated.is_empty() {
+            return templated;
+        }
+        ancestors(path)
+            .flat_map(|dir| {
+                self.dirs.get(dir).copied().into_iter().chain(
+                    self.templates
+                        .iter()
+                        .filter(move |(t, is_dir, _)| *is_dir && matches_template(t, dir))
+                        .map(|&(_, _, i)| i),
+                )
+            })
+            .collect()
     }
-    all(&|inst| {
-        ancestors(path).any(|dir| {
-            inst.outputs.iter().any(|o| o.dir && o.path == dir)
-                || inst
-                    .shard_outputs
-                    .iter()
-                    .any(|o| o.dir && matches_template(&o.path, dir))
-        })
-    })
 }
 
 /// The directories above `path`, nearest first.
