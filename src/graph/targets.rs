@@ -8,8 +8,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Component, Path};
 
 use crate::exec::shards::matches_template;
-use crate::model::path::is_plain;
 use crate::model::Project;
+use crate::model::path::is_plain;
 use crate::shard::Strategy;
 
 /// `arg` as a project-relative path: relative to `cwd` (the project-relative directory
