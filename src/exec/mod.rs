@@ -738,6 +738,10 @@ impl Build<'_, '_> {
                             Err(m) => Some((FailureKind::Depfile, None, None, m)),
                         }
                     });
+                if failure.is_some() && w.has_run {
+                    // A command that printed nothing has no log yet; a failure names one.
+                    ensure_log(&job.log);
+                }
                 match (failure, &w.retry) {
                     (Some(f), Some(r)) if attempt < r.attempts && !signal::interrupted() => {
                         let delay = backoff(r, attempt);
@@ -2024,6 +2028,14 @@ fn job_env(inst: &Instance, run_id: &str, shard: Option<(usize, usize)>) -> Vec<
         }
     }
     env
+}
+
+/// Creates `log` empty unless it exists (the runner creates a log at the first byte).
+fn ensure_log(log: &std::path::Path) {
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log);
 }
 
 /// Creates output parent directories and removes old file outputs, so a command that

@@ -426,3 +426,69 @@ fn failed_soft_dependency_without_keep_going_stops_the_build() {
     assert!(events.iter().all(|e| e["type"] != "soft_dependency_unmet"));
     assert!(!out.exists("out/down.txt"));
 }
+
+#[test]
+fn a_log_is_written_for_commands_that_print_or_fail_only() {
+    let out = Test::new()
+        .orchfile(
+            r#"
+[orch]
+format = 1
+
+[phase.quiet]
+run = "echo q > {output}"
+outputs = ["out/q.txt"]
+
+[phase.loud]
+run = "echo to-stdout; echo to-stderr >&2"
+
+[phase.silent_failure]
+run = "exit 4"
+
+[phase.missing]
+run = "true"
+outputs = ["out/never.txt"]
+"#,
+        )
+        .args(["build", "-k", "--run-id", "r"])
+        .expect_status(1)
+        .stdout_contains("silent_failure FAILED (exit 4)")
+        .run();
+    assert_eq!(
+        out.list(".orch/logs/r"),
+        ["loud.log", "missing.log", "silent_failure.log"],
+        "a command that printed nothing and succeeded leaves no log"
+    );
+    assert_eq!(out.read(".orch/logs/r/loud.log"), "to-stdout\nto-stderr\n");
+    // Every failure has the log its event names, even an empty one.
+    assert_eq!(out.read(".orch/logs/r/silent_failure.log"), "");
+    let events = out.events("r");
+    assert_eq!(
+        event(&events, "instance_failed", "missing")["log"],
+        ".orch/logs/r/missing.log"
+    );
+}
+
+#[test]
+fn a_long_command_s_log_can_be_followed_while_it_runs() {
+    let t = Test::new().orchfile(
+        r#"
+[orch]
+format = 1
+
+[phase.slow]
+run = "echo started; while [ ! -e release ]; do sleep 0.05; done; echo done"
+"#,
+    );
+    let t = t.args(["build", "--run-id", "r"]);
+    let log = t.project().join(".orch/logs/r/slow.log");
+    let release = t.project().join("release");
+    let mut child = t.spawn();
+    // Copied from the command's spool while it still runs (every second).
+    wait_until("the log to be followed", Duration::from_secs(20), || {
+        std::fs::read_to_string(&log).is_ok_and(|s| s == "started\n")
+    });
+    std::fs::write(&release, "").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "started\ndone\n");
+}

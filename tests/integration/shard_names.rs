@@ -16,7 +16,7 @@ fn orchfile(phases: &str) -> String {
 const COMPILE: &str = r#"
 [phase.compile]
 shard = { strategy = "files", source = "src/**/*.c" }
-run = "if [ {shard.input} = src/mem.c ]; then echo 'mem.c: error'; exit 3; fi; cat {shard.input} > {shard.output}"
+run = "if [ {shard.input} = src/mem.c ]; then echo 'mem.c: error'; exit 3; fi; cat {shard.input} > {shard.output}; echo compiled"
 outputs = ["build/all.txt"]
 "#;
 
@@ -132,7 +132,7 @@ fn json_events_about_a_shard_carry_its_key_whole() {
 const GROUPED: &str = r#"
 [phase.routes]
 shard = { strategy = "group", source = "data/in.jsonl", key = "route" }
-run = "cat {shard.input} > {shard.output}; grep -q fail {shard.input} && exit 5; : '{shard.key}'"
+run = "cat {shard.input} > {shard.output}; grep -q fail {shard.input} && exit 5; echo routed; : '{shard.key}'"
 outputs = ["build/routes.jsonl"]
 "#;
 
@@ -180,7 +180,7 @@ fn chunk_shards_are_named_by_index_alone() {
             r#"
 [phase.split]
 shard = { strategy = "chunk", source = "data/in.jsonl", size = 1 }
-run = "cat {shard.input} > {shard.output}"
+run = "cat {shard.input} > {shard.output}; echo split"
 outputs = ["build/all.jsonl"]
 "#,
         ))
