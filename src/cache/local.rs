@@ -466,14 +466,22 @@ impl Local {
     }
 
     /// Creates `dir` (inside the store) and checks that neither it nor a directory between
-    /// it and the store is a symlink: orch writes into its own directories only.
+    /// it and the store is a symlink: orch writes into its own directories only. Each
+    /// component is looked at once and created only when missing: this runs for every
+    /// blob and entry stored, and the directories are nearly always there already.
     fn own_dir(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)?;
         let rel = dir.strip_prefix(&self.dir).map_err(io::Error::other)?;
         let mut cur = self.dir.clone();
         for c in rel.components() {
             cur.push(c);
-            if !std::fs::symlink_metadata(&cur)?.is_dir() {
+            let meta = match std::fs::symlink_metadata(&cur) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match std::fs::create_dir(&cur) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                    _ => std::fs::symlink_metadata(&cur)?,
+                },
+                other => other?,
+            };
+            if !meta.is_dir() {
                 return Err(io::Error::other(format!(
                     "`{}` in the cache store is not a directory (a symlink?); orch does not write through it",
                     cur.display()
