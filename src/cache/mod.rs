@@ -1,9 +1,10 @@
 //! The content-addressed cache: results stored by action key, so an instance whose key
 //! was built before (here, by a teammate, or in CI) is restored instead of run.
 //!
-//! Storing: a job's outputs are copied into the store's `tmp/` while they are hashed
-//! ([`Cache::digest_outputs`]); after the success, a background thread renames the copies
-//! into place, writes the entry and uploads, while the build goes on; [`Cache::finish`]
+//! Storing: a job's large outputs are copied into the store's `tmp/` while they are
+//! hashed ([`Cache::digest_outputs`]); after the success, a background thread renames the
+//! copies into place (and copies small outputs, checking their digest), writes the entry
+//! and uploads, while the build goes on; [`Cache::finish`]
 //! waits for it before the run ends. A result holding a file above `[cache] max_blob` is
 //! not stored.
 //!
@@ -39,6 +40,10 @@ use remote::RemoteStore;
 
 /// Entry format version.
 const ENTRY_FORMAT: u32 = 1;
+
+/// Outputs at least this large are copied into the store as they are hashed (one read
+/// instead of two); smaller ones are copied when stored.
+const STAGE_MIN: u64 = 1 << 20;
 
 /// One file of a stored directory output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -460,7 +465,11 @@ impl Cache {
                 let Ok(meta) = std::fs::symlink_metadata(&full) else {
                     return plain();
                 };
-                if !usable || !meta.is_file() {
+                // A small file is only hashed here; storing copies it later, on the
+                // storing thread, checking it still has this digest. Creating the copy
+                // (a new file) costs far more than reading it twice, and would otherwise
+                // delay the job's end and so whatever waits for it.
+                if !usable || !meta.is_file() || meta.len() < STAGE_MIN {
                     return plain();
                 }
                 if let Some(max) = self.max_blob.filter(|m| meta.len() > *m) {
@@ -702,14 +711,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("project");
         std::fs::create_dir_all(root.join("out")).unwrap();
-        std::fs::write(root.join("out/a.txt"), "hello").unwrap();
+        let hello = b"hello".repeat(STAGE_MIN as usize / 5 + 1);
+        std::fs::write(root.join("out/a.txt"), &hello).unwrap();
         let cache = Arc::new(Cache::new(&dir.path().join("store"), None, false, None));
         let outputs = vec!["out/a.txt".to_owned()];
         let (digests, staged) = cache.digest_outputs(&root, &outputs);
         let Ok(fs::PathDigest::Present { digest, .. }) = &digests[0] else {
             panic!("{digests:?}");
         };
-        assert_eq!(*digest, fs::hash_bytes(b"hello"));
+        assert_eq!(*digest, fs::hash_bytes(&hello));
         assert_eq!(staged.copied.len(), 1);
         let key = fs::hash_bytes(b"key");
         cache
@@ -730,7 +740,45 @@ mod tests {
         let (entry, source) = cache.lookup(&key).unwrap();
         assert_eq!(source, Source::Local);
         assert_eq!(entry.outputs["out/a.txt"].digest(), *digest);
-        assert_eq!(cache.local.read(digest).unwrap(), b"hello");
+        assert_eq!(cache.local.read(digest).unwrap(), hello);
+    }
+
+    #[test]
+    fn a_small_output_is_copied_when_stored_and_only_while_it_holds_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("project");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("a.txt"), "hello").unwrap();
+        std::fs::write(root.join("b.txt"), "hello b").unwrap();
+        let cache = Arc::new(Cache::new(&dir.path().join("store"), None, false, None));
+        let request = |name: &str, digests: &[std::io::Result<fs::PathDigest>], staged| {
+            let Ok(fs::PathDigest::Present { digest, .. }) = &digests[0] else {
+                panic!("{digests:?}");
+            };
+            StoreRequest {
+                name: name.into(),
+                root: root.clone(),
+                key: fs::hash_bytes(name.as_bytes()),
+                outputs: vec![(format!("{name}.txt"), false)],
+                digests: BTreeMap::from([(format!("{name}.txt"), *digest)]),
+                discovered: BTreeMap::new(),
+                duration_ms: 1,
+                staged,
+            }
+        };
+        let (a, staged_a) = cache.digest_outputs(&root, &["a.txt".to_owned()]);
+        let (b, staged_b) = cache.digest_outputs(&root, &["b.txt".to_owned()]);
+        assert!(staged_a.copied.is_empty() && staged_b.copied.is_empty());
+        // Edited between hashing and storing: that content matches no digest, so the
+        // result is not stored; the untouched one is.
+        std::fs::write(root.join("b.txt"), "edited").unwrap();
+        cache.store(request("a", &a, staged_a)).unwrap();
+        cache.store(request("b", &b, staged_b)).unwrap();
+        cache.finish();
+        let (entry, _) = cache.lookup(&fs::hash_bytes(b"a")).unwrap();
+        let stored = entry.outputs["a.txt"].digest();
+        assert_eq!(cache.local.read(&stored).unwrap(), b"hello");
+        assert!(cache.lookup(&fs::hash_bytes(b"b")).is_none());
     }
 
     #[test]
