@@ -14,9 +14,13 @@
 //!    set) then and after 10 more rebuilds, and the same latency over 5 saves.
 //!
 //! Each build's `run_started` is read as it is written: `--json` flushes every event.
+//!
+//! With `OLD_BIN=/path/to/orch`, each part runs that binary and then this tree's, one
+//! after the other on the same files, so the two are compared under the same load.
+//! Results, before and after `orch watch` kept its snapshot: `benches/watch.md`.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
@@ -57,9 +61,26 @@ struct Watcher {
     lines: Receiver<Line>,
 }
 
+/// The binaries to measure, labelled: `OLD_BIN` (when set), then this tree's.
+fn binaries() -> Vec<(&'static str, PathBuf)> {
+    let mut bins = Vec::new();
+    if let Some(old) = std::env::var_os("OLD_BIN") {
+        bins.push(("old", PathBuf::from(old)));
+    }
+    bins.push(("new", PathBuf::from(env!("CARGO_BIN_EXE_orch"))));
+    bins
+}
+
+/// Forgets every build, so the next watcher starts from scratch on the same files.
+fn forget_builds(dir: &Path) {
+    for d in [".orch", "out"] {
+        let _ = std::fs::remove_dir_all(dir.join(d));
+    }
+}
+
 impl Watcher {
-    fn start(dir: &Path) -> Watcher {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_orch"))
+    fn start(bin: &Path, dir: &Path) -> Watcher {
+        let mut child = Command::new(bin)
             .arg("-C")
             .arg(dir)
             .args(["watch", "--json", "-j", "2"])
@@ -198,22 +219,25 @@ fn small() {
     for i in 0..10 {
         write(dir, &format!("src/{i}.txt"), &format!("{i}\n"));
     }
-    let w = Watcher::start(dir);
-    w.event("run_completed");
-    w.stderr_line("(Ctrl-C to stop)");
-    let samples: Vec<Duration> = (0..saves)
-        .map(|i| w.save_to_start(dir, "src/0.txt", &format!("save {i}\n")))
-        .collect();
-    w.stop();
-    let (median, min, p90, max) = summary(&samples);
     println!("small project (10 inputs), {saves} saves, debounce {DEBOUNCE:?}:");
-    println!(
-        "  save → rebuild start, beyond the debounce: median {median:.1} ms (min {min:.1}, p90 {p90:.1}, max {max:.1})"
-    );
-    println!(
-        "  the first save (a file not seen changing before: the project is planned first): {:.1} ms",
-        ms(samples[0].saturating_sub(DEBOUNCE))
-    );
+    for (label, bin) in binaries() {
+        forget_builds(dir);
+        let w = Watcher::start(&bin, dir);
+        w.event("run_completed");
+        w.stderr_line("(Ctrl-C to stop)");
+        let samples: Vec<Duration> = (0..saves)
+            .map(|i| w.save_to_start(dir, "src/0.txt", &format!("{label} save {i}\n")))
+            .collect();
+        w.stop();
+        let (median, min, p90, max) = summary(&samples);
+        println!(
+            "  [{label}] save → rebuild start, beyond the debounce: median {median:.1} ms (min {min:.1}, p90 {p90:.1}, max {max:.1})"
+        );
+        println!(
+            "  [{label}] the first save (a file not seen changing before: the project is planned first): {:.1} ms",
+            ms(samples[0].saturating_sub(DEBOUNCE))
+        );
+    }
 }
 
 fn large() {
@@ -239,40 +263,43 @@ fn large() {
     // rule), so files this fresh would be hashed again by every plan: let them age, as
     // a real project's files have.
     std::thread::sleep(Duration::from_millis(2100));
-    let started = Instant::now();
-    let w = Watcher::start(dir);
-    let (_, load) = w.stderr_line("orch timings: watch load");
-    let (set_up, setup) = w.stderr_line("orch timings: watch setup");
-    w.event("run_completed");
-    let (idle, _) = w.stderr_line("(Ctrl-C to stop)");
-    let (rss, peak) = w.memory();
-    let samples: Vec<Duration> = (0..5)
-        .map(|i| w.save_to_start(dir, "src/000/000000.txt", &format!("save {i}\n")))
-        .collect();
-    for i in 0..5 {
-        w.save_to_start(dir, "src/000/000001.txt", &format!("save {i}\n"));
-    }
-    let (rss_after, peak_after) = w.memory();
-    w.stop();
-    let (median, min, _, max) = summary(&samples);
     println!(
         "large project ({n} inputs in {} directories):",
         n.div_ceil(100) + 2
     );
-    println!(
-        "  load {:.1} ms, watch setup {:.1} ms; watching {:.0} ms after start; idle after the initial build {:.2} s",
-        timing(&load),
-        timing(&setup),
-        ms(set_up - started),
-        (idle - started).as_secs_f64()
-    );
-    println!(
-        "  memory after the initial build: {rss:.1} MiB resident (peak {peak:.1}); after 10 rebuilds: {rss_after:.1} MiB (peak {peak_after:.1})"
-    );
-    println!(
-        "  save → rebuild start, beyond the debounce: median {median:.1} ms (min {min:.1}, max {max:.1}); the first save {:.1} ms",
-        ms(samples[0].saturating_sub(DEBOUNCE))
-    );
+    for (label, bin) in binaries() {
+        forget_builds(dir);
+        let started = Instant::now();
+        let w = Watcher::start(&bin, dir);
+        let (_, load) = w.stderr_line("orch timings: watch load");
+        let (set_up, setup) = w.stderr_line("orch timings: watch setup");
+        w.event("run_completed");
+        let (idle, _) = w.stderr_line("(Ctrl-C to stop)");
+        let (rss, peak) = w.memory();
+        let samples: Vec<Duration> = (0..5)
+            .map(|i| w.save_to_start(dir, "src/000/000000.txt", &format!("{label} save {i}\n")))
+            .collect();
+        for i in 0..5 {
+            w.save_to_start(dir, "src/000/000001.txt", &format!("{label} save {i}\n"));
+        }
+        let (rss_after, peak_after) = w.memory();
+        w.stop();
+        let (median, min, _, max) = summary(&samples);
+        println!(
+            "  [{label}] load {:.1} ms, watch setup {:.1} ms; watching {:.0} ms after start; idle after the initial build {:.2} s",
+            timing(&load),
+            timing(&setup),
+            ms(set_up - started),
+            (idle - started).as_secs_f64()
+        );
+        println!(
+            "  [{label}] memory after the initial build: {rss:.1} MiB resident (peak {peak:.1}); after 10 rebuilds: {rss_after:.1} MiB (peak {peak_after:.1})"
+        );
+        println!(
+            "  [{label}] save → rebuild start, beyond the debounce: median {median:.1} ms (min {min:.1}, max {max:.1}); the first save {:.1} ms",
+            ms(samples[0].saturating_sub(DEBOUNCE))
+        );
+    }
 }
 
 fn main() {
