@@ -145,14 +145,27 @@ impl Watcher {
         })
     }
 
+    /// Waits for the end of a build and the status line after it (two pipes: they may
+    /// arrive in either order); returns when the status line came.
+    fn idle(&self) -> Instant {
+        let (mut completed, mut status) = (false, None);
+        self.until("the end of the build", |l| {
+            match l {
+                Line::Out(_, v) if v["type"] == "run_completed" => completed = true,
+                Line::Err(t, s) if s.contains("(Ctrl-C to stop)") => status = Some(*t),
+                _ => {}
+            }
+            status.filter(|_| completed)
+        })
+    }
+
     /// Writes `rel` and returns the time from the write to the `run_started` it causes,
     /// once that build has ended.
     fn save_to_start(&self, dir: &Path, rel: &str, text: &str) -> Duration {
         let saved = Instant::now();
         write(dir, rel, text);
         let started = self.event("run_started");
-        self.event("run_completed");
-        self.stderr_line("(Ctrl-C to stop)");
+        self.idle();
         started - saved
     }
 
@@ -223,8 +236,7 @@ fn small() {
     for (label, bin) in binaries() {
         forget_builds(dir);
         let w = Watcher::start(&bin, dir);
-        w.event("run_completed");
-        w.stderr_line("(Ctrl-C to stop)");
+        w.idle();
         let samples: Vec<Duration> = (0..saves)
             .map(|i| w.save_to_start(dir, "src/0.txt", &format!("{label} save {i}\n")))
             .collect();
@@ -273,8 +285,7 @@ fn large() {
         let w = Watcher::start(&bin, dir);
         let (_, load) = w.stderr_line("orch timings: watch load");
         let (set_up, setup) = w.stderr_line("orch timings: watch setup");
-        w.event("run_completed");
-        let (idle, _) = w.stderr_line("(Ctrl-C to stop)");
+        let idle = w.idle();
         let (rss, peak) = w.memory();
         let samples: Vec<Duration> = (0..5)
             .map(|i| w.save_to_start(dir, "src/000/000000.txt", &format!("{label} save {i}\n")))
