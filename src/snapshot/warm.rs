@@ -560,3 +560,182 @@ impl<'p> Snapshot<'p> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn removing_a_path_removes_what_is_below_it_and_nothing_beside() {
+        let mut files = strings(&["a", "d", "d-x", "d/1", "d/e/2", "d0", "z"]);
+        let removed = remove_under(&mut files, "d", |p| p == "d/e/2");
+        assert_eq!(removed, ["d/1", "d"]);
+        assert_eq!(files, ["a", "d-x", "d/e/2", "d0", "z"]);
+        assert!(remove_under(&mut files, "q", |_| false).is_empty());
+        insert_sorted(&mut files, "d/1");
+        insert_sorted(&mut files, "d/1");
+        assert_eq!(files, ["a", "d-x", "d/1", "d/e/2", "d0", "z"]);
+    }
+
+    const ORCHFILE: &str = r#"
+[phase.all]
+run = "cat {inputs} > {output}"
+inputs = ["src/**/*.txt", "plain.cfg"]
+outputs = ["out/all.txt"]
+
+[phase.other]
+run = "true"
+inputs = ["lib/*.txt"]
+outputs = ["out/other.txt"]
+"#;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        project: Project,
+        graph: Graph,
+        selected: BTreeSet<usize>,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path();
+            std::fs::write(root.join("Orchfile.toml"), ORCHFILE).unwrap();
+            for (p, text) in [
+                ("src/a.txt", "a"),
+                ("src/sub/b.txt", "b"),
+                ("src/skip.md", "no"),
+                ("plain.cfg", "cfg"),
+                ("lib/l.txt", "l"),
+            ] {
+                let path = root.join(p);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, text).unwrap();
+            }
+            let raw = crate::orchfile::load(&root.join("Orchfile.toml")).unwrap();
+            let project = crate::model::validate(raw).unwrap();
+            let graph = crate::graph::build(&project).unwrap();
+            let layout = Layout::new(&project.root);
+            layout.ensure().unwrap();
+            layout.ensure_value_key().unwrap();
+            let selected = (0..project.instances.len()).collect();
+            Fixture {
+                dir,
+                project,
+                graph,
+                selected,
+            }
+        }
+
+        fn path(&self, rel: &str) -> std::path::PathBuf {
+            self.dir.path().join(rel)
+        }
+
+        fn full(&self) -> Snapshot<'_> {
+            let (store, _) = Store::open(&Layout::new(&self.project.root)).unwrap();
+            Snapshot::take(
+                &self.project,
+                &self.graph,
+                &self.selected,
+                BTreeSet::new(),
+                &store,
+            )
+            .unwrap()
+        }
+
+        /// Reports `changed`, takes the warm snapshot and checks it against a full one.
+        fn step(&self, kept: &mut Kept, changed: &[&str]) {
+            let changed = strings(changed);
+            kept.report(&changed);
+            let warm = Snapshot::take_warm(
+                &self.project,
+                &self.graph,
+                &self.selected,
+                BTreeSet::new(),
+                kept,
+            )
+            .expect("kept state answers")
+            .unwrap();
+            let full = self.full();
+            assert_eq!(warm.inputs, full.inputs, "after {changed:?}");
+            for &i in &full.order {
+                for p in &full.inputs[i] {
+                    assert_eq!(warm.digest(p), full.digest(p), "{p} after {changed:?}");
+                }
+            }
+            kept.keep(warm, true, &BTreeSet::new(), BTreeMap::new());
+        }
+    }
+
+    #[test]
+    fn a_warm_snapshot_matches_a_full_one_after_each_change() {
+        let f = Fixture::new();
+        let mut kept = Kept::default();
+        assert!(!kept.is_warm());
+        kept.keep(f.full(), true, &BTreeSet::new(), BTreeMap::new());
+        assert!(kept.is_warm());
+        f.step(&mut kept, &[]);
+        std::fs::write(f.path("src/a.txt"), "a2").unwrap();
+        f.step(&mut kept, &["src/a.txt"]);
+        std::fs::write(f.path("src/new.txt"), "n").unwrap();
+        std::fs::write(f.path("src/new.md"), "n").unwrap();
+        f.step(&mut kept, &["src/new.txt", "src/new.md"]);
+        std::fs::remove_file(f.path("src/new.txt")).unwrap();
+        f.step(&mut kept, &["src/new.txt"]);
+        // A new directory reported alone: what is in it is found by walking it.
+        std::fs::create_dir_all(f.path("src/d/e")).unwrap();
+        std::fs::write(f.path("src/d/e/x.txt"), "x").unwrap();
+        std::fs::write(f.path("src/d/y.txt"), "y").unwrap();
+        f.step(&mut kept, &["src/d"]);
+        std::fs::remove_dir_all(f.path("src/d")).unwrap();
+        f.step(&mut kept, &["src/d"]);
+        std::fs::remove_dir_all(f.path("src/sub")).unwrap();
+        std::fs::write(f.path("src/sub"), "now a file, not a directory").unwrap();
+        f.step(&mut kept, &["src/sub"]);
+        std::fs::remove_file(f.path("plain.cfg")).unwrap();
+        std::fs::write(f.path("lib/m.txt"), "m").unwrap();
+        f.step(&mut kept, &["plain.cfg", "lib/m.txt"]);
+    }
+
+    #[test]
+    fn a_symlink_among_the_changes_asks_for_a_full_snapshot() {
+        let f = Fixture::new();
+        let mut kept = Kept::default();
+        kept.keep(f.full(), true, &BTreeSet::new(), BTreeMap::new());
+        std::os::unix::fs::symlink(f.path("lib/l.txt"), f.path("src/link.txt")).unwrap();
+        kept.report(&strings(&["src/link.txt"]));
+        assert!(
+            Snapshot::take_warm(
+                &f.project,
+                &f.graph,
+                &f.selected,
+                BTreeSet::new(),
+                &mut kept
+            )
+            .is_none()
+        );
+        // What was kept is spent: the next one is full too.
+        assert!(!kept.is_warm());
+    }
+
+    #[test]
+    fn a_snapshot_not_given_back_leaves_nothing_kept() {
+        let f = Fixture::new();
+        let mut kept = Kept::default();
+        kept.keep(f.full(), true, &BTreeSet::new(), BTreeMap::new());
+        let snap = Snapshot::take_warm(
+            &f.project,
+            &f.graph,
+            &f.selected,
+            BTreeSet::new(),
+            &mut kept,
+        );
+        drop(snap);
+        assert!(!kept.is_warm());
+    }
+}
