@@ -18,6 +18,11 @@
 //!    announces the changes and builds. Changes during a build wait for it to end, then
 //!    give one more build; with `restart` the running build is stopped instead.
 //!
+//! Every path reported (whatever its class) is handed to the host with the batch, so a
+//! host that keeps its last snapshot looks again only at those; when changes may have
+//! been missed (lost events, polling, a directory without a watch, a configuration
+//! change) it is told so, and looks at everything.
+//!
 //! If the OS watch limit is reached, the session says how to raise it and polls instead.
 
 pub mod debounce;
