@@ -11,12 +11,18 @@
 //! 2. A large project: 50,000 input files (`ORCH_BENCH_WATCH_FILES`) in 500 directories.
 //!    Reported: the time to load and to set up the watches (from `ORCH_TIMINGS=1`), the
 //!    wall time until the watcher is idle after its initial build, its memory (resident
-//!    set) then and after 10 more rebuilds, and the same latency over 5 saves.
+//!    set) then and after 10 more rebuilds, the same latency over 5 saves, the median
+//!    stage times of a rebuild and the watcher's own CPU time. With two binaries, each
+//!    watches a copy of its own and their saves take turns.
 //!
 //! Each build's `run_started` is read as it is written: `--json` flushes every event.
+//!
+//! With `OLD_BIN=/path/to/orch`, each part runs that binary and then this tree's, one
+//! after the other on the same files, so the two are compared under the same load.
+//! Results, before and after `orch watch` kept its snapshot: `benches/watch.md`.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
@@ -55,11 +61,30 @@ enum Line {
 struct Watcher {
     child: Child,
     lines: Receiver<Line>,
+    /// Every stderr line read so far (the stage timings of each build among them).
+    stderr: std::cell::RefCell<Vec<String>>,
+}
+
+/// The binaries to measure, labelled: `OLD_BIN` (when set), then this tree's.
+fn binaries() -> Vec<(&'static str, PathBuf)> {
+    let mut bins = Vec::new();
+    if let Some(old) = std::env::var_os("OLD_BIN") {
+        bins.push(("old", PathBuf::from(old)));
+    }
+    bins.push(("new", PathBuf::from(env!("CARGO_BIN_EXE_orch"))));
+    bins
+}
+
+/// Forgets every build, so the next watcher starts from scratch on the same files.
+fn forget_builds(dir: &Path) {
+    for d in [".orch", "out"] {
+        let _ = std::fs::remove_dir_all(dir.join(d));
+    }
 }
 
 impl Watcher {
-    fn start(dir: &Path) -> Watcher {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_orch"))
+    fn start(bin: &Path, dir: &Path) -> Watcher {
+        let mut child = Command::new(bin)
             .arg("-C")
             .arg(dir)
             .args(["watch", "--json", "-j", "2"])
@@ -91,7 +116,11 @@ impl Watcher {
                 }
             }
         });
-        Watcher { child, lines: rx }
+        Watcher {
+            child,
+            lines: rx,
+            stderr: std::cell::RefCell::default(),
+        }
     }
 
     /// The next line for which `pick` returns something.
@@ -101,6 +130,9 @@ impl Watcher {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(l) => {
+                    if let Line::Err(_, text) = &l {
+                        self.stderr.borrow_mut().push(text.clone());
+                    }
                     if let Some(t) = pick(&l) {
                         return t;
                     }
@@ -124,14 +156,27 @@ impl Watcher {
         })
     }
 
+    /// Waits for the end of a build and the status line after it (two pipes: they may
+    /// arrive in either order); returns when the status line came.
+    fn idle(&self) -> Instant {
+        let (mut completed, mut status) = (false, None);
+        self.until("the end of the build", |l| {
+            match l {
+                Line::Out(_, v) if v["type"] == "run_completed" => completed = true,
+                Line::Err(t, s) if s.contains("(Ctrl-C to stop)") => status = Some(*t),
+                _ => {}
+            }
+            status.filter(|_| completed)
+        })
+    }
+
     /// Writes `rel` and returns the time from the write to the `run_started` it causes,
     /// once that build has ended.
     fn save_to_start(&self, dir: &Path, rel: &str, text: &str) -> Duration {
         let saved = Instant::now();
         write(dir, rel, text);
         let started = self.event("run_started");
-        self.event("run_completed");
-        self.stderr_line("(Ctrl-C to stop)");
+        self.idle();
         started - saved
     }
 
@@ -148,6 +193,35 @@ impl Watcher {
                 .unwrap_or(0.0)
         };
         (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+    }
+
+    /// The `ORCH_TIMINGS` times of stage `label` in the builds so far, in ms.
+    fn stage_ms(&self, label: &str) -> Vec<f64> {
+        let prefix = format!("orch timings: {label} ");
+        self.stderr
+            .borrow()
+            .iter()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
+    /// CPU time (user + system) the watcher itself used so far, in ms; its commands'
+    /// time is not counted.
+    fn cpu_ms(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at `state`.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        match (ticks(11), ticks(12)) {
+            (Some(u), Some(s)) if hz > 0.0 => (u + s) * 1e3 / hz,
+            _ => f64::NAN,
+        }
     }
 
     fn stop(mut self) {
@@ -198,22 +272,24 @@ fn small() {
     for i in 0..10 {
         write(dir, &format!("src/{i}.txt"), &format!("{i}\n"));
     }
-    let w = Watcher::start(dir);
-    w.event("run_completed");
-    w.stderr_line("(Ctrl-C to stop)");
-    let samples: Vec<Duration> = (0..saves)
-        .map(|i| w.save_to_start(dir, "src/0.txt", &format!("save {i}\n")))
-        .collect();
-    w.stop();
-    let (median, min, p90, max) = summary(&samples);
     println!("small project (10 inputs), {saves} saves, debounce {DEBOUNCE:?}:");
-    println!(
-        "  save → rebuild start, beyond the debounce: median {median:.1} ms (min {min:.1}, p90 {p90:.1}, max {max:.1})"
-    );
-    println!(
-        "  the first save (a file not seen changing before: the project is planned first): {:.1} ms",
-        ms(samples[0].saturating_sub(DEBOUNCE))
-    );
+    for (label, bin) in binaries() {
+        forget_builds(dir);
+        let w = Watcher::start(&bin, dir);
+        w.idle();
+        let samples: Vec<Duration> = (0..saves)
+            .map(|i| w.save_to_start(dir, "src/0.txt", &format!("{label} save {i}\n")))
+            .collect();
+        w.stop();
+        let (median, min, p90, max) = summary(&samples);
+        println!(
+            "  [{label}] save → rebuild start, beyond the debounce: median {median:.1} ms (min {min:.1}, p90 {p90:.1}, max {max:.1})"
+        );
+        println!(
+            "  [{label}] the first save (a file not seen changing before: the project is planned first): {:.1} ms",
+            ms(samples[0].saturating_sub(DEBOUNCE))
+        );
+    }
 }
 
 fn large() {
@@ -235,44 +311,107 @@ fn large() {
             &format!("{i}\n"),
         );
     }
-    // Digests taken within 2 s of a file's mtime are not trusted (the racy-timestamp
-    // rule), so files this fresh would be hashed again by every plan: let them age, as
-    // a real project's files have.
-    std::thread::sleep(Duration::from_millis(2100));
-    let started = Instant::now();
-    let w = Watcher::start(dir);
-    let (_, load) = w.stderr_line("orch timings: watch load");
-    let (set_up, setup) = w.stderr_line("orch timings: watch setup");
-    w.event("run_completed");
-    let (idle, _) = w.stderr_line("(Ctrl-C to stop)");
-    let (rss, peak) = w.memory();
-    let samples: Vec<Duration> = (0..5)
-        .map(|i| w.save_to_start(dir, "src/000/000000.txt", &format!("save {i}\n")))
-        .collect();
-    for i in 0..5 {
-        w.save_to_start(dir, "src/000/000001.txt", &format!("save {i}\n"));
-    }
-    let (rss_after, peak_after) = w.memory();
-    w.stop();
-    let (median, min, _, max) = summary(&samples);
     println!(
-        "large project ({n} inputs in {} directories):",
+        "large project ({n} inputs in {} directories), each watcher on its own copy, saves taking turns:",
         n.div_ceil(100) + 2
     );
-    println!(
-        "  load {:.1} ms, watch setup {:.1} ms; watching {:.0} ms after start; idle after the initial build {:.2} s",
-        timing(&load),
-        timing(&setup),
-        ms(set_up - started),
-        (idle - started).as_secs_f64()
-    );
-    println!(
-        "  memory after the initial build: {rss:.1} MiB resident (peak {peak:.1}); after 10 rebuilds: {rss_after:.1} MiB (peak {peak_after:.1})"
-    );
-    println!(
-        "  save → rebuild start, beyond the debounce: median {median:.1} ms (min {min:.1}, max {max:.1}); the first save {:.1} ms",
-        ms(samples[0].saturating_sub(DEBOUNCE))
-    );
+    let copy = tempfile::tempdir().unwrap_or_else(|e| die(e));
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(dir.join("."))
+        .arg(copy.path())
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        die("cannot copy the large project");
+    }
+    // Digests taken within 2 s of a file's mtime or ctime (a copy's is new) are not
+    // trusted (the racy-timestamp rule), so files this fresh would be hashed again by
+    // every plan: let them age, as a real project's files have.
+    std::thread::sleep(Duration::from_millis(2100));
+    struct Run {
+        label: &'static str,
+        dir: PathBuf,
+        w: Watcher,
+        samples: Vec<Duration>,
+        rss: (f64, f64),
+        cpu_idle: f64,
+        load: f64,
+        setup: f64,
+        idle: f64,
+    }
+    let mut runs: Vec<Run> = binaries()
+        .into_iter()
+        .zip([dir.to_path_buf(), copy.path().to_path_buf()])
+        .map(|((label, bin), dir)| {
+            let started = Instant::now();
+            let w = Watcher::start(&bin, &dir);
+            let (_, load) = w.stderr_line("orch timings: watch load");
+            let (_, setup) = w.stderr_line("orch timings: watch setup");
+            let idle = w.idle();
+            Run {
+                label,
+                dir,
+                rss: w.memory(),
+                cpu_idle: w.cpu_ms(),
+                w,
+                samples: Vec::new(),
+                load: timing(&load),
+                setup: timing(&setup),
+                idle: (idle - started).as_secs_f64(),
+            }
+        })
+        .collect();
+    for i in 0..10 {
+        let file = if i < 5 {
+            "src/000/000000.txt"
+        } else {
+            "src/000/000001.txt"
+        };
+        for r in &mut runs {
+            let d =
+                r.w.save_to_start(&r.dir, file, &format!("{} save {i}\n", r.label));
+            if i < 5 {
+                r.samples.push(d);
+            }
+        }
+    }
+    for r in runs {
+        let (rss_after, peak_after) = r.w.memory();
+        let cpu_saves = r.w.cpu_ms() - r.cpu_idle;
+        let median_stage = |stage: &str| {
+            // The first is the initial build's.
+            let mut v: Vec<f64> = r.w.stage_ms(stage).into_iter().skip(1).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let stages = format!(
+            "snapshot {:.1} ms, plan {:.1} ms, run record {:.1} ms",
+            median_stage("snapshot"),
+            median_stage("plan"),
+            median_stage("run record")
+        );
+        let label = r.label;
+        let (rss, peak) = r.rss;
+        let (median, min, _, max) = summary(&r.samples);
+        r.w.stop();
+        println!(
+            "  [{label}] load {:.1} ms, watch setup {:.1} ms; idle after the initial build {:.2} s",
+            r.load, r.setup, r.idle
+        );
+        println!(
+            "  [{label}] memory after the initial build: {rss:.1} MiB resident (peak {peak:.1}); after 10 rebuilds: {rss_after:.1} MiB (peak {peak_after:.1})"
+        );
+        println!(
+            "  [{label}] save → rebuild start, beyond the debounce: median {median:.1} ms (min {min:.1}, max {max:.1}); the first save {:.1} ms",
+            ms(r.samples[0].saturating_sub(DEBOUNCE))
+        );
+        println!("  [{label}] a rebuild's stages (median, ORCH_TIMINGS): {stages}");
+        println!(
+            "  [{label}] CPU of the watcher (user + system, not its commands): {:.0} ms to the end of the initial build, {:.0} ms per rebuild",
+            r.cpu_idle,
+            cpu_saves / 10.0
+        );
+    }
 }
 
 fn main() {

@@ -26,6 +26,10 @@ use crate::model::{EnvValue, Project};
 use crate::plan::{KeyParts, PlanSource, Recorded, Success, Upstream};
 use crate::store::{DigestRow, InstanceRecord, LastStatus, Layout, Store, StoreError};
 
+mod warm;
+
+pub use warm::Kept;
+
 /// Directories the input walk never enters.
 pub const SKIP_DIRS: &[&str] = &[".orch", ".git"];
 

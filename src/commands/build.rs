@@ -1,5 +1,6 @@
 //! `orch build`: plan under the build lock, then execute and record the run.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::sync::Arc;
 
@@ -13,13 +14,15 @@ use crate::events::summary::Summary;
 use crate::events::{EventKind, EventLog};
 use crate::exec::{self, ExecOptions, ProcessRunner};
 use crate::model::Project;
-use crate::plan::plan_static;
+use crate::plan::{PlanEntry, plan_static};
 use crate::snapshot::{Snapshot, SnapshotError};
 use crate::store::{BuildLock, Layout, RunRecord, Store, retention};
 use crate::timings::Timings;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
-use super::{Force, Global, load_project, plan, report_diagnostic, report_error, selection};
+use super::{
+    Force, Global, Loaded, load_project, plan, report_diagnostic, report_error, selection,
+};
 
 /// Runs `orch build`.
 pub fn run(g: &Global, a: BuildArgs) -> i32 {
@@ -27,7 +30,7 @@ pub fn run(g: &Global, a: BuildArgs) -> i32 {
 }
 
 /// Runs one build; `exiting` says the process ends right after (`orch build`), so large
-/// structures need not be freed. `orch watch` builds again and again: it passes false.
+/// structures need not be freed.
 pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     let mut t = Timings::start();
     // A dry run writes nothing, not even the remembered project.
@@ -36,15 +39,71 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
         Err(code) => return code,
     };
     t.mark("load");
+    let code = run_loaded(g, a, &l, &mut FullSnapshots, exiting, t);
+    if exiting {
+        std::mem::forget(l);
+    }
+    code
+}
+
+/// Where a build's snapshot comes from, and what hears of the build's end: `orch build`
+/// takes a full snapshot; `orch watch` keeps what it knows between builds.
+pub(super) trait Snapshots {
+    /// The snapshot to plan `selected` from.
+    fn take<'p>(
+        &mut self,
+        l: &'p Loaded,
+        selected: &BTreeSet<usize>,
+        forced: BTreeSet<usize>,
+        store: &Store,
+    ) -> Result<Snapshot<'p>, SnapshotError>;
+
+    /// The build ran and its run is recorded: the snapshot it planned from, its plan,
+    /// and the store it recorded in. Not called when the build stopped on an error.
+    fn built(
+        &mut self,
+        snap: Snapshot<'_>,
+        planned: &BTreeMap<usize, PlanEntry>,
+        store: &Store,
+        run_id: &str,
+    );
+}
+
+/// A full snapshot every time.
+struct FullSnapshots;
+
+impl Snapshots for FullSnapshots {
+    fn take<'p>(
+        &mut self,
+        l: &'p Loaded,
+        selected: &BTreeSet<usize>,
+        forced: BTreeSet<usize>,
+        store: &Store,
+    ) -> Result<Snapshot<'p>, SnapshotError> {
+        Snapshot::take(&l.project, &l.graph, selected, forced, store)
+    }
+
+    fn built(&mut self, _: Snapshot<'_>, _: &BTreeMap<usize, PlanEntry>, _: &Store, _: &str) {}
+}
+
+/// Runs one build of the loaded project `l`, its snapshot from `snapshots`.
+pub(super) fn run_loaded(
+    g: &Global,
+    a: BuildArgs,
+    l: &Loaded,
+    snapshots: &mut dyn Snapshots,
+    exiting: bool,
+    mut t: Timings,
+) -> i32 {
     let (selected, forced) =
-        match selection(g, &l, &a.targets, Force::of(a.force, a.force_all), &a.from) {
+        match selection(g, l, &a.targets, Force::of(a.force, a.force_all), &a.from) {
             Ok(s) => s,
             Err(code) => return code,
         };
     let layout = Layout::new(&l.project.root);
     if a.dry_run {
         return plan::print_plan(
-            &l,
+            l,
             &layout,
             &selected,
             forced,
@@ -81,7 +140,7 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     // stops within moments and exits 130 (installed only now: a wait for the lock above
     // must stay interruptible the ordinary way).
     exec::signal::install();
-    let snap = match Snapshot::take(&l.project, &l.graph, &selected, forced.clone(), &store) {
+    let snap = match snapshots.take(l, &selected, forced.clone(), &store) {
         // A damaged row that only shows when read: the same recovery as a damaged file.
         Err(SnapshotError::Store(e)) if e.is_damage() => {
             let warning;
@@ -90,7 +149,7 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
                 Err(e) => return report_diagnostic(&e, EXIT_FAILED),
             };
             crate::say!("warning: {warning}");
-            Snapshot::take(&l.project, &l.graph, &selected, forced, &store)
+            snapshots.take(l, &selected, forced, &store)
         }
         other => other,
     };
@@ -288,7 +347,8 @@ pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     if exiting {
         std::mem::forget(planned);
         std::mem::forget(snap);
-        std::mem::forget(l);
+    } else {
+        snapshots.built(snap, &planned, &store, &run_id);
     }
     if report.interrupted {
         exec::signal::exit_status()

@@ -145,6 +145,10 @@ const DELETE_SHARD: &str = "DELETE FROM shard_results WHERE shard_key = ?1";
 const SELECT_RESULTS: &str = "SELECT name, last_status, last_run_id, last_finished_at_ns,
     success_action_key, success_manifest, success_run_id, success_finished_at_ns FROM instances";
 
+const SELECT_RESULT: &str = "SELECT name, last_status, last_run_id, last_finished_at_ns,
+    success_action_key, success_manifest, success_run_id, success_finished_at_ns FROM instances
+    WHERE name = ?1";
+
 const SELECT_DIGESTS: &str =
     "SELECT path, size, mtime_ns, ino, is_dir, digest, hashed_at_ns, ctime_ns FROM digests";
 
@@ -605,29 +609,27 @@ impl Store {
         let mut rows = stmt.query([]).ctx(ACTION)?;
         let mut out = BTreeMap::new();
         while let Some(row) = rows.next().ctx(ACTION)? {
-            let name: String = row.get(0).ctx(ACTION)?;
-            let status: String = row.get(1).ctx(ACTION)?;
-            let last_status = LastStatus::parse(&status).ok_or_else(|| StoreError::InvalidRow {
-                what: "instance status",
-                detail: format!("{status:?} for instance {name}"),
-            })?;
-            let action_key: Option<[u8; 32]> = row.get(4).ctx(ACTION)?;
-            let success = match action_key {
-                Some(action_key) => Some(SuccessRecord {
-                    action_key,
-                    manifest: row.get(5).ctx(ACTION)?,
-                    run_id: row.get(6).ctx(ACTION)?,
-                    finished_at_ns: row.get(7).ctx(ACTION)?,
-                }),
-                None => None,
-            };
-            let record = InstanceRecord {
-                last_status,
-                last_run_id: row.get(2).ctx(ACTION)?,
-                last_finished_at_ns: row.get(3).ctx(ACTION)?,
-                success,
-            };
+            let (name, record) = result_from_row(row, ACTION)?;
             out.insert(name, record);
+        }
+        Ok(out)
+    }
+
+    /// The records of the named instances only (one indexed lookup each): what a
+    /// session that keeps the others in memory re-reads after a build.
+    pub fn load_results_of(
+        &self,
+        names: &[&str],
+    ) -> Result<BTreeMap<String, InstanceRecord>, StoreError> {
+        const ACTION: &str = "loading instance results";
+        let mut stmt = self.conn.prepare_cached(SELECT_RESULT).ctx(ACTION)?;
+        let mut out = BTreeMap::new();
+        for name in names {
+            let mut rows = stmt.query([name]).ctx(ACTION)?;
+            if let Some(row) = rows.next().ctx(ACTION)? {
+                let (name, record) = result_from_row(row, ACTION)?;
+                out.insert(name, record);
+            }
         }
         Ok(out)
     }
@@ -1058,6 +1060,36 @@ impl Store {
         tx.commit().ctx(ACTION)?;
         Ok(removed)
     }
+}
+
+/// Decodes a row of [`SELECT_RESULTS`] / [`SELECT_RESULT`].
+fn result_from_row(
+    row: &rusqlite::Row<'_>,
+    action: &'static str,
+) -> Result<(String, InstanceRecord), StoreError> {
+    let name: String = row.get(0).ctx(action)?;
+    let status: String = row.get(1).ctx(action)?;
+    let last_status = LastStatus::parse(&status).ok_or_else(|| StoreError::InvalidRow {
+        what: "instance status",
+        detail: format!("{status:?} for instance {name}"),
+    })?;
+    let action_key: Option<[u8; 32]> = row.get(4).ctx(action)?;
+    let success = match action_key {
+        Some(action_key) => Some(SuccessRecord {
+            action_key,
+            manifest: row.get(5).ctx(action)?,
+            run_id: row.get(6).ctx(action)?,
+            finished_at_ns: row.get(7).ctx(action)?,
+        }),
+        None => None,
+    };
+    let record = InstanceRecord {
+        last_status,
+        last_run_id: row.get(2).ctx(action)?,
+        last_finished_at_ns: row.get(3).ctx(action)?,
+        success,
+    };
+    Ok((name, record))
 }
 
 /// Decodes a row of [`SELECT_RUNS`] / [`SELECT_RUN`].

@@ -18,6 +18,11 @@
 //!    announces the changes and builds. Changes during a build wait for it to end, then
 //!    give one more build; with `restart` the running build is stopped instead.
 //!
+//! Every path reported (whatever its class) is handed to the host with the batch, so a
+//! host that keeps its last snapshot looks again only at those; when changes may have
+//! been missed (lost events, polling, a directory without a watch, a configuration
+//! change) it is told so, and looks at everything.
+//!
 //! If the OS watch limit is reached, the session says how to raise it and polls instead.
 
 pub mod debounce;
@@ -60,8 +65,15 @@ const SHOWN_PATHS: usize = 5;
 /// a build would do anything, and the build itself.
 pub trait Host: Send + Sync + 'static {
     /// Loads the project and returns the watch rules of the selection; on error prints
-    /// the diagnostic and returns the exit status.
+    /// the diagnostic and returns the exit status. After [`Host::changed`] said changes
+    /// may have been missed it loads afresh; otherwise it may answer from memory.
     fn load(&self) -> Result<WatchSpec, i32>;
+    /// The paths reported changed since the last call (project-relative, of any class:
+    /// inputs, outputs, directories, editor files); `complete` is false when changes may
+    /// have been missed (events lost, polling, a directory without a watch, a
+    /// configuration change), and the next load, check and build then look at
+    /// everything. Called only while no build runs.
+    fn changed(&self, paths: &BTreeSet<String>, complete: bool);
     /// Whether a build now would run anything (prints a diagnostic on error).
     fn check(&self) -> Check;
     /// Runs one build and returns its exit status.
@@ -238,6 +250,11 @@ struct Pending {
     rescan: bool,
     /// Some of them arrived while a build ran (which may or may not have seen them).
     during_build: bool,
+    /// Every path reported, whatever its class (but orch's own state), for the host to
+    /// look at again: a path that starts no build may still be an input.
+    touched: BTreeSet<String>,
+    /// A change could not be told apart (a name that is not UTF-8, a watch error).
+    missed: bool,
 }
 
 impl Pending {
@@ -327,12 +344,15 @@ impl Session {
             // Nothing can build until the Orchfile loads; builds compare content, so
             // dropping these changes loses nothing (but what was known of them).
             let dropped = std::mem::take(&mut self.pending);
+            self.host.changed(&dropped.touched, false);
             self.seen_mut().forget(&dropped.paths);
             self.debouncer.reset();
             return;
         }
         let batch = std::mem::take(&mut self.pending);
         self.debouncer.reset();
+        let complete = !batch.config && !batch.rescan && !batch.missed && self.watches.complete();
+        self.host.changed(&batch.touched, complete);
         if batch.config || batch.rescan {
             // The inputs may be others now, or changes were missed.
             self.seen_mut().clear();
@@ -466,7 +486,11 @@ impl Session {
                     self.event(now);
                 }
             }
-            Msg::Error(e) => self.display.warn(&format!("watch: {e}")),
+            Msg::Error(e) => {
+                // Whatever it was, an event may be missing: the next build looks at all.
+                self.pending.missed = true;
+                self.display.warn(&format!("watch: {e}"));
+            }
             Msg::Done(outcome) => {
                 let stopped = self.running.take().is_some_and(|r| r.stop_requested);
                 if stopped {
@@ -486,8 +510,16 @@ impl Session {
 
     fn on_change(&mut self, c: Change, now: Instant) {
         let Some(rel) = paths::relative(self.spec.root(), &c.path) else {
+            // A name that is not UTF-8: no input can be named so, but the full walk is
+            // the one to say so.
+            if c.path.starts_with(self.spec.root()) {
+                self.pending.missed = true;
+            }
             return;
         };
+        if self.spec.classify(&rel) != Class::Ignored(Ignore::State) {
+            self.pending.touched.insert(rel.clone());
+        }
         if matches!(c.kind, ChangeKind::Created | ChangeKind::Renamed)
             && std::fs::symlink_metadata(&c.path).is_ok_and(|m| m.is_dir())
         {
@@ -670,6 +702,8 @@ struct Watches {
     polling: bool,
     /// Watched directories, project-relative ("" is the root).
     dirs: HashSet<String>,
+    /// Directories that exist but could not be watched: changes in them go unseen.
+    unwatched: HashSet<String>,
     tx: Sender<Msg>,
     display: Arc<Display>,
 }
@@ -699,6 +733,7 @@ impl Watches {
             backend: Backend::None,
             polling: false,
             dirs: HashSet::new(),
+            unwatched: HashSet::new(),
             tx,
             display,
         };
@@ -763,8 +798,13 @@ impl Watches {
                 // switch_to_polling watched every directory in `dirs`, this one too.
                 true
             }
-            // Gone already, or unreadable: there is nothing to watch there.
-            Err(_) => false,
+            // Gone already (its parent's watch sees it come back), or unreadable.
+            Err(_) => {
+                if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                    self.unwatched.insert(rel.to_owned());
+                }
+                false
+            }
         }
     }
 
@@ -778,6 +818,16 @@ impl Watches {
             Backend::None => {}
         }
         self.dirs.remove(rel);
+        self.unwatched.remove(rel);
+    }
+
+    /// Whether every change is reported one by one: the OS watches every directory
+    /// that exists (polling compares listings now and then instead).
+    fn complete(&mut self) -> bool {
+        let root = self.root.clone();
+        self.unwatched
+            .retain(|d| std::fs::symlink_metadata(root.join(d)).is_ok_and(|m| m.is_dir()));
+        !self.polling && self.unwatched.is_empty()
     }
 
     /// Drops the watches on `rel` and every watched directory below it.
@@ -840,6 +890,7 @@ impl Watches {
     /// Makes the watches match `spec`: adds what it wants, drops what it no longer
     /// does; returns the input files found.
     fn sync(&mut self, spec: &WatchSpec) -> Vec<String> {
+        self.unwatched.clear();
         let mut seen = HashSet::new();
         let files = self.walk(spec, "", &mut seen);
         let stale: Vec<String> = self.dirs.difference(&seen).cloned().collect();

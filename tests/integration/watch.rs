@@ -602,6 +602,7 @@ fn at_the_inotify_limit_it_says_so_and_polls() {
         .arg(project.path())
         .arg("watch")
         .env("NO_COLOR", "1")
+        .env("ORCH_TIMINGS", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -614,5 +615,124 @@ fn at_the_inotify_limit_it_says_so_and_polls() {
     w.wait_stdout("watch: polling 5 paths in 7 directories every 1s", 1);
     w.project.write("src/d/e/x.txt", "changed\n");
     w.wait_file("out/all.txt", "a\nb\nc\nchanged\n");
+    w.wait_stdout("(Ctrl-C to stop)", 2);
+    // Polling compares listings now and then, and may miss what happened between two:
+    // each rebuild starts from a full snapshot (its build may reuse the one its check
+    // took just before), as without a session.
+    let (_, full) = w.snapshots();
+    assert!(full >= 2, "{}", w.stderr());
+    assert_eq!(w.interrupt(), 130);
+}
+
+/// Two phases, each concatenating the files under its own directory.
+const TWO: &str = r#"
+[phase.a]
+run = "cat {inputs} </dev/null > {output}"
+inputs = ["src/a/**"]
+outputs = ["out/a.txt"]
+
+[phase.b]
+run = "cat {inputs} </dev/null > {output}"
+inputs = ["src/b/**"]
+outputs = ["out/b.txt"]
+"#;
+
+impl Watch {
+    /// Waits for the `n`th status line, then checks that a full plan, read afresh from
+    /// the files and the state, finds nothing to do: what the session kept between
+    /// builds left nothing stale that a cold build would rerun.
+    fn settled(&self, n: usize) {
+        self.wait_stdout("(Ctrl-C to stop)", n);
+        let out = Command::new(ORCH)
+            .arg("-C")
+            .arg(self.project.path())
+            .arg("plan")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let plan = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            plan.starts_with("nothing to do"),
+            "after build {n}, a full plan would still run:\n{plan}\n--- watch stdout ---\n{}",
+            self.stdout()
+        );
+    }
+
+    /// How many snapshots of each kind the session took (from `ORCH_TIMINGS`).
+    fn snapshots(&self) -> (usize, usize) {
+        let err = self.stderr();
+        (
+            err.matches("orch timings: warm snapshot").count(),
+            err.matches("orch timings: full snapshot").count(),
+        )
+    }
+}
+
+#[test]
+fn a_rebuild_from_what_the_session_kept_is_as_correct_as_a_full_one() {
+    let w = Watch::start(
+        Test::new()
+            .orchfile(TWO)
+            .write("src/a/1.txt", "one\n")
+            .write("src/b/1.txt", "b\n")
+            .env("ORCH_TIMINGS", "1")
+            .args(["watch"]),
+    );
+    w.wait_file("out/a.txt", "one\n");
+    w.settled(1);
+    // An edit reruns the instance that reads it, and only that one.
+    w.project.write("src/a/1.txt", "uno\n");
+    w.wait_file("out/a.txt", "uno\n");
+    w.settled(2);
+    assert!(
+        w.stdout().contains("orch: 1 built, 1 up to date"),
+        "{}",
+        w.stdout()
+    );
+    // A new file matching the glob, in a new directory.
+    w.project.write("src/a/sub/2.txt", "two\n");
+    w.wait_file("out/a.txt", "uno\ntwo\n");
+    w.settled(3);
+    // A file whose save starts no build (an editor's backup) is an input all the same,
+    // as a full walk finds it: the next build reads it.
+    w.project.write("src/a/1.txt~", "backup\n");
+    w.project.write("src/a/1.txt", "eins\n");
+    w.wait_file("out/a.txt", "eins\nbackup\ntwo\n");
+    w.settled(4);
+    // Deleted inputs: the backup (again no build of its own) and a file.
+    w.project.remove("src/a/1.txt~");
+    w.project.remove("src/a/sub/2.txt");
+    w.wait_file("out/a.txt", "eins\n");
+    w.settled(5);
+    // A directory of inputs made and then deleted whole.
+    w.project.write("src/a/d/e/3.txt", "drei\n");
+    w.wait_file("out/a.txt", "eins\ndrei\n");
+    w.settled(6);
+    std::fs::remove_dir_all(w.project.join("src/a/d")).unwrap();
+    w.wait_file("out/a.txt", "eins\n");
+    w.settled(7);
+    // An output deleted by hand sends no event that starts a build; the next change
+    // rebuilds it too.
+    w.project.remove("out/b.txt");
+    w.project.write("src/a/1.txt", "un\n");
+    w.wait_file("out/a.txt", "un\n");
+    w.wait_file("out/b.txt", "b\n");
+    w.settled(8);
+    let (warm, full) = w.snapshots();
+    assert_eq!(
+        full,
+        1,
+        "only the first build walks everything\n{}",
+        w.stderr()
+    );
+    assert!(warm >= 7, "{}", w.stderr());
+    // A configuration change: the project is loaded again and walked in full.
+    w.project.write(
+        "Orchfile.toml",
+        &TWO.replace("cat {inputs}", "cat {inputs} {inputs}"),
+    );
+    w.wait_file("out/b.txt", "b\nb\n");
+    w.settled(9);
+    assert_eq!(w.snapshots().1, 2, "{}", w.stderr());
     assert_eq!(w.interrupt(), 130);
 }
