@@ -2130,9 +2130,8 @@ mod tests {
     }
 
     #[test]
-    fn bulk_write_and_load_is_fast() -> TestResult {
+    fn bulk_write_and_load_round_trips() -> TestResult {
         let (_tmp, layout, mut store) = open_fresh()?;
-        let start = std::time::Instant::now();
         let updates: Vec<ResultUpdate> = (0..10_000u32)
             .map(|i| ResultUpdate::Succeeded {
                 instance: format!("task[i={i}]"),
@@ -2166,7 +2165,6 @@ mod tests {
         let (store, _) = Store::open(&layout)?;
         let results = store.load_results()?;
         let loaded = store.load_digests()?;
-        let elapsed = start.elapsed();
         assert_eq!(results.len(), 10_000);
         assert_eq!(loaded.len(), 20_000);
         let Some(ResultUpdate::Succeeded { instance, record }) = updates.get(1234) else {
@@ -2175,10 +2173,6 @@ mod tests {
         assert_eq!(results[instance].success.as_ref(), Some(record));
         let (path, row) = &digests[4321];
         assert_eq!(loaded.get(path), row.as_ref());
-        assert!(
-            elapsed < Duration::from_secs(2),
-            "bulk write+load took {elapsed:?}"
-        );
         Ok(())
     }
 }
