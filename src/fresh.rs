@@ -28,6 +28,11 @@
 //! [`RACY_WINDOW_NS`] of its last change) means no record is written; the next no-op
 //! writes one.
 //!
+//! `orch plan` and `orch status` do not use it: they print every instance, which the
+//! record does not hold. Projects with directory inputs or outputs get no record (a
+//! tree's digest is not vouched for by one stat), nor do builds that warned about a
+//! special file among the matches.
+//!
 //! Format: `orchfrsh`, a little-endian `u32` format number, a postcard [`Record`], and
 //! the BLAKE3 hash of everything before it. The file is untrusted input (DESIGN §4):
 //! read at most [`MAX_BYTES`], every path checked to be a plain relative path before it
@@ -421,6 +426,10 @@ fn env_holds(root: &Path, r: &Record<'_>) -> bool {
         return false;
     };
     r.env.iter().all(|(name, was)| {
+        // Names come from the record: one no environment can hold matches nothing.
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return false;
+        }
         let now = std::env::var_os(name).map(|v| value_digest(&key, v.as_encoded_bytes()).0);
         now == *was
     })
