@@ -380,3 +380,28 @@ fn plan_and_status_neither_use_nor_remove_the_record() {
     assert!(out.exists(".orch/fresh.bin"));
     shortcut(&out, "r");
 }
+
+#[test]
+fn a_directory_output_gets_no_record() {
+    // A tree's digest is not vouched for by the directory's own stat.
+    let out = Test::new()
+        .orchfile(
+            "[orch]\nformat = 1\n\n[phase.tree]\nrun = \"mkdir -p gen && echo x > gen/x.txt\"\noutputs = [\"gen/\"]\n",
+        )
+        .run();
+    // Past the racy window, when any other project would have its record: a negative
+    // has no condition to wait on but time.
+    let mut tries = 0;
+    while tries < 3 {
+        std::thread::sleep(Duration::from_millis(1100));
+        out.again().stdout_contains("nothing to do").run();
+        tries += 1;
+    }
+    assert!(!out.exists(".orch/fresh.bin"));
+    out.write("gen/x.txt", "edited\n");
+    let next = out
+        .again()
+        .args(["build", "--run-id", "r", "--no-cache"])
+        .run();
+    assert_eq!(ran(&next.events("r")), ["tree"]);
+}
