@@ -12,6 +12,9 @@
 //!   │ exec::execute      → Report (run, skip or block each instance)
 //!   └ store / events     → .orch/state.db, .orch/runs/RUN/events.jsonl, terminal
 //! ```
+//!
+//! A build that found everything up to date leaves `.orch/fresh.bin` (`fresh`): the
+//! next one checks it by stats alone and, when nothing moved, skips every step above.
 
 pub mod cache;
 pub mod cli;
@@ -29,6 +32,7 @@ macro_rules! say {
 }
 
 pub mod exec;
+pub mod fresh;
 pub mod fs;
 pub mod graph;
 pub mod model;

@@ -172,6 +172,18 @@ pub fn cached_to_row(c: &CachedDigest) -> DigestRow {
     }
 }
 
+/// What the input walk looked at, handed to `.orch/fresh.bin` (see [`crate::fresh`]).
+#[derive(Debug, Default)]
+pub struct Walked {
+    /// When the walk began (ns since the epoch): a directory changed since cannot vouch
+    /// for its listing.
+    pub at_ns: i64,
+    /// Every directory listed, with its `lstat` (None: not taken).
+    pub listed: Vec<(String, Option<FileStat>)>,
+    /// Whether a match was a special file, which a build warns about.
+    pub special: bool,
+}
+
 /// Digests read just now, overriding the snapshot's (None: the file is missing).
 pub type FreshDigests = BTreeMap<String, Option<Digest>>;
 
@@ -196,6 +208,8 @@ pub struct Snapshot<'p> {
     pub digests: HashMap<String, Option<Digest>>,
     /// Digest-cache changes to write back.
     pub digest_updates: Vec<(String, Option<DigestRow>)>,
+    /// What the input walk listed.
+    pub walked: Walked,
     /// Instances with a glob that can match another instance's output.
     rewalk: BTreeSet<usize>,
     /// Declared outputs and every directory above them.
@@ -265,7 +279,7 @@ impl<'p> Snapshot<'p> {
         // connection stays on this thread).
         let (walked, raw_records, records, cache) = std::thread::scope(|scope| {
             let walker = scope.spawn(|| -> Result<_, SnapshotError> {
-                let inputs = expand_inputs(project, &order, true)?;
+                let (inputs, walked) = expand_inputs(project, &order, true)?;
                 let mut named: Vec<&str> = Vec::new();
                 for (k, &i) in order.iter().enumerate() {
                     let inst = &project.instances[i];
@@ -283,7 +297,7 @@ impl<'p> Snapshot<'p> {
                 named.dedup();
                 let named: Vec<String> = named.into_iter().map(str::to_owned).collect();
                 let stats = fs::stat_paths(&project.root, &named);
-                Ok((inputs, named, stats))
+                Ok((inputs, walked, named, stats))
             });
             let read = || -> Result<_, SnapshotError> {
                 let mut raw_records = store.load_results()?;
@@ -317,7 +331,7 @@ impl<'p> Snapshot<'p> {
             let (raw_records, records, cache) = read?;
             Ok::<_, SnapshotError>((walked?, raw_records, records, cache))
         })?;
-        let (found, named, named_stats) = walked;
+        let (found, walked, named, named_stats) = walked;
         let mut all_records = vec![Recorded::default(); project.instances.len()];
         for (i, r) in records {
             all_records[i] = r;
@@ -433,6 +447,7 @@ impl<'p> Snapshot<'p> {
             inputs,
             digests,
             digest_updates,
+            walked,
             produced,
             produced_dirs,
             rewalk,
@@ -443,6 +458,17 @@ impl<'p> Snapshot<'p> {
             reread: Mutex::new(HashMap::new()),
             shard_inputs: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The stat `path`'s digest was computed from, and when (None: missing, or not
+    /// looked at).
+    pub fn hashed_from(&self, path: &str) -> Option<CachedDigest> {
+        self.entries.get(path).copied()
+    }
+
+    /// The keyed digests of the inherited variables, by name (None: unset).
+    pub fn inherited_env(&self) -> &BTreeMap<String, Option<Digest>> {
+        &self.env
     }
 
     /// Whether variable values can be compared with recorded ones: false when the
@@ -508,6 +534,7 @@ impl<'p> Snapshot<'p> {
     pub fn current_inputs(&self, i: usize) -> Result<(Vec<String>, FreshDigests), SnapshotError> {
         let files = if self.rewalk.contains(&i) {
             expand_inputs(self.project, &[i], false)?
+                .0
                 .pop()
                 .unwrap_or_default()
         } else {
@@ -860,7 +887,11 @@ fn expand_inputs(
     project: &Project,
     order: &[usize],
     warn: bool,
-) -> Result<Vec<Vec<String>>, SnapshotError> {
+) -> Result<(Vec<Vec<String>>, Walked), SnapshotError> {
+    let mut walked = Walked {
+        at_ns: fs::now_ns(),
+        ..Walked::default()
+    };
     let patterns: Vec<Vec<String>> = order
         .iter()
         .map(|&i| {
@@ -898,6 +929,8 @@ fn expand_inputs(
                 );
             }
         }
+        walked.special = !found.special.is_empty();
+        walked.listed = found.listed;
         found.files
     };
     for (k, &i) in order.iter().enumerate() {
@@ -919,7 +952,7 @@ fn expand_inputs(
             });
         }
     }
-    Ok(matched)
+    Ok((matched, walked))
 }
 
 /// Instances of `order` with a glob input that can match a file another instance

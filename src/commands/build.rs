@@ -1,7 +1,10 @@
-//! `orch build`: plan under the build lock, then execute and record the run.
+//! `orch build`: plan under the build lock, then execute and record the run; or, when
+//! `.orch/fresh.bin` vouches that nothing changed since a build found everything up to
+//! date, record the same no-op run without planning.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::cache::Cache;
@@ -11,12 +14,14 @@ use crate::events::junit::Junit;
 use crate::events::progress::{self, Printer, Progress};
 use crate::events::sink::{JsonFile, JsonStdout};
 use crate::events::summary::Summary;
-use crate::events::{EventKind, EventLog};
+use crate::events::{Counts, EventKind, EventLog};
 use crate::exec::{self, ExecOptions, ProcessRunner};
+use crate::fresh;
+use crate::fs::Digest;
 use crate::model::Project;
 use crate::plan::{PlanEntry, plan_static};
 use crate::snapshot::{Snapshot, SnapshotError};
-use crate::store::{BuildLock, Layout, RunRecord, Store, retention};
+use crate::store::{BuildLock, DigestRow, Layout, RunRecord, Store, retention};
 use crate::timings::Timings;
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
@@ -33,6 +38,11 @@ pub fn run(g: &Global, a: BuildArgs) -> i32 {
 /// structures need not be freed.
 pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     let mut t = Timings::start();
+    if may_be_noop(&a)
+        && let Some(code) = vouched_noop(g, &a, &mut t)
+    {
+        return code;
+    }
     // A dry run writes nothing, not even the remembered project.
     let l = match load_project(g, !a.dry_run) {
         Ok(l) => l,
@@ -67,6 +77,12 @@ pub(super) trait Snapshots {
         store: &Store,
         run_id: &str,
     );
+
+    /// Whether the snapshots are full ones, walked and statted afresh: only those can
+    /// vouch for the next no-op in `.orch/fresh.bin`.
+    fn is_full(&self) -> bool {
+        true
+    }
 }
 
 /// A full snapshot every time.
@@ -120,15 +136,12 @@ pub(super) fn run_loaded(
             "warning: cannot create `.orch/key` ({e}); variable values will read as changed"
         );
     }
-    let _lock = match BuildLock::acquire(&layout.lock(), || {
-        let holder = BuildLock::holder_pid(&layout.lock())
-            .map(|p| format!(" (pid {p})"))
-            .unwrap_or_default();
-        crate::say!("orch: waiting for another build to finish{holder}; it holds `.orch/lock`");
-    }) {
+    let _lock = match take_lock(&layout) {
         Ok(l) => l,
         Err(e) => return report_diagnostic(&e, EXIT_FAILED),
     };
+    // This build may change what is up to date: the record of the last no-op goes first.
+    fresh::forget(&layout.dir);
     let (mut store, warning) = match Store::open(&layout) {
         Ok(s) => s,
         Err(e) => return report_diagnostic(&e, EXIT_FAILED),
@@ -140,6 +153,8 @@ pub(super) fn run_loaded(
     // stops within moments and exits 130 (installed only now: a wait for the lock above
     // must stay interruptible the ordinary way).
     exec::signal::install();
+    // Read before the results: unchanged at the end, it says no result moved meanwhile.
+    let mut generation = store.generation().ok().flatten();
     let snap = match snapshots.take(l, &selected, forced.clone(), &store) {
         // A damaged row that only shows when read: the same recovery as a damaged file.
         Err(SnapshotError::Store(e)) if e.is_damage() => {
@@ -149,7 +164,8 @@ pub(super) fn run_loaded(
                 Err(e) => return report_diagnostic(&e, EXIT_FAILED),
             };
             crate::say!("warning: {warning}");
-            snapshots.take(l, &selected, forced, &store)
+            generation = store.generation().ok().flatten();
+            snapshots.take(l, &selected, forced.clone(), &store)
         }
         other => other,
     };
@@ -165,120 +181,37 @@ pub(super) fn run_loaded(
 
     t.mark("plan");
     let jobs = effective_jobs(a.jobs, &l.project);
-    let options = [
-        // `all` for `--force-all`, so the digests of builds without it stay as they were.
-        (
-            "force",
-            if a.force_all {
-                "all".to_owned()
-            } else {
-                a.force.to_string()
-            },
-        ),
-        ("from", a.from.join(",")),
-        ("keep_going", a.keep_going.to_string()),
-    ];
-    let plan_digest = snap.plan_digest(&a.targets, &options);
-    let run_id = match &a.run_id {
-        Some(id) => {
-            if let Err(why) = check_run_id(id) {
-                crate::say!("error: invalid --run-id `{id}`: {why}");
-                return EXIT_USAGE;
-            }
-            if layout.run_dir(id).exists() {
-                crate::say!(
-                    "error: run id `{id}` is already used by an earlier run (see `.orch/runs/{id}`); choose another, or omit --run-id"
-                );
-                return EXIT_USAGE;
-            }
-            id.clone()
-        }
-        None => unique_run_id(&layout, &plan_digest.to_hex()[..8]),
+    let plan_digest = snap.plan_digest(&a.targets, &options(&a, a.keep_going));
+    let counts = PlanCounts {
+        total: selected.len(),
+        stale,
+        unlisted: unlisted.len(),
     };
-    let started_at = crate::fs::now_ns();
-    let record = RunRecord {
-        run_id: run_id.clone(),
-        plan_digest: plan_digest.to_hex(),
-        targets: a.targets.clone(),
-        started_at_ns: started_at,
-        finished_at_ns: None,
-        status: None,
-        summary: None,
-    };
-    if let Err(e) = store
-        .begin_run(&record)
-        .and_then(|_| store.write_digests(&snap.digest_updates))
-    {
-        return report_diagnostic(&e, EXIT_FAILED);
-    }
-
-    t.mark("run record");
-    let mut events = EventLog::new(run_id.clone());
-    match JsonFile::create(&layout.events(&run_id)) {
-        Ok(f) => events.add(Box::new(f)),
-        Err(e) => return report_error("cannot write the event log", &e),
-    }
-    events.add(Box::new(Summary::new(
-        layout.run_dir(&run_id).join("summary.json"),
-    )));
-    if let Some(path) = &a.junit {
-        let path = if path.is_absolute() {
-            path.clone()
-        } else {
-            g.start_dir().join(path)
-        };
-        let names = unlisted
-            .iter()
-            .map(|&i| l.project.instances[i].name.as_str());
-        events.add(Box::new(
-            Junit::new(path, l.project.root.clone()).up_to_date(names),
-        ));
-    }
-    // The live display's printer: lines above its bars.
-    let mut printer: Option<Printer> = None;
-    if a.json {
-        events.add(Box::new(JsonStdout::new()));
-        events.add(Box::new(Human::new(
-            std::io::stderr(),
-            l.project.root.clone(),
-            g.verbosity.min(Verbosity::Quiet),
-        )));
-    } else if progress::is_live(std::io::stdout().is_terminal()) {
-        let live = Progress::new(
-            l.project.root.clone(),
-            g.verbosity,
-            progress::color_enabled(),
-        );
-        printer = Some(live.printer());
-        events.add(Box::new(live));
-    } else {
-        events.add(Box::new(Human::new(
-            std::io::stdout(),
-            l.project.root.clone(),
-            g.verbosity,
-        )));
-    }
-    events.emit(
-        None,
-        EventKind::RunStarted {
-            plan_digest: plan_digest.to_hex(),
-            targets: a.targets.clone(),
+    let names = unlisted
+        .iter()
+        .map(|&i| l.project.instances[i].name.as_str());
+    let mut rec = match begin(
+        g,
+        &a,
+        &Begin {
+            layout: &layout,
+            root: &l.project.root,
+            plan_digest,
             jobs,
-            keep_going: a.keep_going,
+            counts,
+            digest_updates: &snap.digest_updates,
         },
-    );
-    events.emit(
-        None,
-        EventKind::PlanReady {
-            total: selected.len(),
-            stale,
-            up_to_date: selected.len() - stale,
-            up_to_date_unlisted: unlisted.len(),
-        },
-    );
+        &mut store,
+        names,
+        &mut t,
+    ) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
 
     // -v: every line a command prints, as it prints it, prefixed with the instance.
     let to_stderr = a.json;
+    let printer = rec.printer.take();
     let stream: Option<exec::Stream> = (g.verbosity == Verbosity::Verbose).then(|| {
         Arc::new(move |name: &str, line: &str| {
             use std::io::Write as _;
@@ -296,7 +229,7 @@ pub(super) fn run_loaded(
         cache,
         jobs,
         keep_going: a.keep_going,
-        run_id: run_id.clone(),
+        run_id: rec.run_id.clone(),
         stream,
     };
     let report = match exec::execute(
@@ -306,15 +239,303 @@ pub(super) fn run_loaded(
         &mut store,
         &layout,
         Arc::new(ProcessRunner::default()),
-        &mut events,
+        &mut rec.events,
         &opts,
     ) {
         Ok(r) => r,
         Err(e) => return report_error("the build could not run", &e),
     };
     t.mark("execute");
-    drop(events);
+    drop(rec.events);
+    let code = finish(
+        &layout,
+        &mut store,
+        &rec.run_id,
+        &report,
+        l.project.keep_runs,
+        &mut t,
+    );
 
+    // Everything was up to date before the build and nothing was recorded meanwhile:
+    // the next no-op can be vouched for by stats alone.
+    let whole_noop = may_be_noop(&a)
+        && selected.len() == l.project.instances.len()
+        && forced.is_empty()
+        && stale == 0
+        && unlisted.len() == selected.len()
+        && !report.interrupted
+        && report.counts.up_to_date == selected.len();
+    if whole_noop
+        && snapshots.is_full()
+        && let Some(generation) = generation
+        && store.generation().ok().flatten() == Some(generation)
+    {
+        let digests = [false, true].map(|k| snap.plan_digest(&a.targets, &options(&a, k)));
+        // A record that cannot be written only costs the next no-op its shortcut.
+        let _ = fresh::write(&snap, generation, digests);
+        t.mark("record");
+    }
+    // The process ends right after this; freeing tens of thousands of small allocations
+    // one by one would only add to every build's wall time.
+    if exiting {
+        std::mem::forget(planned);
+        std::mem::forget(snap);
+    } else {
+        snapshots.built(snap, &planned, &store, &rec.run_id);
+    }
+    code
+}
+
+/// Whether this build could be a no-op of the whole project: no targets, nothing forced,
+/// a real run, and no report that needs the project (`--junit` names every instance).
+fn may_be_noop(a: &BuildArgs) -> bool {
+    a.targets.is_empty()
+        && !a.force
+        && !a.force_all
+        && a.from.is_empty()
+        && !a.dry_run
+        && a.junit.is_none()
+}
+
+/// The no-op build that `.orch/fresh.bin` vouches for: checked by stats, then recorded
+/// and reported exactly as the ordinary path records and reports a no-op, without loading
+/// the project, walking, reading results or planning. None (having written nothing)
+/// when there is no record or anything differs: then the ordinary path decides.
+fn vouched_noop(g: &Global, a: &BuildArgs, t: &mut Timings) -> Option<i32> {
+    let orchfile = crate::orchfile::find_orchfile(&g.start_dir(), g.file.as_deref()).ok()?;
+    let orchfile = std::path::absolute(&orchfile).unwrap_or(orchfile);
+    let root = orchfile.parent()?.to_path_buf();
+    let layout = Layout::new(&root);
+    if !fresh::path(&layout.dir).is_file() {
+        return None;
+    }
+    // Checked under the lock: a build running meanwhile forgets the record first.
+    let lock = take_lock(&layout).ok()?;
+    let noop = fresh::check(&orchfile)?;
+    let (mut store, warning) = Store::open(&layout).ok()?;
+    if let Some(w) = warning {
+        // The database was replaced: the generation cannot match.
+        crate::say!("warning: {w}");
+        return None;
+    }
+    if store.generation().ok()?? != noop.generation {
+        return None;
+    }
+    t.mark("fresh");
+    let jobs = effective_jobs_of(a.jobs, noop.jobs);
+    let counts = PlanCounts {
+        total: noop.total,
+        stale: 0,
+        unlisted: noop.unlisted,
+    };
+    let begun = Begin {
+        layout: &layout,
+        root: &root,
+        plan_digest: noop.plan_digest(a.keep_going),
+        jobs,
+        counts,
+        digest_updates: &[],
+    };
+    let mut rec = match begin(g, a, &begun, &mut store, std::iter::empty(), t) {
+        Ok(r) => r,
+        Err(code) => return Some(code),
+    };
+    let ran = std::time::Instant::now();
+    let report = exec::Report {
+        counts: Counts {
+            total: noop.total,
+            up_to_date: noop.total,
+            ..Counts::default()
+        },
+        ..exec::Report::default()
+    };
+    rec.events.emit(
+        None,
+        EventKind::RunCompleted {
+            cache: Default::default(),
+            counts: report.counts,
+            duration_ms: ran.elapsed().as_millis() as u64,
+        },
+    );
+    drop(rec.events);
+    let code = finish(&layout, &mut store, &rec.run_id, &report, noop.keep_runs, t);
+    drop(lock);
+    Some(code)
+}
+
+/// Takes the build lock, saying so while another build holds it.
+fn take_lock(layout: &Layout) -> Result<BuildLock, crate::store::StoreError> {
+    BuildLock::acquire(&layout.lock(), || {
+        let holder = BuildLock::holder_pid(&layout.lock())
+            .map(|p| format!(" (pid {p})"))
+            .unwrap_or_default();
+        crate::say!("orch: waiting for another build to finish{holder}; it holds `.orch/lock`");
+    })
+}
+
+/// The options that enter the plan digest, with this `--keep-going`.
+fn options(a: &BuildArgs, keep_going: bool) -> [(&'static str, String); 3] {
+    [
+        // `all` for `--force-all`, so the digests of builds without it stay as they were.
+        (
+            "force",
+            if a.force_all {
+                "all".to_owned()
+            } else {
+                a.force.to_string()
+            },
+        ),
+        ("from", a.from.join(",")),
+        ("keep_going", keep_going.to_string()),
+    ]
+}
+
+/// What `plan_ready` counts.
+#[derive(Clone, Copy)]
+struct PlanCounts {
+    total: usize,
+    stale: usize,
+    unlisted: usize,
+}
+
+/// What a run records before its first instance, however its plan was made.
+struct Begin<'a> {
+    layout: &'a Layout,
+    root: &'a Path,
+    plan_digest: Digest,
+    jobs: usize,
+    counts: PlanCounts,
+    /// Digest-cache changes written with the run row.
+    digest_updates: &'a [(String, Option<DigestRow>)],
+}
+
+/// A run being recorded.
+struct Recording {
+    run_id: String,
+    events: EventLog,
+    /// The live display's printer: lines above its bars.
+    printer: Option<Printer>,
+}
+
+/// Starts a run: its id, its row (with the digest-cache changes), its event log and
+/// sinks, and its first two events. `up_to_date` names the instances skipped without an
+/// event, for `--junit`.
+fn begin<'n>(
+    g: &Global,
+    a: &BuildArgs,
+    b: &Begin<'_>,
+    store: &mut Store,
+    up_to_date: impl Iterator<Item = &'n str>,
+    t: &mut Timings,
+) -> Result<Recording, i32> {
+    let layout = b.layout;
+    let run_id = match &a.run_id {
+        Some(id) => {
+            if let Err(why) = check_run_id(id) {
+                crate::say!("error: invalid --run-id `{id}`: {why}");
+                return Err(EXIT_USAGE);
+            }
+            if layout.run_dir(id).exists() {
+                crate::say!(
+                    "error: run id `{id}` is already used by an earlier run (see `.orch/runs/{id}`); choose another, or omit --run-id"
+                );
+                return Err(EXIT_USAGE);
+            }
+            id.clone()
+        }
+        None => unique_run_id(layout, &b.plan_digest.to_hex()[..8]),
+    };
+    let record = RunRecord {
+        run_id: run_id.clone(),
+        plan_digest: b.plan_digest.to_hex(),
+        targets: a.targets.clone(),
+        started_at_ns: crate::fs::now_ns(),
+        finished_at_ns: None,
+        status: None,
+        summary: None,
+    };
+    if let Err(e) = store
+        .begin_run(&record)
+        .and_then(|_| store.write_digests(b.digest_updates))
+    {
+        return Err(report_diagnostic(&e, EXIT_FAILED));
+    }
+
+    t.mark("run record");
+    let mut events = EventLog::new(run_id.clone());
+    match JsonFile::create(&layout.events(&run_id)) {
+        Ok(f) => events.add(Box::new(f)),
+        Err(e) => return Err(report_error("cannot write the event log", &e)),
+    }
+    events.add(Box::new(Summary::new(
+        layout.run_dir(&run_id).join("summary.json"),
+    )));
+    if let Some(path) = &a.junit {
+        let path = if path.is_absolute() {
+            path.clone()
+        } else {
+            g.start_dir().join(path)
+        };
+        events.add(Box::new(
+            Junit::new(path, b.root.to_path_buf()).up_to_date(up_to_date),
+        ));
+    }
+    let mut printer: Option<Printer> = None;
+    if a.json {
+        events.add(Box::new(JsonStdout::new()));
+        events.add(Box::new(Human::new(
+            std::io::stderr(),
+            b.root.to_path_buf(),
+            g.verbosity.min(Verbosity::Quiet),
+        )));
+    } else if progress::is_live(std::io::stdout().is_terminal()) {
+        let live = Progress::new(b.root.to_path_buf(), g.verbosity, progress::color_enabled());
+        printer = Some(live.printer());
+        events.add(Box::new(live));
+    } else {
+        events.add(Box::new(Human::new(
+            std::io::stdout(),
+            b.root.to_path_buf(),
+            g.verbosity,
+        )));
+    }
+    events.emit(
+        None,
+        EventKind::RunStarted {
+            plan_digest: b.plan_digest.to_hex(),
+            targets: a.targets.clone(),
+            jobs: b.jobs,
+            keep_going: a.keep_going,
+        },
+    );
+    let c = b.counts;
+    events.emit(
+        None,
+        EventKind::PlanReady {
+            total: c.total,
+            stale: c.stale,
+            up_to_date: c.total - c.stale,
+            up_to_date_unlisted: c.unlisted,
+        },
+    );
+    Ok(Recording {
+        run_id,
+        events,
+        printer,
+    })
+}
+
+/// Ends a run whose events are closed: its status and summary in its row, and older
+/// runs trimmed (their events and logs, then their rows, in the commit that ends this
+/// run, so `orch runs` lists no run whose events are gone). Returns the exit status.
+fn finish(
+    layout: &Layout,
+    store: &mut Store,
+    run_id: &str,
+    report: &exec::Report,
+    keep_runs: usize,
+    t: &mut Timings,
+) -> i32 {
     let status = if report.interrupted {
         "interrupted"
     } else if report.counts.failed > 0 || report.counts.blocked > 0 {
@@ -323,9 +544,7 @@ pub(super) fn run_loaded(
         "succeeded"
     };
     let summary = serde_json::json!({ "counts": report.counts, "failed": report.failed, "blocked": report.blocked }).to_string();
-    // Retention: older runs lose their events and logs, and then their records, in the
-    // commit that ends this run (`orch runs` lists no run whose events are gone).
-    let trimmed = retention::trim_runs(&layout, l.project.keep_runs, &run_id);
+    let trimmed = retention::trim_runs(layout, keep_runs, run_id);
     for (dir, e) in &trimmed.errors {
         crate::say!(
             "warning: cannot remove the old run `{}`: {e}",
@@ -333,7 +552,7 @@ pub(super) fn run_loaded(
         );
     }
     if let Err(e) = store.finish_run_forgetting(
-        &run_id,
+        run_id,
         crate::fs::now_ns(),
         status,
         &summary,
@@ -342,14 +561,6 @@ pub(super) fn run_loaded(
         crate::say!("warning: could not record the end of the run: {e}");
     }
     t.mark("finish");
-    // The process ends right after this; freeing tens of thousands of small allocations
-    // one by one would only add to every build's wall time.
-    if exiting {
-        std::mem::forget(planned);
-        std::mem::forget(snap);
-    } else {
-        snapshots.built(snap, &planned, &store, &run_id);
-    }
     if report.interrupted {
         exec::signal::exit_status()
     } else if status == "failed" {
@@ -363,8 +574,13 @@ pub(super) fn run_loaded(
 /// `[orch] jobs` (validation keeps it within the cap), else one per CPU, never above
 /// `MAX_JOBS`.
 pub fn effective_jobs(cli: Option<u32>, project: &Project) -> usize {
+    effective_jobs_of(cli, project.jobs)
+}
+
+/// [`effective_jobs`] from `[orch] jobs` alone.
+fn effective_jobs_of(cli: Option<u32>, configured: Option<usize>) -> usize {
     cli.map(|j| j as usize)
-        .or(project.jobs)
+        .or(configured)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .min(MAX_JOBS as usize)
 }

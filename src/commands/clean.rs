@@ -43,6 +43,8 @@ pub fn run(g: &Global, a: CleanArgs) -> i32 {
         Ok(lock) => lock,
         Err(code) => return code,
     };
+    // Outputs go away: no record may vouch for them (their stats would catch it too).
+    crate::fresh::forget(&layout.dir);
     let store = match open_store(&layout) {
         Ok(s) => s,
         Err(code) => return code,

@@ -236,6 +236,12 @@ impl Snapshots for KeptSnapshots<'_> {
         snapshot(l, selected, forced, self.kept, self.newest_run, store)
     }
 
+    // A kept snapshot reuses stats and listings from earlier builds: it does not vouch
+    // for the next no-op.
+    fn is_full(&self) -> bool {
+        false
+    }
+
     fn built(
         &mut self,
         snap: Snapshot<'_>,

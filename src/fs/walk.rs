@@ -15,7 +15,7 @@ use globset::{Candidate, Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 use walkdir::WalkDir;
 
-use super::stat::is_absent;
+use super::stat::{FileStat, is_absent};
 
 /// Characters that make a pattern component non-literal. `\` is included because globset
 /// treats it as an escape (`a\b` matches `ab`), so such a component is not its own path.
@@ -29,6 +29,10 @@ pub struct Expansion {
     /// Matched paths that are not regular files (FIFOs, sockets, devices), sorted, with
     /// what each is: never inputs.
     pub special: Vec<(String, &'static str)>,
+    /// Every directory the walk listed ("" for the root), with its `lstat` taken just
+    /// after the listing (None when it could not be taken): a file added or removed under
+    /// one moves its mtime, which is how `.orch/fresh.bin` notices without walking.
+    pub listed: Vec<(String, Option<FileStat>)>,
 }
 
 /// Why a walk failed.
@@ -213,6 +217,7 @@ impl MultiGlob {
         let skip: HashSet<&str> = skip_dirs.iter().map(|s| s.trim_end_matches('/')).collect();
         let mut out: Vec<BTreeSet<String>> = vec![BTreeSet::new(); self.owners];
         let mut special = BTreeSet::new();
+        let mut listed = Vec::new();
 
         for (path, owners) in self.existing_literals(root, &real_root, &skip, &mut special)? {
             for &o in owners {
@@ -220,11 +225,12 @@ impl MultiGlob {
             }
         }
         if !self.set.is_empty() {
-            self.walk(root, &real_root, &skip, &mut out, &mut special)?;
+            self.walk(root, &real_root, &skip, &mut out, &mut special, &mut listed)?;
         }
         Ok(Expansion {
             files: out.into_iter().map(|s| s.into_iter().collect()).collect(),
             special: special.into_iter().collect(),
+            listed,
         })
     }
 
@@ -247,6 +253,7 @@ impl MultiGlob {
         skip: &HashSet<&str>,
         out: &mut [BTreeSet<String>],
         special: &mut BTreeSet<(String, &'static str)>,
+        listed: &mut Vec<(String, Option<FileStat>)>,
     ) -> Result<(), WalkError> {
         let walker = WalkDir::new(root)
             .follow_links(false)
@@ -267,6 +274,12 @@ impl MultiGlob {
             let entry = entry.map_err(io::Error::from)?;
             let ft = entry.file_type();
             if entry.depth() == 0 || ft.is_dir() {
+                // Every directory yielded is one the walk lists (sorted, it already has).
+                let rel = entry.path().strip_prefix(root).map_err(io::Error::other)?;
+                let stat = entry.metadata().ok().map(|m| FileStat::from_metadata(&m));
+                // A name that is not UTF-8 cannot be looked at again by name: no stat.
+                let stat = stat.filter(|_| rel.to_str().is_some());
+                listed.push((rel.to_string_lossy().into_owned(), stat));
                 continue;
             }
             let rel = entry.path().strip_prefix(root).map_err(io::Error::other)?;
@@ -483,6 +496,34 @@ mod tests {
     }
 
     const SKIP: &[&str] = &[".orch", ".git", "target"];
+
+    #[test]
+    fn every_directory_listed_is_named_with_its_stat() {
+        let t = project();
+        let found = MultiGlob::new(&owners(&[&["deep/a/**/*.rs"], &["src/*.rs"]]))
+            .unwrap()
+            .expand(t.path(), SKIP)
+            .unwrap();
+        let names: Vec<&str> = found.listed.iter().map(|(p, _)| p.as_str()).collect();
+        // The root and the way down to each prefix, then everything under the prefixes;
+        // never a pruned or skipped directory.
+        assert_eq!(
+            names,
+            [
+                "",
+                "deep",
+                "deep/a",
+                "deep/a/b",
+                "deep/a/b/c",
+                "src",
+                "src/fs"
+            ]
+        );
+        for (p, st) in &found.listed {
+            let now = crate::fs::stat::stat_path(&t.path().join(p)).unwrap();
+            assert_eq!(*st, now, "{p}");
+        }
+    }
 
     #[test]
     fn double_star_crosses_directories() {

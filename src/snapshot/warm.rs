@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::{
-    SKIP_DIRS, Snapshot, SnapshotError, cache_dir_in_project, cached_to_row, expand_inputs,
+    SKIP_DIRS, Snapshot, SnapshotError, Walked, cache_dir_in_project, cached_to_row, expand_inputs,
     row_to_cached, schema_files,
 };
 use crate::fs::{self, CachedDigest, Digest, PathDigest};
@@ -478,7 +478,7 @@ impl<'p> Snapshot<'p> {
             .collect();
         if !rewalk.is_empty() {
             let found = match expand_inputs(project, &rewalk, false) {
-                Ok(f) => f,
+                Ok((f, _)) => f,
                 Err(e) => return Some(Err(e)),
             };
             for (i, files) in rewalk.iter().zip(found) {
@@ -554,6 +554,8 @@ impl<'p> Snapshot<'p> {
             env,
             value_key,
             value_key_known: true,
+            // A warm snapshot never vouches for a no-op (see `Snapshots::is_full`).
+            walked: Walked::default(),
             entries,
             reread: Mutex::new(HashMap::new()),
             shard_inputs: Mutex::new(HashMap::new()),

@@ -31,6 +31,14 @@
 //! instance (`shard` empty) and of each shard (`shard` its `{shard.key}`, which outlives
 //! content changes, unlike the shard's action key) took, for the scheduler's priorities.
 //! Version 5 lacked the table: opening one creates it empty (no history yet).
+//! `generation(id BLOB, n INTEGER)` holds one row: a random id given when the table is
+//! made and a counter that triggers bump on every insert, update and delete of
+//! `instances` and `shard_results`, the tables that decide what is up to date (not
+//! `runs` nor `digests`, which a build that runs nothing still writes). Whoever writes
+//! them (this orch, an older one, `clean`, a failed build, the sqlite3 shell) moves the
+//! counter, so `(id, n)` names one state of the results: `.orch/fresh.bin` is trusted
+//! only while it is unchanged (see [`crate::fresh`]). Version 6 lacked the table:
+//! opening one creates it, with a new id, so no earlier record can match.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -42,13 +50,13 @@ use super::layout::Layout;
 use super::{SqliteContext, StoreError};
 
 /// Version of the on-disk schema below; bump it whenever the schema changes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// How long a statement waits for another process's write transaction before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Creates the schema of [`SCHEMA_VERSION`] (documented at the top of this file) but the
-/// [`DURATIONS_TABLE`].
+/// [`DURATIONS_TABLE`] and the [`GENERATION`] counter.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS instances (
     name TEXT NOT NULL UNIQUE,
@@ -128,6 +136,30 @@ const UPSERT_DURATION: &str = "INSERT INTO durations (instance, shard, duration_
     duration_ms = excluded.duration_ms, run_id = excluded.run_id";
 
 const SELECT_DURATION_INSTANCES: &str = "SELECT DISTINCT instance FROM durations";
+
+/// The table and triggers version 7 added: one row, a random id and a counter of changes
+/// to the tables the planner reads. SQLite has row triggers only; one bump per row
+/// written costs a no-op nothing and a build that records 10,000 results a few ms.
+const GENERATION: &str = "CREATE TABLE IF NOT EXISTS generation (
+    id BLOB NOT NULL,
+    n INTEGER NOT NULL
+);
+INSERT INTO generation (id, n) SELECT randomblob(16), 0
+    WHERE NOT EXISTS (SELECT 1 FROM generation);
+CREATE TRIGGER IF NOT EXISTS instances_inserted AFTER INSERT ON instances
+    BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS instances_updated AFTER UPDATE ON instances
+    BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS instances_deleted AFTER DELETE ON instances
+    BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS shard_results_inserted AFTER INSERT ON shard_results
+    BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS shard_results_updated AFTER UPDATE ON shard_results
+    BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS shard_results_deleted AFTER DELETE ON shard_results
+    BEGIN UPDATE generation SET n = n + 1; END;";
+
+const SELECT_GENERATION: &str = "SELECT id, n FROM generation LIMIT 2";
 
 const DELETE_DURATIONS_OF: &str = "DELETE FROM durations WHERE instance = ?1";
 
@@ -232,7 +264,17 @@ const ALL_STATEMENTS: &[&str] = &[
     UPSERT_DURATION,
     SELECT_DURATION_INSTANCES,
     DELETE_DURATIONS_OF,
+    SELECT_GENERATION,
 ];
+
+/// One state of the recorded results (see `generation` at the top of this file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Generation {
+    /// The database's random id, given when its counter was made.
+    pub id: [u8; 16],
+    /// Changes to `instances` and `shard_results` counted since.
+    pub n: i64,
+}
 
 /// Status of an instance's latest attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -880,6 +922,27 @@ impl Store {
         .ctx(ACTION)
     }
 
+    /// The generation of the recorded results: the database's random id and how many
+    /// changes triggers have counted. None when the row is missing or malformed (then
+    /// nothing can be vouched for).
+    pub fn generation(&self) -> Result<Option<Generation>, StoreError> {
+        const ACTION: &str = "reading the generation";
+        let mut stmt = self.conn.prepare_cached(SELECT_GENERATION).ctx(ACTION)?;
+        let mut rows = stmt.query([]).ctx(ACTION)?;
+        let Some(row) = rows.next().ctx(ACTION)? else {
+            return Ok(None);
+        };
+        let id = row
+            .get::<_, Vec<u8>>(0)
+            .ok()
+            .and_then(|v| v.try_into().ok());
+        let n = row.get::<_, i64>(1).ok();
+        if rows.next().ctx(ACTION)?.is_some() {
+            return Ok(None);
+        }
+        Ok(id.zip(n).map(|(id, n)| Generation { id, n }))
+    }
+
     /// Records a run before its first instance starts (its run_id must be new).
     pub fn begin_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
         const ACTION: &str = "recording the run start";
@@ -1141,7 +1204,7 @@ fn init(conn: &Connection, writable: bool) -> Result<(), OpenFailure> {
     // A few more statements than we use, so none is ever evicted from the cache.
     conn.set_prepared_statement_cache_capacity(ALL_STATEMENTS.len() + 8);
     let mut version = user_version(conn)?;
-    // Upgrades run one after the other: 3 → 4 → 5 → 6.
+    // Upgrades run one after the other: 3 → 4 → 5 → 6 → 7.
     if version == 3 && writable {
         add_ctime(conn)?;
         version = user_version(conn)?;
@@ -1152,6 +1215,10 @@ fn init(conn: &Connection, writable: bool) -> Result<(), OpenFailure> {
     }
     if version == 5 && writable {
         add_durations(conn)?;
+        version = user_version(conn)?;
+    }
+    if version == 6 && writable {
+        add_generation(conn)?;
         version = user_version(conn)?;
     }
     if version == 0 && writable {
@@ -1320,6 +1387,7 @@ fn create_schema(conn: &Connection) -> Result<(), OpenFailure> {
         }
         conn.execute_batch(SCHEMA)
             .and_then(|_| conn.execute_batch(DURATIONS_TABLE))
+            .and_then(|_| conn.execute_batch(GENERATION))
             .map_err(|err| open_failure(ACTION, err))?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(|err| open_failure(ACTION, err))?;
@@ -1359,6 +1427,12 @@ fn add_discovered(conn: &Connection) -> Result<(), OpenFailure> {
 /// after the upgrade orders work as if it had no history.
 fn add_durations(conn: &Connection) -> Result<(), OpenFailure> {
     upgrade(conn, "adding the durations table", 5, DURATIONS_TABLE)
+}
+
+/// Upgrades a version 6 database: it gains the generation counter, with an id no
+/// `.orch/fresh.bin` written before holds.
+fn add_generation(conn: &Connection) -> Result<(), OpenFailure> {
+    upgrade(conn, "adding the generation counter", 6, GENERATION)
 }
 
 /// Runs `sql` on a database of version `from` and marks it `from + 1`, in one
@@ -1954,6 +2028,70 @@ mod tests {
         assert_eq!(store.shard_results("a")?.len(), 1);
         store.write_durations(&[duration("a", "", 5)])?;
         assert_eq!(store.durations()?, BTreeMap::from([("a".to_owned(), 5)]));
+        Ok(())
+    }
+
+    #[test]
+    fn version_6_gains_a_generation_with_a_new_id() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        let layout = Layout::new(tmp.path());
+        layout.ensure()?;
+        {
+            let conn = Connection::open(layout.db())?;
+            conn.execute_batch(SCHEMA)?;
+            conn.execute_batch(DURATIONS_TABLE)?;
+            conn.pragma_update(None, "user_version", 6)?;
+        }
+        let (store, warning) = Store::open(&layout)?;
+        assert_eq!(warning, None);
+        let g = store.generation()?.ok_or("no generation")?;
+        assert_eq!(g.n, 0);
+        let (_t, _l, other) = open_fresh()?;
+        assert_ne!(other.generation()?.ok_or("no generation")?.id, g.id);
+        Ok(())
+    }
+
+    #[test]
+    fn the_generation_counts_result_writes_only() -> TestResult {
+        let (_tmp, _layout, mut store) = open_fresh()?;
+        let start = store.generation()?.ok_or("no generation")?;
+        store.begin_run(&run("r1", 1))?;
+        store.finish_run("r1", 2, "succeeded", "{}")?;
+        store.write_digests(&[(
+            "a".to_owned(),
+            Some(DigestRow {
+                size: 1,
+                mtime_ns: 1,
+                ino: 1,
+                ctime_ns: 1,
+                is_dir: false,
+                digest: key(3),
+                hashed_at_ns: 1,
+            }),
+        )])?;
+        assert_eq!(store.generation()?, Some(start));
+        store.write_results(&[ResultUpdate::Succeeded {
+            instance: "a".to_owned(),
+            record: success(1, "r1", 10),
+        }])?;
+        let after_result = store.generation()?.ok_or("no generation")?;
+        assert!(after_result.n > start.n);
+        assert_eq!(after_result.id, start.id);
+        store.write_shard_results(
+            &[ShardRecord {
+                shard_key: key(4),
+                instance: "a".to_owned(),
+                output_digest: key(5),
+                size: 1,
+                run_id: "r1".to_owned(),
+                discovered: Vec::new(),
+            }],
+            &[],
+        )?;
+        let after_shard = store.generation()?.ok_or("no generation")?;
+        assert!(after_shard.n > after_result.n);
+        store.forget_instances_except(&BTreeSet::new())?;
+        assert!(store.generation()?.ok_or("no generation")?.n > after_shard.n);
         Ok(())
     }
 

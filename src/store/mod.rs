@@ -8,7 +8,7 @@ pub mod retention;
 use std::path::PathBuf;
 
 pub use db::{
-    DigestRow, DurationRecord, InstanceRecord, LastStatus, OutputRecord, RecordedShard,
+    DigestRow, DurationRecord, Generation, InstanceRecord, LastStatus, OutputRecord, RecordedShard,
     ResultUpdate, RunRecord, SCHEMA_VERSION, ShardRecord, ShardResults, Store, SuccessRecord,
 };
 pub use layout::Layout;

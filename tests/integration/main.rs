@@ -11,6 +11,7 @@ mod depfiles;
 mod events;
 mod failures;
 mod file_edges;
+mod fresh;
 mod history;
 mod large;
 mod lifecycle;
