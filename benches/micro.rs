@@ -8,6 +8,10 @@
 //! - `hash`: BLAKE3 over 64 MiB in memory (the ceiling of input hashing).
 //! - `priority`: critical-path priorities over the loaded graph.
 //! - `schedule`: pop and finish every instance of the loaded graph through the scheduler.
+//! - `cache`: read back the remembered project (`.orch/project.cache`): decode and
+//!   revalidate, the load stage of every build after the first.
+//! - `plan`: `plan_static` over every instance of the project built once (by the real
+//!   build, in process), with one source changed since: the plan stage of a build.
 //!
 //! Each step runs for about a second (at least 3 times); the median and the minimum per
 //! run are printed. Compare two commits by running both, one after the other, on an idle
@@ -20,7 +24,7 @@ use std::time::{Duration, Instant};
 use orch::exec::priority::critical_path;
 use orch::exec::scheduler::Scheduler;
 use orch::fs::{Digest, hash_bytes};
-use orch::plan::{KeyParts, Upstream};
+use orch::plan::{KeyParts, Upstream, plan_static};
 
 fn die(msg: impl std::fmt::Display) -> ! {
     eprintln!("benchmark failed: {msg}");
@@ -151,5 +155,51 @@ fn main() {
         while let Some(i) = s.pop() {
             s.finish(i);
         }
+    });
+
+    let orch_dir = dir.path().join(".orch");
+    std::fs::create_dir_all(&orch_dir).unwrap_or_else(|e| die(e));
+    orch::model::cache::write(&orch_dir, &project, &graph).unwrap_or_else(|e| die(e));
+    measure("cache", budget, || {
+        let read = orch::model::cache::read(&orch_dir, &file);
+        black_box(read.unwrap_or_else(|| die("the project cache was not read back")));
+    });
+
+    plan_step(dir.path(), n, &project, &graph, &selected, budget);
+}
+
+/// Builds the project once, changes one source, and times planning it again.
+fn plan_step(
+    dir: &std::path::Path,
+    n: usize,
+    project: &orch::model::Project,
+    graph: &orch::graph::Graph,
+    selected: &BTreeSet<usize>,
+    budget: Duration,
+) {
+    std::fs::create_dir_all(dir.join("src")).unwrap_or_else(|e| die(e));
+    for i in 0..n {
+        std::fs::write(dir.join(format!("src/f{i}.txt")), format!("source {i}\n"))
+            .unwrap_or_else(|e| die(e));
+    }
+    let args = ["orch", "build", "-q", "-j", "2", "-C"].map(std::ffi::OsString::from);
+    let args = args.into_iter().chain([dir.as_os_str().to_owned()]);
+    if orch::run(args) != orch::EXIT_OK {
+        die("the build failed");
+    }
+    std::fs::write(dir.join(format!("src/f{}.txt", n / 2)), "changed\n").unwrap_or_else(|e| die(e));
+    let layout = orch::store::Layout::new(&project.root);
+    let (store, _) = orch::store::Store::open(&layout).unwrap_or_else(|e| die(e));
+    let snap = orch::snapshot::Snapshot::take(project, graph, selected, BTreeSet::new(), &store)
+        .unwrap_or_else(|e| die(e));
+    let stale = plan_static(&snap.order, &snap)
+        .values()
+        .filter(|e| e.stale)
+        .count();
+    if stale == 0 {
+        die("the changed source left every instance up to date");
+    }
+    measure("plan", budget, || {
+        black_box(plan_static(&snap.order, &snap));
     });
 }

@@ -657,13 +657,7 @@ impl<'p> Snapshot<'p> {
         let env = inst
             .env
             .iter()
-            .map(|(name, v)| {
-                let d = match v {
-                    EnvValue::Inherit => self.env.get(name).copied().flatten(),
-                    EnvValue::Set(s) => Some(value_digest(&self.value_key, s.as_bytes())),
-                };
-                (name.clone(), d)
-            })
+            .map(|(name, v)| (name.clone(), self.env_digest(name, v)))
             .collect();
         let upstream = inst
             .deps
@@ -712,6 +706,91 @@ impl<'p> Snapshot<'p> {
                 .filter_map(|p| digest_of(p).map(|d| (p.to_owned(), d)))
                 .collect(),
             depfile: inst.depfile.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The key of [`PlanSource::parts`] for instance `i` with upstream outputs as
+    /// recorded, streamed from the project, the snapshot and the records into the hash
+    /// without building the parts: the planner computes one for every instance.
+    pub fn recorded_key(&self, i: usize) -> Digest {
+        let inst = &self.project.instances[i];
+        let command = inst.command_template().unwrap_or_default();
+        let shard = inst
+            .shard
+            .as_ref()
+            .map(crate::shard::ShardSpec::describe)
+            .unwrap_or_default();
+        let mut e = crate::plan::KeyEncoder::new(
+            &inst.name,
+            &command,
+            &inst.cwd,
+            &shard,
+            inst.depfile.as_deref().unwrap_or_default(),
+        );
+        e.outputs(
+            inst.outputs.len() + inst.shard_outputs.len(),
+            inst.outputs
+                .iter()
+                .map(|o| (o.path.as_str(), o.dir))
+                .chain(inst.shard_outputs.iter().map(|o| (o.path.as_str(), false))),
+        );
+        e.env(
+            inst.env.len(),
+            inst.env
+                .iter()
+                .map(|(name, v)| (name.as_str(), self.env_digest(name, v))),
+        );
+        let inputs = self.present(self.inputs[i].iter().map(String::as_str));
+        e.inputs(inputs.len(), inputs.iter().map(|(p, d)| (*p, d)));
+        let schemas = self.present(schema_files(inst));
+        e.schemas(schemas.len(), schemas.iter().map(|(p, d)| (*p, d)));
+        let mut deps: Vec<(&str, &crate::model::Dep)> = inst
+            .deps
+            .iter()
+            .map(|d| (self.project.instances[d.upstream].name.as_str(), d))
+            .collect();
+        // A map keeps the last of equal names, as collecting the parts' map does.
+        deps.sort_by(|a, b| a.0.cmp(b.0));
+        deps.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                *kept = *later;
+            }
+            same
+        });
+        e.upstreams(deps.len());
+        for (name, d) in deps {
+            match &self.records[d.upstream].success {
+                Some(s) => e.upstream_present(
+                    name,
+                    d.hard,
+                    s.outputs.len(),
+                    s.outputs.iter().map(|(p, m)| (p.as_str(), &m.digest)),
+                ),
+                None if d.hard => e.upstream_present(name, true, 0, std::iter::empty()),
+                None => e.upstream_absent(name),
+            }
+        }
+        e.finish()
+    }
+
+    /// The paths of `paths` that exist, with their digests, as the parts' maps hold them:
+    /// sorted, one entry per path (the snapshot's lists are sorted already, which makes
+    /// the sort a single pass).
+    fn present<'a>(&self, paths: impl Iterator<Item = &'a str>) -> Vec<(&'a str, Digest)> {
+        let mut v: Vec<(&str, Digest)> = paths
+            .filter_map(|p| self.digest(p).map(|d| (p, d)))
+            .collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v.dedup_by(|a, b| a.0 == b.0);
+        v
+    }
+
+    /// The keyed digest of variable `name` as instance parts hold it (None when unset).
+    fn env_digest(&self, name: &str, v: &EnvValue) -> Option<Digest> {
+        match v {
+            EnvValue::Inherit => self.env.get(name).copied().flatten(),
+            EnvValue::Set(s) => Some(value_digest(&self.value_key, s.as_bytes())),
         }
     }
 
@@ -1009,6 +1088,9 @@ impl PlanSource for Snapshot<'_> {
     ) -> KeyParts {
         self.parts_with(i, &self.inputs[i], upstream, &|p| self.digest(p))
     }
+    fn key(&self, i: usize) -> Digest {
+        self.recorded_key(i)
+    }
     fn recorded(&self, i: usize) -> &Recorded {
         &self.records[i]
     }
@@ -1096,6 +1178,73 @@ mod tests {
         assert_eq!(trusted.changed(), ["a"]);
         std::fs::remove_file(t.path().join("a")).unwrap();
         assert_eq!(trusted.changed(), ["a"]);
+    }
+
+    /// The planner's streamed key is the key of the parts it stands for, for every kind
+    /// of part and every state of an upstream (succeeded, never built, hard or soft).
+    #[test]
+    fn the_streamed_key_is_the_key_of_the_parts() {
+        let t = tempfile::tempdir().unwrap();
+        let text = r#"
+[orch]
+env = ["HOME"]
+[phase.a]
+matrix = { os = ["linux", "mac"] }
+run = "make {matrix.os} {inputs} > {outputs}"
+inputs = ["src/*.c", "extra.txt"]
+outputs = ["out/a-{matrix.os}/", { path = "out/a-{matrix.os}.json", schema = "s.json" }]
+env = { CC = "gcc" }
+[phase.b]
+run = "link {depfile}"
+env = ["LANG", "ORCH_SURELY_UNSET"]
+needs = ["a"]
+outputs = ["out/b"]
+depfile = "out/b.d"
+[phase.c]
+run = "echo {{literal}} > out/c"
+after = ["a", "b"]
+outputs = ["out/c"]
+"#;
+        std::fs::write(t.path().join("Orchfile.toml"), text).unwrap();
+        std::fs::create_dir_all(t.path().join("src")).unwrap();
+        for f in ["src/x.c", "src/y.c", "s.json"] {
+            std::fs::write(t.path().join(f), f).unwrap();
+        }
+        let raw = crate::orchfile::load(&t.path().join("Orchfile.toml")).unwrap();
+        let project = crate::model::validate(raw).unwrap();
+        let graph = crate::graph::build(&project).unwrap();
+        let store = Store::in_memory().unwrap();
+        let all: BTreeSet<usize> = (0..project.instances.len()).collect();
+        let mut snap = Snapshot::take(&project, &graph, &all, BTreeSet::new(), &store).unwrap();
+        let check = |snap: &Snapshot| {
+            for i in 0..project.instances.len() {
+                let parts = snap.parts(i, &|j| crate::plan::recorded_outputs(&snap.records[j]));
+                assert_eq!(snap.recorded_key(i), parts.action_key(), "{parts:?}");
+            }
+        };
+        check(&snap);
+        // Now with some upstreams on record, one of them with two outputs.
+        for (i, inst) in project.instances.iter().enumerate().take(2) {
+            let parts = snap.parts(i, &|_| None);
+            let outputs = inst
+                .outputs
+                .iter()
+                .map(|o| {
+                    let meta = crate::plan::OutputMeta {
+                        digest: fs::hash_bytes(o.path.as_bytes()),
+                        size: 1,
+                    };
+                    (o.path.clone(), meta)
+                })
+                .collect();
+            let m = crate::plan::Manifest {
+                parts: parts.clone(),
+                outputs,
+                discovered: BTreeMap::new(),
+            };
+            snap.records[i].success = Some(Success::from_manifest(parts.action_key(), m));
+        }
+        check(&snap);
     }
 
     #[test]

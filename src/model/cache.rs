@@ -128,23 +128,47 @@ fn still_contained(project: &Project) -> bool {
     for (dir, _) in per_dir.into_iter().filter(|(_, n)| *n >= LISTED) {
         c.learn_dir(dir);
     }
-    let literal = |p: &str| {
-        p.split('/')
-            .take_while(|c| !c.contains(['*', '?', '[', '{', '\\']))
-            .collect::<Vec<_>>()
-            .join("/")
-    };
     project.instances.iter().all(|i| {
         i.outputs.iter().all(|o| {
             c.check(&o.path, o.dir).is_ok()
                 && o.schema.as_ref().is_none_or(|s| c.check(s, true).is_ok())
         }) && i.inputs.iter().all(|p| {
             let l = literal(p);
-            l.is_empty() || c.check(&l, true).is_ok()
+            l.is_empty() || c.check(l, true).is_ok()
         }) && (i.cwd.is_empty() || c.check(&i.cwd, true).is_ok())
             && i.shard_outputs.iter().all(|t| {
                 let l = literal(&t.path);
-                l.is_empty() || c.check(&l, true).is_ok()
+                l.is_empty() || c.check(l, true).is_ok()
             })
     })
+}
+
+/// The components of pattern `p` before the first that holds a glob character (all of a
+/// plain path), without the `/` that ends them.
+fn literal(p: &str) -> &str {
+    match p.find(['*', '?', '[', '{', '\\']) {
+        None => p,
+        Some(at) => p[..at].rfind('/').map_or("", |slash| &p[..slash]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_literal_part_of_a_pattern() {
+        for (pattern, lit) in [
+            ("src/a.c", "src/a.c"),
+            ("src/*.c", "src"),
+            ("*.c", ""),
+            ("a/b/x*/c", "a/b"),
+            ("a//b*", "a/"),
+            ("a/{b,c}/d", "a"),
+            ("a/b\\*", "a"),
+            ("", ""),
+        ] {
+            assert_eq!(literal(pattern), lit, "{pattern}");
+        }
+    }
 }

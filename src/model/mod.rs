@@ -52,6 +52,7 @@ pub struct Project {
     /// Variables passed to and hashed into every phase (`orch.env`), sorted.
     pub env: Vec<String>,
     /// Phases by name.
+    #[serde(deserialize_with = "sorted_map")]
     pub phases: BTreeMap<String, Phase>,
     /// Every instance, sorted by name; indices into this are instance ids.
     pub instances: Vec<Instance>,
@@ -64,6 +65,19 @@ impl Project {
             .binary_search_by(|i| i.name.as_str().cmp(name))
             .ok()
     }
+}
+
+/// Decodes a map as a list of entries and builds it in one go: a `BTreeMap` writes its
+/// entries in key order, which makes the build a single pass, where inserting them one
+/// by one splits nodes and moves each large value several times. Maps and lists of
+/// pairs have the same encoding.
+fn sorted_map<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: serde::Deserialize<'de>,
+{
+    let entries: Vec<(String, V)> = serde::Deserialize::deserialize(d)?;
+    Ok(entries.into_iter().collect())
 }
 
 /// The `[cache]` settings.
@@ -338,7 +352,16 @@ impl Instance {
             let mut s = String::new();
             for p in pieces {
                 match p {
-                    CmdPiece::Text(t) => s.push_str(&t.replace('{', "{{").replace('}', "}}")),
+                    CmdPiece::Text(t) if !t.contains(['{', '}']) => s.push_str(t),
+                    CmdPiece::Text(t) => {
+                        for c in t.chars() {
+                            match c {
+                                '{' => s.push_str("{{"),
+                                '}' => s.push_str("}}"),
+                                c => s.push(c),
+                            }
+                        }
+                    }
                     CmdPiece::Inputs => s.push_str("{inputs}"),
                     CmdPiece::Shard(h) => {
                         s.push_str("{shard.");

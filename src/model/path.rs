@@ -1,7 +1,7 @@
 //! Project-relative paths that cannot leave the project root.
 
 use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Why a path was refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -102,43 +102,42 @@ impl Containment {
         if rel.starts_with('/') {
             return Err(PathProblem::Absolute);
         }
-        for c in Path::new(rel).components() {
-            match c {
-                Component::ParentDir => return Err(PathProblem::ParentDir),
-                Component::RootDir | Component::Prefix(_) => return Err(PathProblem::Absolute),
-                _ => {}
-            }
+        if rel.split('/').any(|c| c == "..") {
+            return Err(PathProblem::ParentDir);
         }
         if rel.is_empty() {
             return Err(PathProblem::Empty);
         }
-        let parts: Vec<&str> = rel
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .collect();
-        let upto = if whole {
-            parts.len()
+        // Every prefix is looked up as a slice of the path: a path written otherwise than
+        // normalised is normalised first, so `a//b` and `a/./b` share `a/b`'s answers.
+        let normal;
+        let rel = if rel.split('/').any(|c| c.is_empty() || c == ".") {
+            normal = normalize(rel);
+            normal.as_str()
         } else {
-            parts.len().saturating_sub(1)
+            rel
         };
-        let mut prefix = String::new();
-        for part in &parts[..upto] {
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(part);
-            let state = match self.seen.get(&prefix) {
+        if rel.is_empty() {
+            return Ok(());
+        }
+        let n = rel.split('/').count();
+        let upto = if whole { n } else { n - 1 };
+        let mut end = 0;
+        for (k, part) in rel.split('/').take(upto).enumerate() {
+            end += part.len() + usize::from(k > 0);
+            let prefix = &rel[..end];
+            let state = match self.seen.get(prefix) {
                 Some(s) => s.clone(),
                 None => {
-                    let s = self.look(&prefix);
-                    self.seen.insert(prefix.clone(), s.clone());
+                    let s = self.look(prefix);
+                    self.seen.insert(prefix.to_owned(), s.clone());
                     s
                 }
             };
             match state {
                 Prefix::Inside => {}
                 Prefix::Absent => return Ok(()),
-                Prefix::Escapes => return Err(PathProblem::ThroughSymlink(prefix)),
+                Prefix::Escapes => return Err(PathProblem::ThroughSymlink(prefix.to_owned())),
             }
         }
         Ok(())
@@ -252,5 +251,27 @@ mod tests {
             c.check("etc/hostname", true),
             Err(PathProblem::ThroughSymlink(_))
         ));
+    }
+
+    #[test]
+    fn paths_written_otherwise_get_the_answers_of_their_normal_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("src")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", root.join("src/out.txt")).unwrap();
+        let mut c = Containment::new(&root);
+        for rel in ["src/out.txt", "./src//out.txt", "src/./out.txt/"] {
+            assert_eq!(
+                c.check(rel, true),
+                Err(PathProblem::ThroughSymlink("src/out.txt".into())),
+                "{rel}"
+            );
+            assert_eq!(c.check(rel, false), Ok(()), "{rel}");
+        }
+        assert_eq!(c.check("src/../x", true), Err(PathProblem::ParentDir));
+        assert_eq!(c.check("/src", true), Err(PathProblem::Absolute));
+        assert_eq!(c.check("", true), Err(PathProblem::Empty));
+        assert_eq!(c.check("./", true), Ok(()));
+        assert_eq!(c.check("src...", true), Ok(()));
     }
 }

@@ -83,92 +83,205 @@ pub fn discovered_whys(recorded: &Discovered, now: &dyn Fn(&str) -> Option<Diges
     whys
 }
 
-struct Encoder(blake3::Hasher);
+/// The canonical encoding of key parts, written section by section into one buffer and
+/// hashed once at the end (one BLAKE3 update per key, not one per field).
+///
+/// [`KeyParts::action_key`] writes through it, and so does the planner, which streams an
+/// instance's parts from the project and the records without building a [`KeyParts`]:
+/// both therefore give the same key for the same parts. The sections must be written in
+/// the order of the methods below, each map's entries in ascending key order, unique (as
+/// a `BTreeMap` iterates them); debug builds check both.
+pub struct KeyEncoder {
+    buf: Vec<u8>,
+    /// The last section written, to check the order in debug builds.
+    stage: u8,
+}
 
-impl Encoder {
-    fn tag(&mut self, t: u8) {
-        self.0.update(&[t]);
+impl KeyEncoder {
+    /// Starts a key with the instance's name, command template, working directory, shard
+    /// description and depfile ("" when it has none).
+    pub fn new(instance: &str, command: &str, cwd: &str, shard: &str, depfile: &str) -> Self {
+        let mut e = KeyEncoder {
+            buf: Vec::with_capacity(256),
+            stage: 0,
+        };
+        e.str("orch-action-key");
+        e.buf.extend_from_slice(&KEY_FORMAT.to_le_bytes());
+        e.tag(b'i');
+        e.str(instance);
+        e.tag(b'c');
+        e.str(command);
+        e.tag(b'w');
+        e.str(cwd);
+        e.tag(b's');
+        e.str(shard);
+        // Only when set, so keys of phases without a depfile keep their format-3 bytes.
+        if !depfile.is_empty() {
+            e.tag(b'd');
+            e.str(depfile);
+        }
+        e
     }
-    fn bytes(&mut self, b: &[u8]) {
-        self.0.update(&(b.len() as u64).to_le_bytes());
-        self.0.update(b);
+
+    /// The `n` declared outputs, each a path and whether it is a directory (written with
+    /// a trailing `/`).
+    pub fn outputs<'a>(&mut self, n: usize, outputs: impl Iterator<Item = (&'a str, bool)>) {
+        self.enter(1);
+        self.tag(b'o');
+        self.len(n);
+        let mut written = 0;
+        for (path, dir) in outputs {
+            let slash: &[u8] = if dir { b"/" } else { b"" };
+            self.len(path.len() + slash.len());
+            self.buf.extend_from_slice(path.as_bytes());
+            self.buf.extend_from_slice(slash);
+            written += 1;
+        }
+        debug_assert_eq!(written, n, "output count");
+    }
+
+    /// The `n` variables: name and keyed digest of the value (None when unset).
+    pub fn env<'a>(&mut self, n: usize, env: impl Iterator<Item = (&'a str, Option<Digest>)>) {
+        self.enter(2);
+        self.tag(b'e');
+        self.len(n);
+        let mut last: Option<&str> = None;
+        let mut written = 0;
+        for (name, d) in env {
+            debug_assert!(last < Some(name), "env names sorted and unique");
+            last = Some(name);
+            self.str(name);
+            match d {
+                Some(d) => {
+                    self.tag(1);
+                    self.digest(&d);
+                }
+                None => self.tag(0),
+            }
+            written += 1;
+        }
+        debug_assert_eq!(written, n, "env count");
+    }
+
+    /// The `n` input files and their digests.
+    pub fn inputs<'a>(&mut self, n: usize, files: impl Iterator<Item = (&'a str, &'a Digest)>) {
+        self.enter(3);
+        self.files(b'f', n, files);
+    }
+
+    /// The `n` output schema files and their digests.
+    pub fn schemas<'a>(&mut self, n: usize, files: impl Iterator<Item = (&'a str, &'a Digest)>) {
+        self.enter(4);
+        self.files(b'j', n, files);
+    }
+
+    /// Starts the upstream section: `n` upstreams follow, each written with
+    /// [`KeyEncoder::upstream_present`] or [`KeyEncoder::upstream_absent`], by name.
+    pub fn upstreams(&mut self, n: usize) {
+        self.enter(5);
+        self.tag(b'u');
+        self.len(n);
+    }
+
+    /// An upstream that succeeded, with its `n` outputs.
+    pub fn upstream_present<'a>(
+        &mut self,
+        name: &str,
+        hard: bool,
+        n: usize,
+        outputs: impl Iterator<Item = (&'a str, &'a Digest)>,
+    ) {
+        debug_assert_eq!(self.stage, 5, "upstreams() first");
+        self.str(name);
+        self.files(if hard { b'h' } else { b's' }, n, outputs);
+    }
+
+    /// A soft upstream that failed or was blocked.
+    pub fn upstream_absent(&mut self, name: &str) {
+        debug_assert_eq!(self.stage, 5, "upstreams() first");
+        self.str(name);
+        self.tag(b'a');
+    }
+
+    /// The action key: BLAKE3 over everything written.
+    pub fn finish(self) -> Digest {
+        debug_assert_eq!(self.stage, 5, "every section written");
+        Digest(*blake3::hash(&self.buf).as_bytes())
+    }
+
+    fn enter(&mut self, stage: u8) {
+        debug_assert_eq!(self.stage + 1, stage, "key sections in order");
+        self.stage = stage;
+    }
+    fn files<'a>(&mut self, tag: u8, n: usize, files: impl Iterator<Item = (&'a str, &'a Digest)>) {
+        self.tag(tag);
+        self.len(n);
+        let mut last: Option<&str> = None;
+        let mut written = 0;
+        for (path, d) in files {
+            debug_assert!(last < Some(path), "paths sorted and unique");
+            last = Some(path);
+            self.str(path);
+            self.digest(d);
+            written += 1;
+        }
+        debug_assert_eq!(written, n, "file count");
+    }
+    fn tag(&mut self, t: u8) {
+        self.buf.push(t);
     }
     fn str(&mut self, s: &str) {
-        self.bytes(s.as_bytes());
+        self.len(s.len());
+        self.buf.extend_from_slice(s.as_bytes());
     }
     fn len(&mut self, n: usize) {
-        self.0.update(&(n as u64).to_le_bytes());
+        self.buf.extend_from_slice(&(n as u64).to_le_bytes());
     }
     fn digest(&mut self, d: &Digest) {
-        self.0.update(&d.0);
+        self.buf.extend_from_slice(&d.0);
     }
 }
 
 impl KeyParts {
     /// The action key: BLAKE3 over the canonical encoding.
     pub fn action_key(&self) -> Digest {
-        let mut e = Encoder(blake3::Hasher::new());
-        e.str("orch-action-key");
-        e.0.update(&KEY_FORMAT.to_le_bytes());
-        e.tag(b'i');
-        e.str(&self.instance);
-        e.tag(b'c');
-        e.str(&self.command);
-        e.tag(b'w');
-        e.str(&self.cwd);
-        e.tag(b's');
-        e.str(&self.shard);
-        // Only when set, so keys of phases without a depfile keep their format-3 bytes.
-        if !self.depfile.is_empty() {
-            e.tag(b'd');
-            e.str(&self.depfile);
-        }
-        e.tag(b'o');
-        e.len(self.outputs.len());
-        for o in &self.outputs {
-            e.str(o);
-        }
-        e.tag(b'e');
-        e.len(self.env.len());
-        for (k, v) in &self.env {
-            e.str(k);
-            match v {
-                Some(d) => {
-                    e.tag(1);
-                    e.digest(d);
-                }
-                None => e.tag(0),
-            }
-        }
-        e.tag(b'f');
-        e.len(self.inputs.len());
-        for (p, d) in &self.inputs {
-            e.str(p);
-            e.digest(d);
-        }
-        e.tag(b'j');
-        e.len(self.schemas.len());
-        for (p, d) in &self.schemas {
-            e.str(p);
-            e.digest(d);
-        }
-        e.tag(b'u');
-        e.len(self.upstream.len());
+        let mut e = KeyEncoder::new(
+            &self.instance,
+            &self.command,
+            &self.cwd,
+            &self.shard,
+            &self.depfile,
+        );
+        // Outputs are written as recorded: a directory's `/` is already in its string.
+        e.outputs(
+            self.outputs.len(),
+            self.outputs.iter().map(|o| (o.as_str(), false)),
+        );
+        e.env(
+            self.env.len(),
+            self.env.iter().map(|(k, v)| (k.as_str(), *v)),
+        );
+        e.inputs(
+            self.inputs.len(),
+            self.inputs.iter().map(|(p, d)| (p.as_str(), d)),
+        );
+        e.schemas(
+            self.schemas.len(),
+            self.schemas.iter().map(|(p, d)| (p.as_str(), d)),
+        );
+        e.upstreams(self.upstream.len());
         for (name, u) in &self.upstream {
-            e.str(name);
             match u {
-                Upstream::Present { hard, outputs } => {
-                    e.tag(if *hard { b'h' } else { b's' });
-                    e.len(outputs.len());
-                    for (p, d) in outputs {
-                        e.str(p);
-                        e.digest(d);
-                    }
-                }
-                Upstream::Absent => e.tag(b'a'),
+                Upstream::Present { hard, outputs } => e.upstream_present(
+                    name,
+                    *hard,
+                    outputs.len(),
+                    outputs.iter().map(|(p, d)| (p.as_str(), d)),
+                ),
+                Upstream::Absent => e.upstream_absent(name),
             }
         }
-        Digest(*e.0.finalize().as_bytes())
+        e.finish()
     }
 
     /// The reasons that explain how `self` differs from `old`, naming each file, variable
@@ -400,6 +513,150 @@ mod tests {
             schemas: BTreeMap::from([("line.json".into(), crate::fs::hash_bytes(b"{}"))]),
             depfile: String::new(),
         }
+    }
+
+    /// The encoding as it was written before [`KeyEncoder`], one hasher update per
+    /// field: keys recorded by earlier versions must stay equal to it.
+    mod reference {
+        use super::*;
+
+        struct Encoder(blake3::Hasher);
+
+        impl Encoder {
+            fn tag(&mut self, t: u8) {
+                self.0.update(&[t]);
+            }
+            fn bytes(&mut self, b: &[u8]) {
+                self.0.update(&(b.len() as u64).to_le_bytes());
+                self.0.update(b);
+            }
+            fn str(&mut self, s: &str) {
+                self.bytes(s.as_bytes());
+            }
+            fn len(&mut self, n: usize) {
+                self.0.update(&(n as u64).to_le_bytes());
+            }
+            fn digest(&mut self, d: &Digest) {
+                self.0.update(&d.0);
+            }
+        }
+
+        pub fn reference_key(p: &KeyParts) -> Digest {
+            let mut e = Encoder(blake3::Hasher::new());
+            e.str("orch-action-key");
+            e.0.update(&KEY_FORMAT.to_le_bytes());
+            e.tag(b'i');
+            e.str(&p.instance);
+            e.tag(b'c');
+            e.str(&p.command);
+            e.tag(b'w');
+            e.str(&p.cwd);
+            e.tag(b's');
+            e.str(&p.shard);
+            // Only when set, so keys of phases without a depfile keep their format-3 bytes.
+            if !p.depfile.is_empty() {
+                e.tag(b'd');
+                e.str(&p.depfile);
+            }
+            e.tag(b'o');
+            e.len(p.outputs.len());
+            for o in &p.outputs {
+                e.str(o);
+            }
+            e.tag(b'e');
+            e.len(p.env.len());
+            for (k, v) in &p.env {
+                e.str(k);
+                match v {
+                    Some(d) => {
+                        e.tag(1);
+                        e.digest(d);
+                    }
+                    None => e.tag(0),
+                }
+            }
+            e.tag(b'f');
+            e.len(p.inputs.len());
+            for (p, d) in &p.inputs {
+                e.str(p);
+                e.digest(d);
+            }
+            e.tag(b'j');
+            e.len(p.schemas.len());
+            for (p, d) in &p.schemas {
+                e.str(p);
+                e.digest(d);
+            }
+            e.tag(b'u');
+            e.len(p.upstream.len());
+            for (name, u) in &p.upstream {
+                e.str(name);
+                match u {
+                    Upstream::Present { hard, outputs } => {
+                        e.tag(if *hard { b'h' } else { b's' });
+                        e.len(outputs.len());
+                        for (p, d) in outputs {
+                            e.str(p);
+                            e.digest(d);
+                        }
+                    }
+                    Upstream::Absent => e.tag(b'a'),
+                }
+            }
+            Digest(*e.0.finalize().as_bytes())
+        }
+    }
+
+    /// More parts than the golden key has: a directory output, a depfile, every kind of
+    /// upstream, an unset variable, several files.
+    fn wide_parts() -> KeyParts {
+        let d = |s: &str| crate::fs::hash_bytes(s.as_bytes());
+        KeyParts {
+            instance: "link[os=linux]".into(),
+            command: "ld {inputs} -o {{x}}".into(),
+            cwd: "sub".into(),
+            outputs: vec![
+                "out/dir/".into(),
+                "out/a.o".into(),
+                "out/{shard.key}".into(),
+            ],
+            shard: "files source=\"src/*.c\" merge=none".into(),
+            env: BTreeMap::from([("A".into(), Some(d("1"))), ("B".into(), None)]),
+            inputs: (0..40)
+                .map(|k| (format!("src/f{k}.c"), d(&k.to_string())))
+                .collect(),
+            upstream: BTreeMap::from([
+                ("a".into(), Upstream::Absent),
+                (
+                    "b".into(),
+                    Upstream::Present {
+                        hard: true,
+                        outputs: BTreeMap::from([("b.o".into(), d("b")), ("c.o".into(), d("c"))]),
+                    },
+                ),
+                (
+                    "c".into(),
+                    Upstream::Present {
+                        hard: false,
+                        outputs: BTreeMap::new(),
+                    },
+                ),
+            ]),
+            schemas: BTreeMap::from([("s.json".into(), d("{}"))]),
+            depfile: "build/{shard.key}.d".into(),
+        }
+    }
+
+    #[test]
+    fn keys_are_the_earlier_encoding() {
+        for p in [parts(), wide_parts()] {
+            assert_eq!(p.action_key(), reference::reference_key(&p), "{p:?}");
+        }
+        // And pinned, should the reference itself ever be edited.
+        assert_eq!(
+            wide_parts().action_key().to_hex(),
+            "ea9523e1fb9d5af3b1b63bfd79ee8343a74de81537d2aaa391318d13251ab1e0"
+        );
     }
 
     /// Pins the encoding: changing it must be deliberate (bump KEY_FORMAT). Format 3

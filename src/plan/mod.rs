@@ -13,7 +13,8 @@ use serde::Serialize;
 
 use crate::fs::Digest;
 pub use key::{
-    Discovered, KeyParts, Manifest, OutputMeta, Success, Upstream, discovered_whys, is_discoverable,
+    Discovered, KeyEncoder, KeyParts, Manifest, OutputMeta, Success, Upstream, discovered_whys,
+    is_discoverable,
 };
 pub use reason::{Reason, Why};
 
@@ -49,6 +50,27 @@ pub fn evaluate(
     forced: bool,
     always: bool,
 ) -> Freshness {
+    evaluate_with(
+        key,
+        &|old| parts.diff(old),
+        recorded,
+        digest_now,
+        forced,
+        always,
+    )
+}
+
+/// [`evaluate`] for a caller that has the key but not its parts: `diff` names what
+/// changed against the recorded parts, and is called only when the keys differ (the
+/// parts are then worth building).
+pub fn evaluate_with(
+    key: &Digest,
+    diff: &dyn Fn(&KeyParts) -> Vec<Why>,
+    recorded: &Recorded,
+    digest_now: &dyn Fn(&str) -> Option<Digest>,
+    forced: bool,
+    always: bool,
+) -> Freshness {
     let mut whys = Vec::new();
     if forced {
         whys.push(Why::plain(Reason::Forced));
@@ -63,9 +85,11 @@ pub fn evaluate(
         None => whys.push(Why::plain(Reason::NeverBuilt)),
         Some(success) => {
             if success.key != *key {
-                match success.parts() {
-                    Some(old) => whys.extend(parts.diff(old)),
-                    None => whys.push(Why::plain(Reason::CommandChanged)),
+                // Different keys always mean stale, even when the parts name no
+                // difference (a key computed otherwise than the recorded one was).
+                match success.parts().map(diff) {
+                    Some(named) if !named.is_empty() => whys.extend(named),
+                    _ => whys.push(Why::plain(Reason::CommandChanged)),
                 }
             }
             // Under another key the command changed anyway; the discovered inputs are
@@ -115,6 +139,13 @@ pub trait PlanSource {
         i: usize,
         upstream: &dyn Fn(usize) -> Option<BTreeMap<String, Digest>>,
     ) -> KeyParts;
+    /// The action key of instance `i`, given each upstream's outputs as recorded: the
+    /// key of [`PlanSource::parts`] with those outputs, which a source may compute
+    /// without building the parts.
+    fn key(&self, i: usize) -> Digest {
+        self.parts(i, &|j| recorded_outputs(self.recorded(j)))
+            .action_key()
+    }
     /// Recorded state of instance `i`.
     fn recorded(&self, i: usize) -> &Recorded;
     /// Current digest of an output path (None when missing).
@@ -129,23 +160,27 @@ pub trait PlanSource {
     fn name(&self, i: usize) -> &str;
 }
 
+/// An upstream's outputs as recorded (None when it has no success on record).
+pub fn recorded_outputs(r: &Recorded) -> Option<BTreeMap<String, Digest>> {
+    r.success.as_ref().map(Success::output_digests)
+}
+
 /// Plans `order` (a topological order of the selected instances) before anything runs.
 /// An instance downstream of one that will run is stale with `upstream_changed`, since
 /// its upstream's new outputs are not known yet (early cutoff may still skip it).
 pub fn plan_static(order: &[usize], src: &dyn PlanSource) -> BTreeMap<usize, PlanEntry> {
     let mut out: BTreeMap<usize, PlanEntry> = BTreeMap::new();
     for &i in order {
-        let upstream_outputs = |j: usize| {
-            src.recorded(j)
-                .success
-                .as_ref()
-                .map(Success::output_digests)
+        // Most instances of a large project are unchanged: their key is streamed straight
+        // into the hash, and the parts are built only to name what changed.
+        let key = src.key(i);
+        let diff = |old: &KeyParts| {
+            src.parts(i, &|j| recorded_outputs(src.recorded(j)))
+                .diff(old)
         };
-        let parts = src.parts(i, &upstream_outputs);
-        let key = parts.action_key();
-        let mut whys = match evaluate(
-            &parts,
+        let mut whys = match evaluate_with(
             &key,
+            &diff,
             src.recorded(i),
             &|p| src.output_now(p),
             src.forced(i),

@@ -388,3 +388,84 @@ outputs = ["build/b.txt"]
     let out = out.again().args(["build", "--run-id", "r2"]).run();
     assert!(ran(&out.events("r2")).contains(&"b".to_owned()));
 }
+
+/// A project touching every part of a key: a matrix, a directory output, an output
+/// schema, shards of both kinds, a depfile, a `cwd`, hard and soft dependencies.
+const EVERY_PART: &str = r#"
+[phase.gen]
+matrix = { lang = ["en", "fr"] }
+run = "mkdir -p out/gen-{matrix.lang} && echo {matrix.lang} > out/gen-{matrix.lang}/x && echo '\"{matrix.lang}\"' > out/name-{matrix.lang}.json"
+inputs = ["src/*.c"]
+outputs = ["out/gen-{matrix.lang}/", { path = "out/name-{matrix.lang}.json", schema = "name.schema.json" }]
+
+[phase.compile]
+shard = { strategy = "files", source = "src/*.c", merge = "none" }
+run = "cat {shard.input} > {output} && echo {output}: {shard.input} > {depfile}"
+outputs = ["build/{shard.key}.o"]
+depfile = "build/{shard.key}.d"
+
+[phase.split]
+shard = { strategy = "group", source = "data/in.jsonl", key = "k" }
+run = "cat {shard.input} > {shard.output}"
+outputs = ["out/split.jsonl"]
+
+[phase.link]
+needs = ["gen", "compile"]
+after = ["split"]
+cwd = "out"
+run = "ls > ../link.txt"
+outputs = ["link.txt"]
+"#;
+
+/// Keys recorded by an earlier orch must still match, or every project rebuilds
+/// everything after an upgrade: these were recorded before the planner streamed keys
+/// into the hash instead of building their parts, and both the key a build records and
+/// the one the next plan computes must equal them.
+#[test]
+fn action_keys_are_those_earlier_versions_recorded() {
+    let out = Test::new()
+        .orchfile(&orchfile(EVERY_PART))
+        .write("src/a.c", "a\n")
+        .write("src/b.c", "b\n")
+        .write(
+            "data/in.jsonl",
+            "{\"k\":\"x\",\"v\":1}\n{\"k\":\"y\",\"v\":2}\n",
+        )
+        .write("name.schema.json", "{\"type\":\"string\"}\n")
+        .run();
+    let golden = [
+        (
+            "gen[lang=en]",
+            "56d396644c17da359af299ec1c479bdb4af4c6efcbbef0a926bbdcdc2dc1b5e7",
+        ),
+        (
+            "gen[lang=fr]",
+            "4a37865c1c59eb05084912ed8a7bbe8f9061ac4cab2f8831578b4e2b00b4d41d",
+        ),
+        (
+            "compile",
+            "c070e052c295e706a8d58aa31aae68e9ddc3caa6784eaf31896daf26362af663",
+        ),
+        (
+            "split",
+            "56968bf6f859ddd32c524e5bd338b9b126df59333e468ef2c1c6bc57956b92a2",
+        ),
+        (
+            "link",
+            "1144b02f79ed3eb229728738e71bd563e71989fa9cf8f74e3fc58662e2a1da7f",
+        ),
+    ];
+    for (instance, key) in golden {
+        let shown = out.again().args(["show", instance, "--json"]).run().json();
+        assert_eq!(
+            shown["instances"][0]["last_success"]["action_key"], key,
+            "{instance}: {shown:#}"
+        );
+    }
+    // The planner's own key for each: equal to the recorded one, so nothing is stale.
+    let p = plan(&out);
+    assert_eq!(p["stale"], 0, "{p:#}");
+    out.again()
+        .stdout_contains("nothing to do (5 up to date)")
+        .run();
+}
