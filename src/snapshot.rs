@@ -306,18 +306,7 @@ impl<'p> Snapshot<'p> {
                     let Some(r) = raw_records.get_mut(&project.instances[i].name) else {
                         continue;
                     };
-                    records.push((
-                        i,
-                        Recorded {
-                            last_failed: r.last_status == LastStatus::Failed,
-                            // An unreadable manifest (older orch, damage) only means
-                            // "rebuild". The decoded success keeps the manifest's bytes.
-                            success: r.success.as_mut().and_then(|s| {
-                                let bytes = std::mem::take(&mut s.manifest);
-                                Success::decode_owned(Digest(s.action_key), bytes)
-                            }),
-                        },
-                    ));
+                    records.push((i, recorded(r)));
                 }
                 let cache = store.load_digests()?;
                 Ok((raw_records, records, cache))
@@ -573,21 +562,7 @@ impl<'p> Snapshot<'p> {
     /// directory output, or is a directory holding one, so its content may change during
     /// a build and must be re-read when a consumer becomes ready.
     pub fn is_produced(&self, path: &str) -> bool {
-        if self.produced.contains(path) {
-            return true;
-        }
-        let mut p = path;
-        while let Some(pos) = p.rfind('/') {
-            p = &p[..pos];
-            if self
-                .produced_dirs
-                .binary_search_by(|d| d.as_str().cmp(p))
-                .is_ok()
-            {
-                return true;
-            }
-        }
-        false
+        produced(&self.produced, &self.produced_dirs, path)
     }
 
     /// What to re-check after one shard of `inst` ran: the instance's inputs but its shard
@@ -859,6 +834,38 @@ impl<'p> Snapshot<'p> {
         }
         Digest(*h.finalize().as_bytes())
     }
+}
+
+/// The planner's view of a stored record, its manifest moved out of the row: an
+/// unreadable manifest (older orch, damage) only means "rebuild", and the decoded success
+/// keeps the manifest's bytes.
+fn recorded(r: &mut InstanceRecord) -> Recorded {
+    Recorded {
+        last_failed: r.last_status == LastStatus::Failed,
+        success: r.success.as_mut().and_then(|s| {
+            let bytes = std::mem::take(&mut s.manifest);
+            Success::decode_owned(Digest(s.action_key), bytes)
+        }),
+    }
+}
+
+/// Whether `path` is in `produced` (declared outputs and the directories above them) or
+/// lies inside one of the sorted directory outputs `produced_dirs`.
+fn produced(produced: &HashSet<String>, produced_dirs: &[String], path: &str) -> bool {
+    if produced.contains(path) {
+        return true;
+    }
+    let mut p = path;
+    while let Some(pos) = p.rfind('/') {
+        p = &p[..pos];
+        if produced_dirs
+            .binary_search_by(|d| d.as_str().cmp(p))
+            .is_ok()
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// The digest of a variable's value as it enters keys and manifests: keyed with the

@@ -27,14 +27,14 @@ use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::{
     SKIP_DIRS, Snapshot, SnapshotError, Walked, cache_dir_in_project, cached_to_row, expand_inputs,
-    row_to_cached, schema_files,
+    produced, recorded, row_to_cached, schema_files,
 };
 use crate::fs::{self, CachedDigest, Digest, PathDigest};
 use crate::graph::Graph;
 use crate::model::path::is_plain;
 use crate::model::{Instance, Project};
-use crate::plan::{Recorded, Success};
-use crate::store::{DigestRow, InstanceRecord, LastStatus, Layout};
+use crate::plan::Recorded;
+use crate::store::{DigestRow, InstanceRecord, Layout};
 
 /// What a session keeps between snapshots of one loaded project and selection.
 #[derive(Default)]
@@ -209,32 +209,7 @@ fn volatile(project: &Project, parts: &Parts) -> BTreeSet<String> {
 
 /// [`Snapshot::is_produced`] on kept parts.
 fn is_produced(parts: &Parts, path: &str) -> bool {
-    if parts.produced.contains(path) {
-        return true;
-    }
-    let mut p = path;
-    while let Some(pos) = p.rfind('/') {
-        p = &p[..pos];
-        if parts
-            .produced_dirs
-            .binary_search_by(|d| d.as_str().cmp(p))
-            .is_ok()
-        {
-            return true;
-        }
-    }
-    false
-}
-
-/// The planner's view of a stored record, its manifest moved out (as `take` does).
-fn recorded(r: &mut InstanceRecord) -> Recorded {
-    Recorded {
-        last_failed: r.last_status == LastStatus::Failed,
-        success: r.success.as_mut().and_then(|s| {
-            let bytes = std::mem::take(&mut s.manifest);
-            Success::decode_owned(Digest(s.action_key), bytes)
-        }),
-    }
+    produced(&parts.produced, &parts.produced_dirs, path)
 }
 
 /// Whether sorted `files` holds `path`.
