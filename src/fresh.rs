@@ -60,6 +60,12 @@ const MAGIC: &[u8; 8] = b"orchfrsh";
 /// Bumped whenever [`Record`] changes shape or what it must cover grows.
 const FORMAT: u32 = 1;
 
+/// What the file's header carries: its own format and the key and manifest formats its
+/// verdict was reached under, so an orch that keys or records differently (same version
+/// number, another build) never takes an older verdict for its own.
+const STAMP: u32 =
+    (FORMAT << 16) | (crate::plan::key::KEY_FORMAT << 8) | crate::plan::key::MANIFEST_FORMAT;
+
 /// The largest record read: about 100 bytes per file, so room for millions of inputs.
 pub const MAX_BYTES: u64 = 512 << 20;
 
@@ -531,7 +537,7 @@ fn read_bounded(path: &Path) -> Option<Vec<u8>> {
 /// The file's bytes for `r`.
 fn encode(r: &Record<'_>) -> Result<Vec<u8>, postcard::Error> {
     let mut out = MAGIC.to_vec();
-    out.extend_from_slice(&FORMAT.to_le_bytes());
+    out.extend_from_slice(&STAMP.to_le_bytes());
     out = postcard::to_extend(r, out)?;
     let sum = blake3::hash(&out);
     out.extend_from_slice(sum.as_bytes());
@@ -547,7 +553,7 @@ fn decode(bytes: &[u8]) -> Option<Record<'_>> {
     }
     let rest = body.strip_prefix(MAGIC)?;
     let (format, payload) = rest.split_first_chunk::<4>()?;
-    if u32::from_le_bytes(*format) != FORMAT {
+    if u32::from_le_bytes(*format) != STAMP {
         return None;
     }
     match postcard::take_from_bytes::<Record<'_>>(payload) {
@@ -610,18 +616,20 @@ mod tests {
         }
         // A payload that hashes right but does not decode (hostile, not damaged).
         let mut forged = MAGIC.to_vec();
-        forged.extend_from_slice(&FORMAT.to_le_bytes());
+        forged.extend_from_slice(&STAMP.to_le_bytes());
         forged.extend_from_slice(&[0xff; 40]);
         let sum = *blake3::hash(&forged).as_bytes();
         forged.extend_from_slice(&sum);
         assert!(decode(&forged).is_none());
-        // Another format number.
-        let mut other = MAGIC.to_vec();
-        other.extend_from_slice(&(FORMAT + 1).to_le_bytes());
-        other = postcard::to_extend(&record(), other).unwrap();
-        let sum = *blake3::hash(&other).as_bytes();
-        other.extend_from_slice(&sum);
-        assert!(decode(&other).is_none());
+        // Another format number, or another key format.
+        for stamp in [STAMP + (1 << 16), STAMP + (1 << 8), STAMP + 1] {
+            let mut other = MAGIC.to_vec();
+            other.extend_from_slice(&stamp.to_le_bytes());
+            other = postcard::to_extend(&record(), other).unwrap();
+            let sum = *blake3::hash(&other).as_bytes();
+            other.extend_from_slice(&sum);
+            assert!(decode(&other).is_none());
+        }
     }
 
     #[test]
