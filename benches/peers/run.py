@@ -232,6 +232,15 @@ def newest_output(root, shape, n):
                for i in range(n))
 
 
+REFERENCES = ("orch", "ninja")
+
+
+def limit(args, name):
+    """How long one run of `name` may take: orch and ninja are what every ratio is about,
+    so they get `--reference-timeout`; the peers get `--timeout`."""
+    return args.reference_timeout if name in REFERENCES else args.timeout
+
+
 def measure_cell(args, tools, helper, shape, n, carried_skips, previous_cold):
     """Measures every tool on (shape, n); returns the cell for the results file."""
     cell = {"shape": shape, "n": n, "seed": args.seed, "jobs": args.jobs,
@@ -251,10 +260,11 @@ def measure_cell(args, tools, helper, shape, n, carried_skips, previous_cold):
         if prev is not None:
             smaller, seconds = prev
             estimate = seconds * n / smaller
-            if estimate > 2 * args.timeout:
+            if estimate > 2 * limit(args, name):
                 cell["skipped"][name] = (
                     "estimated %.0f s per cold build (%.1f s at N=%s, scaled linearly), "
-                    "over the %d s limit" % (estimate, seconds, f"{smaller:,}", args.timeout))
+                    "over the %d s limit" % (estimate, seconds, f"{smaller:,}",
+                                             limit(args, name)))
                 continue
         active.append(name)
 
@@ -277,12 +287,13 @@ def measure_cell(args, tools, helper, shape, n, carried_skips, previous_cold):
     def run(name, scenario):
         path = os.path.join(logs, "%s-%s.log" % (name, scenario))
         try:
-            seconds, rss, code = timed(helper, tools[name].argv, dirs[name], path, args.timeout)
+            seconds, rss, code = timed(helper, tools[name].argv, dirs[name], path,
+                                       limit(args, name))
         except RuntimeError as e:
             raise Fail(str(e))
         except TimeoutError:
             raise Skip("a %s build took more than %d s at N=%s"
-                       % (scenario, args.timeout, f"{n:,}"))
+                       % (scenario, limit(args, name), f"{n:,}"))
         if code != 0:
             raise Fail("%s build exited %d; log tail:\n%s" % (scenario, code, tail(path)))
         return seconds, rss
@@ -323,7 +334,8 @@ def measure_cell(args, tools, helper, shape, n, carried_skips, previous_cold):
         if floor_dir is None:
             return
         path = os.path.join(logs, "floor-%s.log" % kind)
-        seconds, _, code = timed(helper, [helper] + argv, floor_dir, path, args.timeout)
+        seconds, _, code = timed(helper, [helper] + argv, floor_dir, path,
+                                 args.reference_timeout)
         if code != 0:
             raise SystemExit("peers: floors %s failed:\n%s" % (kind, tail(path)))
         entry = cell["floors"].setdefault(kind, {"times": []})
@@ -501,7 +513,9 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--timeout", type=int, default=120,
-                   help="seconds; a tool whose run takes longer is skipped at that size")
+                   help="seconds; a peer whose run takes longer is skipped at that size")
+    p.add_argument("--reference-timeout", type=int, default=900,
+                   help="the same for orch and ninja, which every ratio needs")
     p.add_argument("--orch", default=os.path.join(REPO, "target", "release", "orch"))
     p.add_argument("--venv", default=os.path.join(REPO, "target", "bench-venv"))
     p.add_argument("--work", default=os.path.join(REPO, "target", "bench-peers"))
@@ -514,8 +528,9 @@ def main(argv=None):
     p.add_argument("--report-only", action="store_true",
                    help="render the report from the results file; measure nothing")
     args = p.parse_args(argv)
-    if args.rounds < 1 or args.cold_rounds < 1 or args.jobs < 1 or args.timeout < 1:
-        p.error("--rounds, --cold-rounds, --jobs and --timeout must be at least 1")
+    if min(args.rounds, args.cold_rounds, args.jobs, args.timeout,
+           args.reference_timeout) < 1:
+        p.error("--rounds, --cold-rounds, --jobs and the timeouts must be at least 1")
     args.orch = os.path.abspath(args.orch)
     args.work = os.path.abspath(args.work)
 
