@@ -72,8 +72,9 @@ def _size_label(sizes):
     return ", ".join(_n(n) for n in sizes) if sizes else "none"
 
 
-def markdown(results, chart_names):
-    """The report text."""
+def markdown(results, chart_names, targets=None):
+    """The report text; `targets`, when given, is the hand-written section on where orch
+    stands against the issue's targets, placed after the ratio tables."""
     cells = _cells(results)
     tools = _tools(results)
     peers = [t for t in tools if t != "ninja"]
@@ -130,6 +131,9 @@ def markdown(results, chart_names):
                 row.append("")
             w("| " + " | ".join(row) + " |\n")
         w("\n")
+
+    if targets:
+        w(targets.rstrip("\n") + "\n\n")
 
     w("## Medians (milliseconds)\n\n")
     head = ["workload"] + tools + ["floor"]
@@ -384,7 +388,12 @@ def write(results, report_path):
         name = "%s-%s.svg" % (stem, s)
         _write(os.path.join(folder, name), svg(results, s))
         charts.append((s, name))
-    _write(report_path, markdown(results, charts))
+    targets_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets.md")
+    targets = None
+    if os.path.exists(targets_path):
+        with open(targets_path, encoding="utf-8") as f:
+            targets = f.read()
+    _write(report_path, markdown(results, charts, targets))
 
 
 def _write(path, text):
