@@ -1,7 +1,7 @@
 //! The content-addressed cache: results restored instead of rebuilt, verified byte for
 //! byte, shared between checkouts, bounded by `gc --max-size`, and bypassed when asked.
 
-use crate::test::{Test, event, of_type, ran};
+use crate::test::{Test, cached, event, ran};
 
 const TWO: &str = r#"[phase.gen]
 run = "mkdir -p out/tree/sub; cat {inputs} | tr a-z A-Z > out/up.txt; echo '#!/bin/sh' > out/tree/run.sh; chmod +x out/tree/run.sh; echo x > out/tree/sub/x"
@@ -13,13 +13,6 @@ needs = ["gen"]
 run = "cat out/up.txt out/tree/sub/x > {output}"
 outputs = ["out/use.txt"]
 "#;
-
-fn cached(events: &[serde_json::Value]) -> Vec<String> {
-    of_type(events, "instance_cached")
-        .iter()
-        .map(|e| e["instance"].as_str().unwrap_or("").to_owned())
-        .collect()
-}
 
 #[test]
 fn deleted_outputs_are_restored_not_rebuilt_with_identical_bytes_and_modes() {

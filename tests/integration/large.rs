@@ -2,7 +2,7 @@
 //! put in place off the build's path, `[cache] max_blob` (not stored, said once, counted
 //! in `summary.json`, foreseen by `plan`), and no staged copy left behind.
 
-use crate::test::{Project, Test, of_type, ran};
+use crate::test::{Project, Test, cached, ran};
 
 /// A phase writing 12 MiB (large enough that the store copies it on two threads) beside a
 /// small file, and a downstream reading it.
@@ -16,13 +16,6 @@ run = "wc -c < out/big.bin > {output}"
 inputs = ["out/big.bin"]
 outputs = ["out/count.txt"]
 "#;
-
-fn cached(events: &[serde_json::Value]) -> Vec<String> {
-    of_type(events, "instance_cached")
-        .iter()
-        .map(|e| e["instance"].as_str().unwrap_or("").to_owned())
-        .collect()
-}
 
 /// Regular files under `rel`, recursively, relative to it, sorted.
 fn files_under(p: &Project, rel: &str) -> Vec<String> {

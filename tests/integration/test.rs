@@ -407,6 +407,11 @@ pub fn instances_of(events: &[Value], ty: &str) -> Vec<String> {
         .collect()
 }
 
+/// Instances restored from the cache, in order.
+pub fn cached(events: &[Value]) -> Vec<String> {
+    instances_of(events, "instance_cached")
+}
+
 /// Instances whose command started, in order.
 pub fn ran(events: &[Value]) -> Vec<String> {
     instances_of(events, "instance_started")

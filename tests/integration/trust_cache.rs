@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::test::{Project, Test, of_type, ran};
+use crate::test::{Project, Test, cached, ran};
 
 const TAG_SIGNATURE: &str = "Signature: 8a477f597d28d172789f06886806bc55";
 
@@ -20,13 +20,6 @@ run = "mkdir -p out/tree/sub; cat in.txt > out/a.txt; echo f > out/tree/f.txt; e
 inputs = ["in.txt"]
 outputs = ["out/a.txt", "out/tree/"]
 "#;
-
-fn cached(events: &[Value]) -> Vec<String> {
-    of_type(events, "instance_cached")
-        .iter()
-        .map(|e| e["instance"].as_str().unwrap_or("").to_owned())
-        .collect()
-}
 
 fn warnings(stderr: &str) -> Vec<&str> {
     stderr
