@@ -50,7 +50,6 @@ use serde::{Deserialize, Serialize};
 use crate::fs::{self, Digest, FileStat, RACY_WINDOW_NS};
 use crate::model::Project;
 use crate::model::path::is_plain;
-use crate::orchfile::load::include_files;
 use crate::snapshot::{Snapshot, value_digest};
 use crate::store::{Generation, Layout};
 
@@ -393,32 +392,14 @@ fn dirs_above<'a>(project: &Project, files: impl Iterator<Item = &'a str>) -> Ve
 /// Whether the configuration files and include patterns are as recorded: the same
 /// Orchfile, the patterns expanding to the same fragments, every text the same.
 fn configs_hold(root: &Path, orchfile: &Path, r: &Record<'_>) -> bool {
-    let Some(((main, _), fragments)) = r.configs.split_first() else {
-        return false;
-    };
-    if *main != orchfile.as_os_str().as_bytes() {
-        return false;
-    }
     let includes: Vec<String> = r.includes.iter().map(|s| (*s).to_owned()).collect();
-    let Some(now) = include_files(root, &includes) else {
-        return false;
-    };
-    if now.len() != fragments.len()
-        || now
-            .iter()
-            .zip(fragments)
-            .any(|(a, (b, _))| a.as_os_str().as_bytes() != *b)
-    {
-        return false;
-    }
-    // Only paths this orch derived above are read: the Orchfile and what the patterns
-    // matched, never a path taken from the record.
-    std::iter::once(orchfile)
-        .chain(now.iter().map(PathBuf::as_path))
-        .zip(&r.configs)
-        .all(|(p, (_, digest))| {
-            std::fs::read(p).is_ok_and(|text| fs::hash_bytes(&text).0 == *digest)
-        })
+    let recorded = r.configs.iter().map(|(path, digest)| {
+        (
+            Path::new(std::ffi::OsStr::from_bytes(path)),
+            Digest(*digest),
+        )
+    });
+    crate::model::cache::configs_unchanged(root, orchfile, &includes, recorded).is_some()
 }
 
 /// Whether `.orch/key` is the one recorded and every inherited variable has the value

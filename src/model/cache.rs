@@ -45,21 +45,17 @@ pub fn read(orch_dir: &Path, orchfile: &Path) -> Option<(Project, Graph)> {
     if cached.format != FORMAT || cached.version != env!("CARGO_PKG_VERSION") {
         return None;
     }
-    let (main, fragments) = cached.files.split_first()?;
-    if main.1 != orchfile {
-        return None;
-    }
-    let root = &cached.project.root;
-    let now = include_files(root, &cached.project.includes)?;
-    if now.len() != fragments.len() || now.iter().zip(fragments).any(|(a, b)| *a != b.1) {
-        return None;
-    }
+    let texts = configs_unchanged(
+        &cached.project.root,
+        orchfile,
+        &cached.project.includes,
+        cached
+            .files
+            .iter()
+            .map(|(_, path, digest)| (path.as_path(), *digest)),
+    )?;
     let mut sources = Sources::default();
-    for (name, path, digest) in &cached.files {
-        let text = std::fs::read_to_string(path).ok()?;
-        if fs::hash_bytes(text.as_bytes()) != *digest {
-            return None;
-        }
+    for ((name, path, _), text) in cached.files.iter().zip(texts) {
         sources.add(name.clone(), path.clone(), text);
     }
     if !still_contained(&cached.project) {
@@ -68,6 +64,36 @@ pub fn read(orch_dir: &Path, orchfile: &Path) -> Option<(Project, Graph)> {
     let mut project = cached.project;
     project.sources = sources;
     Some((project, cached.graph))
+}
+
+/// The text of every configuration file, the Orchfile first, when `recorded` (paths and
+/// digests, the Orchfile first) still describes them: the Orchfile is `orchfile`, the
+/// `include` patterns match exactly the recorded fragments, in order, and every file still
+/// has its digest. Only the Orchfile and what the patterns match now are read, never a
+/// path taken from the record alone.
+pub fn configs_unchanged<'a>(
+    root: &Path,
+    orchfile: &Path,
+    includes: &[String],
+    recorded: impl Iterator<Item = (&'a Path, Digest)>,
+) -> Option<Vec<String>> {
+    let recorded: Vec<(&Path, Digest)> = recorded.collect();
+    let ((main, _), fragments) = recorded.split_first()?;
+    if *main != orchfile {
+        return None;
+    }
+    let now = include_files(root, includes)?;
+    if now.len() != fragments.len() || now.iter().zip(fragments).any(|(a, (b, _))| a != b) {
+        return None;
+    }
+    std::iter::once(orchfile)
+        .chain(now.iter().map(PathBuf::as_path))
+        .zip(&recorded)
+        .map(|(path, (_, digest))| {
+            let text = std::fs::read_to_string(path).ok()?;
+            (fs::hash_bytes(text.as_bytes()) == *digest).then_some(text)
+        })
+        .collect()
 }
 
 /// Remembers a validated project (atomically; a failure only costs the next load).
