@@ -72,6 +72,24 @@ impl Scheduler {
         Some(i)
     }
 
+    /// The next ready instance for which `can_start` holds, highest priority first; those
+    /// passed over stay ready.
+    pub fn pop_where(&mut self, can_start: impl Fn(usize) -> bool) -> Option<usize> {
+        let mut aside = Vec::new();
+        let mut found = None;
+        while let Some(entry) = self.ready.pop() {
+            if can_start(entry.2) {
+                found = Some(entry.2);
+                break;
+            }
+            aside.push(entry);
+        }
+        self.ready.extend(aside);
+        let i = found?;
+        self.popped[i] = true;
+        Some(i)
+    }
+
     /// Marks `i` finished, making downstream instances ready when all their upstreams are.
     pub fn finish(&mut self, i: usize) {
         // Finishing twice must not count downstream waits twice.

@@ -65,3 +65,21 @@ pub fn warning(reader: &str, path: &str, producer_phase: &str) -> String {
         "warning: {reader}: its depfile lists `{path}`, which phase `{producer_phase}` writes, but nothing makes it wait for `{producer_phase}`: it may read the file before or while it is written; add `needs = [\"{producer_phase}\"]` or list `{path}` in `inputs`"
     )
 }
+
+/// Warns about files instance `i`'s depfile listed that another phase writes without any
+/// dependency ordering the two; `producers` is made on first use.
+pub(super) fn check_discovered(
+    producers: &mut Option<Producers>,
+    project: &crate::model::Project,
+    i: usize,
+    shown: &str,
+    discovered: &crate::plan::Discovered,
+) {
+    if discovered.is_empty() {
+        return;
+    }
+    let producers = producers.get_or_insert_with(|| Producers::new(project));
+    for (path, p) in producers.unordered(project, i, discovered.keys()) {
+        crate::say!("{}", warning(shown, &path, &project.instances[p].phase));
+    }
+}

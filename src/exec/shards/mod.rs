@@ -5,6 +5,8 @@
 //! Planning writes nothing, so `orch plan` uses it too; the executor writes the slices
 //! of the shards it starts.
 
+pub(super) mod lifecycle;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
