@@ -2565,6 +2565,171 @@ mod tests {
         }
     }
 
+    /// Validation errors of an Orchfile: kind, message, `line:col`, label, help.
+    fn errs(text: &str) -> Vec<(ErrorKind, String, (usize, usize), String, String)> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Orchfile.toml");
+        std::fs::write(&path, text).unwrap();
+        let raw = crate::orchfile::load(&path).unwrap();
+        let (project, errors) = validate_all(raw);
+        errors
+            .into_iter()
+            .map(|e| {
+                let (span, label) = e.primary.clone().unwrap();
+                let pos = project.sources.line_col(&span);
+                (e.kind, e.message, pos, label, e.help.unwrap_or_default())
+            })
+            .collect()
+    }
+
+    fn project(text: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Orchfile.toml");
+        std::fs::write(&path, text).unwrap();
+        validate(crate::orchfile::load(&path).unwrap()).unwrap()
+    }
+
+    const CLUSTER: &str = "[executor.cluster]\nkind = \"slurm\"\n";
+
+    #[test]
+    fn executors_and_resources_reach_every_instance() {
+        let p = project(&format!(
+            "{CLUSTER}partition = \"debug\"\nargs = [\"--time=30:00\", \"-A\", \"lab\"]\nmax_jobs = 200\n\n[executor.other]\nkind = \"slurm\"\n\n[phase.t]\nrun = \"x {{matrix.l}}\"\nmatrix = {{ l = [\"a\", \"b\"] }}\nexecutor = \"cluster\"\nresources = {{ cpus = 2, mem = \"4G\", time = \"20m\" }}\n\n[phase.l]\nrun = \"y\"\nexecutor = \"local\"\nresources = {{ cpus = 1 }}\n\n[phase.d]\nrun = \"z\"\n"
+        ));
+        assert_eq!(p.executors.keys().collect::<Vec<_>>(), ["cluster", "other"]);
+        let c = &p.executors["cluster"];
+        assert_eq!(c.kind, ExecutorKind::Slurm);
+        assert_eq!(c.partition.as_deref(), Some("debug"));
+        assert_eq!(c.args, ["--time=30:00", "-A", "lab"]);
+        assert_eq!(c.max_jobs, 200);
+        assert_eq!(p.executors["other"].max_jobs, DEFAULT_EXECUTOR_MAX_JOBS);
+        assert_eq!(p.executors["other"].partition, None);
+        for name in ["t[l=a]", "t[l=b]"] {
+            let i = p.instance_index(name).unwrap();
+            let inst = &p.instances[i];
+            assert_eq!(inst.executor.as_deref(), Some("cluster"));
+            assert_eq!(
+                inst.resources,
+                Resources {
+                    cpus: Some(2),
+                    mem: Some(4 << 30),
+                    time: Some(Duration::from_secs(20 * 60)),
+                }
+            );
+            assert_eq!(p.executor_of(i, None).name(), "cluster");
+            assert_eq!(
+                p.executor_of(i, Some("local")),
+                super::super::ExecutorRef::Local
+            );
+            assert_eq!(p.executor_of(i, Some("other")).name(), "other");
+        }
+        let l = p.instance_index("l").unwrap();
+        assert_eq!(p.instances[l].executor, None);
+        assert_eq!(p.instances[l].resources.cpus, Some(1));
+        assert_eq!(p.executor_of(l, None), super::super::ExecutorRef::Local);
+        let d = p.instance_index("d").unwrap();
+        assert!(p.instances[d].resources.is_empty());
+        assert_eq!(p.executor_of(d, Some("cluster")).name(), "cluster");
+        assert_eq!(p.executor_names(), ["local", "cluster", "other"]);
+        assert!(p.check_executor("local").is_ok());
+        assert!(p.check_executor("other").is_ok());
+        let e = p.check_executor("clustr").unwrap_err();
+        assert!(e.contains("did you mean `cluster`?"), "{e}");
+        assert!(
+            e.contains("known executors: `local`, `cluster`, `other`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn executor_errors_point_at_their_values() {
+        let e = errs("[executor.c]\npartition = \"debug\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].1, "executor `c` has no `kind`");
+        assert_eq!(e[0].2, (1, 11));
+        assert!(e[0].4.contains("kind = \"slurm\""), "{e:?}");
+
+        let e = errs("[executor.c]\nkind = \"slurn\"\n");
+        assert_eq!(e[0].1, "unknown executor kind `slurn`");
+        assert_eq!(e[0].2, (2, 8));
+        assert!(e[0].4.contains("did you mean `slurm`?"), "{e:?}");
+        let e = errs("[executor.c]\nkind = \"local\"\n");
+        assert!(e[0].4.contains("`local` is built in"), "{e:?}");
+
+        let e = errs("[executor.c]\nkind = \"slurm\"\nmax_jobs = 0\npartition = \" \"\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(e[0].1, "`max_jobs` of executor `c` must be at least 1");
+        assert_eq!(e[0].2, (3, 12));
+        assert_eq!(e[1].1, "invalid partition ` ` in executor `c`");
+        assert_eq!(e[1].2, (4, 13));
+        let e = errs("[executor.c]\nkind = \"slurm\"\nmax_jobs = 99999999999\n");
+        assert_eq!(e[0].2, (3, 12));
+    }
+
+    #[test]
+    fn phase_executor_errors_name_the_known_executors() {
+        let e = errs(&format!(
+            "{CLUSTER}[phase.a]\nrun = \"x\"\nexecutor = \"clustr\"\n"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].0, ErrorKind::UnknownExecutor);
+        assert_eq!(
+            e[0].1,
+            "phase `a` names executor `clustr`, which is not declared"
+        );
+        assert_eq!(e[0].2, (5, 12));
+        assert_eq!(e[0].3, "unknown executor");
+        assert_eq!(
+            e[0].4,
+            "did you mean `cluster`? known executors: `local`, `cluster`"
+        );
+        let e = errs("[phase.a]\nrun = \"x\"\nexecutor = \"gpu\"\n");
+        assert_eq!(
+            e[0].4,
+            "declare `[executor.gpu]` with `kind = \"slurm\"`, or use one of `local`"
+        );
+        // An executor declared with errors is reported once, where it is declared.
+        let e = errs("[executor.c]\nkind = \"pbs\"\n[phase.a]\nrun = \"x\"\nexecutor = \"c\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].1, "unknown executor kind `pbs`");
+        let e = errs(
+            "[executor.local]\nkind = \"slurm\"\n[phase.a]\nrun = \"x\"\nexecutor = \"local\"\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+    }
+
+    #[test]
+    fn resource_errors_point_at_each_value() {
+        let e = errs(
+            "[phase.a]\nrun = \"x\"\nresources = { cpus = 0, mem = \"4GB\", time = \"soon\" }\n",
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert_eq!(e[0].1, "`resources.cpus` of phase `a` must be at least 1");
+        assert_eq!(e[0].2, (3, 22));
+        assert_eq!(e[1].1, "invalid `resources.mem` `4GB` in phase `a`");
+        assert_eq!(e[1].2, (3, 31));
+        assert_eq!(e[1].3, "unit not accepted");
+        assert!(e[1].4.starts_with("write `4G`"), "{e:?}");
+        assert!(
+            e[2].1
+                .starts_with("invalid duration `soon` in `resources.time`"),
+            "{e:?}"
+        );
+        assert_eq!(e[2].2, (3, 45));
+        let e = errs(
+            "[phase.a]\nrun = \"x\"\nresources = { cpus = -3, mem = \"lots\", time = \"0s\" }\n",
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert_eq!(e[1].3, "not a size");
+        assert_eq!(e[2].1, "`resources.time` of phase `a` is zero");
+        // A matrix phase reports each problem once, not once per instance.
+        let e = errs(
+            "[phase.a]\nrun = \"x {matrix.l}\"\nmatrix = { l = [\"a\", \"b\"] }\nresources = { mem = \"0\" }\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].3, "zero memory");
+    }
+
     #[test]
     fn mem_sizes() {
         assert_eq!(parse_mem("4G"), Ok(4 << 30));

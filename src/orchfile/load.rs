@@ -923,6 +923,106 @@ mod tests {
     }
 
     #[test]
+    fn executor_tables_are_loaded_and_checked() {
+        let p = load_str(
+            "[executor.cluster]\nkind = \"slurm\"\npartition = \"debug\"\nargs = [\"--time=30:00\"]\nmax_jobs = 200\n\n[phase.a]\nrun = \"x\"\nexecutor = \"cluster\"\nresources = { cpus = 2, mem = \"4G\", time = \"20m\" }\n",
+        )
+        .unwrap();
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        let c = &p.executors["cluster"];
+        assert_eq!(c.raw.args[0].get_ref(), "--time=30:00");
+        assert_eq!(&p.sources.get(0).text[c.name_span.range.clone()], "cluster");
+        let r = p.phases["a"].raw.resources.as_ref().unwrap().get_ref();
+        assert_eq!(r.mem.as_ref().unwrap().get_ref(), "4G");
+
+        let errs = errors("[executor.local]\nkind = \"slurm\"\n");
+        assert_eq!(errs[0].0, ErrorKind::Value);
+        assert!(
+            errs[0].1.contains("`local` is the built-in executor"),
+            "{errs:?}"
+        );
+        assert_eq!(errs[0].2, (1, 11));
+        let errs = errors("[executor.\"a b\"]\nkind = \"slurm\"\n");
+        assert_eq!(errs[0].1, "invalid executor name `a b`");
+        assert_eq!(errs[0].2, (1, 11));
+        let errs = errors("[executor.c]\nkind = \"slurm\"\npartiton = \"x\"\n");
+        assert_eq!(errs[0].0, ErrorKind::UnknownKey);
+        assert!(errs[0].1.contains("`[executor.c]`"), "{errs:?}");
+        assert_eq!(errs[0].2, (3, 1));
+        let f = failure(load_str(
+            "[executor.c]\nkind = \"slurm\"\npartiton = \"x\"\n",
+        ));
+        assert!(
+            f.errors[0]
+                .help
+                .as_deref()
+                .unwrap()
+                .contains("did you mean `partition`?")
+        );
+        let errs = errors("[executor.c]\nkind = \"slurm\"\nmax_jobs = \"9\"\nargs = \"-x\"\n");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs.iter().all(|e| e.0 == ErrorKind::Type), "{errs:?}");
+        assert_eq!((errs[0].2, errs[1].2), ((3, 12), (4, 8)));
+        let errs = errors("executor = 3\n");
+        assert_eq!(errs[0].1, "`executor` must be a table of executors");
+        let errs = errors("[executor]\nc = 3\n");
+        assert_eq!(errs[0].1, "executor `c` must be a table");
+        assert_eq!(errs[0].2, (2, 5));
+    }
+
+    #[test]
+    fn resources_keys_and_types_are_checked() {
+        let errs = errors("[phase.a]\nrun = \"x\"\nresources = { cpus = 2, memory = \"4G\" }\n");
+        assert_eq!(errs[0].0, ErrorKind::UnknownKey);
+        assert!(errs[0].1.contains("`resources` of phase `a`"), "{errs:?}");
+        assert_eq!(errs[0].2, (3, 25));
+        let errs = errors("[phase.a]\nrun = \"x\"\nresources = { cpus = \"2\" }\n");
+        assert_eq!(errs[0].0, ErrorKind::Type);
+        assert_eq!(errs[0].2, (3, 22));
+        let errs = errors("[phase.a]\nrun = \"x\"\nexecutor = 1\n");
+        assert_eq!(errs[0].0, ErrorKind::Type);
+        assert_eq!(errs[0].2, (3, 12));
+    }
+
+    #[test]
+    fn an_executor_declared_twice_across_fragments_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+        std::fs::write(
+            dir.path().join("pipelines/a.toml"),
+            "[executor.cluster]\nkind = \"slurm\"\n[phase.b]\nrun = \"y\"\nexecutor = \"cluster\"\n",
+        )
+        .unwrap();
+        let path = dir.path().join(ORCHFILE);
+        std::fs::write(
+            &path,
+            "[orch]\ninclude = [\"pipelines/*.toml\"]\n[phase.a]\nrun = \"x\"\n",
+        )
+        .unwrap();
+        let p = load(&path).unwrap();
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.executors["cluster"].file, 1);
+        std::fs::write(
+            dir.path().join("pipelines/b.toml"),
+            "[executor.cluster]\nkind = \"slurm\"\n",
+        )
+        .unwrap();
+        let f = failure(load(&path));
+        assert_eq!(f.errors.len(), 1);
+        let e = &f.errors[0];
+        assert_eq!(e.kind, ErrorKind::DuplicatePhase);
+        assert_eq!(e.message, "executor `cluster` is declared twice");
+        let (span, _) = e.primary.as_ref().unwrap();
+        assert_eq!(f.sources.get(span.file).name, "pipelines/b.toml");
+        assert!(
+            e.help
+                .as_deref()
+                .unwrap()
+                .contains("first declared in `pipelines/a.toml` at 1:11")
+        );
+    }
+
+    #[test]
     fn phase_names_are_checked() {
         assert!(valid_phase_name("translate_2-x"));
         assert!(!valid_phase_name("2x"));
