@@ -195,6 +195,32 @@ impl Resources {
     pub fn is_empty(&self) -> bool {
         *self == Resources::default()
     }
+
+    /// `cpus 2, mem 4G, time 20m`: what is asked for, as the Orchfile would write it.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(c) = self.cpus {
+            parts.push(format!("cpus {c}"));
+        }
+        if let Some(m) = self.mem {
+            parts.push(format!("mem {}", mem_text(m)));
+        }
+        if let Some(t) = self.time {
+            parts.push(format!("time {}", humantime::format_duration(t)));
+        }
+        parts.join(", ")
+    }
+}
+
+/// Bytes in the largest unit that writes them exactly (`4G`, `1536M`, `100`), the form
+/// `resources.mem` takes.
+pub fn mem_text(bytes: u64) -> String {
+    for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+        if bytes != 0 && bytes.trailing_zeros() >= shift {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
 }
 
 /// Decodes a map as a list of entries and builds it in one go: a `BTreeMap` writes its

@@ -2749,6 +2749,16 @@ mod tests {
         assert_eq!(parse_mem("99999999999999999999"), Err(MemProblem::TooLarge));
         assert!(MemProblem::Unit.help("4GB").contains("`4G`"));
         assert!(MemProblem::Unit.help("512mb").contains("`512M`"));
+        for (bytes, text) in [
+            (4 << 30, "4G"),
+            (1536 << 20, "1536M"),
+            (1 << 40, "1T"),
+            (100, "100"),
+            (2048, "2K"),
+        ] {
+            assert_eq!(super::super::mem_text(bytes), text);
+            assert_eq!(parse_mem(text), Ok(bytes));
+        }
     }
 
     #[test]
