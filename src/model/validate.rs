@@ -2259,9 +2259,14 @@ fn phase_executor(
     if broken.contains(name) {
         return None;
     }
-    let known: Vec<&str> = std::iter::once(LOCAL_EXECUTOR)
-        .chain(executors.keys().map(String::as_str))
+    // Those declared with errors are declared all the same: suggest them too.
+    let declared: BTreeSet<&str> = executors
+        .keys()
+        .chain(broken)
+        .map(String::as_str)
+        .filter(|n| *n != LOCAL_EXECUTOR)
         .collect();
+    let known: Vec<&str> = std::iter::once(LOCAL_EXECUTOR).chain(declared).collect();
     let list = known
         .iter()
         .map(|k| format!("`{k}`"))
