@@ -102,7 +102,7 @@ pub struct RawExecutor {
     /// What runs the instances: `slurm` (the only kind).
     // Optional to serde, so a missing `kind` gets orch's own diagnostic, not serde's;
     // required in the schema.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("enum" = ["slurm"]))]
     pub kind: Option<Spanned<String>>,
     /// The Slurm partition jobs are submitted to (default: the cluster's default).
     #[schemars(with = "Option<String>")]
@@ -112,7 +112,7 @@ pub struct RawExecutor {
     #[schemars(with = "Vec<String>")]
     pub args: Vec<Spanned<String>>,
     /// Jobs in flight at once on this executor, independent of `-j` (default 100).
-    #[schemars(with = "Option<i64>")]
+    #[schemars(with = "Option<i64>", extend("minimum" = 1))]
     pub max_jobs: Option<Spanned<i64>>,
 }
 
@@ -211,7 +211,7 @@ pub const PHASE_KEYS: &[&str] = &[
 #[schemars(rename = "Resources")]
 pub struct RawResources {
     /// CPUs per instance or shard (at least 1).
-    #[schemars(with = "Option<i64>")]
+    #[schemars(with = "Option<i64>", extend("minimum" = 1))]
     pub cpus: Option<Spanned<i64>>,
     /// Memory per instance or shard: digits with an optional `K`, `M`, `G` or `T` suffix
     /// (powers of 1024; no suffix is bytes), e.g. `"4G"`.
@@ -438,6 +438,35 @@ mod tests {
             committed == json_schema(),
             "schemas/orchfile.v1.json is out of date: run `cargo run -- schema > schemas/orchfile.v1.json`"
         );
+    }
+
+    /// The published schema accepts executors and resources as the loader does, and
+    /// refuses what the loader refuses by shape.
+    #[test]
+    fn the_schema_describes_executors_and_resources() {
+        let schema: serde_json::Value = serde_json::from_str(&json_schema()).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let valid = |toml_text: &str| {
+            let doc: serde_json::Value = toml::from_str(toml_text).unwrap();
+            validator.is_valid(&doc)
+        };
+        let cluster = "[executor.cluster]\nkind = \"slurm\"\npartition = \"debug\"\nargs = [\"--time=30:00\"]\nmax_jobs = 200\n";
+        let phase = "[phase.t]\nrun = \"x\"\nexecutor = \"cluster\"\nresources = { cpus = 2, mem = \"4G\", time = \"20m\" }\n";
+        assert!(valid(&format!("{cluster}{phase}")));
+        assert!(
+            !valid("[executor.c]\npartition = \"debug\"\n"),
+            "kind is required"
+        );
+        assert!(!valid("[executor.c]\nkind = \"slurm\"\nqueue = \"x\"\n"));
+        assert!(!valid("[executor.c]\nkind = \"pbs\"\n"));
+        assert!(!valid("[executor.c]\nkind = \"slurm\"\nmax_jobs = 0\n"));
+        assert!(!valid("[phase.t]\nrun = \"x\"\nresources = { cpus = 0 }\n"));
+        assert!(!valid(
+            "[phase.t]\nrun = \"x\"\nresources = { disk = \"1G\" }\n"
+        ));
+        assert!(!valid(
+            "[phase.t]\nrun = \"x\"\nresources = { cpus = \"2\" }\n"
+        ));
     }
 
     /// The key lists used for unknown-key diagnostics must match the structs.
