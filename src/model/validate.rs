@@ -2203,15 +2203,15 @@ fn executors(
         });
         let max_jobs = match &r.max_jobs {
             None => DEFAULT_EXECUTOR_MAX_JOBS,
-            Some(m) => match u32::try_from(*m.get_ref()) {
-                Ok(n) if n >= 1 => n,
-                _ => {
+            Some(m) => match positive(*m.get_ref()) {
+                Ok(n) => n,
+                Err(why) => {
                     errors.push(
                         ConfigError::new(
                             ErrorKind::Value,
-                            format!("`max_jobs` of executor `{name}` must be at least 1"),
+                            format!("`max_jobs` of executor `{name}` must be from 1 to {}", u32::MAX),
                         )
-                        .at(&Span::new(file, m.span()), "not a positive number")
+                        .at(&Span::new(file, m.span()), why)
                         .help(format!(
                             "`max_jobs` is how many jobs may be in flight at once; remove it for the default of {DEFAULT_EXECUTOR_MAX_JOBS}"
                         )),
@@ -2296,23 +2296,23 @@ fn resources(
     file: FileId,
     errors: &mut Vec<ConfigError>,
 ) -> Resources {
-    let cpus = r
-        .cpus
-        .as_ref()
-        .and_then(|c| match u32::try_from(*c.get_ref()) {
-            Ok(n) if n >= 1 => Some(n),
-            _ => {
-                errors.push(
-                    ConfigError::new(
-                        ErrorKind::Value,
-                        format!("`resources.cpus` of phase `{phase}` must be at least 1"),
-                    )
-                    .at(&Span::new(file, c.span()), "not a positive number")
-                    .help("give the CPUs one instance or shard needs, e.g. `cpus = 2`"),
-                );
-                None
-            }
-        });
+    let cpus = r.cpus.as_ref().and_then(|c| match positive(*c.get_ref()) {
+        Ok(n) => Some(n),
+        Err(why) => {
+            errors.push(
+                ConfigError::new(
+                    ErrorKind::Value,
+                    format!(
+                        "`resources.cpus` of phase `{phase}` must be from 1 to {}",
+                        u32::MAX
+                    ),
+                )
+                .at(&Span::new(file, c.span()), why)
+                .help("give the CPUs one instance or shard needs, e.g. `cpus = 2`"),
+            );
+            None
+        }
+    });
     let mem = r.mem.as_ref().and_then(|m| match parse_mem(m.get_ref()) {
         Ok(n) => Some(n),
         Err(why) => {
@@ -2346,6 +2346,16 @@ fn resources(
         Some(d)
     });
     Resources { cpus, mem, time }
+}
+
+/// `n` as a count of at least 1, or the label saying why it is not one.
+fn positive(n: i64) -> Result<u32, &'static str> {
+    match u32::try_from(n) {
+        Ok(n) if n >= 1 => Ok(n),
+        Ok(_) => Err("not a positive number"),
+        Err(_) if n < 0 => Err("not a positive number"),
+        Err(_) => Err("too large"),
+    }
 }
 
 /// Why a `resources.mem` text is not a size.
@@ -2663,12 +2673,16 @@ mod tests {
 
         let e = errs("[executor.c]\nkind = \"slurm\"\nmax_jobs = 0\npartition = \" \"\n");
         assert_eq!(e.len(), 2, "{e:?}");
-        assert_eq!(e[0].1, "`max_jobs` of executor `c` must be at least 1");
+        assert_eq!(
+            e[0].1,
+            "`max_jobs` of executor `c` must be from 1 to 4294967295"
+        );
         assert_eq!(e[0].2, (3, 12));
         assert_eq!(e[1].1, "invalid partition ` ` in executor `c`");
         assert_eq!(e[1].2, (4, 13));
         let e = errs("[executor.c]\nkind = \"slurm\"\nmax_jobs = 99999999999\n");
         assert_eq!(e[0].2, (3, 12));
+        assert_eq!(e[0].3, "too large");
     }
 
     #[test]
@@ -2709,7 +2723,10 @@ mod tests {
             "[phase.a]\nrun = \"x\"\nresources = { cpus = 0, mem = \"4GB\", time = \"soon\" }\n",
         );
         assert_eq!(e.len(), 3, "{e:?}");
-        assert_eq!(e[0].1, "`resources.cpus` of phase `a` must be at least 1");
+        assert_eq!(
+            e[0].1,
+            "`resources.cpus` of phase `a` must be from 1 to 4294967295"
+        );
         assert_eq!(e[0].2, (3, 22));
         assert_eq!(e[1].1, "invalid `resources.mem` `4GB` in phase `a`");
         assert_eq!(e[1].2, (3, 31));
