@@ -137,7 +137,9 @@ impl ExecutorRef<'_> {
     }
 }
 
-/// A declared `[executor.NAME]` table.
+/// A declared `[executor.NAME]` table. None of its settings enters an action key: none
+/// changes what a command computes, only where and when it runs. A setting that did
+/// would have to enter the keys of the instances that run on it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Executor {
     /// Its name.

@@ -2580,8 +2580,11 @@ mod tests {
         }
     }
 
-    /// Validation errors of an Orchfile: kind, message, `line:col`, label, help.
-    fn errs(text: &str) -> Vec<(ErrorKind, String, (usize, usize), String, String)> {
+    /// One reported error: kind, message, `line:col`, label, help.
+    type Reported = (ErrorKind, String, (usize, usize), String, String);
+
+    /// Validation errors of an Orchfile.
+    fn errs(text: &str) -> Vec<Reported> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("Orchfile.toml");
         std::fs::write(&path, text).unwrap();
