@@ -108,6 +108,9 @@ pub struct BuildArgs {
     /// Write a JUnit XML report to FILE (one test case per instance).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Run every selected phase on executor NAME (`local`, or an `[executor.NAME]`).
+    #[arg(long, value_name = "NAME")]
+    pub executor: Option<String>,
 }
 
 /// `orch watch`.
@@ -133,6 +136,9 @@ pub struct WatchArgs {
     /// Print events on stdout as JSON Lines, `watch_changes` included (the rest goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Run every selected phase on executor NAME (`local`, or an `[executor.NAME]`).
+    #[arg(long, value_name = "NAME")]
+    pub executor: Option<String>,
 }
 
 /// `orch plan`.

@@ -804,6 +804,13 @@ fn show_target(
         if as_json {
             let mut v = entry_json(p);
             v["phase"] = json!(l.project.instances[i].phase);
+            let (executor, resources) = placement(&l.project, i);
+            if let Some(e) = executor {
+                v["executor"] = json!({ "name": e.name, "kind": e.kind.name() });
+            }
+            if let Some(r) = resources {
+                v["resources"] = resources_json(r);
+            }
             v["last_result"] = rec.map_or(Value::Null, |r| {
                 json!({
                     "status": r.last_status.as_str(),
@@ -870,6 +877,13 @@ fn show_target(
                 label = "";
             }
         }
+        let (executor, resources) = placement(&l.project, i);
+        if let Some(e) = executor {
+            outln!("  executor     {} ({})", e.name, e.kind.name());
+        }
+        if let Some(r) = resources {
+            outln!("  resources    {}", r.describe());
+        }
         if p.entry.stale {
             outln!("  status       stale: {}", reasons_text(p));
         } else {
@@ -883,6 +897,38 @@ fn show_target(
         );
     }
     EXIT_OK
+}
+
+/// The executor (with its kind) and resources of instance `i`, each only when it is not
+/// the default (`local`, nothing asked for).
+fn placement(
+    project: &Project,
+    i: usize,
+) -> (
+    Option<&crate::model::Executor>,
+    Option<&crate::model::Resources>,
+) {
+    let executor = match project.executor_of(i, None) {
+        crate::model::ExecutorRef::Local => None,
+        crate::model::ExecutorRef::Declared(e) => Some(e),
+    };
+    let resources = &project.instances[i].resources;
+    (executor, (!resources.is_empty()).then_some(resources))
+}
+
+/// `resources` for `--json`: only what is asked for, memory in bytes, time in ms.
+fn resources_json(r: &crate::model::Resources) -> Value {
+    let mut v = json!({});
+    if let Some(c) = r.cpus {
+        v["cpus"] = json!(c);
+    }
+    if let Some(m) = r.mem {
+        v["mem_bytes"] = json!(m);
+    }
+    if let Some(t) = r.time {
+        v["time_ms"] = json!(t.as_millis() as u64);
+    }
+    v
 }
 
 #[cfg(test)]

@@ -95,6 +95,7 @@ impl Host {
             run_id: None,
             json: self.a.json,
             junit: None,
+            executor: self.a.executor.clone(),
         }
     }
 }

@@ -31,6 +31,13 @@ pub const MAX_JOBS: u32 = 1024;
 /// Runs whose events and logs a build keeps unless `[orch] keep_runs` says otherwise.
 pub const DEFAULT_KEEP_RUNS: usize = 100;
 
+/// Jobs an executor keeps in flight unless its `max_jobs` says otherwise: enough to
+/// keep a cluster busy with short jobs, few enough that one build does not flood a
+/// shared scheduler's queue (sites often cap a user's queued jobs at a few hundred).
+pub const DEFAULT_EXECUTOR_MAX_JOBS: u32 = 100;
+
+pub use crate::orchfile::load::LOCAL_EXECUTOR;
+
 /// A validated project.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Project {
@@ -51,6 +58,8 @@ pub struct Project {
     pub keep_runs: usize,
     /// Variables passed to and hashed into every phase (`orch.env`), sorted.
     pub env: Vec<String>,
+    /// Declared executors (`[executor.NAME]`) by name; `local` is built in, never here.
+    pub executors: BTreeMap<String, Executor>,
     /// Phases by name.
     #[serde(deserialize_with = "sorted_map")]
     pub phases: BTreeMap<String, Phase>,
@@ -65,6 +74,155 @@ impl Project {
             .binary_search_by(|i| i.name.as_str().cmp(name))
             .ok()
     }
+
+    /// The executor that runs instance `instance`: `over` (`--executor NAME`, already
+    /// checked with [`Project::check_executor`]) when given, else its phase's. Its shards
+    /// run on the same one.
+    pub fn executor_of(&self, instance: usize, over: Option<&str>) -> ExecutorRef<'_> {
+        let name = over.or_else(|| {
+            self.instances
+                .get(instance)
+                .and_then(|i| i.executor.as_deref())
+        });
+        match name.and_then(|n| self.executors.get(n)) {
+            Some(e) => ExecutorRef::Declared(e),
+            None => ExecutorRef::Local,
+        }
+    }
+
+    /// Every executor name a phase or `--executor` may use: `local`, then those declared,
+    /// sorted.
+    pub fn executor_names(&self) -> Vec<&str> {
+        std::iter::once(LOCAL_EXECUTOR)
+            .chain(self.executors.keys().map(String::as_str))
+            .collect()
+    }
+
+    /// Checks a name given with `--executor`: Err with a message naming the known ones.
+    pub fn check_executor(&self, name: &str) -> Result<(), String> {
+        if name == LOCAL_EXECUTOR || self.executors.contains_key(name) {
+            return Ok(());
+        }
+        let names = self.executor_names();
+        let known = names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let hint = crate::orchfile::source::did_you_mean(name, names.iter().copied())
+            .map(|s| format!("did you mean `{s}`? "))
+            .unwrap_or_default();
+        Err(format!(
+            "unknown executor `{name}` given to `--executor`; {hint}known executors: {known}"
+        ))
+    }
+}
+
+/// The executor an instance runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutorRef<'a> {
+    /// The built-in one: a process on this machine.
+    Local,
+    /// A declared `[executor.NAME]`.
+    Declared(&'a Executor),
+}
+
+impl ExecutorRef<'_> {
+    /// Its name, as events and `orch show` write it.
+    pub fn name(&self) -> &str {
+        match self {
+            ExecutorRef::Local => LOCAL_EXECUTOR,
+            ExecutorRef::Declared(e) => &e.name,
+        }
+    }
+}
+
+/// A declared `[executor.NAME]` table. None of its settings enters an action key: none
+/// changes what a command computes, only where and when it runs. A setting that did
+/// would have to enter the keys of the instances that run on it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Executor {
+    /// Its name.
+    pub name: String,
+    /// What runs the jobs.
+    pub kind: ExecutorKind,
+    /// The partition jobs are submitted to (None: the cluster's default).
+    pub partition: Option<String>,
+    /// Extra submission arguments, in order.
+    pub args: Vec<String>,
+    /// Jobs in flight at once (at least 1).
+    pub max_jobs: u32,
+    /// The span of its name, for diagnostics found later.
+    pub span: Span,
+}
+
+/// The kinds of executor orch knows besides the built-in local one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ExecutorKind {
+    /// A Slurm cluster: one job per instance or shard.
+    Slurm,
+}
+
+impl ExecutorKind {
+    /// Every kind, for diagnostics.
+    pub const ALL: &'static [ExecutorKind] = &[ExecutorKind::Slurm];
+
+    /// Its name in the Orchfile.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutorKind::Slurm => "slurm",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn parse(name: &str) -> Option<ExecutorKind> {
+        Self::ALL.iter().copied().find(|k| k.name() == name)
+    }
+}
+
+/// What one instance or shard asks of a cluster executor (`resources`); the local
+/// executor ignores it. Not part of any key: where a result was made does not change it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resources {
+    /// CPUs.
+    pub cpus: Option<u32>,
+    /// Memory in bytes.
+    pub mem: Option<u64>,
+    /// Time limit the scheduler enforces.
+    pub time: Option<Duration>,
+}
+
+impl Resources {
+    /// Whether nothing is asked for.
+    pub fn is_empty(&self) -> bool {
+        *self == Resources::default()
+    }
+
+    /// `cpus 2, mem 4G, time 20m`: what is asked for, as the Orchfile would write it.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(c) = self.cpus {
+            parts.push(format!("cpus {c}"));
+        }
+        if let Some(m) = self.mem {
+            parts.push(format!("mem {}", mem_text(m)));
+        }
+        if let Some(t) = self.time {
+            parts.push(format!("time {}", humantime::format_duration(t)));
+        }
+        parts.join(", ")
+    }
+}
+
+/// Bytes in the largest unit that writes them exactly (`4G`, `1536M`, `100`), the form
+/// `resources.mem` takes.
+pub fn mem_text(bytes: u64) -> String {
+    for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+        if bytes != 0 && bytes.trailing_zeros() >= shift {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
 }
 
 /// Decodes a map as a list of entries and builds it in one go: a `BTreeMap` writes its
@@ -287,6 +445,11 @@ pub struct Instance {
     /// The dependency file the command writes (project-relative; per shard with
     /// `{shard.key}` / `{shard.index}` still in it), read after a success.
     pub depfile: Option<String>,
+    /// The declared executor its phase names (None: `local`); see
+    /// [`Project::executor_of`], which also applies `--executor`.
+    pub executor: Option<String>,
+    /// What it asks of a cluster executor.
+    pub resources: Resources,
 }
 
 impl Instance {

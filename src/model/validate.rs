@@ -18,12 +18,12 @@ use super::overlap::implied_deps;
 use super::path::{Containment, PathProblem, is_plain, normalize, relative_to};
 use super::template::{self, Piece, shell_join};
 use super::{
-    CacheConfig, CmdPiece, Dep, EnvValue, FORMAT, Instance, Output, Phase, Project, Retry,
-    ShardHole,
+    CacheConfig, CmdPiece, DEFAULT_EXECUTOR_MAX_JOBS, Dep, EnvValue, Executor, ExecutorKind,
+    FORMAT, Instance, LOCAL_EXECUTOR, Output, Phase, Project, Resources, Retry, ShardHole,
 };
 use crate::fs::Digest;
-use crate::orchfile::load::{ConfigFailure, LoadedPhase, RawProject};
-use crate::orchfile::raw::{RawAxis, RawEnv, RawOutput, RawShard, RawVar};
+use crate::orchfile::load::{ConfigFailure, LoadedExecutor, LoadedPhase, RawProject};
+use crate::orchfile::raw::{RawAxis, RawEnv, RawOutput, RawResources, RawShard, RawVar};
 use crate::orchfile::source::{
     ConfigError, ErrorKind, FileId, Sources, Span, did_you_mean, sort_errors,
 };
@@ -53,7 +53,9 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
         cache: raw_cache,
         vars,
         phases: raw_phases,
+        executors: raw_executors,
         broken,
+        broken_executors,
         errors,
     } = raw;
     let mut errors = errors;
@@ -116,6 +118,21 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
     }
     env.sort();
     env.dedup();
+
+    let mut broken_executors = broken_executors;
+    let executors = executors(&raw_executors, &mut broken_executors, &mut errors);
+    // Where each phase runs and what it asks for: phase-level, reported once per phase.
+    let mut placement: BTreeMap<String, (Option<String>, Resources)> = BTreeMap::new();
+    for (name, lp) in &raw_phases {
+        let executor = phase_executor(name, lp, &executors, &broken_executors, &mut errors);
+        let resources = lp
+            .raw
+            .resources
+            .as_ref()
+            .map(|r| resources(name, r.get_ref(), lp.file, &mut errors))
+            .unwrap_or_default();
+        placement.insert(name.clone(), (executor, resources));
+    }
 
     let var_values: BTreeMap<String, RawVar> = vars
         .iter()
@@ -678,6 +695,11 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
             shard,
             shard_outputs: shard_outputs[i].clone(),
             depfile,
+            executor: placement.get(phase).and_then(|p| p.0.clone()),
+            resources: placement
+                .get(phase)
+                .map(|p| p.1.clone())
+                .unwrap_or_default(),
         });
         input_spans.push(spans);
     }
@@ -820,6 +842,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
         jobs,
         keep_runs: keep_runs(orch.keep_runs.as_ref(), main, &mut errors),
         env,
+        executors,
         phases,
         instances,
     };
@@ -2118,6 +2141,297 @@ fn depfile_path(
     Ok(norm)
 }
 
+/// The valid `[executor.*]` tables; an invalid one is reported, left out and added to
+/// `broken`, so phases naming it are not reported again.
+fn executors(
+    raw: &BTreeMap<String, LoadedExecutor>,
+    broken: &mut BTreeSet<String>,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, Executor> {
+    let mut out = BTreeMap::new();
+    for (name, le) in raw {
+        let file = le.file;
+        let r = &le.raw;
+        let before = errors.len();
+        let kind = match &r.kind {
+            None => {
+                errors.push(
+                    ConfigError::new(ErrorKind::Value, format!("executor `{name}` has no `kind`"))
+                        .at(&le.name_span, "no `kind`")
+                        .help("add `kind = \"slurm\"`, the only kind of executor orch knows"),
+                );
+                None
+            }
+            Some(k) => {
+                let kind = ExecutorKind::parse(k.get_ref());
+                if kind.is_none() {
+                    let names = ExecutorKind::ALL.iter().map(|k| k.name());
+                    let help = if k.get_ref() == LOCAL_EXECUTOR {
+                        "`local` is built in and needs no table: remove this one, and phases run locally unless they name an executor".to_owned()
+                    } else {
+                        let hint = did_you_mean(k.get_ref(), names)
+                            .map(|s| format!("did you mean `{s}`? "))
+                            .unwrap_or_default();
+                        format!("{hint}the only kind is `slurm`")
+                    };
+                    errors.push(
+                        ConfigError::new(
+                            ErrorKind::Value,
+                            format!("unknown executor kind `{}`", k.get_ref()),
+                        )
+                        .at(&Span::new(file, k.span()), "unknown kind")
+                        .help(help),
+                    );
+                }
+                kind
+            }
+        };
+        let partition = r.partition.as_ref().and_then(|p| {
+            let text = p.get_ref().trim();
+            if text.is_empty() || text.contains(char::is_whitespace) {
+                errors.push(
+                    ConfigError::new(
+                        ErrorKind::Value,
+                        format!("invalid partition `{}` in executor `{name}`", p.get_ref()),
+                    )
+                    .at(&Span::new(file, p.span()), "not a partition name")
+                    .help("name one partition (`sinfo -s` lists them), or remove `partition` to use the cluster's default"),
+                );
+                return None;
+            }
+            Some(text.to_owned())
+        });
+        let max_jobs = match &r.max_jobs {
+            None => DEFAULT_EXECUTOR_MAX_JOBS,
+            Some(m) => match positive(*m.get_ref()) {
+                Ok(n) => n,
+                Err(why) => {
+                    errors.push(
+                        ConfigError::new(
+                            ErrorKind::Value,
+                            format!("`max_jobs` of executor `{name}` must be from 1 to {}", u32::MAX),
+                        )
+                        .at(&Span::new(file, m.span()), why)
+                        .help(format!(
+                            "`max_jobs` is how many jobs may be in flight at once; remove it for the default of {DEFAULT_EXECUTOR_MAX_JOBS}"
+                        )),
+                    );
+                    DEFAULT_EXECUTOR_MAX_JOBS
+                }
+            },
+        };
+        if errors.len() > before {
+            broken.insert(name.clone());
+        } else if let Some(kind) = kind {
+            out.insert(
+                name.clone(),
+                Executor {
+                    name: name.clone(),
+                    kind,
+                    partition,
+                    args: r.args.iter().map(|a| a.get_ref().clone()).collect(),
+                    max_jobs,
+                    span: le.name_span.clone(),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// The executor a phase names: None for `local` (or none named), else a declared one.
+fn phase_executor(
+    phase: &str,
+    lp: &LoadedPhase,
+    executors: &BTreeMap<String, Executor>,
+    broken: &BTreeSet<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<String> {
+    let e = lp.raw.executor.as_ref()?;
+    let name = e.get_ref();
+    if name == LOCAL_EXECUTOR {
+        return None;
+    }
+    if executors.contains_key(name) {
+        return Some(name.clone());
+    }
+    // An executor declared with errors is reported where it is declared.
+    if broken.contains(name) {
+        return None;
+    }
+    // Those declared with errors are declared all the same: suggest them too.
+    let declared: BTreeSet<&str> = executors
+        .keys()
+        .chain(broken)
+        .map(String::as_str)
+        .filter(|n| *n != LOCAL_EXECUTOR)
+        .collect();
+    let known: Vec<&str> = std::iter::once(LOCAL_EXECUTOR).chain(declared).collect();
+    let list = known
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let help = match did_you_mean(name, known.iter().copied()) {
+        Some(s) => format!("did you mean `{s}`? known executors: {list}"),
+        None => {
+            format!("declare `[executor.{name}]` with `kind = \"slurm\"`, or use one of {list}")
+        }
+    };
+    errors.push(
+        ConfigError::new(
+            ErrorKind::UnknownExecutor,
+            format!("phase `{phase}` names executor `{name}`, which is not declared"),
+        )
+        .at(&Span::new(lp.file, e.span()), "unknown executor")
+        .help(help),
+    );
+    None
+}
+
+/// A phase's `resources`: each value checked, each bad one reported at its own span.
+fn resources(
+    phase: &str,
+    r: &RawResources,
+    file: FileId,
+    errors: &mut Vec<ConfigError>,
+) -> Resources {
+    let cpus = r.cpus.as_ref().and_then(|c| match positive(*c.get_ref()) {
+        Ok(n) => Some(n),
+        Err(why) => {
+            errors.push(
+                ConfigError::new(
+                    ErrorKind::Value,
+                    format!(
+                        "`resources.cpus` of phase `{phase}` must be from 1 to {}",
+                        u32::MAX
+                    ),
+                )
+                .at(&Span::new(file, c.span()), why)
+                .help("give the CPUs one instance or shard needs, e.g. `cpus = 2`"),
+            );
+            None
+        }
+    });
+    let mem = r.mem.as_ref().and_then(|m| match parse_mem(m.get_ref()) {
+        Ok(n) => Some(n),
+        Err(why) => {
+            errors.push(
+                ConfigError::new(
+                    ErrorKind::Value,
+                    format!(
+                        "invalid `resources.mem` `{}` in phase `{phase}`",
+                        m.get_ref()
+                    ),
+                )
+                .at(&Span::new(file, m.span()), why.label())
+                .help(why.help(m.get_ref())),
+            );
+            None
+        }
+    });
+    let time = r.time.as_ref().and_then(|t| {
+        let d = duration(t, file, "resources.time", true, errors)?;
+        if d.is_zero() {
+            errors.push(
+                ConfigError::new(
+                    ErrorKind::Value,
+                    format!("`resources.time` of phase `{phase}` is zero"),
+                )
+                .at(&Span::new(file, t.span()), "no time at all")
+                .help("give the time one instance or shard may take, e.g. `time = \"20m\"`, or remove `time`"),
+            );
+            return None;
+        }
+        Some(d)
+    });
+    Resources { cpus, mem, time }
+}
+
+/// `n` as a count of at least 1, or the label saying why it is not one.
+fn positive(n: i64) -> Result<u32, &'static str> {
+    match u32::try_from(n) {
+        Ok(n) if n >= 1 => Ok(n),
+        Ok(_) => Err("not a positive number"),
+        Err(_) if n < 0 => Err("not a positive number"),
+        Err(_) => Err("too large"),
+    }
+}
+
+/// Why a `resources.mem` text is not a size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MemProblem {
+    /// Not digits with an optional suffix at all.
+    NotASize,
+    /// A unit written as `GB`, `Gi`, `GiB` or in lower case: the number is fine, the
+    /// unit is not one orch (or Slurm) spells that way.
+    Unit,
+    /// Zero bytes.
+    Zero,
+    /// More bytes than fit in 64 bits.
+    TooLarge,
+}
+
+impl MemProblem {
+    fn label(self) -> &'static str {
+        match self {
+            MemProblem::NotASize => "not a size",
+            MemProblem::Unit => "unit not accepted",
+            MemProblem::Zero => "zero memory",
+            MemProblem::TooLarge => "too large",
+        }
+    }
+
+    fn help(self, text: &str) -> String {
+        match self {
+            MemProblem::Unit => {
+                let digits: String = text.trim().chars().take_while(char::is_ascii_digit).collect();
+                let unit = text.trim()[digits.len()..].chars().next().map_or('G', |c| c.to_ascii_uppercase());
+                format!("write `{digits}{unit}`: the suffix is one of `K`, `M`, `G`, `T` (powers of 1024), without `B` or `i`")
+            }
+            _ => "write whole digits with an optional `K`, `M`, `G` or `T` suffix (powers of 1024; no suffix is bytes), e.g. `\"4G\"`".to_owned(),
+        }
+    }
+}
+
+/// Bytes in `4G`, `512M`, `1048576`: whole digits and at most one of K, M, G, T (powers of
+/// 1024, as Slurm reads them). `4GB`, `4Gi` and `4g` are refused rather than guessed at:
+/// `max_blob` reads `GB` as 1024³, other tools as 1000³, and a request the scheduler
+/// reads differently from the user fails only once the job runs.
+fn parse_mem(text: &str) -> Result<u64, MemProblem> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    if digits.is_empty() {
+        return Err(MemProblem::NotASize);
+    }
+    let shift = match unit {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => {
+            let known = ["K", "M", "G", "T"];
+            let first = unit.get(..1).unwrap_or_default().to_ascii_uppercase();
+            let rest = unit.get(1..).unwrap_or_default().to_ascii_lowercase();
+            return Err(
+                if known.contains(&first.as_str()) && ["", "b", "i", "ib"].contains(&rest.as_str())
+                {
+                    MemProblem::Unit
+                } else {
+                    MemProblem::NotASize
+                },
+            );
+        }
+    };
+    let n: u64 = digits.parse().map_err(|_| MemProblem::TooLarge)?;
+    if n == 0 {
+        return Err(MemProblem::Zero);
+    }
+    n.checked_mul(1u64 << shift).ok_or(MemProblem::TooLarge)
+}
+
 /// `[orch] keep_runs`: how many runs' events and logs a build keeps (default
 /// [`super::DEFAULT_KEEP_RUNS`], at least 1: the run just made is always kept).
 fn keep_runs(value: Option<&Spanned<i64>>, file: FileId, errors: &mut Vec<ConfigError>) -> usize {
@@ -2263,6 +2577,212 @@ mod tests {
             "1.0000000001G",
         ] {
             assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+
+    /// One reported error: kind, message, `line:col`, label, help.
+    type Reported = (ErrorKind, String, (usize, usize), String, String);
+
+    /// Validation errors of an Orchfile.
+    fn errs(text: &str) -> Vec<Reported> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Orchfile.toml");
+        std::fs::write(&path, text).unwrap();
+        let raw = crate::orchfile::load(&path).unwrap();
+        let (project, errors) = validate_all(raw);
+        errors
+            .into_iter()
+            .map(|e| {
+                let (span, label) = e.primary.clone().unwrap();
+                let pos = project.sources.line_col(&span);
+                (e.kind, e.message, pos, label, e.help.unwrap_or_default())
+            })
+            .collect()
+    }
+
+    fn project(text: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Orchfile.toml");
+        std::fs::write(&path, text).unwrap();
+        validate(crate::orchfile::load(&path).unwrap()).unwrap()
+    }
+
+    const CLUSTER: &str = "[executor.cluster]\nkind = \"slurm\"\n";
+
+    #[test]
+    fn executors_and_resources_reach_every_instance() {
+        let p = project(&format!(
+            "{CLUSTER}partition = \"debug\"\nargs = [\"--time=30:00\", \"-A\", \"lab\"]\nmax_jobs = 200\n\n[executor.other]\nkind = \"slurm\"\n\n[phase.t]\nrun = \"x {{matrix.l}}\"\nmatrix = {{ l = [\"a\", \"b\"] }}\nexecutor = \"cluster\"\nresources = {{ cpus = 2, mem = \"4G\", time = \"20m\" }}\n\n[phase.l]\nrun = \"y\"\nexecutor = \"local\"\nresources = {{ cpus = 1 }}\n\n[phase.d]\nrun = \"z\"\n"
+        ));
+        assert_eq!(p.executors.keys().collect::<Vec<_>>(), ["cluster", "other"]);
+        let c = &p.executors["cluster"];
+        assert_eq!(c.kind, ExecutorKind::Slurm);
+        assert_eq!(c.partition.as_deref(), Some("debug"));
+        assert_eq!(c.args, ["--time=30:00", "-A", "lab"]);
+        assert_eq!(c.max_jobs, 200);
+        assert_eq!(p.executors["other"].max_jobs, DEFAULT_EXECUTOR_MAX_JOBS);
+        assert_eq!(p.executors["other"].partition, None);
+        for name in ["t[l=a]", "t[l=b]"] {
+            let i = p.instance_index(name).unwrap();
+            let inst = &p.instances[i];
+            assert_eq!(inst.executor.as_deref(), Some("cluster"));
+            assert_eq!(
+                inst.resources,
+                Resources {
+                    cpus: Some(2),
+                    mem: Some(4 << 30),
+                    time: Some(Duration::from_secs(20 * 60)),
+                }
+            );
+            assert_eq!(p.executor_of(i, None).name(), "cluster");
+            assert_eq!(
+                p.executor_of(i, Some("local")),
+                super::super::ExecutorRef::Local
+            );
+            assert_eq!(p.executor_of(i, Some("other")).name(), "other");
+        }
+        let l = p.instance_index("l").unwrap();
+        assert_eq!(p.instances[l].executor, None);
+        assert_eq!(p.instances[l].resources.cpus, Some(1));
+        assert_eq!(p.executor_of(l, None), super::super::ExecutorRef::Local);
+        let d = p.instance_index("d").unwrap();
+        assert!(p.instances[d].resources.is_empty());
+        assert_eq!(p.executor_of(d, Some("cluster")).name(), "cluster");
+        assert_eq!(p.executor_names(), ["local", "cluster", "other"]);
+        assert!(p.check_executor("local").is_ok());
+        assert!(p.check_executor("other").is_ok());
+        let e = p.check_executor("clustr").unwrap_err();
+        assert!(e.contains("did you mean `cluster`?"), "{e}");
+        assert!(
+            e.contains("known executors: `local`, `cluster`, `other`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn executor_errors_point_at_their_values() {
+        let e = errs("[executor.c]\npartition = \"debug\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].1, "executor `c` has no `kind`");
+        assert_eq!(e[0].2, (1, 11));
+        assert!(e[0].4.contains("kind = \"slurm\""), "{e:?}");
+
+        let e = errs("[executor.c]\nkind = \"slurn\"\n");
+        assert_eq!(e[0].1, "unknown executor kind `slurn`");
+        assert_eq!(e[0].2, (2, 8));
+        assert!(e[0].4.contains("did you mean `slurm`?"), "{e:?}");
+        let e = errs("[executor.c]\nkind = \"local\"\n");
+        assert!(e[0].4.contains("`local` is built in"), "{e:?}");
+
+        let e = errs("[executor.c]\nkind = \"slurm\"\nmax_jobs = 0\npartition = \" \"\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(
+            e[0].1,
+            "`max_jobs` of executor `c` must be from 1 to 4294967295"
+        );
+        assert_eq!(e[0].2, (3, 12));
+        assert_eq!(e[1].1, "invalid partition ` ` in executor `c`");
+        assert_eq!(e[1].2, (4, 13));
+        let e = errs("[executor.c]\nkind = \"slurm\"\nmax_jobs = 99999999999\n");
+        assert_eq!(e[0].2, (3, 12));
+        assert_eq!(e[0].3, "too large");
+    }
+
+    #[test]
+    fn phase_executor_errors_name_the_known_executors() {
+        let e = errs(&format!(
+            "{CLUSTER}[phase.a]\nrun = \"x\"\nexecutor = \"clustr\"\n"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].0, ErrorKind::UnknownExecutor);
+        assert_eq!(
+            e[0].1,
+            "phase `a` names executor `clustr`, which is not declared"
+        );
+        assert_eq!(e[0].2, (5, 12));
+        assert_eq!(e[0].3, "unknown executor");
+        assert_eq!(
+            e[0].4,
+            "did you mean `cluster`? known executors: `local`, `cluster`"
+        );
+        let e = errs("[phase.a]\nrun = \"x\"\nexecutor = \"gpu\"\n");
+        assert_eq!(
+            e[0].4,
+            "declare `[executor.gpu]` with `kind = \"slurm\"`, or use one of `local`"
+        );
+        // An executor declared with errors is reported once, where it is declared.
+        let e = errs("[executor.c]\nkind = \"pbs\"\n[phase.a]\nrun = \"x\"\nexecutor = \"c\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].1, "unknown executor kind `pbs`");
+        let e = errs(
+            "[executor.local]\nkind = \"slurm\"\n[phase.a]\nrun = \"x\"\nexecutor = \"local\"\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+    }
+
+    #[test]
+    fn resource_errors_point_at_each_value() {
+        let e = errs(
+            "[phase.a]\nrun = \"x\"\nresources = { cpus = 0, mem = \"4GB\", time = \"soon\" }\n",
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert_eq!(
+            e[0].1,
+            "`resources.cpus` of phase `a` must be from 1 to 4294967295"
+        );
+        assert_eq!(e[0].2, (3, 22));
+        assert_eq!(e[1].1, "invalid `resources.mem` `4GB` in phase `a`");
+        assert_eq!(e[1].2, (3, 31));
+        assert_eq!(e[1].3, "unit not accepted");
+        assert!(e[1].4.starts_with("write `4G`"), "{e:?}");
+        assert!(
+            e[2].1
+                .starts_with("invalid duration `soon` in `resources.time`"),
+            "{e:?}"
+        );
+        assert_eq!(e[2].2, (3, 45));
+        let e = errs(
+            "[phase.a]\nrun = \"x\"\nresources = { cpus = -3, mem = \"lots\", time = \"0s\" }\n",
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert_eq!(e[1].3, "not a size");
+        assert_eq!(e[2].1, "`resources.time` of phase `a` is zero");
+        // A matrix phase reports each problem once, not once per instance.
+        let e = errs(
+            "[phase.a]\nrun = \"x {matrix.l}\"\nmatrix = { l = [\"a\", \"b\"] }\nresources = { mem = \"0\" }\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].3, "zero memory");
+    }
+
+    #[test]
+    fn mem_sizes() {
+        assert_eq!(parse_mem("4G"), Ok(4 << 30));
+        assert_eq!(parse_mem("512M"), Ok(512 << 20));
+        assert_eq!(parse_mem("1T"), Ok(1 << 40));
+        assert_eq!(parse_mem("64K"), Ok(64 << 10));
+        assert_eq!(parse_mem("4096"), Ok(4096));
+        for unit in ["4GB", "4Gi", "4GiB", "4g", "4gb", "512mb"] {
+            assert_eq!(parse_mem(unit), Err(MemProblem::Unit), "{unit}");
+        }
+        for bad in ["", "G", "1.5G", "4 G", "-1", "4X", "4GBB", "1e9"] {
+            assert_eq!(parse_mem(bad), Err(MemProblem::NotASize), "{bad}");
+        }
+        assert_eq!(parse_mem("0"), Err(MemProblem::Zero));
+        assert_eq!(parse_mem("0G"), Err(MemProblem::Zero));
+        assert_eq!(parse_mem("99999999999T"), Err(MemProblem::TooLarge));
+        assert_eq!(parse_mem("99999999999999999999"), Err(MemProblem::TooLarge));
+        assert!(MemProblem::Unit.help("4GB").contains("`4G`"));
+        assert!(MemProblem::Unit.help("512mb").contains("`512M`"));
+        for (bytes, text) in [
+            (4 << 30, "4G"),
+            (1536 << 20, "1536M"),
+            (1 << 40, "1T"),
+            (100, "100"),
+            (2048, "2K"),
+        ] {
+            assert_eq!(super::super::mem_text(bytes), text);
+            assert_eq!(parse_mem(text), Ok(bytes));
         }
     }
 

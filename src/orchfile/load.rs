@@ -12,8 +12,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::raw::{
-    CACHE_KEYS, FRAGMENT_KEYS, ORCH_KEYS, OUTPUT_KEYS, PHASE_KEYS, RETRY_KEYS, RawCache, RawOrch,
-    RawPhase, RawVar, SHARD_KEYS, TOP_KEYS,
+    CACHE_KEYS, EXECUTOR_KEYS, FRAGMENT_KEYS, ORCH_KEYS, OUTPUT_KEYS, PHASE_KEYS, RESOURCES_KEYS,
+    RETRY_KEYS, RawCache, RawExecutor, RawOrch, RawPhase, RawVar, SHARD_KEYS, TOP_KEYS,
 };
 use super::source::{ConfigError, ErrorKind, FileId, Sources, Span, did_you_mean};
 use crate::model::path::{Containment, PathProblem, normalize};
@@ -31,6 +31,20 @@ pub struct LoadedPhase {
     /// The span of its name in the table header.
     pub name_span: Span,
 }
+
+/// An `[executor.NAME]` table as loaded, with where it was declared.
+#[derive(Debug)]
+pub struct LoadedExecutor {
+    /// Its keys.
+    pub raw: RawExecutor,
+    /// The file that declares it.
+    pub file: FileId,
+    /// The span of its name in the table header.
+    pub name_span: Span,
+}
+
+/// The name of the built-in executor, which runs commands on this machine.
+pub const LOCAL_EXECUTOR: &str = "local";
 
 /// A `[vars]` entry with where it was declared.
 #[derive(Debug)]
@@ -56,8 +70,12 @@ pub struct RawProject {
     pub vars: BTreeMap<String, LoadedVar>,
     /// Phases of all files.
     pub phases: BTreeMap<String, LoadedPhase>,
+    /// `[executor.*]` tables of all files.
+    pub executors: BTreeMap<String, LoadedExecutor>,
     /// Phases declared with errors (already reported in `errors`).
     pub broken: BTreeSet<String>,
+    /// Executors declared with errors (already reported in `errors`).
+    pub broken_executors: BTreeSet<String>,
     /// Errors found while loading that did not stop it.
     pub errors: Vec<ConfigError>,
 }
@@ -140,24 +158,19 @@ pub fn load(path: &Path) -> Result<RawProject, ConfigFailure> {
         cache: None,
         vars: BTreeMap::new(),
         phases: BTreeMap::new(),
+        executors: BTreeMap::new(),
         broken: BTreeSet::new(),
+        broken_executors: BTreeSet::new(),
         errors: Vec::new(),
     };
     let main_text = std::sync::Arc::clone(&sources.get(main).text);
     let file = FileParts::parse(&main_text, main, TOP_KEYS, &mut errors);
-    if let Some(parts) = file {
-        if let Some(orch) = parts.orch {
+    if let Some(mut parts) = file {
+        if let Some(orch) = parts.orch.take() {
             project.orch = orch;
         }
-        project.cache = parts.cache;
-        project.broken.extend(parts.broken);
-        merge_parts(
-            &mut project,
-            parts.vars,
-            parts.phases,
-            &sources,
-            &mut errors,
-        );
+        project.cache = parts.cache.take();
+        merge_parts(&mut project, parts, &sources, &mut errors);
     }
 
     let patterns: Vec<Spanned<String>> = project.orch.include.clone();
@@ -186,14 +199,7 @@ pub fn load(path: &Path) -> Result<RawProject, ConfigFailure> {
             let id = sources.add(display, frag.clone(), text);
             let text = std::sync::Arc::clone(&sources.get(id).text);
             if let Some(parts) = FileParts::parse(&text, id, FRAGMENT_KEYS, &mut errors) {
-                project.broken.extend(parts.broken);
-                merge_parts(
-                    &mut project,
-                    parts.vars,
-                    parts.phases,
-                    &sources,
-                    &mut errors,
-                );
+                merge_parts(&mut project, parts, &sources, &mut errors);
             }
         }
     }
@@ -213,14 +219,17 @@ pub fn load(path: &Path) -> Result<RawProject, ConfigFailure> {
     }
 }
 
+/// Adds one file's variables, phases and executors to the project; a name declared by
+/// two files (or twice in one) is an error, as silently picking one would hide the other.
 fn merge_parts(
     project: &mut RawProject,
-    vars: Vec<(String, Span, LoadedVar)>,
-    phases: Vec<(String, LoadedPhase)>,
+    parts: FileParts,
     sources: &Sources,
     errors: &mut Vec<ConfigError>,
 ) {
-    for (name, key_span, var) in vars {
+    project.broken.extend(parts.broken);
+    project.broken_executors.extend(parts.broken_executors);
+    for (name, key_span, var) in parts.vars {
         if let Some(first) = project.vars.get(&name) {
             errors.push(duplicate(
                 ErrorKind::DuplicatePhase,
@@ -233,7 +242,7 @@ fn merge_parts(
             project.vars.insert(name, var);
         }
     }
-    for (name, phase) in phases {
+    for (name, phase) in parts.phases {
         if let Some(first) = project.phases.get(&name) {
             errors.push(duplicate(
                 ErrorKind::DuplicatePhase,
@@ -244,6 +253,21 @@ fn merge_parts(
             ));
         } else {
             project.phases.insert(name, phase);
+        }
+    }
+    for (name, executor) in parts.executors {
+        if let Some(first) = project.executors.get(&name) {
+            errors.push(duplicate(
+                ErrorKind::DuplicatePhase,
+                format!("executor `{name}` is declared twice"),
+                &executor.name_span,
+                &first.name_span,
+                sources,
+            ));
+        } else if project.broken_executors.contains(&name) {
+            // Declared with errors elsewhere: one report is enough.
+        } else {
+            project.executors.insert(name, executor);
         }
     }
 }
@@ -402,7 +426,9 @@ struct FileParts {
     cache: Option<RawCache>,
     vars: Vec<(String, Span, LoadedVar)>,
     phases: Vec<(String, LoadedPhase)>,
+    executors: Vec<(String, LoadedExecutor)>,
     broken: Vec<String>,
+    broken_executors: Vec<String>,
 }
 
 impl FileParts {
@@ -430,7 +456,9 @@ impl FileParts {
             cache: None,
             vars: Vec::new(),
             phases: Vec::new(),
+            executors: Vec::new(),
             broken: Vec::new(),
+            broken_executors: Vec::new(),
         };
         let what = if allowed.len() == TOP_KEYS.len() {
             "the Orchfile"
@@ -459,6 +487,9 @@ impl FileParts {
                 }
                 "vars" => parts.vars = vars(value, file, errors),
                 "phase" => (parts.phases, parts.broken) = phases(value, file, errors),
+                "executor" => {
+                    (parts.executors, parts.broken_executors) = executors(value, file, errors);
+                }
                 _ => {}
             }
         }
@@ -656,6 +687,7 @@ fn phases(
         for (sub, allowed, what) in [
             ("shard", SHARD_KEYS, "`shard`"),
             ("retry", RETRY_KEYS, "`retry`"),
+            ("resources", RESOURCES_KEYS, "`resources`"),
         ] {
             if let Some(v) = t.get(sub) {
                 ok &= check_keys(
@@ -686,6 +718,80 @@ fn phases(
             Some(raw) => out.push((
                 name,
                 LoadedPhase {
+                    raw,
+                    file,
+                    name_span,
+                },
+            )),
+            None => broken.push(name),
+        }
+    }
+    (out, broken)
+}
+
+/// The `[executor.*]` tables of one file, and the names of those declared with errors.
+fn executors(
+    value: Spanned<DeValue<'_>>,
+    file: FileId,
+    errors: &mut Vec<ConfigError>,
+) -> (Vec<(String, LoadedExecutor)>, Vec<String>) {
+    let span = value.span();
+    let DeValue::Table(table) = value.into_inner() else {
+        errors.push(
+            ConfigError::new(ErrorKind::Type, "`executor` must be a table of executors")
+                .at(&Span::new(file, span), "expected a table")
+                .help("declare executors as `[executor.NAME]` tables with `kind = \"slurm\"`"),
+        );
+        return (Vec::new(), Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut broken = Vec::new();
+    for (key, value) in table {
+        let name_span = Span::new(file, key.span());
+        let name = key.into_inner().into_owned();
+        if name == LOCAL_EXECUTOR {
+            errors.push(
+                ConfigError::new(
+                    ErrorKind::Value,
+                    "`local` is the built-in executor and cannot be declared",
+                )
+                .at(&name_span, "built in")
+                .help("phases run locally unless they name another executor; give this table another name, e.g. `[executor.cluster]`"),
+            );
+            broken.push(name);
+            continue;
+        }
+        if !valid_phase_name(&name) {
+            errors.push(
+                ConfigError::new(ErrorKind::Value, format!("invalid executor name `{name}`"))
+                    .at(&name_span, "invalid name")
+                    .help("executor names use letters, digits, `_` and `-`, and start with a letter or `_`"),
+            );
+            continue;
+        }
+        let table_name = format!("`[executor.{name}]`");
+        if value.get_ref().as_table().is_none() {
+            errors.push(
+                ConfigError::new(
+                    ErrorKind::Type,
+                    format!("executor `{name}` must be a table"),
+                )
+                .at(&Span::new(file, value.span()), "expected a table")
+                .help(format!(
+                    "declare it as `[executor.{name}]` with `kind = \"slurm\"`"
+                )),
+            );
+            broken.push(name);
+            continue;
+        }
+        if !check_keys(&value, file, EXECUTOR_KEYS, &table_name, errors) {
+            broken.push(name);
+            continue;
+        }
+        match typed_table::<RawExecutor>(value, file, &format!("executor `{name}`"), errors) {
+            Some(raw) => out.push((
+                name,
+                LoadedExecutor {
                     raw,
                     file,
                     name_span,
@@ -814,6 +920,106 @@ mod tests {
         std::fs::write(dir.path().join("pipelines/b.toml"), "[orch]\njobs = 1\n").unwrap();
         let f = failure(load(&path));
         assert_eq!(f.errors[0].kind, ErrorKind::UnknownKey);
+    }
+
+    #[test]
+    fn executor_tables_are_loaded_and_checked() {
+        let p = load_str(
+            "[executor.cluster]\nkind = \"slurm\"\npartition = \"debug\"\nargs = [\"--time=30:00\"]\nmax_jobs = 200\n\n[phase.a]\nrun = \"x\"\nexecutor = \"cluster\"\nresources = { cpus = 2, mem = \"4G\", time = \"20m\" }\n",
+        )
+        .unwrap();
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        let c = &p.executors["cluster"];
+        assert_eq!(c.raw.args[0].get_ref(), "--time=30:00");
+        assert_eq!(&p.sources.get(0).text[c.name_span.range.clone()], "cluster");
+        let r = p.phases["a"].raw.resources.as_ref().unwrap().get_ref();
+        assert_eq!(r.mem.as_ref().unwrap().get_ref(), "4G");
+
+        let errs = errors("[executor.local]\nkind = \"slurm\"\n");
+        assert_eq!(errs[0].0, ErrorKind::Value);
+        assert!(
+            errs[0].1.contains("`local` is the built-in executor"),
+            "{errs:?}"
+        );
+        assert_eq!(errs[0].2, (1, 11));
+        let errs = errors("[executor.\"a b\"]\nkind = \"slurm\"\n");
+        assert_eq!(errs[0].1, "invalid executor name `a b`");
+        assert_eq!(errs[0].2, (1, 11));
+        let errs = errors("[executor.c]\nkind = \"slurm\"\npartiton = \"x\"\n");
+        assert_eq!(errs[0].0, ErrorKind::UnknownKey);
+        assert!(errs[0].1.contains("`[executor.c]`"), "{errs:?}");
+        assert_eq!(errs[0].2, (3, 1));
+        let f = failure(load_str(
+            "[executor.c]\nkind = \"slurm\"\npartiton = \"x\"\n",
+        ));
+        assert!(
+            f.errors[0]
+                .help
+                .as_deref()
+                .unwrap()
+                .contains("did you mean `partition`?")
+        );
+        let errs = errors("[executor.c]\nkind = \"slurm\"\nmax_jobs = \"9\"\nargs = \"-x\"\n");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs.iter().all(|e| e.0 == ErrorKind::Type), "{errs:?}");
+        assert_eq!((errs[0].2, errs[1].2), ((3, 12), (4, 8)));
+        let errs = errors("executor = 3\n");
+        assert_eq!(errs[0].1, "`executor` must be a table of executors");
+        let errs = errors("[executor]\nc = 3\n");
+        assert_eq!(errs[0].1, "executor `c` must be a table");
+        assert_eq!(errs[0].2, (2, 5));
+    }
+
+    #[test]
+    fn resources_keys_and_types_are_checked() {
+        let errs = errors("[phase.a]\nrun = \"x\"\nresources = { cpus = 2, memory = \"4G\" }\n");
+        assert_eq!(errs[0].0, ErrorKind::UnknownKey);
+        assert!(errs[0].1.contains("`resources` of phase `a`"), "{errs:?}");
+        assert_eq!(errs[0].2, (3, 25));
+        let errs = errors("[phase.a]\nrun = \"x\"\nresources = { cpus = \"2\" }\n");
+        assert_eq!(errs[0].0, ErrorKind::Type);
+        assert_eq!(errs[0].2, (3, 22));
+        let errs = errors("[phase.a]\nrun = \"x\"\nexecutor = 1\n");
+        assert_eq!(errs[0].0, ErrorKind::Type);
+        assert_eq!(errs[0].2, (3, 12));
+    }
+
+    #[test]
+    fn an_executor_declared_twice_across_fragments_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+        std::fs::write(
+            dir.path().join("pipelines/a.toml"),
+            "[executor.cluster]\nkind = \"slurm\"\n[phase.b]\nrun = \"y\"\nexecutor = \"cluster\"\n",
+        )
+        .unwrap();
+        let path = dir.path().join(ORCHFILE);
+        std::fs::write(
+            &path,
+            "[orch]\ninclude = [\"pipelines/*.toml\"]\n[phase.a]\nrun = \"x\"\n",
+        )
+        .unwrap();
+        let p = load(&path).unwrap();
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(p.executors["cluster"].file, 1);
+        std::fs::write(
+            dir.path().join("pipelines/b.toml"),
+            "[executor.cluster]\nkind = \"slurm\"\n",
+        )
+        .unwrap();
+        let f = failure(load(&path));
+        assert_eq!(f.errors.len(), 1);
+        let e = &f.errors[0];
+        assert_eq!(e.kind, ErrorKind::DuplicatePhase);
+        assert_eq!(e.message, "executor `cluster` is declared twice");
+        let (span, _) = e.primary.as_ref().unwrap();
+        assert_eq!(f.sources.get(span.file).name, "pipelines/b.toml");
+        assert!(
+            e.help
+                .as_deref()
+                .unwrap()
+                .contains("first declared in `pipelines/a.toml` at 1:11")
+        );
     }
 
     #[test]

@@ -30,15 +30,18 @@ pub struct RawOrchfile {
     /// The content-addressed cache.
     #[serde(default)]
     pub cache: Option<RawCache>,
+    /// Executors that run instances elsewhere (a cluster), by name; `local` is built in.
+    #[serde(default)]
+    pub executor: BTreeMap<String, RawExecutor>,
     /// The phases of the pipeline, by name.
     #[serde(default)]
     pub phase: BTreeMap<String, RawPhase>,
 }
 
 /// Keys allowed at the top of an Orchfile.
-pub const TOP_KEYS: &[&str] = &["orch", "vars", "cache", "phase"];
+pub const TOP_KEYS: &[&str] = &["orch", "vars", "cache", "executor", "phase"];
 /// Keys allowed at the top of an included fragment.
-pub const FRAGMENT_KEYS: &[&str] = &["vars", "phase"];
+pub const FRAGMENT_KEYS: &[&str] = &["vars", "executor", "phase"];
 
 /// The `[orch]` table.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -48,7 +51,7 @@ pub struct RawOrch {
     /// Orchfile format version; only 1 exists.
     #[schemars(with = "Option<i64>")]
     pub format: Option<Spanned<i64>>,
-    /// Globs of fragment files whose `[phase.*]` and `[vars]` join this file.
+    /// Globs of fragment files whose `[phase.*]`, `[executor.*]` and `[vars]` join this file.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub include: Vec<Spanned<String>>,
@@ -90,6 +93,31 @@ pub struct RawCache {
 
 /// Keys of `[cache]`.
 pub const CACHE_KEYS: &[&str] = &["dir", "remote", "push", "max_blob"];
+
+/// One `[executor.NAME]` table.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Executor")]
+pub struct RawExecutor {
+    /// What runs the instances: `slurm` (the only kind).
+    // Optional to serde, so a missing `kind` gets orch's own diagnostic, not serde's;
+    // required in the schema.
+    #[schemars(with = "String", extend("enum" = ["slurm"]))]
+    pub kind: Option<Spanned<String>>,
+    /// The Slurm partition jobs are submitted to (default: the cluster's default).
+    #[schemars(with = "Option<String>")]
+    pub partition: Option<Spanned<String>>,
+    /// Extra submission arguments, e.g. `["--time=30:00", "--account=lab"]`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub args: Vec<Spanned<String>>,
+    /// Jobs in flight at once on this executor, independent of `-j` (default 100).
+    #[schemars(with = "Option<i64>", extend("minimum" = 1))]
+    pub max_jobs: Option<Spanned<i64>>,
+}
+
+/// Keys of an `[executor.NAME]` table.
+pub const EXECUTOR_KEYS: &[&str] = &["kind", "partition", "args", "max_jobs"];
 
 /// One `[phase.NAME]` table.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -147,6 +175,13 @@ pub struct RawPhase {
     /// contain `{shard.key}` or `{shard.index}`.
     #[schemars(with = "Option<String>")]
     pub depfile: Option<Spanned<String>>,
+    /// The executor that runs the phase's instances: `local` (the default) or the name of
+    /// an `[executor.NAME]` table.
+    #[schemars(with = "Option<String>")]
+    pub executor: Option<Spanned<String>>,
+    /// What one instance (or shard) asks of a cluster executor; ignored locally.
+    #[schemars(with = "Option<RawResources>")]
+    pub resources: Option<Spanned<RawResources>>,
 }
 
 /// Keys of a `[phase.NAME]` table.
@@ -166,7 +201,29 @@ pub const PHASE_KEYS: &[&str] = &[
     "always",
     "cwd",
     "depfile",
+    "executor",
+    "resources",
 ];
+
+/// A phase's `resources`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Resources")]
+pub struct RawResources {
+    /// CPUs per instance or shard (at least 1).
+    #[schemars(with = "Option<i64>", extend("minimum" = 1))]
+    pub cpus: Option<Spanned<i64>>,
+    /// Memory per instance or shard: digits with an optional `K`, `M`, `G` or `T` suffix
+    /// (powers of 1024; no suffix is bytes), e.g. `"4G"`.
+    #[schemars(with = "Option<String>")]
+    pub mem: Option<Spanned<String>>,
+    /// Time limit the scheduler enforces, e.g. `"20m"` (the syntax of `timeout`).
+    #[schemars(with = "Option<String>")]
+    pub time: Option<Spanned<String>>,
+}
+
+/// Keys of a `resources` table.
+pub const RESOURCES_KEYS: &[&str] = &["cpus", "mem", "time"];
 
 /// A declared output: a path, or a table with a JSON Schema the output must satisfy.
 #[derive(Debug, Clone, JsonSchema)]
@@ -383,6 +440,35 @@ mod tests {
         );
     }
 
+    /// The published schema accepts executors and resources as the loader does, and
+    /// refuses what the loader refuses by shape.
+    #[test]
+    fn the_schema_describes_executors_and_resources() {
+        let schema: serde_json::Value = serde_json::from_str(&json_schema()).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let valid = |toml_text: &str| {
+            let doc: serde_json::Value = toml::from_str(toml_text).unwrap();
+            validator.is_valid(&doc)
+        };
+        let cluster = "[executor.cluster]\nkind = \"slurm\"\npartition = \"debug\"\nargs = [\"--time=30:00\"]\nmax_jobs = 200\n";
+        let phase = "[phase.t]\nrun = \"x\"\nexecutor = \"cluster\"\nresources = { cpus = 2, mem = \"4G\", time = \"20m\" }\n";
+        assert!(valid(&format!("{cluster}{phase}")));
+        assert!(
+            !valid("[executor.c]\npartition = \"debug\"\n"),
+            "kind is required"
+        );
+        assert!(!valid("[executor.c]\nkind = \"slurm\"\nqueue = \"x\"\n"));
+        assert!(!valid("[executor.c]\nkind = \"pbs\"\n"));
+        assert!(!valid("[executor.c]\nkind = \"slurm\"\nmax_jobs = 0\n"));
+        assert!(!valid("[phase.t]\nrun = \"x\"\nresources = { cpus = 0 }\n"));
+        assert!(!valid(
+            "[phase.t]\nrun = \"x\"\nresources = { disk = \"1G\" }\n"
+        ));
+        assert!(!valid(
+            "[phase.t]\nrun = \"x\"\nresources = { cpus = \"2\" }\n"
+        ));
+    }
+
     /// The key lists used for unknown-key diagnostics must match the structs.
     #[test]
     fn key_lists_match_the_schema() {
@@ -393,5 +479,7 @@ mod tests {
         assert_eq!(keys_of(&schema, "Phase"), sorted(PHASE_KEYS));
         assert_eq!(keys_of(&schema, "Shard"), sorted(SHARD_KEYS));
         assert_eq!(keys_of(&schema, "Retry"), sorted(RETRY_KEYS));
+        assert_eq!(keys_of(&schema, "Executor"), sorted(EXECUTOR_KEYS));
+        assert_eq!(keys_of(&schema, "Resources"), sorted(RESOURCES_KEYS));
     }
 }

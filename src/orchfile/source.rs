@@ -115,6 +115,8 @@ pub enum ErrorKind {
     UnknownTarget,
     /// An output that would overwrite configuration or one of its phase's inputs.
     OutputConflict,
+    /// A phase names an executor that is neither `local` nor declared.
+    UnknownExecutor,
 }
 
 impl ErrorKind {
@@ -135,6 +137,7 @@ impl ErrorKind {
             ErrorKind::Glob => "orch::model::glob",
             ErrorKind::UnknownTarget => "orch::graph::unknown_target",
             ErrorKind::OutputConflict => "orch::model::output_conflict",
+            ErrorKind::UnknownExecutor => "orch::model::unknown_executor",
         }
     }
 }

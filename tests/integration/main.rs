@@ -9,6 +9,7 @@ mod config_errors;
 mod crash;
 mod depfiles;
 mod events;
+mod executors;
 mod failures;
 mod file_edges;
 mod fresh;
