@@ -18,6 +18,7 @@ pub mod scheduler;
 pub mod schema;
 pub mod shards;
 pub mod signal;
+pub mod slurm;
 pub mod undeclared;
 
 #[cfg(test)]
