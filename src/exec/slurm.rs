@@ -303,7 +303,11 @@ impl Client {
     pub fn submit(&self, s: &Submission) -> Result<JobId, SlurmError> {
         let script = job_script(s)?;
         let mut command = self.command(&self.sbatch);
-        command.args(sbatch_args(s)).stdin(Stdio::piped());
+        command
+            .args(sbatch_args(s))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command.spawn().map_err(|source| SlurmError::Spawn {
             command: "sbatch",
             source,
@@ -738,7 +742,13 @@ mod tests {
             assert!(state.is_final(), "{name}: {state:?}");
             assert_eq!(EndState::parse(name).unwrap().as_str(), name);
         }
-        for name in ["PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED"] {
+        for name in [
+            "PENDING",
+            "RUNNING",
+            "COMPLETING",
+            "CONFIGURING",
+            "REQUEUED",
+        ] {
             assert!(!job_state(name, 0, "None").is_final(), "{name}");
         }
         // COMPLETED with a non-zero status is not a success.
@@ -887,8 +897,7 @@ mod tests {
         assert_eq!(output.status.code(), Some(CANNOT_SEE_PROJECT));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
-            stderr.contains("cannot see the project at ")
-                && stderr.contains("shared file system"),
+            stderr.contains("cannot see the project at ") && stderr.contains("shared file system"),
             "{stderr}"
         );
     }
