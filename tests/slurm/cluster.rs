@@ -162,7 +162,7 @@ impl Cluster {
     /// A Slurm command with `SLURM_CONF` set for this cluster.
     pub fn command(&self, name: &str) -> Command {
         let mut command = Command::new(binary(name));
-        command.env("SLURM_CONF", &self.conf);
+        command.env("SLURM_CONF", self.conf());
         command
     }
 
