@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs the servers that tests/remote.rs runs on loopback: nginx (WebDAV, from Debian)
-# and s3rver (an S3 stand-in, from npm). Idempotent: does nothing when both are there.
+# Installs the servers the tests run on loopback: nginx (WebDAV, from Debian) and s3rver
+# (an S3 stand-in, from npm) for tests/remote.rs; Slurm and munge (slurmctld, slurmd, the
+# client commands, munged, from Debian) for tests/slurm.rs's one-node cluster.
+# Idempotent: does nothing when all are there.
 #
 #   scripts/install-test-servers.sh          # as root (apt-get), node and npm on PATH
 #
@@ -20,6 +22,21 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
     if command -v service >/dev/null; then service nginx stop >/dev/null 2>&1 || true; fi
 fi
 
+slurm_missing=false
+for program in slurmctld slurmd sbatch munged; do
+    command -v "$program" >/dev/null || [ -x "/usr/sbin/$program" ] || slurm_missing=true
+done
+if $slurm_missing; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge
+    # The packages may start system daemons (on the default ports, with /etc's key); the
+    # tests start their own cluster with its own configuration.
+    if command -v service >/dev/null; then
+        for service in slurmd slurmctld munge; do service "$service" stop >/dev/null 2>&1 || true; done
+    fi
+fi
+
 bin="$prefix/node_modules/.bin/s3rver"
 if [ ! -x "$bin" ] || ! grep -q "\"version\": \"$S3RVER_VERSION\"" "$prefix/node_modules/s3rver/package.json" 2>/dev/null; then
     command -v npm >/dev/null || { echo "install-test-servers: npm is missing (apt-get install nodejs npm)" >&2; exit 1; }
@@ -27,4 +44,4 @@ if [ ! -x "$bin" ] || ! grep -q "\"version\": \"$S3RVER_VERSION\"" "$prefix/node
     npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error "s3rver@$S3RVER_VERSION"
 fi
 
-echo "install-test-servers: nginx $(nginx -v 2>&1 | sed 's/.*\///'), s3rver $S3RVER_VERSION at $bin"
+echo "install-test-servers: nginx $(nginx -v 2>&1 | sed 's/.*\///'), s3rver $S3RVER_VERSION at $bin, $(PATH="$PATH:/usr/sbin" slurmctld -V)"

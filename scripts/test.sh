@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: installs the servers the remote-cache tests start on loopback
-# (nginx, s3rver; needs root for apt-get, and npm), then runs cargo test and the tests of
+# The whole test suite: installs the servers the remote-cache and Slurm tests start on
+# loopback (nginx, s3rver, Slurm and munge; needs root for apt-get, and npm), then runs cargo test and the tests of
 # the peer benchmark harness (python3, installed when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -24,6 +24,7 @@ mod scheduling;
 pub mod schema;
 pub mod shards;
 pub mod signal;
+pub mod slurm;
 pub mod undeclared;
 
 #[cfg(test)]
