@@ -186,10 +186,6 @@ pub(super) fn run_loaded(
     let unlisted = exec::unlisted_up_to_date(&l.project, &snap.order, &planned);
 
     t.mark("plan");
-    if let Err(why) = cluster_backend_missing(&l.project, &planned, a.executor.as_deref()) {
-        crate::say!("error: {why}");
-        return EXIT_USAGE;
-    }
     let jobs = effective_jobs(a.jobs, &l.project);
     let plan_digest = snap.plan_digest(&a.targets, &options(&a, a.keep_going));
     let counts = PlanCounts {
@@ -241,6 +237,7 @@ pub(super) fn run_loaded(
         keep_going: a.keep_going,
         run_id: rec.run_id.clone(),
         stream,
+        executor: a.executor.clone(),
     };
     let report = match exec::execute(
         &snap,
@@ -294,38 +291,6 @@ pub(super) fn run_loaded(
         snapshots.built(snap, &planned, &store, &rec.run_id);
     }
     code
-}
-
-/// Stops a build that would run a command on a declared executor: this build of orch
-/// has no cluster backend yet. Checked after planning, so results made elsewhere that
-/// are up to date (or a build with nothing to run) pass. Goes away with the backend.
-fn cluster_backend_missing(
-    project: &Project,
-    planned: &BTreeMap<usize, PlanEntry>,
-    over: Option<&str>,
-) -> Result<(), String> {
-    let mut remote: Vec<(&str, &crate::model::Executor)> = Vec::new();
-    for (&i, entry) in planned {
-        let inst = &project.instances[i];
-        if !entry.stale || inst.run.is_none() {
-            continue;
-        }
-        if let crate::model::ExecutorRef::Declared(e) = project.executor_of(i, over) {
-            remote.push((inst.name.as_str(), e));
-        }
-    }
-    let Some((first, executor)) = remote.first() else {
-        return Ok(());
-    };
-    let more = match remote.len() - 1 {
-        0 => String::new(),
-        n => format!(" and {n} more"),
-    };
-    Err(format!(
-        "the {} executor is not available yet in this build of orch: `{first}`{more} would run on executor `{}`; nothing was run\nhelp: to run them on this machine instead, build with `--executor local`",
-        executor.kind.name(),
-        executor.name
-    ))
 }
 
 /// Whether this build could be a no-op of the whole project: no targets, nothing forced,

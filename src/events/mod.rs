@@ -60,6 +60,9 @@ pub enum FailureKind {
     InvalidInput,
     /// It succeeded without writing its `depfile`, or wrote one orch cannot parse.
     Depfile,
+    /// A cluster's scheduler ended its job (cancelled, preempted, out of memory, its
+    /// node failed, or lost track of it).
+    Scheduler,
 }
 
 /// Which shard an event is about.
@@ -184,6 +187,12 @@ pub enum EventKind {
         /// Set when the event is about one shard (`instance` is then `NAME#INDEX`).
         #[serde(skip_serializing_if = "Option::is_none")]
         shard: Option<ShardRef>,
+        /// The executor running it, when not this machine (`local`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        executor: Option<String>,
+        /// The cluster's id for its job, once submitted.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        job_id: Option<String>,
     },
     /// An instance succeeded.
     InstanceCompleted {

@@ -381,6 +381,7 @@ impl Screen {
                 attempt,
                 command,
                 shard,
+                ..
             } => {
                 let shown = label(name, shard.as_ref());
                 if verbose {
@@ -700,6 +701,8 @@ mod tests {
                 attempt: 1,
                 command: "true".to_owned(),
                 shard,
+                executor: None,
+                job_id: None,
             },
         )
     }
@@ -950,6 +953,8 @@ mod tests {
                 attempt: 2,
                 command: "true".to_owned(),
                 shard: None,
+                executor: None,
+                job_id: None,
             },
         ));
         assert_eq!(p.running(), ["flaky"]);

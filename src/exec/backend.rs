@@ -16,6 +16,11 @@ use super::{Job, JobPlan, Msg, Runner, Work};
 
 /// Runs jobs somewhere and reports how they went.
 pub(super) trait Backend: Send {
+    /// The executor's name, as events and messages show it.
+    fn name(&self) -> &str;
+    /// Whether its jobs run elsewhere than this machine: their first attempt is reported
+    /// by the backend, once submitted.
+    fn remote(&self) -> bool;
     /// How many jobs it runs at once.
     fn capacity(&self) -> usize;
     /// Starts `job`; what becomes of it arrives as [`Msg`]s on the channel the backend was
@@ -60,6 +65,14 @@ impl LocalBackend {
 }
 
 impl Backend for LocalBackend {
+    fn name(&self) -> &str {
+        crate::model::LOCAL_EXECUTOR
+    }
+
+    fn remote(&self) -> bool {
+        false
+    }
+
     fn capacity(&self) -> usize {
         self.jobs
     }

@@ -170,6 +170,8 @@ impl Build<'_, '_> {
                     attempt: 1,
                     command: parts.command.clone(),
                     shard: None,
+                    executor: self.remote_executor(i),
+                    job_id: None,
                 },
             );
             self.plan_shards(i, parts, key, &files, &digest_of);
@@ -185,14 +187,6 @@ impl Build<'_, '_> {
             timeout: inst.timeout,
             stream: self.stream_for(name),
         };
-        self.events.emit(
-            Some(name),
-            EventKind::InstanceStarted {
-                attempt: 1,
-                command: job.command.clone(),
-                shard: None,
-            },
-        );
         let guard = self.snap.input_guard(&parts);
         let depfile = inst.depfile_for(None).map(|path| {
             let mut skip: BTreeSet<String> = parts.inputs.keys().cloned().collect();

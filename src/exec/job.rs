@@ -71,6 +71,7 @@ pub(super) fn run_here(
                     work,
                     attempt,
                     command: job.command.clone(),
+                    job_id: None,
                 });
             }
             Step::Done(done) => {
@@ -267,6 +268,7 @@ pub(super) fn failure_of(
             format!("the command was killed by signal {s}"),
         )),
         Exit::Spawn(m) => Some((FailureKind::Spawn, None, None, m.clone())),
+        Exit::Scheduler(m) => Some((FailureKind::Scheduler, None, None, m.clone())),
         Exit::Timeout(t) => Some((
             FailureKind::Timeout,
             None,

@@ -14,6 +14,7 @@
 //! This module holds the loop that joins them and what a build records.
 
 mod backend;
+mod cluster;
 pub mod depfile;
 mod instance;
 mod job;
@@ -40,13 +41,14 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::cache::Cache;
 use crate::events::{Counts, EventKind, EventLog, FailureKind, ShardRef};
 use crate::fs::{Beneath, Digest, PathDigest};
-use crate::model::Instance;
+use crate::model::{ExecutorKind, ExecutorRef, Instance};
 use crate::plan::{KeyParts, PlanEntry, Success};
 use crate::snapshot::{InputGuard, Snapshot};
 use crate::store::{
     DigestRow, DurationRecord, Layout, OutputRecord, ResultUpdate, ShardRecord, Store,
 };
 use backend::{Backend, LocalBackend};
+use cluster::SlurmBackend;
 use depfile::{DepfilePlan, DepfileRead};
 pub use runner::{Exit, Job, ProcessRunner, Runner};
 use scheduling::{Core, End, Start};
@@ -68,6 +70,8 @@ pub struct ExecOptions {
     pub stream: Option<Stream>,
     /// The cache (None with `--no-cache`).
     pub cache: Option<Arc<Cache>>,
+    /// `--executor NAME`: where every selected instance runs, whatever its phase says.
+    pub executor: Option<String>,
 }
 
 /// What a build did.
@@ -110,11 +114,14 @@ enum Msg {
         delay: Duration,
         failure: Failure,
     },
-    /// A further attempt starts now.
+    /// An attempt starts now: a further one, or on a remote backend the first, once
+    /// submitted.
     Attempt {
         work: Work,
         attempt: u32,
         command: String,
+        /// The cluster's id for the job.
+        job_id: Option<String>,
     },
     /// The job ended, for good.
     Done(Done),
@@ -211,16 +218,15 @@ pub fn execute(
 ) -> std::io::Result<Report> {
     let beneath = Arc::new(Beneath::open(&snap.project.root)?);
     let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
-    let local = LocalBackend::new(opts.jobs, runner, snap.project.root.clone(), tx)?;
     let n = snap.project.instances.len();
     let priority = priority::for_build(snap.project, snap.graph, plan, selected, store, opts.jobs);
-    let backends: Vec<Box<dyn Backend>> = vec![Box::new(local)];
+    let (backends, backend_of) = backends(snap.project, selected, layout, opts, runner, tx)?;
     let core = Core::new(
         snap.project,
         snap.graph,
         selected,
         priority,
-        Vec::new(),
+        backend_of,
         backends.iter().map(|b| b.capacity()).collect(),
         opts.keep_going,
     );
@@ -256,6 +262,59 @@ pub fn execute(
     };
     b.run();
     Ok(b.report)
+}
+
+/// Where a build's jobs run, by backend index.
+type Backends = Vec<Box<dyn Backend>>;
+
+/// The backends a build of `selected` needs (this machine's first, then one per declared
+/// executor some instance runs on, in name order), and the backend of each instance.
+fn backends(
+    project: &crate::model::Project,
+    selected: &BTreeSet<usize>,
+    layout: &Layout,
+    opts: &ExecOptions,
+    runner: Arc<dyn Runner>,
+    tx: crossbeam_channel::Sender<Msg>,
+) -> std::io::Result<(Backends, Vec<usize>)> {
+    let mut backends: Vec<Box<dyn Backend>> = vec![Box::new(LocalBackend::new(
+        opts.jobs,
+        runner,
+        project.root.clone(),
+        tx.clone(),
+    )?)];
+    let mut backend_of = vec![0; project.instances.len()];
+    let mut used: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for &i in selected {
+        if let ExecutorRef::Declared(e) = project.executor_of(i, opts.executor.as_deref()) {
+            used.entry(e.name.as_str()).or_default().push(i);
+        }
+    }
+    for (name, instances) in used {
+        let Some(executor) = project.executors.get(name) else {
+            continue;
+        };
+        let b = backends.len();
+        let backend: Box<dyn Backend> = match executor.kind {
+            ExecutorKind::Slurm => Box::new(SlurmBackend::new(
+                executor,
+                project.root.clone(),
+                layout.dir.clone(),
+                opts.run_id.clone(),
+                project
+                    .instances
+                    .iter()
+                    .map(|i| i.resources.clone())
+                    .collect(),
+                tx.clone(),
+            )),
+        };
+        backends.push(backend);
+        for i in instances {
+            backend_of[i] = b;
+        }
+    }
+    Ok((backends, backend_of))
 }
 
 /// The selected instances the build will skip without an event, in `order`: planned up
@@ -355,18 +414,8 @@ impl Build<'_, '_> {
                     work,
                     attempt,
                     command,
-                }) => {
-                    if let Some((name, shard)) = self.work_name(work) {
-                        self.events.emit(
-                            Some(&name),
-                            EventKind::InstanceStarted {
-                                attempt,
-                                command,
-                                shard,
-                            },
-                        );
-                    }
-                }
+                    job_id,
+                }) => self.attempt(work, attempt, command, job_id),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -423,15 +472,46 @@ impl Build<'_, '_> {
         self.events.flush();
     }
 
-    /// Hands a job to its backend.
+    /// Hands a job to its backend. This machine's starts it at once, so its
+    /// `instance_started` is written now; a remote one reports its first attempt once
+    /// the cluster took the job ([`Msg::Attempt`], with the job's id).
     fn spawn(&mut self, work: Work, job: Job, plan: JobPlan) {
         let (i, shard) = match work {
             Work::Whole(i) => (i, false),
             Work::Shard(i, _) => (i, true),
         };
         self.core.started(i, shard);
+        if self.remote_executor(i).is_none() {
+            self.attempt(work, 1, job.command.clone(), None);
+        }
         let b = self.core.backend_of(i);
         self.backends[b].submit(work, job, plan);
+    }
+
+    /// The executor of instance `i` as events name it: None for this machine.
+    fn remote_executor(&self, i: usize) -> Option<String> {
+        let b = &self.backends[self.core.backend_of(i)];
+        b.remote().then(|| b.name().to_owned())
+    }
+
+    /// `instance_started` for an attempt of a job.
+    fn attempt(&mut self, work: Work, attempt: u32, command: String, job_id: Option<String>) {
+        let i = match work {
+            Work::Whole(i) | Work::Shard(i, _) => i,
+        };
+        let executor = self.remote_executor(i);
+        if let Some((name, shard)) = self.work_name(work) {
+            self.events.emit(
+                Some(&name),
+                EventKind::InstanceStarted {
+                    attempt,
+                    command,
+                    shard,
+                    executor,
+                    job_id,
+                },
+            );
+        }
     }
 
     /// Instance `i` ended as [`Build::outcome`] says: instances waiting on it may start.

@@ -53,6 +53,9 @@ pub enum Exit {
     Spawn(String),
     /// Ran longer than its timeout and was stopped.
     Timeout(Duration),
+    /// A cluster's scheduler ended it (cancelled, preempted, its node failed, lost);
+    /// the message carries the scheduler's state and reason.
+    Scheduler(String),
 }
 
 /// Runs commands; the seam that lets the executor be tested without processes.

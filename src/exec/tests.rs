@@ -94,6 +94,7 @@ fn build(dir: &Path, fail: &[&str], keep_going: bool) -> (Vec<String>, Vec<Strin
         jobs: 1,
         keep_going,
         run_id: "test".into(),
+        executor: None,
     };
     execute(
         &snap,

@@ -414,6 +414,8 @@ fn every_event_type_with_every_field_validates() {
                 attempt: 2,
                 command: "cat x > y".to_owned(),
                 shard: shard(),
+                executor: None,
+                job_id: None,
             },
         ),
         (

@@ -212,19 +212,6 @@ impl Build<'_, '_> {
             prepare_paths(&root, &paths)?;
             prepare_paths(&root, dep_path.as_slice())
         });
-        let shard = Some(ShardRef {
-            index: p.shard.index,
-            count,
-            key: p.shard.key.clone(),
-        });
-        self.events.emit(
-            Some(&shard_name),
-            EventKind::InstanceStarted {
-                attempt: 1,
-                command: job.command.clone(),
-                shard,
-            },
-        );
         let plan = JobPlan {
             store: None,
             prepare,
