@@ -272,6 +272,92 @@ outputs = ["out.txt"]
     assert_eq!(job_ids(&events).len(), 1);
 }
 
+/// A build started with `--json`, its events collected as they are written (the run's
+/// events file is written in blocks).
+struct Live {
+    child: Child,
+    seen: Arc<Mutex<Vec<Value>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Live {
+    fn start(p: &Project) -> Live {
+        let mut child = p
+            .orch(&["build", "-j", "4", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("orch");
+        let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let stdout = child.stdout.take().expect("a piped stdout");
+        let reader = {
+            let seen = Arc::clone(&seen);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if let Ok(v) = serde_json::from_str(&line) {
+                        seen.lock().expect("events").push(v);
+                    }
+                }
+            })
+        };
+        Live {
+            child,
+            seen,
+            reader,
+        }
+    }
+
+    /// Waits until `count` jobs were submitted and are running; their ids.
+    fn running(&self, c: &cluster::Cluster, count: usize) -> Vec<String> {
+        let ids = || job_ids(&self.seen.lock().expect("events"));
+        wait_until("the jobs submitted", || ids().len() == count);
+        let submitted = ids();
+        wait_until("the jobs running", || {
+            in_states(c, &submitted, "RUNNING").len() == count
+        });
+        submitted
+    }
+
+    /// Waits for orch to exit: its exit code and every event it wrote.
+    fn finish(mut self) -> (Option<i32>, Vec<Value>) {
+        let status = self.child.wait().expect("orch exits");
+        let _ = self.reader.join();
+        let events = self.seen.lock().expect("events").clone();
+        (status.code(), events)
+    }
+}
+
+#[test]
+fn a_job_the_scheduler_cancels_fails_with_its_state() {
+    let c = cluster::shared();
+    let p = Project::new(
+        c,
+        r#"
+[executor.cluster]
+kind = "slurm"
+
+[phase.victim]
+executor = "cluster"
+run = "sleep 300"
+"#,
+    );
+    let live = Live::start(&p);
+    let ids = live.running(c, 1);
+    // Someone else (an administrator, a preemption) cancels it.
+    let out = c.command("scancel").args(&ids).output().expect("scancel");
+    assert!(out.status.success());
+    let (code, events) = live.finish();
+    assert_eq!(code, Some(1));
+    let failed = of_type(&events, "instance_failed");
+    assert_eq!(failed.len(), 1, "{events:#?}");
+    assert_eq!(failed[0]["kind"], "scheduler");
+    let message = failed[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("CANCELLED") && message.contains(&ids[0]),
+        "{message}"
+    );
+}
+
 #[test]
 fn ctrl_c_cancels_the_running_jobs() {
     let c = cluster::shared();
@@ -287,43 +373,17 @@ matrix = { n = ["1", "2"] }
 run = "sleep 300"
 "#,
     );
-    let mut child: Child = p
-        .orch(&["build", "-j", "4", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("orch");
-    // `--json` writes each event as it happens; the run's events file is written in
-    // blocks.
-    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let reader = {
-        let seen = Arc::clone(&seen);
-        let stdout = child.stdout.take().expect("a piped stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str(&line) {
-                    seen.lock().expect("events").push(v);
-                }
-            }
-        })
-    };
-    let ids = || job_ids(&seen.lock().expect("events"));
-    wait_until("both jobs submitted", || ids().len() == 2);
-    let submitted = ids();
-    wait_until("both jobs running", || {
-        in_states(c, &submitted, "RUNNING").len() == 2
-    });
+    let live = Live::start(&p);
+    let submitted = live.running(c, 2);
     // SAFETY: kill(2) on the PID of our own child, not yet reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().expect("orch exits");
-    let _ = reader.join();
-    assert_eq!(status.code(), Some(130));
+    unsafe { libc::kill(live.child.id() as i32, libc::SIGINT) };
+    let (code, events) = live.finish();
+    assert_eq!(code, Some(130));
     assert!(
         queued(c, &submitted).is_empty(),
         "jobs left behind: {:?}",
         queued(c, &submitted)
     );
-    let events = p.events();
     let blocked = of_type(&events, "instance_blocked");
     assert_eq!(blocked.len(), 2, "{events:#?}");
     assert!(blocked.iter().all(|e| e["reason"] == "interrupted"));

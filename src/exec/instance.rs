@@ -26,18 +26,8 @@ impl Build<'_, '_> {
         let name = inst.name.as_str();
         // Hard upstreams that did not succeed block this instance.
         if let Some(blocked) = self.core.blocked(i) {
-            self.events.emit(
-                Some(name),
-                EventKind::InstanceBlocked {
-                    reason: blocked.reason,
-                    blocked_by: blocked
-                        .by
-                        .iter()
-                        .map(|&u| project.instances[u].name.clone())
-                        .collect(),
-                    shard: None,
-                },
-            );
+            let event = self.blocked_event(&blocked);
+            self.events.emit(Some(name), event);
             self.set_blocked(i);
             return;
         }

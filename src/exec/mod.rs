@@ -662,6 +662,19 @@ impl Build<'_, '_> {
         self.maybe_flush();
     }
 
+    /// The `instance_blocked` event of the core's verdict on an instance.
+    fn blocked_event(&self, blocked: &scheduling::Blocked) -> EventKind {
+        EventKind::InstanceBlocked {
+            reason: blocked.reason,
+            blocked_by: blocked
+                .by
+                .iter()
+                .map(|&u| self.snap.project.instances[u].name.clone())
+                .collect(),
+            shard: None,
+        }
+    }
+
     /// Reports every selected instance that never started.
     fn block_unstarted(&mut self) {
         if self.report.interrupted {
@@ -670,18 +683,8 @@ impl Build<'_, '_> {
         let project = self.snap.project;
         for (i, blocked) in self.core.unstarted() {
             let inst = &project.instances[i];
-            self.events.emit(
-                Some(&inst.name),
-                EventKind::InstanceBlocked {
-                    reason: blocked.reason,
-                    blocked_by: blocked
-                        .by
-                        .iter()
-                        .map(|&u| project.instances[u].name.clone())
-                        .collect(),
-                    shard: None,
-                },
-            );
+            let event = self.blocked_event(&blocked);
+            self.events.emit(Some(&inst.name), event);
             self.outcome[i] = Some(Outcome::Blocked);
             self.report.counts.blocked += 1;
             self.report.blocked.push(inst.name.clone());
