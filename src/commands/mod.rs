@@ -145,7 +145,9 @@ pub fn load_project(g: &Global, remember: bool) -> Result<Loaded, i32> {
         return Err(report(errors, &project.sources));
     }
     let graph = graph::build(&project).map_err(|errs| report(errs, &project.sources))?;
-    if remember && orch_dir.is_dir() {
+    // A build creates `.orch/` anyway; creating it here lets the very first build
+    // remember the project, so the first no-op after it does not parse the Orchfile.
+    if remember && std::fs::create_dir_all(&orch_dir).is_ok() {
         let _ = model::cache::write(&orch_dir, &project, &graph);
     }
     Ok(Loaded { project, graph })

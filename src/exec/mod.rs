@@ -681,7 +681,7 @@ impl Build<'_, '_> {
             self.core.interrupt();
         }
         let project = self.snap.project;
-        for (i, blocked) in self.core.unstarted() {
+        for (i, blocked) in self.core.block_unstarted() {
             let inst = &project.instances[i];
             let event = self.blocked_event(&blocked);
             self.events.emit(Some(&inst.name), event);

@@ -301,25 +301,27 @@ impl Core {
             .is_none_or(|q| q.running == 0 && (q.waiting.is_empty() || self.stopped))
     }
 
-    /// Every selected instance the build was never told to start, in rank order, with
-    /// why it is blocked: its failed or blocked hard upstreams (in declaration order),
-    /// else the interrupt or the failure that stopped the build.
-    pub(super) fn unstarted(&self) -> Vec<(usize, Blocked)> {
-        self.sched
-            .unstarted()
-            .into_iter()
-            .filter(|&i| self.ended[i].is_none())
-            .map(|i| {
-                let (by, reason) = self.hard_unmet(i).unwrap_or((
-                    Vec::new(),
-                    if self.interrupted {
-                        BlockReason::Interrupted
-                    } else {
-                        BlockReason::StoppedAfterFailure
-                    },
-                ));
-                (i, Blocked { reason, by })
-            })
-            .collect()
+    /// Ends blocked every selected instance the build was never told to start, in rank
+    /// order, and says why each is: its failed or blocked hard upstreams (in declaration
+    /// order; an upstream blocked here counts, being earlier in rank), else the
+    /// interrupt or the failure that stopped the build.
+    pub(super) fn block_unstarted(&mut self) -> Vec<(usize, Blocked)> {
+        let mut out = Vec::new();
+        for i in self.sched.unstarted() {
+            if self.ended[i].is_some() {
+                continue;
+            }
+            let (by, reason) = self.hard_unmet(i).unwrap_or((
+                Vec::new(),
+                if self.interrupted {
+                    BlockReason::Interrupted
+                } else {
+                    BlockReason::StoppedAfterFailure
+                },
+            ));
+            self.ended[i] = Some(End::Blocked);
+            out.push((i, Blocked { reason, by }));
+        }
+        out
     }
 }

@@ -405,3 +405,25 @@ fn a_directory_output_gets_no_record() {
         .run();
     assert_eq!(ran(&next.events("r")), ["tree"]);
 }
+
+#[test]
+fn the_first_build_remembers_the_project_for_the_next() {
+    let out = Test::new()
+        .orchfile(ORCHFILE)
+        .write("pipelines/extra.toml", FRAGMENT)
+        .write("src/a.txt", "aaaa\n")
+        .write("src/b.txt", "bbbb\n")
+        .write("inc/h.txt", "header\n")
+        .write("data/plain.txt", "plain\n")
+        .env_remove("FRESH_VAR")
+        .run();
+    // Before any `.orch/` existed: the next build must not parse the Orchfile again.
+    assert!(out.exists(".orch/project.cache"));
+    // A dry run remembers nothing, not even the folder.
+    let dry = Test::new()
+        .orchfile(ORCHFILE)
+        .write("pipelines/extra.toml", FRAGMENT)
+        .args(["build", "--dry-run"])
+        .run();
+    assert!(!dry.exists(".orch/project.cache"));
+}

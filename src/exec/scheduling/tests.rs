@@ -319,7 +319,7 @@ fn fail_fast_starts_nothing_new_and_blocks_what_never_started() -> TestResult {
     fake.finish(&mut c, Start::Instance(b), End::Succeeded);
     assert_eq!(c.running(), 0);
     assert_eq!(
-        c.unstarted(),
+        c.block_unstarted(),
         [
             (
                 cc,
@@ -362,7 +362,7 @@ fn keep_going_runs_everything_not_blocked() -> TestResult {
         .collect();
     assert_eq!(ran, ["a", "b", "c", "e"].map(String::from).into());
     assert_eq!(c.ended(idx(&p, "d")), Some(End::Blocked));
-    assert!(c.unstarted().is_empty());
+    assert!(c.block_unstarted().is_empty());
     Ok(())
 }
 
@@ -374,7 +374,11 @@ fn an_interrupt_starts_nothing_more_and_blocks_the_rest_as_interrupted() -> Test
     fake.start_all(&mut c, &|_, _| None);
     c.interrupt();
     assert_eq!(c.next(), None);
-    let reasons: Vec<BlockReason> = c.unstarted().into_iter().map(|(_, b)| b.reason).collect();
+    let reasons: Vec<BlockReason> = c
+        .block_unstarted()
+        .into_iter()
+        .map(|(_, b)| b.reason)
+        .collect();
     assert_eq!(
         reasons,
         [BlockReason::Interrupted, BlockReason::Interrupted]
@@ -416,5 +420,40 @@ fn an_instance_ends_once() -> TestResult {
     assert_eq!(c.next(), None, "c still waits for b");
     c.end(b, End::Succeeded);
     assert_eq!(c.next(), Some(Start::Instance(cc)));
+    Ok(())
+}
+
+#[test]
+fn an_instance_behind_one_that_never_started_is_blocked_by_it() -> TestResult {
+    let (_d, p, g) = load(&phases(
+        &["a", "b"],
+        "[phase.c]\nrun = \"true\"\nneeds = [\"b\"]\n",
+    ))?;
+    let (a, b, cc) = (idx(&p, "a"), idx(&p, "b"), idx(&p, "c"));
+    let mut prio = vec![0; p.instances.len()];
+    prio[a] = 9;
+    let mut c = Core::new(&p, &g, &all(&p), prio, Vec::new(), vec![1], false);
+    let mut fake = Fake::default();
+    fake.start_all(&mut c, &|_, _| None);
+    fake.finish(&mut c, Start::Instance(a), End::Failed);
+    assert_eq!(
+        c.block_unstarted(),
+        [
+            (
+                b,
+                Blocked {
+                    reason: BlockReason::StoppedAfterFailure,
+                    by: vec![]
+                }
+            ),
+            (
+                cc,
+                Blocked {
+                    reason: BlockReason::UpstreamBlocked,
+                    by: vec![b]
+                }
+            ),
+        ]
+    );
     Ok(())
 }
