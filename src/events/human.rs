@@ -71,6 +71,7 @@ pub fn failure_what(kind: FailureKind, exit_code: Option<i32>, signal: Option<i3
         (FailureKind::Schema, _, _) => "schema".to_owned(),
         (FailureKind::InvalidInput, _, _) => "invalid input".to_owned(),
         (FailureKind::Depfile, _, _) => "depfile".to_owned(),
+        (FailureKind::Scheduler, _, _) => "scheduler".to_owned(),
         _ => "error".to_owned(),
     }
 }
@@ -471,6 +472,15 @@ impl<W: Write> Sink for Human<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_the_scheduler_ended_says_so() {
+        assert_eq!(
+            failure_what(FailureKind::Scheduler, None, None),
+            "scheduler"
+        );
+        assert_eq!(failure_what(FailureKind::Exit, Some(3), None), "exit 3");
+    }
 
     #[test]
     fn durations() {
