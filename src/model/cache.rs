@@ -98,6 +98,18 @@ pub fn configs_unchanged<'a>(
 
 /// Remembers a validated project (atomically; a failure only costs the next load).
 pub fn write(orch_dir: &Path, project: &Project, graph: &Graph) -> std::io::Result<()> {
+    // Values a phase sets in its `env` may be credentials: they stay in the Orchfile and
+    // `.orch/` never holds them, so such a project is parsed on every build instead.
+    let literal_env = project
+        .instances
+        .iter()
+        .any(|i| i.env.values().any(|v| matches!(v, super::EnvValue::Set(_))));
+    if literal_env {
+        return match std::fs::remove_file(path(orch_dir)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
     let files = project
         .sources
         .files()

@@ -256,6 +256,11 @@ fn plain_digests_of_values_appear_nowhere() {
         .env("ORCH_TEST_TOKEN", "swordfish")
         .args(["build", "--json", "--run-id", "r1"])
         .run();
+    // A second build, which remembers the project for the next when it may.
+    out.again()
+        .env("ORCH_TEST_TOKEN", "swordfish")
+        .args(["build", "--run-id", "r2"])
+        .run();
     // A changed value, so that explain and plan show digests of both.
     let explain = out
         .again()
