@@ -60,11 +60,11 @@ outputs = ["out/b.txt"]
 fn killed_at_many_moments_the_next_build_matches_a_clean_one() {
     const N: usize = 16;
     let mut orchfile = String::from(
-        "[phase.p0]\nrun = \"cat src.txt > {output}; echo 0 >> {output}\"\ninputs = [\"src.txt\"]\noutputs = [\"out/p0.txt\"]\n",
+        "[phase.p0]\nrun = \"touch running/p0; cat src.txt > {output}; echo 0 >> {output}; rm running/p0\"\ninputs = [\"src.txt\"]\noutputs = [\"out/p0.txt\"]\n",
     );
     for i in 1..N {
         orchfile.push_str(&format!(
-            "\n[phase.p{i}]\nneeds = [\"p{prev}\"]\nrun = \"cat {{needs.p{prev}.outputs}} > {{output}}; echo {i} >> {{output}}\"\noutputs = [\"out/p{i}.txt\"]\n",
+            "\n[phase.p{i}]\nneeds = [\"p{prev}\"]\nrun = \"touch running/p{i}; cat {{needs.p{prev}.outputs}} > {{output}}; echo {i} >> {{output}}; rm running/p{i}\"\noutputs = [\"out/p{i}.txt\"]\n",
             prev = i - 1
         ));
     }
@@ -75,8 +75,18 @@ fn killed_at_many_moments_the_next_build_matches_a_clean_one() {
         }
         s
     };
-    let t = Test::new().orchfile(&orchfile).write("src.txt", "v0\n");
+    // Each command marks itself running: a command orphaned by the kill finishes on its
+    // own, and must have before the next build writes the same output.
+    let t = Test::new()
+        .orchfile(&orchfile)
+        .write("src.txt", "v0\n")
+        .write("running/.keep", "");
     let project = t.project().clone();
+    let idle = || {
+        std::fs::read_dir(project.join("running"))
+            .map(|d| d.flatten().all(|e| e.file_name() == ".keep"))
+            .unwrap_or(true)
+    };
     t.args(["build", "-j", "1"]).run();
     for (version, kill_after) in [(1, 1), (2, 4), (3, 7), (4, 11), (5, 15)] {
         project.write("src.txt", &format!("v{version}\n"));
@@ -95,6 +105,7 @@ fn killed_at_many_moments_the_next_build_matches_a_clean_one() {
         });
         sigkill(child.id());
         let _ = child.wait();
+        wait_until("the orphaned command to end", Duration::from_secs(30), idle);
         project.test().args(["build", "-j", "2"]).run();
         for i in 0..N {
             assert_eq!(
