@@ -38,9 +38,9 @@ inputs = ["data/plain.txt"]
 outputs = ["out/extra.txt"]
 "#;
 
-/// A built project whose next no-op build takes the shortcut.
-fn settled() -> Output {
-    let out = Test::new()
+/// The project of these tests, not built yet.
+fn project() -> Test {
+    Test::new()
         .orchfile(ORCHFILE)
         .write("pipelines/extra.toml", FRAGMENT)
         .write("src/a.txt", "aaaa\n")
@@ -48,7 +48,11 @@ fn settled() -> Output {
         .write("inc/h.txt", "header\n")
         .write("data/plain.txt", "plain\n")
         .env_remove("FRESH_VAR")
-        .run();
+}
+
+/// A built project whose next no-op build takes the shortcut.
+fn settled() -> Output {
+    let out = project().run();
     settle(&out);
     out
 }
@@ -408,15 +412,7 @@ fn a_directory_output_gets_no_record() {
 
 #[test]
 fn the_first_build_remembers_the_project_for_the_next() {
-    let out = Test::new()
-        .orchfile(ORCHFILE)
-        .write("pipelines/extra.toml", FRAGMENT)
-        .write("src/a.txt", "aaaa\n")
-        .write("src/b.txt", "bbbb\n")
-        .write("inc/h.txt", "header\n")
-        .write("data/plain.txt", "plain\n")
-        .env_remove("FRESH_VAR")
-        .run();
+    let out = project().run();
     // Before any `.orch/` existed: the next build must not parse the Orchfile again.
     assert!(out.exists(".orch/project.cache"));
     // A dry run remembers nothing, not even the folder.
