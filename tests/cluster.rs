@@ -500,3 +500,64 @@ retry = { attempts = 2, backoff = "10ms" }
         "{message}"
     );
 }
+
+#[test]
+fn a_retried_job_asks_for_the_same_resources() {
+    let c = cluster::shared();
+    let p = Project::new(
+        c,
+        r#"
+[executor.cluster]
+kind = "slurm"
+
+[phase.flaky]
+executor = "cluster"
+resources = { mem = "16M", time = "20m" }
+run = "exit 1"
+retry = { attempts = 2, backoff = "10ms" }
+"#,
+    );
+    let out = p.build(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let ids = job_ids(&p.events());
+    assert_eq!(ids.len(), 2, "one job per attempt");
+    for id in &ids {
+        let shown = c
+            .command("scontrol")
+            .args(["show", "job", "--oneliner", id])
+            .output()
+            .expect("scontrol");
+        let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+        for field in ["TimeLimit=00:20:00", "MinMemoryNode=16M"] {
+            assert!(shown.contains(field), "job {id} lacks {field}: {shown}");
+        }
+    }
+}
+
+#[test]
+fn a_symlinked_marker_directory_is_refused_not_followed() {
+    let c = cluster::shared();
+    let p = Project::new(
+        c,
+        r#"
+[executor.cluster]
+kind = "slurm"
+
+[phase.one]
+executor = "cluster"
+run = "true"
+"#,
+    );
+    let outside = tempfile::tempdir().expect("a directory outside the project");
+    std::fs::create_dir_all(p.path().join(".orch")).expect(".orch");
+    std::os::unix::fs::symlink(outside.path(), p.path().join(".orch/cluster")).expect("symlink");
+    let out = p.build(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("not a directory"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(outside.path()).expect("read").count(),
+        0,
+        "orch wrote through the symlink"
+    );
+}

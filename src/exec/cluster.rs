@@ -10,6 +10,7 @@
 //! while nothing moves.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -68,7 +69,8 @@ struct InFlight {
     work: Work,
     job: Job,
     plan: JobPlan,
-    resources_time: Option<Duration>,
+    /// What it asks for, again on a retry.
+    resources: Resources,
     attempt: u32,
     /// When the job's first attempt began.
     started: Instant,
@@ -294,7 +296,7 @@ fn begin(shared: &Arc<Shared>, a: Attempt) {
                     work: a.work,
                     job: a.job,
                     plan: a.plan,
-                    resources_time: a.resources.time,
+                    resources: a.resources,
                     attempt: a.attempt,
                     started: a.started,
                     started_ns,
@@ -463,10 +465,7 @@ fn settle(shared: &Arc<Shared>, states: BTreeMap<JobId, JobState>) -> bool {
                 work: f.work,
                 job: f.job,
                 plan: f.plan,
-                resources: Resources {
-                    time: f.resources_time,
-                    ..Resources::default()
-                },
+                resources: f.resources,
                 attempt: f.attempt,
                 started: f.started,
             };
@@ -495,7 +494,7 @@ fn give_up(shared: &Arc<Shared>, ids: &[JobId], e: &SlurmError) {
             work: f.work,
             job: f.job,
             plan: f.plan,
-            resources: Resources::default(),
+            resources: f.resources,
             attempt: f.attempt,
             started: f.started,
         };
@@ -577,14 +576,34 @@ fn write_marker(
     run_id: &str,
 ) -> std::io::Result<(PathBuf, String)> {
     let dir = orch_dir.join("cluster");
-    std::fs::create_dir_all(&dir)?;
+    // orch writes only where it means to: a `.orch/cluster` or marker that is a symlink
+    // (leading anywhere) is refused, not followed.
+    match dir.symlink_metadata() {
+        Ok(m) if !m.is_dir() => {
+            return Err(std::io::Error::other(format!(
+                "`{}` is not a directory (a symlink?); remove it",
+                dir.display()
+            )));
+        }
+        Ok(_) => {}
+        Err(_) => std::fs::create_dir(&dir)?,
+    }
     let token = format!(
         "{run_id}-{}",
         &fs::hash_bytes(format!("{run_id}{}{:?}", std::process::id(), Instant::now()).as_bytes())
             .to_hex()[..16]
     );
     let path = dir.join(format!("{executor}.marker"));
-    std::fs::write(&path, &token)?;
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)?;
+    std::io::Write::write_all(&mut file, token.as_bytes())?;
     Ok((path, token))
 }
 

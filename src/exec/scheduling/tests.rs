@@ -243,7 +243,14 @@ fn shards_count_against_their_backend() -> TestResult {
     c.job_ended(i, true);
     assert_eq!(c.next(), Some(Start::Shard(i, 2)));
     assert_eq!(c.running(), 1);
-    let _ = k;
+    c.started(i, true);
+    // Full again: the other ready instance waits for a slot as the shards do.
+    assert_eq!(c.next(), None);
+    c.job_ended(i, true);
+    c.job_ended(i, true);
+    assert_eq!(c.next(), Some(Start::Shard(i, 3)));
+    c.started(i, true);
+    assert_eq!(c.next(), Some(Start::Instance(k)));
     Ok(())
 }
 
