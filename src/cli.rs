@@ -17,10 +17,45 @@ fn parse_jobs(s: &str) -> Result<u32, String> {
     }
 }
 
+/// `--set NAME=VALUE`: a name and the value it takes for this command.
+fn parse_set(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!(
+            "`{s}` is not NAME=VALUE; write e.g. `--set lang=fr` to override `[vars] lang`"
+        )),
+    }
+}
+
+/// When to colour the output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    /// Colour on a terminal, unless `NO_COLOR` is set (`CLICOLOR_FORCE` forces it).
+    #[default]
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
 /// A declarative, content-addressed DAG orchestrator.
 #[derive(Debug, Parser)]
-#[command(name = "orch", version, about, long_about = None, max_term_width = 100)]
+#[command(
+    name = "orch",
+    about,
+    long_about = None,
+    max_term_width = 100,
+    disable_version_flag = true,
+    subcommand_required = false,
+    arg_required_else_help = true
+)]
 pub struct Cli {
+    /// Print the version (with `-v`: also the commit and build date).
+    #[arg(short = 'V', long = "version")]
+    pub version: bool,
     /// Run as if started in DIR.
     #[arg(short = 'C', global = true, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -33,9 +68,15 @@ pub struct Cli {
     /// Say only what failed.
     #[arg(short = 'q', long, global = true)]
     pub quiet: bool,
+    /// Colour the output: auto (on a terminal, unless NO_COLOR), always or never.
+    #[arg(long, value_enum, global = true, value_name = "WHEN", default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+    /// Override `[vars] NAME` with VALUE for this command (repeatable).
+    #[arg(long = "set", global = true, value_name = "NAME=VALUE", value_parser = parse_set)]
+    pub set: Vec<(String, String)>,
     /// The command.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// Subcommands.
@@ -71,6 +112,13 @@ pub enum Command {
     Schema,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
+    /// List the phases: description, matrix, instances and shard strategy.
+    List(ListArgs),
+    /// Write one HTML page on a run: timeline, critical path, slowest, cache, failures.
+    Report(ReportArgs),
+    /// Print the man page (roff) on standard output.
+    #[command(hide = true)]
+    Man,
 }
 
 /// `orch build`.
@@ -78,8 +126,8 @@ pub enum Command {
 pub struct BuildArgs {
     /// Phases (`phase`), instances (`phase[axis=value]`) or output paths; default: all.
     pub targets: Vec<String>,
-    /// Run at most N instances at once (default: `orch.jobs`, else the number of CPUs).
-    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = parse_jobs)]
+    /// Run at most N instances at once (default: `ORCH_JOBS`, `orch.jobs`, else the CPUs).
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = parse_jobs, env = "ORCH_JOBS")]
     pub jobs: Option<u32>,
     /// Keep building everything not blocked after a failure.
     #[arg(short = 'k', long)]
@@ -93,8 +141,8 @@ pub struct BuildArgs {
     /// Rerun PHASE and everything downstream of it (repeatable).
     #[arg(long, value_name = "PHASE")]
     pub from: Vec<String>,
-    /// Print the plan and run nothing.
-    #[arg(long)]
+    /// Print the plan and run nothing (with `-v`: the expanded commands too).
+    #[arg(short = 'n', long)]
     pub dry_run: bool,
     /// Neither restore from nor store into the cache.
     #[arg(long)]
@@ -111,6 +159,9 @@ pub struct BuildArgs {
     /// Run every selected phase on executor NAME (`local`, or an `[executor.NAME]`).
     #[arg(long, value_name = "NAME")]
     pub executor: Option<String>,
+    /// Write the run's HTML report (`orch report`) when the build ends, and say where.
+    #[arg(long)]
+    pub timings: bool,
 }
 
 /// `orch watch`.
@@ -127,8 +178,8 @@ pub struct WatchArgs {
     /// Stop a running build when changes arrive, and start again.
     #[arg(long)]
     pub restart: bool,
-    /// Run at most N instances at once (default: `orch.jobs`, else the number of CPUs).
-    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = parse_jobs)]
+    /// Run at most N instances at once (default: `ORCH_JOBS`, `orch.jobs`, else the CPUs).
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = parse_jobs, env = "ORCH_JOBS")]
     pub jobs: Option<u32>,
     /// Keep building everything not blocked after a failure.
     #[arg(short = 'k', long)]
@@ -158,6 +209,9 @@ pub struct PlanArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Exit 1 when anything would run (as `make -q`), 0 when everything is up to date.
+    #[arg(long)]
+    pub exit_code: bool,
 }
 
 /// `orch status`.
@@ -166,6 +220,30 @@ pub struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Exit 1 unless every instance is up to date (as `make -q`).
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// `orch list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `orch report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run id (default: the latest run).
+    pub run: Option<String>,
+    /// Write the page to FILE (default: `.orch/runs/RUN/report.html`).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Also write the Chrome trace (Perfetto) to FILE (default: beside the page, `trace.json`).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 /// `orch explain`.
@@ -281,7 +359,12 @@ pub enum GraphFormat {
 /// `orch graph`.
 #[derive(Debug, Args)]
 pub struct GraphArgs {
+    /// Limit the graph to these targets and what they depend on; default: all.
+    pub targets: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "dot")]
     pub format: GraphFormat,
+    /// Colour each node by its state: up to date, stale, failed or blocked.
+    #[arg(long)]
+    pub status: bool,
 }

@@ -24,12 +24,16 @@ mod explain;
 mod gc;
 mod graph_cmd;
 mod init;
+mod list;
 mod log;
+mod man;
 mod plan;
+mod report;
 mod runs;
 mod schema;
 mod show;
 mod status;
+mod version;
 mod watch;
 
 use std::collections::BTreeSet;
@@ -38,7 +42,7 @@ use std::path::PathBuf;
 
 use miette::{GraphicalReportHandler, GraphicalTheme};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, ColorWhen, Command};
 use crate::events::human::Verbosity;
 use crate::graph::{self, Graph};
 use crate::model::{self, Project};
@@ -59,8 +63,22 @@ pub fn dispatch(cli: Cli) -> i32 {
         dir: cli.dir,
         file: cli.file,
         verbosity,
+        color: cli.color,
+        sets: cli.set,
     };
-    match cli.command {
+    let Some(command) = cli.command else {
+        // clap asks for a subcommand whenever there are no arguments at all, so only
+        // `-V` (or `-vV`) and global flags on their own reach this point.
+        if cli.version {
+            return version::run(&g);
+        }
+        crate::say!("error: no command given; try `orch build`, or `orch --help` for the list");
+        return EXIT_USAGE;
+    };
+    if cli.version {
+        return version::run(&g);
+    }
+    match command {
         Command::Build(a) => build::run(&g, a),
         Command::Watch(a) => watch::run(&g, a),
         Command::Plan(a) => plan::run(&g, a),
@@ -75,6 +93,9 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Gc(a) => gc::run(&g, a),
         Command::Init => init::run(&g),
         Command::Schema => schema::run(),
+        Command::List(a) => list::run(&g, a),
+        Command::Report(a) => report::run(&g, a),
+        Command::Man => man::run(),
         Command::Completions(a) => {
             use clap::CommandFactory as _;
             let mut cmd = crate::cli::Cli::command();
@@ -92,6 +113,10 @@ pub struct Global {
     pub file: Option<PathBuf>,
     /// `-q` / `-v`.
     pub verbosity: Verbosity,
+    /// `--color`.
+    pub color: ColorWhen,
+    /// `--set NAME=VALUE`, in the order given (a later one wins).
+    pub sets: Vec<(String, String)>,
 }
 
 impl Global {

@@ -35,6 +35,8 @@ pub fn run(g: &Global, a: WatchArgs) -> i32 {
             dir: g.dir.clone(),
             file: g.file.clone(),
             verbosity: g.verbosity,
+            color: g.color,
+            sets: g.sets.clone(),
         },
         a,
         warm: Mutex::new(None),
@@ -96,6 +98,7 @@ impl Host {
             json: self.a.json,
             junit: None,
             executor: self.a.executor.clone(),
+            timings: false,
         }
     }
 }
