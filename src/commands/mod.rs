@@ -66,6 +66,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         color: cli.color,
         sets: cli.set,
     };
+    crate::events::color::set(cli.color);
     let Some(command) = cli.command else {
         // clap asks for a subcommand whenever there are no arguments at all, so only
         // `-V` (or `-vV`) and global flags on their own reach this point.
@@ -217,7 +218,7 @@ pub fn report_error(what: &str, e: &dyn std::fmt::Display) -> i32 {
 }
 
 fn handler() -> GraphicalReportHandler {
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = crate::events::color::enabled(std::io::stderr().is_terminal());
     let theme = if color {
         GraphicalTheme::unicode()
     } else {

@@ -5,6 +5,7 @@
 //! varies between two runs of the same state lives in `ts` and `*_ms` fields, so with
 //! `-j 1` two builds emit the same events apart from those.
 
+pub mod color;
 pub mod human;
 pub mod junit;
 pub mod progress;
