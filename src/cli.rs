@@ -46,6 +46,7 @@ pub enum ColorWhen {
 #[command(
     name = "orch",
     about,
+    version,
     long_about = None,
     max_term_width = 100,
     disable_version_flag = true,
@@ -57,10 +58,10 @@ pub struct Cli {
     #[arg(short = 'V', long = "version")]
     pub version: bool,
     /// Run as if started in DIR.
-    #[arg(short = 'C', global = true, value_name = "DIR")]
+    #[arg(short = 'C', global = true, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub dir: Option<PathBuf>,
     /// Use FILE as the Orchfile (relative to DIR).
-    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
+    #[arg(short = 'f', long = "file", global = true, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub file: Option<PathBuf>,
     /// Say more: skipped instances, reasons, commands.
     #[arg(short = 'v', long, global = true, conflicts_with = "quiet")]
@@ -110,21 +111,22 @@ pub enum Command {
     Init,
     /// Print the JSON Schema of the Orchfile.
     Schema,
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// List the phases: description, matrix, instances and shard strategy.
     List(ListArgs),
     /// Write one HTML page on a run: timeline, critical path, slowest, cache, failures.
     Report(ReportArgs),
-    /// Print the man page (roff) on standard output.
+    /// Print the man page (roff) on standard output: `orch man > orch.1`.
     #[command(hide = true)]
-    Man,
+    Man(ManArgs),
 }
 
 /// `orch build`.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// Phases (`phase`), instances (`phase[axis=value]`) or output paths; default: all.
+    #[arg(add = crate::commands::complete::targets())]
     pub targets: Vec<String>,
     /// Run at most N instances at once (default: `ORCH_JOBS`, `orch.jobs`, else the CPUs).
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = parse_jobs, env = "ORCH_JOBS")]
@@ -139,7 +141,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub force_all: bool,
     /// Rerun PHASE and everything downstream of it (repeatable).
-    #[arg(long, value_name = "PHASE")]
+    #[arg(long, value_name = "PHASE", add = crate::commands::complete::phases())]
     pub from: Vec<String>,
     /// Print the plan and run nothing (with `-v`: the expanded commands too).
     #[arg(short = 'n', long)]
@@ -157,7 +159,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
     /// Run every selected phase on executor NAME (`local`, or an `[executor.NAME]`).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = crate::commands::complete::executors())]
     pub executor: Option<String>,
     /// Write the run's HTML report (`orch report`) when the build ends, and say where.
     #[arg(long)]
@@ -168,6 +170,7 @@ pub struct BuildArgs {
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Phases (`phase`), instances (`phase[axis=value]`) or output paths; default: all.
+    #[arg(add = crate::commands::complete::targets())]
     pub targets: Vec<String>,
     /// Wait until no change has arrived for MS milliseconds before rebuilding.
     #[arg(long, value_name = "MS", default_value_t = 200)]
@@ -188,7 +191,7 @@ pub struct WatchArgs {
     #[arg(long)]
     pub json: bool,
     /// Run every selected phase on executor NAME (`local`, or an `[executor.NAME]`).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = crate::commands::complete::executors())]
     pub executor: Option<String>,
 }
 
@@ -196,6 +199,7 @@ pub struct WatchArgs {
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// Phases, instances or output paths; default: all.
+    #[arg(add = crate::commands::complete::targets())]
     pub targets: Vec<String>,
     /// Plan as if `--force` were given.
     #[arg(long)]
@@ -204,7 +208,7 @@ pub struct PlanArgs {
     #[arg(long)]
     pub force_all: bool,
     /// Plan as if `--from PHASE` were given.
-    #[arg(long, value_name = "PHASE")]
+    #[arg(long, value_name = "PHASE", add = crate::commands::complete::phases())]
     pub from: Vec<String>,
     /// Print JSON.
     #[arg(long)]
@@ -225,6 +229,13 @@ pub struct StatusArgs {
     pub check: bool,
 }
 
+/// `orch man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The command whose page to print (`orch-build(1)`); default: `orch(1)`.
+    pub command: Option<String>,
+}
+
 /// `orch list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
@@ -237,6 +248,7 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// The run id (default: the latest run).
+    #[arg(add = crate::commands::complete::runs())]
     pub run: Option<String>,
     /// Write the page to FILE (default: `.orch/runs/RUN/report.html`).
     #[arg(short = 'o', long, value_name = "FILE")]
@@ -250,6 +262,7 @@ pub struct ReportArgs {
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
     /// A phase, instance or output path.
+    #[arg(add = crate::commands::complete::targets())]
     pub target: String,
 }
 
@@ -276,6 +289,7 @@ pub struct RunsArgs {
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// The run id (default: the latest run).
+    #[arg(add = crate::commands::complete::runs())]
     pub run: Option<String>,
     /// Print the raw events (JSON Lines).
     #[arg(long)]
@@ -287,6 +301,7 @@ pub struct LogArgs {
 pub struct ShowArgs {
     /// An output or source path (relative to the current directory or the project root),
     /// or a target (`phase`, `phase[axis=v]`).
+    #[arg(add = crate::commands::complete::targets())]
     pub what: String,
     /// Print JSON.
     #[arg(long)]
@@ -297,6 +312,7 @@ pub struct ShowArgs {
 #[derive(Debug, Args)]
 pub struct CleanArgs {
     /// Phases, instances or output paths whose outputs to remove; default: all.
+    #[arg(add = crate::commands::complete::targets())]
     pub targets: Vec<String>,
     /// Also empty the local cache (`.orch/cache`).
     #[arg(long)]
@@ -360,6 +376,7 @@ pub enum GraphFormat {
 #[derive(Debug, Args)]
 pub struct GraphArgs {
     /// Limit the graph to these targets and what they depend on; default: all.
+    #[arg(add = crate::commands::complete::targets())]
     pub targets: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "dot")]

@@ -59,6 +59,13 @@ pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// Runs orch with these arguments and returns the exit status.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let args: Vec<OsString> = args.into_iter().collect();
+    // `COMPLETE=bash orch …` is the shell asking for completions, not a command.
+    if std::env::var_os(commands::complete::VAR).is_some_and(|v| !v.is_empty() && v != "0")
+        && commands::complete::answer(&args)
+    {
+        return EXIT_OK;
+    }
     let cli = match cli::Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {

@@ -20,6 +20,7 @@ macro_rules! out {
 mod build;
 mod check;
 mod clean;
+pub(crate) mod complete;
 mod explain;
 mod gc;
 mod graph_cmd;
@@ -96,13 +97,8 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Schema => schema::run(),
         Command::List(a) => list::run(&g, a),
         Command::Report(a) => report::run(&g, a),
-        Command::Man => man::run(),
-        Command::Completions(a) => {
-            use clap::CommandFactory as _;
-            let mut cmd = crate::cli::Cli::command();
-            clap_complete::generate(a.shell, &mut cmd, "orch", &mut std::io::stdout());
-            crate::EXIT_OK
-        }
+        Command::Man(a) => man::run(a.command.as_deref()),
+        Command::Completions(a) => complete::print_registration(a.shell),
     }
 }
 

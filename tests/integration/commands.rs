@@ -434,22 +434,50 @@ fn damaged_state_database_is_set_aside_and_everything_rebuilds() {
 }
 
 #[test]
-fn completions_cover_every_subcommand() {
-    let out = Test::new()
-        .args(["completions", "bash"])
-        .expect_status(0)
-        .run();
-    assert!(out.stdout.contains("_orch()"), "{}", out.stdout);
-    for sub in [
-        "build", "plan", "status", "explain", "graph", "watch", "runs", "show", "clean", "gc",
+fn version_and_verbose_version() {
+    let short = Test::new().args(["-V"]).expect_status(0).run();
+    assert!(short.stdout.starts_with("orch "), "{}", short.stdout);
+    assert_eq!(short.stdout.lines().count(), 1, "{}", short.stdout);
+    let long = Test::new().args(["-vV"]).expect_status(0).run();
+    for field in [
+        "release: ",
+        "commit-hash: ",
+        "commit-date: ",
+        "build-date: ",
+        "host: ",
     ] {
-        assert!(
-            out.stdout.contains(sub),
-            "`{sub}` missing from the bash completions"
-        );
+        assert!(long.stdout.contains(field), "{field}: {}", long.stdout);
     }
+    // This checkout is a git repository: the commit is known, a full hash.
+    let hash = long
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("commit-hash: "))
+        .unwrap_or_default();
+    assert!(
+        hash == "unknown" || (hash.len() == 40 && hash.chars().all(|c| c.is_ascii_hexdigit())),
+        "{hash}"
+    );
+}
+
+#[test]
+fn man_pages_are_generated_from_the_command_line() {
+    let page = Test::new().args(["man"]).expect_status(0).run();
+    assert!(page.stdout.contains(".TH orch 1"), "{}", page.stdout);
+    assert!(page.stdout.contains("orch\\-build(1)"), "{}", page.stdout);
+    let build = Test::new().args(["man", "build"]).expect_status(0).run();
+    assert!(
+        build.stdout.contains(".TH orch-build 1"),
+        "{}",
+        build.stdout
+    );
+    assert!(
+        build.stdout.contains("\\-\\-keep\\-going"),
+        "{}",
+        build.stdout
+    );
     Test::new()
-        .args(["completions", "klingon"])
+        .args(["man", "frobnicate"])
         .expect_status(2)
         .run();
 }
