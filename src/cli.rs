@@ -58,22 +58,28 @@ pub struct Cli {
     #[arg(short = 'V', long = "version")]
     pub version: bool,
     /// Run as if started in DIR.
-    #[arg(short = 'C', global = true, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
+    #[arg(short = 'C', global = true, help_heading = "Global options", value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     pub dir: Option<PathBuf>,
     /// Use FILE as the Orchfile (relative to DIR).
-    #[arg(short = 'f', long = "file", global = true, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    #[arg(short = 'f', long = "file", global = true, help_heading = "Global options", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub file: Option<PathBuf>,
     /// Say more: skipped instances, reasons, commands.
-    #[arg(short = 'v', long, global = true, conflicts_with = "quiet")]
+    #[arg(
+        short = 'v',
+        long,
+        global = true,
+        help_heading = "Global options",
+        conflicts_with = "quiet"
+    )]
     pub verbose: bool,
     /// Say only what failed.
-    #[arg(short = 'q', long, global = true)]
+    #[arg(short = 'q', long, global = true, help_heading = "Global options")]
     pub quiet: bool,
     /// Colour the output: auto (on a terminal, unless NO_COLOR), always or never.
-    #[arg(long, value_enum, global = true, value_name = "WHEN", default_value_t = ColorWhen::Auto)]
+    #[arg(long, value_enum, global = true, help_heading = "Global options", value_name = "WHEN", default_value_t = ColorWhen::Auto, hide_possible_values = true)]
     pub color: ColorWhen,
     /// Override `[vars] NAME` with VALUE for this command (repeatable).
-    #[arg(long = "set", global = true, value_name = "NAME=VALUE", value_parser = parse_set)]
+    #[arg(long = "set", global = true, help_heading = "Global options", value_name = "NAME=VALUE", value_parser = parse_set)]
     pub set: Vec<(String, String)>,
     /// The command.
     #[command(subcommand)]
