@@ -1,6 +1,7 @@
 //! The documentation keeps up with the code: every command and flag of the command line is
-//! in `docs/cli.md`, every Orchfile key in `docs/orchfile.md`, and every relative link of
-//! the README and `docs/` leads to a file (and heading) that exists.
+//! in `docs/cli.md`, every Orchfile key in `docs/orchfile.md`, every event type and field
+//! in `docs/events.md`, and every relative link of the README and `docs/` leads to a file
+//! (and heading) that exists.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -185,6 +186,43 @@ fn every_orchfile_key_is_in_the_orchfile_reference() {
     assert!(
         missing.is_empty(),
         "docs/orchfile.md has no table row for these keys:\n  {}",
+        missing.join("\n  ")
+    );
+}
+
+#[test]
+fn every_event_type_and_field_is_in_the_events_page() {
+    let doc = read(&root().join("docs/events.md"));
+    let schema: serde_json::Value =
+        serde_json::from_str(&read(&root().join("schemas/event.v1.json"))).expect("JSON");
+    let common = section(&doc, "## Fields of every event").unwrap_or("");
+    let mut missing = Vec::new();
+    let types = schema["oneOf"].as_array().map(Vec::as_slice).unwrap_or_default();
+    assert!(types.len() > 10, "the event schema lists {} types", types.len());
+    for alternative in types {
+        let name = alternative["$ref"]
+            .as_str()
+            .and_then(|r| r.rsplit('/').next())
+            .unwrap_or_default();
+        let heading = format!("## `{name}`");
+        let Some(text) = section(&doc, &heading) else {
+            missing.push(format!("event `{name}` (a `{heading}` section)"));
+            continue;
+        };
+        let fields = schema["$defs"][name]["properties"]
+            .as_object()
+            .into_iter()
+            .flat_map(|p| p.keys());
+        for field in fields {
+            let named = format!("`{field}`");
+            if !text.contains(&named) && !common.contains(&named) {
+                missing.push(format!("field `{field}` of `{name}`"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/events.md does not document:\n  {}",
         missing.join("\n  ")
     );
 }
