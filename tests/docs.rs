@@ -83,7 +83,10 @@ fn every_command_and_flag_is_in_the_cli_reference() {
     for sub in cli.get_subcommands().filter(|s| !s.is_hide_set()) {
         let heading = format!("## `orch {}`", sub.get_name());
         let Some(text) = section(&doc, &heading) else {
-            missing.push(format!("command `orch {}` (a `{heading}` section)", sub.get_name()));
+            missing.push(format!(
+                "command `orch {}` (a `{heading}` section)",
+                sub.get_name()
+            ));
             continue;
         };
         for arg in sub.get_arguments().filter(|a| !a.is_global_set()) {
@@ -139,7 +142,12 @@ fn schema_keys(schema: &serde_json::Value) -> BTreeSet<(String, String)> {
             walk(root, extra, &format!("{path}.NAME"), seen_refs, out);
         }
         for combinator in ["anyOf", "oneOf", "allOf"] {
-            for alternative in obj.get(combinator).and_then(|a| a.as_array()).into_iter().flatten() {
+            for alternative in obj
+                .get(combinator)
+                .and_then(|a| a.as_array())
+                .into_iter()
+                .flatten()
+            {
                 walk(root, alternative, path, seen_refs, out);
             }
         }
@@ -197,8 +205,15 @@ fn every_event_type_and_field_is_in_the_events_page() {
         serde_json::from_str(&read(&root().join("schemas/event.v1.json"))).expect("JSON");
     let common = section(&doc, "## Fields of every event").unwrap_or("");
     let mut missing = Vec::new();
-    let types = schema["oneOf"].as_array().map(Vec::as_slice).unwrap_or_default();
-    assert!(types.len() > 10, "the event schema lists {} types", types.len());
+    let types = schema["oneOf"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    assert!(
+        types.len() > 10,
+        "the event schema lists {} types",
+        types.len()
+    );
     for alternative in types {
         let name = alternative["$ref"]
             .as_str()
@@ -288,12 +303,19 @@ fn every_relative_link_leads_somewhere() {
         .collect();
     docs.sort();
     files.extend(docs);
-    assert!(files.len() > 10, "expected the docs/ pages, found {files:?}");
+    assert!(
+        files.len() > 10,
+        "expected the docs/ pages, found {files:?}"
+    );
 
     let mut broken = Vec::new();
     for file in &files {
         let text = read(file);
-        let shown = file.strip_prefix(&root).unwrap_or(file).display().to_string();
+        let shown = file
+            .strip_prefix(&root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
         for (n, line) in prose_lines(&text) {
             for target in link_targets(line) {
                 if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
@@ -322,7 +344,11 @@ fn every_relative_link_leads_somewhere() {
             }
         }
     }
-    assert!(broken.is_empty(), "broken links:\n  {}", broken.join("\n  "));
+    assert!(
+        broken.is_empty(),
+        "broken links:\n  {}",
+        broken.join("\n  ")
+    );
 }
 
 #[test]
