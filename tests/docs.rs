@@ -1,7 +1,7 @@
 //! The documentation keeps up with the code: every command and flag of the command line is
 //! in `docs/cli.md`, every Orchfile key in `docs/orchfile.md`, every event type and field
-//! in `docs/events.md`, and every relative link of the README and `docs/` leads to a file
-//! (and heading) that exists.
+//! in `docs/events.md`, every relative link of the README and `docs/` leads to a file
+//! (and heading) that exists, and the tutorial's pipeline prints what the tutorial shows.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -240,6 +240,95 @@ fn every_event_type_and_field_is_in_the_events_page() {
         "docs/events.md does not document:\n  {}",
         missing.join("\n  ")
     );
+}
+
+/// The fenced blocks of `text` as (info string, body).
+fn code_blocks(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(String, String)> = None;
+    for line in text.lines() {
+        let fence = line.trim_start().strip_prefix("```");
+        match (fence, open.take()) {
+            (Some(_), Some(block)) => out.push(block),
+            (Some(info), None) => open = Some((info.trim().to_owned(), String::new())),
+            (None, Some((info, mut body))) => {
+                body.push_str(line);
+                body.push('\n');
+                open = Some((info, body));
+            }
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+/// Runs `command` with `sh -c` in `dir`, the `orch` under test first on the PATH.
+fn shell(dir: &Path, command: &str) -> std::process::Output {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_orch"));
+    let bin_dir = bin.parent().unwrap_or(Path::new("."));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![bin_dir.to_path_buf()];
+    paths.extend(std::env::split_paths(&path));
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(dir)
+        .env("PATH", std::env::join_paths(paths).expect("PATH"))
+        .env("NO_COLOR", "1")
+        // `sort` orders by the locale; the page shows the C order.
+        .env("LC_ALL", "C")
+        .env_remove("ORCH_JOBS")
+        .output()
+        .expect("run sh")
+}
+
+/// The tutorial's own pipeline really works as shown: its set-up and Orchfile build, and
+/// `orch check`, `orch plan` and the result print what the page says. Build lines carry
+/// times, so for builds only success is checked.
+#[test]
+fn the_tutorial_pipeline_prints_what_the_tutorial_shows() {
+    let doc = read(&root().join("docs/tutorial.md"));
+    let part = section(&doc, "## 2. Your own pipeline").expect("the tutorial's section 2");
+    let blocks = code_blocks(part);
+    let body = |info: &str| {
+        blocks
+            .iter()
+            .find(|(i, _)| i == info)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_else(|| panic!("a ```{info} block in section 2"))
+    };
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let setup = shell(tmp.path(), &body("sh"));
+    assert!(setup.status.success(), "set-up: {setup:?}");
+    let project = tmp.path().join("poems");
+    std::fs::write(project.join("Orchfile.toml"), body("toml")).expect("write the Orchfile");
+
+    let console = body("console");
+    let mut steps: Vec<(String, String)> = Vec::new();
+    for line in console.lines() {
+        match line.strip_prefix("$ ") {
+            Some(command) => steps.push((command.to_owned(), String::new())),
+            None => {
+                let (_, expected) = steps.last_mut().expect("output after a command");
+                expected.push_str(line);
+                expected.push('\n');
+            }
+        }
+    }
+    assert!(steps.len() >= 4, "commands in the console block: {steps:?}");
+    for (command, expected) in steps {
+        let out = shell(&project, &command);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "`{command}` failed: {}{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !command.starts_with("orch build") {
+            assert_eq!(stdout, expected, "the output of `{command}`");
+        }
+    }
 }
 
 /// GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens.
