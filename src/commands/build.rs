@@ -124,15 +124,14 @@ pub(super) fn run_loaded(
         };
     let layout = Layout::new(&l.project.root);
     if a.dry_run {
-        return plan::print_plan(
-            l,
-            &layout,
-            &selected,
-            forced,
-            &a.targets,
-            false,
-            g.verbosity,
-        );
+        let how = plan::PlanOutput {
+            targets: &a.targets,
+            json: false,
+            verbosity: g.verbosity,
+            exit_code: false,
+            commands: g.verbosity >= Verbosity::Verbose,
+        };
+        return plan::print_plan(l, &layout, &selected, forced, &how);
     }
     if let Err(e) = layout.ensure() {
         return report_error("cannot create `.orch/`", &e);
