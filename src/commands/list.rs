@@ -97,7 +97,7 @@ fn details(p: &Project, name: &str) -> Vec<String> {
         out.push(format!("shard: {}", shard_text(spec)));
     }
     if let Some(e) = executor(p, name) {
-        out.push(format!("executor: {e}"));
+        out.push(format!("executor: {} ({})", e.name, e.kind.name()));
     }
     out
 }
@@ -176,12 +176,12 @@ fn shard_spec<'p>(p: &'p Project, name: &str) -> Option<&'p ShardSpec> {
 }
 
 /// The phase's executor, when it is not `local`.
-fn executor<'p>(p: &'p Project, name: &str) -> Option<&'p str> {
+fn executor<'p>(p: &'p Project, name: &str) -> Option<&'p crate::model::Executor> {
     let phase = p.phases.get(name)?;
     let i = *phase.instances.first()?;
     match p.executor_of(i, None) {
         crate::model::ExecutorRef::Local => None,
-        crate::model::ExecutorRef::Declared(e) => Some(e.name.as_str()),
+        crate::model::ExecutorRef::Declared(e) => Some(e),
     }
 }
 
@@ -249,7 +249,8 @@ fn phase_json(p: &Project, name: &str) -> Value {
         "matrix": matrix(p, name),
         "instances": phase.instances.iter().map(|&i| p.instances[i].name.as_str()).collect::<Vec<_>>(),
         "shard": shard_spec(p, name).map(shard_json),
-        "executor": executor(p, name),
+        // The same object as `show --json` gives.
+        "executor": executor(p, name).map(|e| json!({ "name": e.name, "kind": e.kind.name() })),
     })
 }
 

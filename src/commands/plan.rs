@@ -598,3 +598,39 @@ pub fn reasons_text(p: &Planned) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn previews_read_as_make_n_does() {
+        let one = Preview::Command {
+            command: "cat a b > c".into(),
+            upstream_first: false,
+        };
+        assert_eq!(preview_lines(&one), ["$ cat a b > c"]);
+        let later = Preview::Command {
+            command: "cat  > c".into(),
+            upstream_first: true,
+        };
+        assert_eq!(
+            preview_lines(&later),
+            [
+                "$ cat  > c",
+                "  ({inputs} as matched now; upstreams run first)"
+            ]
+        );
+        let shards = Preview::Shards(vec![(0, "x 0".into()), (3, "x 3".into())]);
+        assert_eq!(preview_lines(&shards), ["#0 $ x 0", "#3 $ x 3"]);
+        let template = Preview::Template("x {shard.key}".into());
+        assert_eq!(preview_lines(&template)[0], "$ x {shard.key}");
+    }
+
+    #[test]
+    fn instance_counts_are_singular_or_plural() {
+        assert_eq!(instances_text(1), "1 instance");
+        assert_eq!(instances_text(0), "0 instances");
+        assert_eq!(instances_text(12), "12 instances");
+    }
+}

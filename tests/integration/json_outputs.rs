@@ -164,10 +164,19 @@ run = "true"
         .run();
     check_all(&out, &["far"]);
     let list = checked(&out, "list.v1.json", &["list", "--json"], 0);
-    assert_eq!(list["phases"][0]["executor"], "cluster");
+    assert_eq!(
+        list["phases"][0]["executor"],
+        json!({"name": "cluster", "kind": "slurm"})
+    );
+    assert_eq!(list["phases"][0]["executor"], show_executor(&out));
     let show = checked(&out, "show.v1.json", &["show", "--json", "far"], 0);
     assert_eq!(show["kind"], "target");
     assert_eq!(show["instances"][0]["resources"]["cpus"], 2);
+}
+
+/// `show --json`'s `executor` of `far`.
+fn show_executor(out: &Output) -> Value {
+    checked(out, "show.v1.json", &["show", "--json", "far"], 0)["instances"][0]["executor"].clone()
 }
 
 /// The same thing is named the same in every output: an instance is `instance`, its

@@ -143,7 +143,7 @@ outputs = ["out/base.txt"]
         .run();
     assert_eq!(
         out.stdout,
-        "base   The base\n       executor: cluster\nextra  From a fragment\n2 phases, 2 instances\n"
+        "base   The base\n       executor: cluster (slurm)\nextra  From a fragment\n2 phases, 2 instances\n"
     );
 }
 
