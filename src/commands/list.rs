@@ -4,7 +4,7 @@
 //! ties by name), so the list reads as the pipeline runs, and the same Orchfile always
 //! lists the same way, whichever files its phases were included from.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Value, json};
 
@@ -103,50 +103,51 @@ fn details(p: &Project, name: &str) -> Vec<String> {
 }
 
 /// The phase names, each after every phase it depends on (declared or implied by
-/// files), ties broken by name.
+/// files); of the phases ready at each step, the first by name comes first.
 pub fn phase_order(p: &Project) -> Vec<String> {
-    let mut ups: BTreeMap<&str, BTreeSet<&str>> = p
-        .phases
-        .iter()
-        .map(|(name, ph)| {
-            let declared = ph.needs.iter().chain(&ph.after).map(|(n, _)| n.as_str());
-            let implied = ph.instances.iter().flat_map(|&i| {
-                p.instances[i]
-                    .deps
-                    .iter()
-                    .map(|d| p.instances[d.upstream].phase.as_str())
-            });
-            let set = declared
-                .chain(implied)
-                .filter(|u| *u != name && p.phases.contains_key(*u))
-                .collect();
-            (name.as_str(), set)
-        })
-        .collect();
-    let mut order = Vec::with_capacity(ups.len());
-    while !ups.is_empty() {
-        let ready: Vec<&str> = ups
-            .iter()
-            .filter(|(_, u)| u.is_empty())
-            .map(|(n, _)| *n)
+    let names: Vec<&str> = p.phases.keys().map(String::as_str).collect();
+    let index: HashMap<&str, usize> = names.iter().enumerate().map(|(k, n)| (*n, k)).collect();
+    let mut waiting = vec![0usize; names.len()];
+    let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
+    for (k, ph) in p.phases.values().enumerate() {
+        let declared = ph.needs.iter().chain(&ph.after).map(|(n, _)| n.as_str());
+        let implied = ph.instances.iter().flat_map(|&i| {
+            p.instances[i]
+                .deps
+                .iter()
+                .map(|d| p.instances[d.upstream].phase.as_str())
+        });
+        let ups: BTreeSet<usize> = declared
+            .chain(implied)
+            .filter_map(|u| index.get(u).copied())
+            .filter(|&u| u != k)
             .collect();
-        // Phases are acyclic once loaded; should a cycle slip through, the rest is
-        // listed by name rather than dropped.
-        let ready = if ready.is_empty() {
-            ups.keys().copied().collect()
-        } else {
-            ready
-        };
-        for n in &ready {
-            ups.remove(n);
+        waiting[k] = ups.len();
+        for u in ups {
+            downstream[u].push(k);
         }
-        for u in ups.values_mut() {
-            for n in &ready {
-                u.remove(n);
+    }
+    // Names are sorted, so the smallest ready index is the first ready name.
+    let mut ready: BTreeSet<usize> = (0..names.len()).filter(|&k| waiting[k] == 0).collect();
+    let mut order = Vec::with_capacity(names.len());
+    let mut placed = vec![false; names.len()];
+    while let Some(k) = ready.pop_first() {
+        order.push(names[k].to_owned());
+        placed[k] = true;
+        for &d in &downstream[k] {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                ready.insert(d);
             }
         }
-        order.extend(ready.into_iter().map(str::to_owned));
     }
+    // Phases are acyclic once loaded; should a cycle slip through, the rest is listed by
+    // name rather than dropped.
+    order.extend(
+        (0..names.len())
+            .filter(|&k| !placed[k])
+            .map(|k| names[k].to_owned()),
+    );
     order
 }
 
