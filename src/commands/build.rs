@@ -124,9 +124,10 @@ pub(super) fn run_loaded(
         };
     let layout = Layout::new(&l.project.root);
     if a.dry_run {
+        // `--json` keeps stdout for machines: the plan as `plan --json` prints it.
         let how = plan::PlanOutput {
             targets: &a.targets,
-            json: false,
+            json: a.json,
             verbosity: g.verbosity,
             exit_code: false,
             commands: g.verbosity >= Verbosity::Verbose,

@@ -56,6 +56,7 @@ fn checked(out: &Output, schema: &str, args: &[&str], status: i32) -> Value {
 fn check_all(out: &Output, show: &[&str]) {
     checked(out, "plan.v1.json", &["plan", "--json"], 0);
     checked(out, "plan.v1.json", &["plan", "--json", "--force-all"], 0);
+    checked(out, "plan.v1.json", &["build", "-n", "--json"], 0);
     checked(out, "status.v1.json", &["status", "--json"], 0);
     checked(out, "runs.v1.json", &["runs", "--json"], 0);
     checked(out, "graph.v1.json", &["graph", "--format", "json"], 0);
