@@ -1,4 +1,6 @@
-//! `orch graph`: the instance graph as Graphviz dot, a Mermaid flowchart or JSON.
+//! `orch graph`: the instance graph as Graphviz dot, a Mermaid flowchart or JSON — the
+//! whole graph, or the targets and everything they depend on — with `--status` each node
+//! coloured by the state `orch status` gives it.
 //!
 //! Dependencies implied by files (an input that can match another phase's output) are
 //! drawn apart from declared `needs` and `after`, and JSON gives their evidence.

@@ -1,5 +1,6 @@
 //! `orch plan` (and `build --dry-run`): what would run, and why — for a sharded
-//! instance, which of its shards, by `{shard.key}`.
+//! instance, which of its shards, by `{shard.key}` — and, for `build --dry-run -v`, the
+//! commands that would run. `--exit-code` turns "something would run" into exit 1.
 
 use std::collections::BTreeSet;
 
