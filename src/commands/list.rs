@@ -50,7 +50,7 @@ pub fn run(g: &Global, a: ListArgs) -> i32 {
             Some(d) => outln!("{name:width$}  {d}"),
             None => outln!("{name}"),
         }
-        for line in details(p, name) {
+        for line in details(p, name, g.verbosity >= Verbosity::Verbose) {
             outln!("{pad}{line}");
         }
     }
@@ -72,12 +72,19 @@ fn count(n: usize, what: &str) -> String {
 }
 
 /// The lines shown under a phase's name: its matrix, shards and executor, each only when
-/// it has one.
-fn details(p: &Project, name: &str) -> Vec<String> {
+/// it has one; with `verbose`, also its `needs` and `after`.
+fn details(p: &Project, name: &str, verbose: bool) -> Vec<String> {
     let mut out = Vec::new();
     let Some(phase) = p.phases.get(name) else {
         return out;
     };
+    for (key, deps) in [("needs", &phase.needs), ("after", &phase.after)] {
+        if verbose && !deps.is_empty() {
+            let mut names: Vec<&str> = deps.iter().map(|(n, _)| n.as_str()).collect();
+            names.sort_unstable();
+            out.push(format!("{key}: {}", names.join(", ")));
+        }
+    }
     let axes = matrix(p, name);
     if !axes.is_empty() {
         let values: Vec<String> = axes

@@ -80,6 +80,12 @@ report  Count the lines of every route
 5 phases, 6 instances
 "
     );
+    // `-v` adds what each phase needs or follows.
+    out.again()
+        .args(["list", "-v"])
+        .stdout_contains("chunks\n        after: pages\n        shard: chunk")
+        .stdout_contains("routes  One file per route and language\n        needs: ingest\n")
+        .run();
     // `-q`: the names alone, for scripts.
     out.again()
         .args(["list", "-q"])
