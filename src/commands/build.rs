@@ -124,15 +124,15 @@ pub(super) fn run_loaded(
         };
     let layout = Layout::new(&l.project.root);
     if a.dry_run {
-        return plan::print_plan(
-            l,
-            &layout,
-            &selected,
-            forced,
-            &a.targets,
-            false,
-            g.verbosity,
-        );
+        // `--json` keeps stdout for machines: the plan as `plan --json` prints it.
+        let how = plan::PlanOutput {
+            targets: &a.targets,
+            json: a.json,
+            verbosity: g.verbosity,
+            exit_code: false,
+            commands: g.verbosity >= Verbosity::Verbose,
+        };
+        return plan::print_plan(l, &layout, &selected, forced, &how);
     }
     if let Err(e) = layout.ensure() {
         return report_error("cannot create `.orch/`", &e);

@@ -42,7 +42,7 @@ pub fn run(g: &Global, a: RunsArgs) -> i32 {
         let runs: Vec<Value> = rows.iter().map(Row::json).collect();
         outln!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "runs": runs })).unwrap_or_default()
+            serde_json::to_string_pretty(&json!({ "v": 1, "runs": runs })).unwrap_or_default()
         );
         return EXIT_OK;
     }

@@ -194,6 +194,7 @@ fn show_source(l: &Loaded, store: &Store, path: &str, readers: &[Reader], as_jso
     let exists = l.project.root.join(path).exists();
     if as_json {
         let doc = json!({
+            "v": 1,
             "kind": "source",
             "path": path,
             "on_disk": if exists { "present" } else { "missing" },
@@ -577,10 +578,9 @@ fn show_path(l: &Loaded, store: &Store, rec: OutputRecord, as_json: bool) -> i32
     };
     check_disk(&l.project.root, store, &mut root);
     if as_json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&root).unwrap_or_default()
-        );
+        let mut doc = serde_json::to_value(&root).unwrap_or(Value::Null);
+        doc["v"] = json!(1);
+        outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return EXIT_OK;
     }
     let path = root.path.clone().unwrap_or_default();
@@ -802,8 +802,7 @@ fn show_target(
             })
             .unwrap_or_default();
         if as_json {
-            let mut v = entry_json(p);
-            v["phase"] = json!(l.project.instances[i].phase);
+            let mut v = entry_json(&l.project, p);
             let (executor, resources) = placement(&l.project, i);
             if let Some(e) = executor {
                 v["executor"] = json!({ "name": e.name, "kind": e.kind.name() });
@@ -893,7 +892,8 @@ fn show_target(
     if as_json {
         outln!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "instances": docs })).unwrap_or_default()
+            serde_json::to_string_pretty(&json!({ "v": 1, "kind": "target", "instances": docs }))
+                .unwrap_or_default()
         );
     }
     EXIT_OK

@@ -195,7 +195,7 @@ fn graph_json_has_instances_and_edges() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| i["name"].as_str().unwrap())
+        .map(|i| i["instance"].as_str().unwrap())
         .collect();
     assert_eq!(instances, ["a", "b", "c"]);
     assert_eq!(g["instances"][0]["description"], "first");
