@@ -114,7 +114,10 @@ mod tests {
     #[test]
     fn zero_weight_nodes_carry_the_chain_through() {
         // b was up to date (0 ms) but still links a to c.
-        let (w, up) = graph(&[("a", 10), ("b", 0), ("c", 10), ("x", 15)], &[("b", "a"), ("c", "b")]);
+        let (w, up) = graph(
+            &[("a", 10), ("b", 0), ("c", 10), ("x", 15)],
+            &[("b", "a"), ("c", "b")],
+        );
         assert_eq!(longest_chain(&w, &up), ["a", "b", "c"]);
     }
 

@@ -399,7 +399,9 @@ fn slowest(h: &mut String, report: &Report) {
         h.push_str("<p>No instance ran.</p>\n</section>\n");
         return;
     }
-    h.push_str("<table>\n<tr><th>instance</th><th>outcome</th><th class=\"num\">duration</th></tr>\n");
+    h.push_str(
+        "<table>\n<tr><th>instance</th><th>outcome</th><th class=\"num\">duration</th></tr>\n",
+    );
     for i in ran.iter().take(SLOWEST) {
         let _ = writeln!(
             h,
@@ -444,9 +446,7 @@ fn failures(h: &mut String, report: &Report) {
         return;
     }
     if !t.failures.is_empty() {
-        h.push_str(
-            "<table>\n<tr><th>instance</th><th>how</th><th>message</th><th>log</th></tr>\n",
-        );
+        h.push_str("<table>\n<tr><th>instance</th><th>how</th><th>message</th><th>log</th></tr>\n");
         for f in &t.failures {
             let how = match f.exit_code {
                 Some(c) => format!("{} {c}", f.kind),

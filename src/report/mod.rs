@@ -51,7 +51,10 @@ impl Report {
             // Instances that did not run in this run still link those that did.
             for (n, us) in ups {
                 weight.insert(n.clone(), 0);
-                edges.entry(n.clone()).or_default().extend(us.iter().cloned());
+                edges
+                    .entry(n.clone())
+                    .or_default()
+                    .extend(us.iter().cloned());
             }
         }
         let unknown = timeline
@@ -72,7 +75,11 @@ impl Report {
             Some(_) if unknown > 0 => Some(format!(
                 "{unknown} {} of this run {} not in the Orchfile any more: the critical path \
                  follows only the dependencies the Orchfile declares now.",
-                if unknown == 1 { "instance" } else { "instances" },
+                if unknown == 1 {
+                    "instance"
+                } else {
+                    "instances"
+                },
                 if unknown == 1 { "is" } else { "are" },
             )),
             Some(_) => None,
@@ -142,6 +149,10 @@ mod tests {
         let changed = ups(&[("a", &[]), ("c", &["a"])]);
         let r = Report::new(Timeline::from_events("r", RUN.as_bytes()), Some(&changed));
         assert_eq!(r.critical, ["a", "c"]);
-        assert!(r.graph_note.as_deref().is_some_and(|n| n.starts_with("1 instance ")));
+        assert!(
+            r.graph_note
+                .as_deref()
+                .is_some_and(|n| n.starts_with("1 instance "))
+        );
     }
 }

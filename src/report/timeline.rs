@@ -407,9 +407,7 @@ impl Timeline {
                 job_id: None,
             });
         }
-        bars.sort_by(|a, b| {
-            (&a.lane, a.start_ms, &a.name).cmp(&(&b.lane, b.start_ms, &b.name))
-        });
+        bars.sort_by(|a, b| (&a.lane, a.start_ms, &a.name).cmp(&(&b.lane, b.start_ms, &b.name)));
         // Instances: whole ones from their bars, sharded ones from their own events
         // (entered above), widened to cover their shards.
         for b in &bars {
@@ -457,7 +455,9 @@ impl Timeline {
 /// (runs of older versions have none), else slots packed here (each job on the lowest
 /// row free at its start); cluster jobs packed the same way per executor.
 fn assign_lanes(jobs: Vec<(Option<String>, Option<Lane>, Bar)>) -> Vec<Bar> {
-    let all_local_recorded = jobs.iter().all(|(e, lane, _)| e.is_some() || lane.is_some());
+    let all_local_recorded = jobs
+        .iter()
+        .all(|(e, lane, _)| e.is_some() || lane.is_some());
     let mut out = Vec::with_capacity(jobs.len());
     let mut to_pack: BTreeMap<Option<String>, Vec<Bar>> = BTreeMap::new();
     for (executor, lane, mut bar) in jobs {
@@ -622,7 +622,10 @@ mod tests {
         assert_eq!(rows["c"], "worker 0");
         assert_eq!(rows["x"], "hpc 0");
         // Never ended: drawn to the run's last event.
-        assert_eq!(t.bars.iter().find(|b| b.name == "b").map(|b| b.end_ms), Some(7));
+        assert_eq!(
+            t.bars.iter().find(|b| b.name == "b").map(|b| b.end_ms),
+            Some(7)
+        );
     }
 
     #[test]

@@ -113,15 +113,27 @@ mod tests {
         assert_eq!(names, ["a", "b[x=\"1\"]", "c", "r"]);
         let a = complete.iter().find(|e| e["name"] == "a").cloned().cloned();
         let a = a.unwrap_or(Value::Null);
-        assert_eq!((a["ts"].as_u64(), a["dur"].as_u64()), (Some(10_000), Some(1_000_000)));
+        assert_eq!(
+            (a["ts"].as_u64(), a["dur"].as_u64()),
+            (Some(10_000), Some(1_000_000))
+        );
         assert_eq!((a["pid"].as_u64(), a["tid"].as_u64()), (Some(1), Some(0)));
-        let b = complete.iter().find(|e| e["cat"] == "failed").cloned().cloned();
+        let b = complete
+            .iter()
+            .find(|e| e["cat"] == "failed")
+            .cloned()
+            .cloned();
         assert_eq!(b.and_then(|b| b["tid"].as_u64()), Some(1));
         let r = complete.iter().find(|e| e["name"] == "r").cloned().cloned();
         let r = r.unwrap_or(Value::Null);
-        assert_eq!((r["pid"].as_u64(), r["args"]["job_id"].as_str()), (Some(3), Some("77")));
+        assert_eq!(
+            (r["pid"].as_u64(), r["args"]["job_id"].as_str()),
+            (Some(3), Some("77"))
+        );
         for e in &complete {
-            assert!(e["ts"].is_u64() && e["dur"].is_u64() && e["pid"].is_u64() && e["tid"].is_u64());
+            assert!(
+                e["ts"].is_u64() && e["dur"].is_u64() && e["pid"].is_u64() && e["tid"].is_u64()
+            );
         }
         let threads = events.iter().filter(|e| e["name"] == "thread_name").count();
         assert_eq!(threads, 4, "worker 0, worker 1, cache, hpc 0");
