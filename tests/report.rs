@@ -344,9 +344,8 @@ fn hand_edited_events_are_shown_not_run() {
     let evil = "<script>document.body.setAttribute('data-evil','1')</script>";
     let t = project();
     let lines = [
-        format!(
-            r#"{{"v":1,"seq":1,"ts":"2026-01-01T00:00:00.000Z","run_id":"x","type":"run_started"}}"#
-        ),
+        r#"{"v":1,"seq":1,"ts":"2026-01-01T00:00:00.000Z","run_id":"x","type":"run_started"}"#
+            .to_owned(),
         format!(
             r#"{{"v":1,"seq":2,"ts":"2026-01-01T00:00:00.000Z","type":"instance_started","instance":"{}","worker":0}}"#,
             evil.replace('"', "\\\"")
