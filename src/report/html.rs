@@ -388,7 +388,12 @@ fn critical(h: &mut String, report: &Report) {
 
 fn slowest(h: &mut String, report: &Report) {
     let t = &report.timeline;
-    let mut ran: Vec<_> = t.items.values().filter(|i| i.start_ms.is_some()).collect();
+    // Restores took no time worth ranking; the cache section lists them.
+    let mut ran: Vec<_> = t
+        .items
+        .values()
+        .filter(|i| i.start_ms.is_some() && i.status != "cached")
+        .collect();
     ran.sort_by(|a, b| {
         b.duration_ms()
             .cmp(&a.duration_ms())

@@ -39,6 +39,8 @@ pub struct Report {
     pub critical: Vec<String>,
     /// Said on the page when the dependencies were not all known.
     pub graph_note: Option<String>,
+    /// The instances of the critical path, for lookups.
+    on_path: BTreeSet<String>,
 }
 
 impl Report {
@@ -86,6 +88,7 @@ impl Report {
         };
         Report {
             timeline,
+            on_path: critical.iter().cloned().collect(),
             critical,
             graph_note,
         }
@@ -93,7 +96,7 @@ impl Report {
 
     /// Whether `instance` is on the critical path.
     pub fn is_critical(&self, instance: &str) -> bool {
-        self.critical.iter().any(|c| c == instance)
+        self.on_path.contains(instance)
     }
 }
 
