@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the servers the tests run on loopback: nginx (WebDAV, from Debian) and s3rver
 # (an S3 stand-in, from npm) for tests/remote.rs; Slurm and munge (slurmctld, slurmd, the
-# client commands, munged, from Debian) for tests/slurm.rs's one-node cluster.
+# client commands, munged, from Debian) for tests/slurm.rs's one-node cluster; and
+# Chromium (from Debian), the headless browser tests/report.rs opens `orch report`'s page in.
 # Idempotent: does nothing when all are there.
 #
 #   scripts/install-test-servers.sh          # as root (apt-get), node and npm on PATH
@@ -37,6 +38,12 @@ if $slurm_missing; then
     fi
 fi
 
+if ! command -v chromium >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends chromium
+fi
+
 bin="$prefix/node_modules/.bin/s3rver"
 if [ ! -x "$bin" ] || ! grep -q "\"version\": \"$S3RVER_VERSION\"" "$prefix/node_modules/s3rver/package.json" 2>/dev/null; then
     command -v npm >/dev/null || { echo "install-test-servers: npm is missing (apt-get install nodejs npm)" >&2; exit 1; }
@@ -44,4 +51,4 @@ if [ ! -x "$bin" ] || ! grep -q "\"version\": \"$S3RVER_VERSION\"" "$prefix/node
     npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error "s3rver@$S3RVER_VERSION"
 fi
 
-echo "install-test-servers: nginx $(nginx -v 2>&1 | sed 's/.*\///'), s3rver $S3RVER_VERSION at $bin, $(PATH="$PATH:/usr/sbin" slurmctld -V)"
+echo "install-test-servers: nginx $(nginx -v 2>&1 | sed 's/.*\///'), s3rver $S3RVER_VERSION at $bin, $(PATH="$PATH:/usr/sbin" slurmctld -V), $(chromium --version 2>/dev/null || echo chromium)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the servers the remote-cache and Slurm tests start on
-# loopback (nginx, s3rver, Slurm and munge; needs root for apt-get, and npm) and the shells
-# the completion tests type into (zsh, fish, tmux), then runs cargo test and the tests of
+# loopback (nginx, s3rver, Slurm and munge; needs root for apt-get, and npm), the headless
+# Chromium tests/report.rs opens report pages in, and the shells the completion tests type
+# into (zsh, fish, tmux), then runs cargo test and the tests of
 # the peer benchmark harness (python3, installed when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -15,6 +15,7 @@
 //!
 //! A build that found everything up to date leaves `.orch/fresh.bin` (`fresh`): the
 //! next one checks it by stats alone and, when nothing moved, skips every step above.
+//! `report` reads a run's events back into a timeline, an HTML page and a Chrome trace.
 
 pub mod cache;
 pub mod cli;
@@ -38,6 +39,7 @@ pub mod graph;
 pub mod model;
 pub mod orchfile;
 pub mod plan;
+pub mod report;
 pub mod shard;
 pub mod snapshot;
 pub mod store;

@@ -262,6 +262,9 @@ pub(super) fn run_loaded(
         l.project.keep_runs,
         &mut t,
     );
+    if a.timings {
+        super::report::after_build(&layout, &rec.run_id, Some(&l.project));
+    }
 
     // Everything was up to date before the build and nothing was recorded meanwhile:
     // the next no-op can be vouched for by stats alone.
@@ -368,6 +371,9 @@ fn vouched_noop(g: &Global, a: &BuildArgs, t: &mut Timings) -> Option<i32> {
     );
     drop(rec.events);
     let code = finish(&layout, &mut store, &rec.run_id, &report, noop.keep_runs, t);
+    if a.timings {
+        super::report::after_build(&layout, &rec.run_id, None);
+    }
     drop(lock);
     Some(code)
 }

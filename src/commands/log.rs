@@ -74,7 +74,11 @@ pub fn run(g: &Global, a: LogArgs) -> i32 {
 }
 
 /// The run `wanted` names (an id, or a unique prefix of one), else the latest run.
-fn resolve_run(store: &Store, layout: &Layout, wanted: Option<&str>) -> Result<String, i32> {
+pub(super) fn resolve_run(
+    store: &Store,
+    layout: &Layout,
+    wanted: Option<&str>,
+) -> Result<String, i32> {
     let recent = store
         .runs(RECENT)
         .map_err(|e| report_diagnostic(&e, EXIT_FAILED))?;

@@ -194,6 +194,12 @@ pub enum EventKind {
         /// The cluster's id for its job, once submitted.
         #[serde(skip_serializing_if = "Option::is_none")]
         job_id: Option<String>,
+        /// The worker slot (0..`-j`) it holds on this machine from this event until its
+        /// `instance_completed` or `instance_failed`; a retry keeps its slot. Absent for
+        /// jobs on a cluster and for a sharded instance's own event (its shards hold
+        /// slots).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        worker: Option<usize>,
     },
     /// An instance succeeded.
     InstanceCompleted {

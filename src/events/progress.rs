@@ -703,6 +703,7 @@ mod tests {
                 shard,
                 executor: None,
                 job_id: None,
+                worker: None,
             },
         )
     }
@@ -955,6 +956,7 @@ mod tests {
                 shard: None,
                 executor: None,
                 job_id: None,
+                worker: None,
             },
         ));
         assert_eq!(p.running(), ["flaky"]);

@@ -530,6 +530,7 @@ mod tests {
                         shard: shard(0),
                         executor: None,
                         job_id: None,
+                        worker: None,
                     },
                 ),
                 (Some("t[l=fr]#0"), retrying(shard(0))),
@@ -541,6 +542,7 @@ mod tests {
                         shard: shard(0),
                         executor: None,
                         job_id: None,
+                        worker: None,
                     },
                 ),
                 (Some("t[l=fr]#0"), completed(5, shard(0))),
@@ -552,6 +554,7 @@ mod tests {
                         shard: shard(2),
                         executor: None,
                         job_id: None,
+                        worker: None,
                     },
                 ),
                 (

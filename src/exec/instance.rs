@@ -162,6 +162,7 @@ impl Build<'_, '_> {
                     shard: None,
                     executor: self.remote_executor(i),
                     job_id: None,
+                    worker: None,
                 },
             );
             self.plan_shards(i, parts, key, &files, &digest_of);

@@ -259,6 +259,7 @@ pub fn execute(
         done_planned: 0,
         started_at: Instant::now(),
         producers: None,
+        workers: Workers::new(opts.jobs),
     };
     b.run();
     Ok(b.report)
@@ -370,6 +371,53 @@ struct Build<'a, 's> {
     started_at: Instant,
     /// Who declares which outputs, made when a depfile first lists a file.
     producers: Option<undeclared::Producers>,
+    /// This machine's worker slots: which job holds which.
+    workers: Workers,
+}
+
+/// This machine's worker slots, 0..`-j`: a local job takes the lowest free slot when it
+/// starts and gives it back when it ends, so a timeline of the run has one row per
+/// slot and no two jobs overlap on a row. With `-j 1` every job is on slot 0.
+#[derive(Debug)]
+struct Workers {
+    free: BTreeSet<usize>,
+    held: BTreeMap<(usize, Option<usize>), usize>,
+}
+
+impl Workers {
+    fn new(slots: usize) -> Workers {
+        Workers {
+            free: (0..slots.max(1)).collect(),
+            held: BTreeMap::new(),
+        }
+    }
+
+    fn key(work: Work) -> (usize, Option<usize>) {
+        match work {
+            Work::Whole(i) => (i, None),
+            Work::Shard(i, s) => (i, Some(s)),
+        }
+    }
+
+    /// Gives `work` the lowest free slot (none when the scheduling core let more jobs
+    /// start than there are slots, which it never does).
+    fn take(&mut self, work: Work) {
+        if let Some(slot) = self.free.pop_first() {
+            self.held.insert(Workers::key(work), slot);
+        }
+    }
+
+    /// The slot `work` holds.
+    fn of(&self, work: Work) -> Option<usize> {
+        self.held.get(&Workers::key(work)).copied()
+    }
+
+    /// `work` ended: its slot is free again.
+    fn give_back(&mut self, work: Work) {
+        if let Some(slot) = self.held.remove(&Workers::key(work)) {
+            self.free.insert(slot);
+        }
+    }
 }
 
 impl Build<'_, '_> {
@@ -482,6 +530,7 @@ impl Build<'_, '_> {
         };
         self.core.started(i, shard);
         if self.remote_executor(i).is_none() {
+            self.workers.take(work);
             self.attempt(work, 1, job.command.clone(), None);
         }
         let b = self.core.backend_of(i);
@@ -500,6 +549,7 @@ impl Build<'_, '_> {
             Work::Whole(i) | Work::Shard(i, _) => i,
         };
         let executor = self.remote_executor(i);
+        let worker = self.workers.of(work);
         if let Some((name, shard)) = self.work_name(work) {
             self.events.emit(
                 Some(&name),
@@ -509,6 +559,7 @@ impl Build<'_, '_> {
                     shard,
                     executor,
                     job_id,
+                    worker,
                 },
             );
         }
@@ -649,6 +700,7 @@ impl Build<'_, '_> {
     }
 
     fn done(&mut self, done: Done) {
+        self.workers.give_back(done.work);
         match done.work {
             Work::Whole(i) => {
                 self.core.job_ended(i, false);

@@ -416,6 +416,7 @@ fn every_event_type_with_every_field_validates() {
                 shard: shard(),
                 executor: None,
                 job_id: None,
+                worker: Some(1),
             },
         ),
         (
