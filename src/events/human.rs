@@ -565,7 +565,7 @@ impl<W: Write> Plain<W> {
                 text = if shard.is_some() {
                     let progress = self.track.shard_finished(name);
                     let indent = self.track.indent();
-                    format!("{indent} {shown} {failed} ({what}) {took}: {message}{progress}\n")
+                    format!("{indent} {shown} {failed} ({what}) {took}{progress}: {message}\n")
                 } else {
                     self.running.remove(name);
                     let c = self.track.counter();

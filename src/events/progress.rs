@@ -513,7 +513,12 @@ impl Screen {
                 let mut text = if shard.is_some() {
                     self.shard_finished(name);
                     let indent = self.track.indent();
-                    format!("{indent} {shown} {failed} ({what}) {took}: {message}\n")
+                    let progress = self
+                        .track
+                        .shard_progress(super::human::shard_parent(name).unwrap_or(name))
+                        .map(|p| format!(" ({p})"))
+                        .unwrap_or_default();
+                    format!("{indent} {shown} {failed} ({what}) {took}{progress}: {message}\n")
                 } else {
                     let c = self.track.counter();
                     format!("{c} {shown} {failed} ({what}) {took}: {message}\n")
