@@ -701,6 +701,12 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains("c#10"), "{line}");
+        let one_more: BTreeMap<usize, String> = (0..11).map(|n| (n, format!("c#{n}"))).collect();
+        let line = failed_list(
+            &["c".to_owned()],
+            &BTreeMap::from([("c".to_owned(), one_more)]),
+        );
+        assert!(line.ends_with("c#9, and 1 more shard of c"), "{line}");
         assert_eq!(shard_parent("t[lang=fr]#3"), Some("t[lang=fr]"));
         assert_eq!(shard_parent("t[lang=fr]"), None);
     }
