@@ -101,6 +101,9 @@ impl Heartbeat {
 /// instance that has run for [`Heartbeat::after`], then one every [`Heartbeat::every`].
 pub struct Human<W: Write + Send + 'static> {
     state: Arc<Mutex<Plain<W>>>,
+    /// How often the clock looks, unless quiet; the clock starts with the first command,
+    /// so a build with nothing to run starts no thread.
+    tick: Option<Duration>,
     ticker: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
 }
 
@@ -141,10 +144,12 @@ impl<W: Write + Send + 'static> Human<W> {
             running: BTreeMap::new(),
             heartbeat,
         }));
-        let ticker = (verbosity >= Verbosity::Normal)
-            .then(|| spawn_clock(Arc::clone(&state), heartbeat.tick()))
-            .flatten();
-        Human { state, ticker }
+        let tick = (verbosity >= Verbosity::Normal).then(|| heartbeat.tick());
+        Human {
+            state,
+            tick,
+            ticker: None,
+        }
     }
 }
 
@@ -190,7 +195,7 @@ impl<W: Write> Plain<W> {
             if now < *due {
                 continue;
             }
-            let ran = duration(now.duration_since(*since).as_secs() * 1000);
+            let ran = duration(now.duration_since(*since).as_millis() as u64);
             let first = *due == *since + self.heartbeat.after;
             match (first, self.track.shard_progress(name)) {
                 (true, _) => lines.push_str(&format!("{indent} {name} started {ran} ago\n")),
@@ -453,6 +458,12 @@ pub fn shard_plan_line(
 
 impl<W: Write + Send + 'static> Sink for Human<W> {
     fn event(&mut self, e: &Event) {
+        if let (EventKind::InstanceStarted { .. }, None, Some(tick)) =
+            (&e.kind, &self.ticker, self.tick)
+        {
+            self.ticker = spawn_clock(Arc::clone(&self.state), tick);
+            self.tick = None;
+        }
         lock(&self.state).event(e);
     }
 
@@ -709,6 +720,58 @@ mod tests {
         assert!(line.ends_with("c#9, and 1 more shard of c"), "{line}");
         assert_eq!(shard_parent("t[lang=fr]#3"), Some("t[lang=fr]"));
         assert_eq!(shard_parent("t[lang=fr]"), None);
+    }
+
+    #[test]
+    fn the_progress_interval_sets_both_thresholds() {
+        let h = |s| Heartbeat::parse(s);
+        assert_eq!(
+            h("0.1"),
+            Some(Heartbeat {
+                after: Duration::from_millis(100),
+                every: Duration::from_millis(100)
+            })
+        );
+        assert_eq!(
+            h(" 120 "),
+            Some(Heartbeat {
+                after: Duration::from_secs(5),
+                every: Duration::from_secs(120)
+            })
+        );
+        for bad in ["", "soon", "0", "-1", "NaN", "inf"] {
+            assert_eq!(h(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_long_command_gets_a_start_line_then_still_running_lines() {
+        let heartbeat = Heartbeat::default();
+        let mut p = Plain {
+            out: Vec::new(),
+            root: PathBuf::from("."),
+            verbosity: Verbosity::Normal,
+            color: false,
+            track: Track::default(),
+            running: BTreeMap::new(),
+            heartbeat,
+        };
+        p.track.plan(12);
+        let t0 = Instant::now();
+        p.running
+            .insert("render".to_owned(), (t0, t0 + heartbeat.after));
+        p.beat(t0 + Duration::from_secs(4));
+        assert!(p.out.is_empty());
+        p.beat(t0 + Duration::from_secs(5));
+        p.beat(t0 + Duration::from_secs(6));
+        p.beat(t0 + Duration::from_secs(65));
+        p.beat(t0 + Duration::from_secs(125));
+        assert_eq!(
+            String::from_utf8_lossy(&p.out),
+            "        render started 5.0s ago\n\
+             \x20       render still running (1m05s)\n\
+             \x20       render still running (2m05s)\n"
+        );
     }
 
     fn block_of(bytes: &[u8]) -> String {
