@@ -10,8 +10,9 @@
 //! [`is_live`] says when to use it; everywhere else (pipes, CI, `TERM=dumb`) the plain
 //! display stays. Lines are printed with real newlines while the bars are erased (never
 //! padded to the terminal width), so what scrolls up is exactly the plain display's text.
-//! Bar lines never wrap: a long name is cut at the terminal's edge, and a narrow
-//! terminal gets no bar graphic.
+//! Bar lines never wrap: a long name loses the middle of its phase name, whatever is
+//! still too long is cut at the terminal's edge, and a narrow terminal gets no bar
+//! graphic.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -317,6 +318,9 @@ impl Screen {
             self.set_note(name, &note);
             return;
         }
+        // Room for the name beside the spinner and the elapsed time.
+        let shown = fit(shown, usize::from(self.width).saturating_sub(12));
+        let shown = shown.as_str();
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
             .with_style(line_style(self.color))
             .with_message(self.line_message(shown, &note));
@@ -588,6 +592,26 @@ impl Screen {
             _ => {}
         }
     }
+}
+
+/// `name` in at most `room` characters: a long name loses the middle of its phase name
+/// rather than its matrix values or shard key, which tell its instances apart
+/// (`a_very_long_p…[lang=fr]#3`).
+fn fit(name: &str, room: usize) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    if chars.len() <= room || room < 8 {
+        return name.to_owned();
+    }
+    let tail_start = name
+        .find(['[', '#'])
+        .map(|b| name[..b].chars().count())
+        .filter(|&k| chars.len() - k <= room - 6)
+        .unwrap_or(chars.len() - (room - 1) / 2);
+    let head = room - 1 - (chars.len() - tail_start);
+    let mut out: String = chars[..head].iter().collect();
+    out.push('…');
+    out.extend(&chars[tail_start..]);
+    out
 }
 
 /// Elapsed time that moves smoothly: `0.4s`, `12.3s`, `2m05s`.
@@ -1007,6 +1031,23 @@ mod tests {
         p.event(&completed("flaky", None));
         assert_eq!(p.position(), (1, 1));
         assert!(p.running().is_empty());
+    }
+
+    #[test]
+    fn long_names_keep_what_tells_instances_apart() {
+        assert_eq!(fit("short[a=1]", 20), "short[a=1]");
+        let long = "a_very_long_phase_name_that_goes_on[language=german]";
+        let fitted = fit(long, 28);
+        assert_eq!(fitted, "a_very_lon…[language=german]");
+        assert_eq!(fitted.chars().count(), 28);
+        // A matrix part too long to keep whole: the middle goes.
+        let fitted = fit(&format!("p[k={}]", "x".repeat(60)), 20);
+        assert_eq!(fitted.chars().count(), 20);
+        assert!(
+            fitted.starts_with("p[k=xx") && fitted.ends_with("xx]"),
+            "{fitted}"
+        );
+        assert_eq!(fit("abcdefghijkl", 8), "abcd…jkl");
     }
 
     #[test]
