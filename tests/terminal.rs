@@ -22,11 +22,19 @@ struct Pty {
 
 /// Runs `orch ARGS -C DIR` with a pseudo-terminal as stdout and stderr.
 fn on_pty(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Pty {
+    on_pty_of(dir, args, env, None)
+}
+
+/// [`on_pty`] on a terminal `cols` columns wide (set with `stty`), when given.
+fn on_pty_of(dir: &Path, args: &[&str], env: &[(&str, &str)], cols: Option<u16>) -> Pty {
     let mut words = vec![env!("CARGO_BIN_EXE_orch").to_owned()];
     words.extend(args.iter().map(|a| a.to_string()));
     words.push("-C".to_owned());
     words.push(dir.to_string_lossy().into_owned());
-    let line = shell_words::join(&words);
+    let mut line = shell_words::join(&words);
+    if let Some(cols) = cols {
+        line = format!("stty cols {cols} rows 30 && {line}");
+    }
     let mut cmd = Command::new("script");
     // -q: no banner; -f: flush as written; -e: orch's exit status; -c: the command.
     cmd.args(["-qfec", &line, "/dev/null"])
@@ -167,6 +175,13 @@ fn a_failure_and_its_log_are_printed_above_the_bars() {
         .find("] bad FAILED (exit 3) ")
         .unwrap_or_else(|| panic!("no FAILED line:\n{text}"));
     let block = &text[failed..];
+    // The command that ran, as a shell would show it.
+    assert!(
+        block.contains(
+            "status 3\n$ sleep 0.3; echo boom-output; echo second-line; exit 3\n──── output of bad"
+        ),
+        "{text}"
+    );
     assert!(block.contains("──── output of bad (.orch/logs/"), "{text}");
     assert!(
         block.contains("bad.log) ────\nboom-output\nsecond-line\n────\n"),
@@ -242,6 +257,201 @@ fn quiet_draws_no_bars_and_prints_only_the_failure() {
     assert!(text.contains("boom-output\nsecond-line\n────\n"), "{text}");
     assert!(!text.contains(" ok "), "{text}");
     assert_eq!(last_line(text), "orch: failed: bad");
+}
+
+/// Every `[done/total]` counter written, in order.
+fn counters(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for (i, _) in text.match_indices('[') {
+        let Some(end) = text[i + 1..].find(']') else {
+            continue;
+        };
+        if let Some((done, total)) = text[i + 1..i + 1 + end].split_once('/')
+            && let (Ok(done), Ok(total)) = (done.parse(), total.parse())
+        {
+            out.push((done, total));
+        }
+    }
+    out
+}
+
+/// A sharded phase between two others: four instances, six shards.
+fn sharded_project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Orchfile.toml"),
+        r#"[orch]
+format = 1
+
+[phase.prep]
+run = "sleep 0.2; echo prep > {output}"
+outputs = ["out/prep.txt"]
+
+[phase.t]
+needs = ["prep"]
+matrix = { lang = ["fr", "de"] }
+shard = { strategy = "files", source = "src/*.txt" }
+run = "sleep 0.3; cat {shard.input} > {shard.output}"
+outputs = ["out/t-{matrix.lang}.txt"]
+
+[phase.last]
+needs = ["t"]
+run = "cat {needs.t.outputs} > {output}"
+outputs = ["out/last.txt"]
+"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    for n in 1..=3 {
+        std::fs::write(dir.path().join(format!("src/{n}.txt")), "x\n").unwrap();
+    }
+    dir
+}
+
+#[test]
+fn the_bar_counts_instances_and_shards_move_inside_their_line() {
+    let dir = sharded_project();
+    let run = on_pty(dir.path(), &["build", "-j", "2"], &[]);
+    assert_eq!(run.code, 0, "{}", run.text);
+    assert!(draws_bars(&run.raw), "{:?}", run.raw);
+    let seen = counters(&run.text);
+    assert!(!seen.is_empty(), "{}", run.text);
+    // The total never moves, however many shards are split off.
+    assert!(seen.iter().all(|(_, total)| *total == 4), "{seen:?}");
+    assert!(run.text.contains(" t[lang=fr] 0/3 shards"), "{}", run.text);
+    assert!(
+        run.text.contains(" t[lang=fr] 2/3 shards") || run.text.contains(" t[lang=de] 2/3 shards"),
+        "{}",
+        run.text
+    );
+    assert!(
+        last_line(&run.text).starts_with("orch: 4 built, 0 up to date in "),
+        "{}",
+        run.text
+    );
+    // The same state again: the same total.
+    let again = on_pty(dir.path(), &["build", "-j", "2", "--force"], &[]);
+    assert_eq!(again.code, 0, "{}", again.text);
+    let seen = counters(&again.text);
+    assert!(seen.iter().all(|(_, total)| *total == 4), "{seen:?}");
+}
+
+#[test]
+fn an_interrupt_clears_the_bars_before_the_final_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Orchfile.toml"),
+        r#"[orch]
+format = 1
+
+[phase.a]
+run = "sleep 0.5; kill -INT $PPID; sleep 5"
+outputs = ["out/a.txt"]
+
+[phase.b]
+needs = ["a"]
+run = "touch {output}"
+outputs = ["out/b.txt"]
+"#,
+    )
+    .unwrap();
+    let run = on_pty(dir.path(), &["build"], &[]);
+    assert_eq!(run.code, 130, "{}", run.text);
+    assert!(draws_bars(&run.raw), "{:?}", run.raw);
+    // Once the first line about the interruption is out, no bar is drawn again.
+    let first = run
+        .raw
+        .find("[-] ")
+        .unwrap_or_else(|| panic!("no blocked line:\n{}", run.text));
+    assert!(!draws_bars(&run.raw[first..]), "{:?}", &run.raw[first..]);
+    let text = &run.text;
+    assert!(
+        text.contains("[-] a interrupted: stopped before it finished\n"),
+        "{text}"
+    );
+    assert!(text.contains("[-] b not started (interrupted)\n"), "{text}");
+    assert!(
+        last_line(text).starts_with("orch: interrupted: 0 failed, 2 blocked, 0 built, "),
+        "{text}"
+    );
+}
+
+/// Two long-named instances that run long enough to be drawn.
+fn long_names() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Orchfile.toml"),
+        r#"[orch]
+format = 1
+
+[phase.a_very_long_phase_name_that_goes_on_for_more_than_forty_columns]
+matrix = { language = ["french-canadian", "german"] }
+run = "sleep 0.6; echo a > {output}"
+outputs = ["build/a-{matrix.language}.txt"]
+"#,
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn long_names_are_cut_at_the_edge_of_a_narrow_terminal() {
+    let dir = long_names();
+    let run = on_pty_of(dir.path(), &["build", "-j", "2"], &[], Some(40));
+    assert_eq!(run.code, 0, "{}", run.text);
+    assert!(draws_bars(&run.raw), "{:?}", run.raw);
+    assert!(run.text.contains("[0/2] "), "{}", run.text);
+    // The name is cut to fit, not wrapped onto the next row; its matrix value stays.
+    assert!(
+        run.text.contains(" a_very_lon…[language=german]"),
+        "{}",
+        run.text
+    );
+    assert!(!run.text.contains("forty_columns"), "{}", run.text);
+    assert!(
+        !run.text.contains("[=="),
+        "no bar graphic at 40 columns:\n{}",
+        run.text
+    );
+}
+
+#[test]
+fn a_wide_terminal_shows_the_bar_and_whole_names() {
+    let dir = long_names();
+    let run = on_pty_of(dir.path(), &["build", "-j", "2"], &[], Some(200));
+    assert_eq!(run.code, 0, "{}", run.text);
+    assert!(
+        run.text.contains(
+            " a_very_long_phase_name_that_goes_on_for_more_than_forty_columns[language=french-canadian]"
+        ),
+        "{}",
+        run.text
+    );
+    assert!(run.text.contains("/2] ["), "{}", run.text);
+}
+
+#[test]
+fn color_flags_reach_both_displays() {
+    // Live, told not to: bars without colours.
+    let dir = project(false);
+    let never = on_pty(dir.path(), &["--color", "never", "build"], &[]);
+    assert_eq!(never.code, 0, "{}", never.text);
+    assert!(draws_bars(&never.raw), "{:?}", never.raw);
+    assert!(!has_colors(&never.raw), "{:?}", never.raw);
+    // Plain (CI), told to: coloured words.
+    let dir = project(false);
+    let always = on_pty(
+        dir.path(),
+        &["--color", "always", "build"],
+        &[("CI", "true")],
+    );
+    assert_eq!(always.code, 0, "{}", always.text);
+    assert!(!draws_bars(&always.raw), "{:?}", always.raw);
+    assert!(
+        always.raw.contains(" a \x1b[32mok\x1b[0m "),
+        "{:?}",
+        always.raw
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::cache::Cache;
 use crate::cli::{BuildArgs, MAX_JOBS};
+use crate::events::color;
 use crate::events::human::{Human, Verbosity};
 use crate::events::junit::Junit;
 use crate::events::progress::{self, Printer, Progress};
@@ -496,15 +497,20 @@ fn begin<'n>(
         ));
     }
     let mut printer: Option<Printer> = None;
+    // The plain display is coloured only when asked (`--color always`, `CLICOLOR_FORCE`):
+    // CI logs and pipes rarely want escape sequences, even when they reach a terminal.
+    let plain_color = color::enabled(false);
     if a.json {
+        // Events on stdout; people (and CI logs) still read the plain display on stderr.
         events.add(Box::new(JsonStdout::new()));
         events.add(Box::new(Human::new(
             std::io::stderr(),
             b.root.to_path_buf(),
-            g.verbosity.min(Verbosity::Quiet),
+            g.verbosity,
+            plain_color,
         )));
     } else if progress::is_live(std::io::stdout().is_terminal()) {
-        let live = Progress::new(b.root.to_path_buf(), g.verbosity, progress::color_enabled());
+        let live = Progress::new(b.root.to_path_buf(), g.verbosity, color::enabled(true));
         printer = Some(live.printer());
         events.add(Box::new(live));
     } else {
@@ -512,6 +518,7 @@ fn begin<'n>(
             std::io::stdout(),
             b.root.to_path_buf(),
             g.verbosity,
+            plain_color,
         )));
     }
     events.emit(

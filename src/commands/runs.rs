@@ -1,4 +1,5 @@
-//! `orch runs`: recent runs, newest first: id, start, duration, status and counts.
+//! `orch runs`: recent runs, newest first: id, start, duration, status and counts
+//! (succeeded, cached, up to date, failed, blocked: together, every selected instance).
 //!
 //! Also the small helpers the history commands share (times, sizes, run status).
 
@@ -50,13 +51,14 @@ pub fn run(g: &Global, a: RunsArgs) -> i32 {
         outln!("no runs recorded yet (`orch build` records one)");
         return EXIT_OK;
     }
-    let table: Vec<[String; 8]> = rows.iter().map(Row::cells).collect();
+    let table: Vec<[String; 9]> = rows.iter().map(Row::cells).collect();
     let header = [
         "RUN",
         "STARTED",
         "DURATION",
         "STATUS",
         "SUCCEEDED",
+        "CACHED",
         "UP TO DATE",
         "FAILED",
         "BLOCKED",
@@ -116,7 +118,9 @@ impl<'a> Row<'a> {
         self.summary["counts"][key].as_u64()
     }
 
-    fn cells(&self) -> [String; 8] {
+    /// The table's cells; the counts (succeeded, restored from the cache, up to date,
+    /// failed, blocked) add up to the run's selection.
+    fn cells(&self) -> [String; 9] {
         let count = |k: &str| {
             self.count(k)
                 .map_or_else(|| "-".to_owned(), |n| n.to_string())
@@ -135,6 +139,7 @@ impl<'a> Row<'a> {
             took,
             self.status.clone(),
             count("succeeded"),
+            count("cached"),
             count("up_to_date"),
             count("failed"),
             count("blocked"),

@@ -18,6 +18,32 @@ pub fn enabled(stream_is_terminal: bool) -> bool {
     decide(when, stream_is_terminal, |name| std::env::var_os(name))
 }
 
+/// What a coloured word says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Paint {
+    /// Succeeded: green.
+    Ok,
+    /// Failed: bold red.
+    Failed,
+    /// Blocked or not started: yellow.
+    Blocked,
+    /// A warning: yellow.
+    Warning,
+}
+
+/// `text` in the colour of `how` when `on`, else as it is.
+pub fn paint(on: bool, how: Paint, text: &str) -> String {
+    if !on {
+        return text.to_owned();
+    }
+    let sgr = match how {
+        Paint::Ok => "32",
+        Paint::Failed => "1;31",
+        Paint::Blocked | Paint::Warning => "33",
+    };
+    format!("\x1b[{sgr}m{text}\x1b[0m")
+}
+
 /// The rule itself, with the environment passed in so it can be tested.
 fn decide(
     when: ColorWhen,

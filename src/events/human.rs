@@ -1,13 +1,28 @@
-//! The plain display for people and CI logs, driven only by events: one line per
-//! finished instance or shard (`[12/40] translate[lang=fr]#3 (route-7) ok 1.2s`), the end
-//! of a failed instance's log as one block, and a summary line.
-
-use std::io::Write;
-use std::path::PathBuf;
+//! The plain display for people and CI logs (pipes, `CI`, `TERM=dumb`, and stderr with
+//! `--json`), driven by events and a clock:
+//!
+//! - one line per finished instance, counted against the instances to run, a total
+//!   fixed when the build starts: `[12/40] translate[lang=fr] ok 1.2s (14 shards)`;
+//! - one line per finished shard, without a counter (it finishes no instance) but with
+//!   its instance's shard progress: `        translate[lang=fr]#3 (route-7) ok 1.2s
+//!   (4/14 shards)`;
+//! - for an instance running long, `        render started 5.0s ago`, then `render still
+//!   running (1m05s)` every minute ([`Heartbeat`]);
+//! - a failure as one block: its FAILED line, the command that ran (`$ …`) and the end of
+//!   its log; blocked instances with the failure at the root of their chain;
+//! - a summary line whose counts add up to the selection.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use super::color;
 use super::shard_name::label;
+use super::track::{Track, plural};
 use super::{BlockReason, Event, EventKind, FailureKind, Sink};
 
 /// How much the display says.
@@ -24,40 +39,185 @@ pub enum Verbosity {
 /// Longest log printed in full; longer logs show their tail.
 const MAX_LOG_LINES: usize = 400;
 
-/// Plain-text display.
-pub struct Human<W: Write> {
-    out: W,
-    root: PathBuf,
-    verbosity: Verbosity,
-    done: usize,
-    total: usize,
-    printed: std::collections::BTreeSet<String>,
-    /// Failed shards by instance, as labels by index, for the closing lines.
-    failed_shards: FailedShards,
+/// When the plain display says that a long command is still running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// A command running this long gets a `started … ago` line.
+    pub after: Duration,
+    /// Then a `still running` line this often.
+    pub every: Duration,
 }
 
-impl<W: Write> Human<W> {
-    /// A display writing to `out`; logs are read relative to `root`.
-    pub fn new(out: W, root: PathBuf, verbosity: Verbosity) -> Human<W> {
-        Human {
-            out,
-            root,
-            verbosity,
-            done: 0,
-            total: 0,
-            printed: Default::default(),
-            failed_shards: BTreeMap::new(),
+impl Default for Heartbeat {
+    fn default() -> Heartbeat {
+        Heartbeat {
+            after: Duration::from_secs(5),
+            every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The variable that sets [`Heartbeat::every`], in seconds.
+pub const HEARTBEAT_VAR: &str = "ORCH_PROGRESS_INTERVAL";
+
+impl Heartbeat {
+    /// The default, or `ORCH_PROGRESS_INTERVAL=SECONDS` (decimals allowed): a line every
+    /// that many seconds, the first after it or 5 s, whichever comes first.
+    pub fn from_env() -> Heartbeat {
+        let Some(value) = std::env::var_os(HEARTBEAT_VAR) else {
+            return Heartbeat::default();
+        };
+        match Heartbeat::parse(&value.to_string_lossy()) {
+            Some(h) => h,
+            None => {
+                crate::say!(
+                    "warning: {HEARTBEAT_VAR}={} is not a number of seconds (at least 0.05); using 60",
+                    value.to_string_lossy()
+                );
+                Heartbeat::default()
+            }
         }
     }
 
-    fn counter(&mut self) -> String {
-        self.done += 1;
-        self.total = self.total.max(self.done);
-        format!("[{}/{}]", self.done, self.total)
+    fn parse(text: &str) -> Option<Heartbeat> {
+        let secs: f64 = text.trim().parse().ok()?;
+        if !secs.is_finite() || !(0.05..=1e7).contains(&secs) {
+            return None;
+        }
+        let every = Duration::from_secs_f64(secs);
+        Some(Heartbeat {
+            after: every.min(Heartbeat::default().after),
+            every,
+        })
     }
 
-    fn print_log(&mut self, name: &str, log: &str) {
-        let _ = write!(self.out, "{}", log_block(&self.root, name, log));
+    /// How often the clock is looked at: often enough that no line is late by much.
+    fn tick(self) -> Duration {
+        (self.after.min(self.every) / 5).clamp(Duration::from_millis(20), Duration::from_secs(1))
+    }
+}
+
+/// Plain-text display. Besides the lines its events print, a clock prints a line for an
+/// instance that has run for [`Heartbeat::after`], then one every [`Heartbeat::every`].
+pub struct Human<W: Write + Send + 'static> {
+    state: Arc<Mutex<Plain<W>>>,
+    /// How often the clock looks, unless quiet; the clock starts with the first command,
+    /// so a build with nothing to run starts no thread.
+    tick: Option<Duration>,
+    ticker: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+}
+
+/// Everything behind the lock.
+struct Plain<W: Write> {
+    out: W,
+    root: PathBuf,
+    verbosity: Verbosity,
+    color: bool,
+    track: Track,
+    /// Running instances (not shards): when they started, and when they are next due a
+    /// line.
+    running: BTreeMap<String, (Instant, Instant)>,
+    heartbeat: Heartbeat,
+}
+
+impl<W: Write + Send + 'static> Human<W> {
+    /// A display writing to `out`; logs are read relative to `root`. `color` colours
+    /// the words ok, FAILED and blocked.
+    pub fn new(out: W, root: PathBuf, verbosity: Verbosity, color: bool) -> Human<W> {
+        Human::with_heartbeat(out, root, verbosity, color, Heartbeat::from_env())
+    }
+
+    /// [`Human::new`] with the still-running lines at `heartbeat`.
+    pub fn with_heartbeat(
+        out: W,
+        root: PathBuf,
+        verbosity: Verbosity,
+        color: bool,
+        heartbeat: Heartbeat,
+    ) -> Human<W> {
+        let state = Arc::new(Mutex::new(Plain {
+            out,
+            root,
+            verbosity,
+            color,
+            track: Track::default(),
+            running: BTreeMap::new(),
+            heartbeat,
+        }));
+        let tick = (verbosity >= Verbosity::Normal).then(|| heartbeat.tick());
+        Human {
+            state,
+            tick,
+            ticker: None,
+        }
+    }
+}
+
+/// The lock, even after a panic elsewhere: the display is never worth a second panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One thread looks at the clock for every running instance.
+fn spawn_clock<W: Write + Send + 'static>(
+    state: Arc<Mutex<Plain<W>>>,
+    tick: Duration,
+) -> Option<(mpsc::Sender<()>, JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("orch-plain-clock".to_owned())
+        .spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(tick) {
+                lock(&state).beat(Instant::now());
+            }
+        })
+        .ok()?;
+    Some((tx, handle))
+}
+
+impl<W: Write + Send + 'static> Drop for Human<W> {
+    fn drop(&mut self) {
+        if let Some((stop, handle)) = self.ticker.take() {
+            drop(stop);
+            let _ = handle.join();
+        }
+        let _ = lock(&self.state).out.flush();
+    }
+}
+
+impl<W: Write> Plain<W> {
+    /// Lines for instances that have run long: `      render started 5.0s ago`, then
+    /// `      render still running (1m05s, 4/14 shards)`.
+    fn beat(&mut self, now: Instant) {
+        let indent = self.track.indent();
+        let mut lines = String::new();
+        for (name, (since, due)) in &mut self.running {
+            if now < *due {
+                continue;
+            }
+            let ran = duration(now.duration_since(*since).as_millis() as u64);
+            let first = *due == *since + self.heartbeat.after;
+            match (first, self.track.shard_progress(name)) {
+                (true, _) => lines.push_str(&format!("{indent} {name} started {ran} ago\n")),
+                (false, Some(shards)) => lines.push_str(&format!(
+                    "{indent} {name} still running ({ran}, {shards})\n"
+                )),
+                (false, None) => {
+                    lines.push_str(&format!("{indent} {name} still running ({ran})\n"))
+                }
+            }
+            while *due <= now {
+                *due += self.heartbeat.every;
+            }
+        }
+        if !lines.is_empty() {
+            let _ = self.out.write_all(lines.as_bytes());
+            let _ = self.out.flush();
+        }
+    }
+
+    fn paint(&self, word: &str, how: color::Paint) -> String {
+        color::paint(self.color, how, word)
     }
 }
 
@@ -73,25 +233,6 @@ pub fn failure_what(kind: FailureKind, exit_code: Option<i32>, signal: Option<i3
         (FailureKind::Depfile, _, _) => "depfile".to_owned(),
         (FailureKind::Scheduler, _, _) => "scheduler".to_owned(),
         _ => "error".to_owned(),
-    }
-}
-
-/// Why an instance did not run, as the plain display writes it.
-pub fn blocked_why(reason: BlockReason, blocked_by: &[String]) -> String {
-    let names = || {
-        blocked_by
-            .iter()
-            .map(|n| format!("`{n}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match reason {
-        BlockReason::UpstreamFailed => format!("blocked: upstream {} failed", names()),
-        BlockReason::UpstreamBlocked => format!("blocked: upstream {} is blocked", names()),
-        BlockReason::StoppedAfterFailure => {
-            "not started: the build stops after a failure (-k keeps going)".to_owned()
-        }
-        BlockReason::Interrupted => "interrupted: stopped before it finished".to_owned(),
     }
 }
 
@@ -211,10 +352,8 @@ pub fn failed_list(failed: &[String], shards: &FailedShards) -> String {
             Some(labels) if !labels.is_empty() => {
                 names.extend(labels.values().take(MAX_SHARDS_LISTED).cloned());
                 if labels.len() > MAX_SHARDS_LISTED {
-                    names.push(format!(
-                        "and {} more shards of {f}",
-                        labels.len() - MAX_SHARDS_LISTED
-                    ));
+                    let rest = labels.len() - MAX_SHARDS_LISTED;
+                    names.push(format!("and {rest} more {} of {f}", plural(rest, "shard")));
                 }
             }
             _ => names.push(f.clone()),
@@ -279,20 +418,75 @@ pub fn duration(ms: u64) -> String {
     }
 }
 
-impl<W: Write> Sink for Human<W> {
+/// The closing line of a run with failures, blocked instances or an interruption:
+/// `orch: build failed: 1 failed, 2 blocked, 3 built, 1 restored from cache, 4 up to date
+/// in 1.2s`, every selected instance in exactly one of the counts.
+pub fn failed_line(counts: &super::Counts, interrupted: bool, duration_ms: u64) -> String {
+    let head = if interrupted {
+        "interrupted"
+    } else {
+        "build failed"
+    };
+    let cached = if counts.cached > 0 {
+        format!("{} restored from cache, ", counts.cached)
+    } else {
+        String::new()
+    };
+    format!(
+        "orch: {head}: {} failed, {} blocked, {} built, {cached}{} up to date in {}",
+        counts.failed,
+        counts.blocked,
+        counts.succeeded,
+        counts.up_to_date,
+        duration(duration_ms)
+    )
+}
+
+/// `1 shard (files), 1 to run, 0 reused`, as `-v` describes a split.
+pub fn shard_plan_line(
+    name: &str,
+    strategy: &str,
+    shards: usize,
+    stale: usize,
+    reused: usize,
+) -> String {
+    format!(
+        "{name}: {shards} {} ({strategy}), {stale} to run, {reused} reused",
+        plural(shards, "shard")
+    )
+}
+
+impl<W: Write + Send + 'static> Sink for Human<W> {
+    fn event(&mut self, e: &Event) {
+        if let (EventKind::InstanceStarted { .. }, None, Some(tick)) =
+            (&e.kind, &self.ticker, self.tick)
+        {
+            self.ticker = spawn_clock(Arc::clone(&self.state), tick);
+            self.tick = None;
+        }
+        lock(&self.state).event(e);
+    }
+
+    fn flush(&mut self) {
+        let _ = lock(&self.state).out.flush();
+    }
+}
+
+impl<W: Write> Plain<W> {
     fn event(&mut self, e: &Event) {
         let name = e.instance.as_deref().unwrap_or("");
         let normal = self.verbosity >= Verbosity::Normal;
         let verbose = self.verbosity >= Verbosity::Verbose;
+        let mut text = String::new();
         match &e.kind {
             EventKind::PlanReady {
                 stale,
                 up_to_date_unlisted,
                 ..
             } => {
-                self.total = *stale;
+                self.track.plan(*stale);
                 if verbose && *up_to_date_unlisted > 0 {
-                    let _ = writeln!(self.out, "{}", unlisted_line(*up_to_date_unlisted));
+                    text = format!("{}\n", unlisted_line(*up_to_date_unlisted));
                 }
             }
             EventKind::ShardPlan {
@@ -302,46 +496,67 @@ impl<W: Write> Sink for Human<W> {
                 reused,
                 ..
             } => {
-                // Each shard that runs is one more line of work.
-                self.total += stale;
+                self.track.shard_plan(name, *shards, *stale);
                 if verbose {
-                    let _ = writeln!(
-                        self.out,
-                        "{name}: {shards} {strategy} shards, {stale} to run, {reused} reused"
+                    text = format!(
+                        "{}\n",
+                        shard_plan_line(name, strategy, *shards, *stale, *reused)
                     );
                 }
             }
             EventKind::InstanceInvalidated { details, .. } if verbose => {
                 let why: Vec<String> = details.iter().map(ToString::to_string).collect();
-                let _ = writeln!(self.out, "{name}: stale: {}", why.join(", "));
+                text = format!("{name}: stale: {}\n", why.join(", "));
             }
-            EventKind::InstanceStarted { command, shard, .. } if verbose => {
-                let _ = writeln!(self.out, "{}: $ {command}", label(name, shard.as_ref()));
-            }
-            EventKind::InstanceSkipped {
-                early_cutoff: true, ..
-            } if normal => {
-                let c = self.counter();
-                let _ = writeln!(
-                    self.out,
-                    "{c} {name} up to date (upstream outputs unchanged)"
-                );
+            EventKind::InstanceStarted {
+                command,
+                shard,
+                executor,
+                attempt,
+                ..
+            } => {
+                // -v streams what runs on this machine; a cluster's job output is in its log.
+                self.track
+                    .started(name, shard.as_ref(), command, verbose && executor.is_none());
+                if shard.is_none() && (*attempt == 1 || !self.running.contains_key(name)) {
+                    let now = Instant::now();
+                    self.running
+                        .insert(name.to_owned(), (now, now + self.heartbeat.after));
+                }
+                if verbose {
+                    text = format!("{}: $ {command}\n", label(name, shard.as_ref()));
+                }
             }
             EventKind::InstanceSkipped {
                 early_cutoff: true, ..
             } => {
-                self.done += 1;
+                let c = self.track.counter();
+                if normal {
+                    text = format!("{c} {name} up to date (upstream outputs unchanged)\n");
+                }
             }
             EventKind::InstanceSkipped { .. } if verbose => {
-                let _ = writeln!(self.out, "{name} up to date");
+                text = format!("{name} up to date\n");
             }
             EventKind::InstanceCompleted {
                 duration_ms, shard, ..
             } => {
-                let c = self.counter();
-                if normal {
-                    let name = label(name, shard.as_ref());
-                    let _ = writeln!(self.out, "{c} {name} ok {}", duration(*duration_ms));
+                let ok = self.paint("ok", color::Paint::Ok);
+                let took = duration(*duration_ms);
+                if shard.is_some() {
+                    let progress = self.track.shard_finished(name);
+                    if normal {
+                        let shown = label(name, shard.as_ref());
+                        let indent = self.track.indent();
+                        text = format!("{indent} {shown} {ok} {took}{progress}\n");
+                    }
+                } else {
+                    self.running.remove(name);
+                    let c = self.track.counter();
+                    if normal {
+                        let shards = self.track.shards_suffix(name);
+                        text = format!("{c} {name} {ok} {took}{shards}\n");
+                    }
                 }
             }
             EventKind::InstanceFailed {
@@ -353,37 +568,37 @@ impl<W: Write> Sink for Human<W> {
                 duration_ms,
                 shard,
             } => {
-                let c = self.counter();
                 let what = failure_what(*kind, *exit_code, *signal);
-                let name = label(name, shard.as_ref());
-                if let Some(sh) = shard
-                    && let Some(instance) = e.instance.as_deref().and_then(shard_parent)
-                {
-                    self.failed_shards
-                        .entry(instance.to_owned())
-                        .or_default()
-                        .insert(sh.index, name.clone());
-                }
-                let _ = writeln!(
-                    self.out,
-                    "{c} {name} FAILED ({what}) {}: {message}",
-                    duration(*duration_ms)
-                );
-                // A sharded instance's failure points at the log of a shard shown already.
-                if !log.is_empty() && self.printed.insert(log.clone()) {
-                    let log = log.clone();
-                    self.print_log(&name, &log);
-                }
+                let shown = label(name, shard.as_ref());
+                self.track.failed(name, shard.as_ref(), &shown);
+                let failed = self.paint("FAILED", color::Paint::Failed);
+                let took = duration(*duration_ms);
+                text = if shard.is_some() {
+                    let progress = self.track.shard_finished(name);
+                    let indent = self.track.indent();
+                    format!("{indent} {shown} {failed} ({what}) {took}{progress}: {message}\n")
+                } else {
+                    self.running.remove(name);
+                    let c = self.track.counter();
+                    format!("{c} {shown} {failed} ({what}) {took}: {message}\n")
+                };
+                text.push_str(&self.track.failure_block(&self.root, name, &shown, log));
             }
             EventKind::InstanceBlocked {
                 reason,
                 blocked_by,
                 shard,
             } => {
-                let why = blocked_why(*reason, blocked_by);
+                if shard.is_none() {
+                    self.running.remove(name);
+                }
+                let why = self
+                    .track
+                    .blocked(name, *reason, blocked_by, shard.as_ref());
                 if normal || *reason != BlockReason::StoppedAfterFailure {
-                    let name = label(name, shard.as_ref());
-                    let _ = writeln!(self.out, "[-] {name} {why}");
+                    let shown = label(name, shard.as_ref());
+                    let why = self.paint(&why, color::Paint::Blocked);
+                    text = format!("[-] {shown} {why}\n");
                 }
             }
             EventKind::InstanceRetrying {
@@ -394,41 +609,44 @@ impl<W: Write> Sink for Human<W> {
                 shard,
                 ..
             } => {
-                let name = label(name, shard.as_ref());
-                let _ = writeln!(
-                    self.out,
-                    "[~] {name} attempt {attempt} of {attempts} failed: {message}; retrying in {}",
+                let shown = label(name, shard.as_ref());
+                text = format!(
+                    "[~] {shown} attempt {attempt} of {attempts} failed: {message}; retrying in {}\n",
                     duration(*delay_ms)
                 );
             }
             EventKind::InputChangedDuringRun { paths, shard } => {
-                let name = label(name, shard.as_ref());
-                let _ = writeln!(self.out, "warning: {}", input_changed_line(&name, paths));
+                let shown = label(name, shard.as_ref());
+                let warning = self.paint("warning:", color::Paint::Warning);
+                text = format!("{warning} {}\n", input_changed_line(&shown, paths));
             }
             EventKind::SoftDependencyUnmet {
                 upstream,
                 upstream_status,
             } => {
-                let _ = writeln!(
-                    self.out,
-                    "warning: {name} runs without its soft dependency `{upstream}` ({upstream_status})"
+                let warning = self.paint("warning:", color::Paint::Warning);
+                text = format!(
+                    "{warning} {name} runs without its soft dependency `{upstream}` ({upstream_status})\n"
                 );
+            }
+            EventKind::InstanceCached { source, bytes, .. } => {
+                self.running.remove(name);
+                let c = self.track.counter();
+                if normal {
+                    text = format!(
+                        "{c} {name} restored from the {source} cache ({})\n",
+                        size(*bytes)
+                    );
+                }
             }
             EventKind::RunCompleted {
                 counts,
                 duration_ms,
                 ..
-            } if normal => {
-                let _ = writeln!(self.out, "{}", completed_line(counts, *duration_ms));
-            }
-            EventKind::InstanceCached { source, bytes, .. } => {
-                let c = self.counter();
+            } => {
+                self.running.clear();
                 if normal {
-                    let _ = writeln!(
-                        self.out,
-                        "{c} {name} restored from the {source} cache ({})",
-                        size(*bytes)
-                    );
+                    text = format!("{}\n", completed_line(counts, *duration_ms));
                 }
             }
             EventKind::RunFailed {
@@ -438,34 +656,20 @@ impl<W: Write> Sink for Human<W> {
                 duration_ms,
                 ..
             } => {
-                let head = if *interrupted {
-                    "interrupted"
-                } else {
-                    "build failed"
-                };
-                let _ = writeln!(
-                    self.out,
-                    "orch: {head}: {} failed, {} blocked, {} built, {} up to date in {}",
-                    counts.failed,
-                    counts.blocked,
-                    counts.succeeded,
-                    counts.up_to_date,
-                    duration(*duration_ms)
-                );
+                self.running.clear();
+                text = format!("{}\n", failed_line(counts, *interrupted, *duration_ms));
                 if !failed.is_empty() {
-                    let _ = writeln!(
-                        self.out,
-                        "orch: failed: {}",
-                        failed_list(failed, &self.failed_shards)
-                    );
+                    text.push_str(&format!(
+                        "orch: failed: {}\n",
+                        failed_list(failed, &self.track.failed_shards)
+                    ));
                 }
             }
             _ => {}
         }
-    }
-
-    fn flush(&mut self) {
-        let _ = self.out.flush();
+        if !text.is_empty() {
+            let _ = self.out.write_all(text.as_bytes());
+        }
     }
 }
 
@@ -508,8 +712,66 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains("c#10"), "{line}");
+        let one_more: BTreeMap<usize, String> = (0..11).map(|n| (n, format!("c#{n}"))).collect();
+        let line = failed_list(
+            &["c".to_owned()],
+            &BTreeMap::from([("c".to_owned(), one_more)]),
+        );
+        assert!(line.ends_with("c#9, and 1 more shard of c"), "{line}");
         assert_eq!(shard_parent("t[lang=fr]#3"), Some("t[lang=fr]"));
         assert_eq!(shard_parent("t[lang=fr]"), None);
+    }
+
+    #[test]
+    fn the_progress_interval_sets_both_thresholds() {
+        let h = |s| Heartbeat::parse(s);
+        assert_eq!(
+            h("0.1"),
+            Some(Heartbeat {
+                after: Duration::from_millis(100),
+                every: Duration::from_millis(100)
+            })
+        );
+        assert_eq!(
+            h(" 120 "),
+            Some(Heartbeat {
+                after: Duration::from_secs(5),
+                every: Duration::from_secs(120)
+            })
+        );
+        for bad in ["", "soon", "0", "-1", "NaN", "inf"] {
+            assert_eq!(h(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_long_command_gets_a_start_line_then_still_running_lines() {
+        let heartbeat = Heartbeat::default();
+        let mut p = Plain {
+            out: Vec::new(),
+            root: PathBuf::from("."),
+            verbosity: Verbosity::Normal,
+            color: false,
+            track: Track::default(),
+            running: BTreeMap::new(),
+            heartbeat,
+        };
+        p.track.plan(12);
+        let t0 = Instant::now();
+        p.running
+            .insert("render".to_owned(), (t0, t0 + heartbeat.after));
+        p.beat(t0 + Duration::from_secs(4));
+        assert!(p.out.is_empty());
+        p.beat(t0 + Duration::from_secs(5));
+        p.beat(t0 + Duration::from_secs(6));
+        p.beat(t0 + Duration::from_secs(65));
+        p.beat(t0 + Duration::from_secs(125));
+        assert_eq!(
+            String::from_utf8_lossy(&p.out),
+            "        render started 5.0s ago\n\
+             \x20       render still running (1m05s)\n\
+             \x20       render still running (2m05s)\n"
+        );
     }
 
     fn block_of(bytes: &[u8]) -> String {

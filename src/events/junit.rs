@@ -1,9 +1,10 @@
 //! A JUnit XML report (`build --junit FILE`), written when the run ends: one
 //! `<testsuite name="orch">` with one `<testcase>` per instance, sorted by name.
 //!
-//! - ran and succeeded, or up to date: a plain test case (up to date: time 0), also for
-//!   the instances up to date before the build began, which have no event of their own
-//!   (the build hands them over, see [`Junit::up_to_date`]);
+//! - ran and succeeded, restored from the cache, or up to date: a plain test case
+//!   (restored or up to date: time 0), also for the instances up to date before the
+//!   build began, which have no event of their own (the build hands them over, see
+//!   [`Junit::up_to_date`]);
 //! - failed: `<failure message=… type=KIND>` holding the tail of its log;
 //! - blocked: `<skipped message="blocked: REASON by X, Y"/>`.
 //!
@@ -169,7 +170,10 @@ impl Sink for Junit {
                 shard: None,
                 ..
             } => self.case(name, *duration_ms, Outcome::Passed),
-            EventKind::InstanceSkipped { .. } => self.case(name, 0, Outcome::Passed),
+            // Restored from the cache: its result stands as if it had run, in no time.
+            EventKind::InstanceSkipped { .. } | EventKind::InstanceCached { .. } => {
+                self.case(name, 0, Outcome::Passed)
+            }
             EventKind::InstanceFailed {
                 kind,
                 message,

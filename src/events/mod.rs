@@ -12,6 +12,7 @@ pub mod progress;
 pub mod shard_name;
 pub mod sink;
 pub mod summary;
+pub mod track;
 
 use std::collections::BTreeMap;
 

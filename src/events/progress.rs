@@ -1,14 +1,20 @@
-//! The live display of `orch build` on a terminal: an overall bar (`[k/N]`, elapsed time,
-//! how many instances run and how many were up to date), one line per running instance or
-//! shard below it, and failures, blocked instances and warnings printed above the bars as
-//! they happen, in the same words as the plain display (`human.rs`). At the end of the run
-//! the bars are cleared and the plain display's summary line is printed.
+//! The live display of `orch build` on a terminal: an overall bar (`[k/N]` instances
+//! finished of those to run, N fixed when the build starts; elapsed time; how many run
+//! and how many were up to date), one line per running instance or shard below it (a
+//! sharded instance's line counts its shards, `translate[lang=fr] 4/14 shards`), and
+//! failures, blocked instances and warnings printed above the bars as they happen, in
+//! the same words as the plain display (`human.rs`). At the end of the run, and as soon
+//! as the build is interrupted, the bars are cleared; the plain display's summary line
+//! follows.
 //!
 //! [`is_live`] says when to use it; everywhere else (pipes, CI, `TERM=dumb`) the plain
 //! display stays. Lines are printed with real newlines while the bars are erased (never
 //! padded to the terminal width), so what scrolls up is exactly the plain display's text.
+//! Bar lines never wrap: a long name loses the middle of its phase name, whatever is
+//! still too long is cut at the terminal's edge, and a narrow terminal gets no bar
+//! graphic.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -18,15 +24,20 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
+use super::color::{self, Paint};
 use super::human::{
-    FailedShards, Verbosity, blocked_why, duration, failed_list, failure_what, input_changed_line,
-    log_block, shard_parent, unlisted_line,
+    Verbosity, completed_line, duration, failed_line, failed_list, failure_what,
+    input_changed_line, shard_plan_line, unlisted_line,
 };
 use super::shard_name::label;
+use super::track::Track;
 use super::{BlockReason, Event, EventKind, Sink};
 
 /// How often the spinners and elapsed times move.
 const TICK: Duration = Duration::from_millis(100);
+
+/// Terminals narrower than this get the overall counts without a bar graphic.
+const MIN_BAR_COLUMNS: u16 = 60;
 
 /// Whether `orch build` should use the live display: stdout is a terminal, `TERM` is set
 /// and not `dumb`, and `CI` is not set (set to empty, `0` or `false` counts as not set).
@@ -34,11 +45,6 @@ pub fn is_live(stdout_is_terminal: bool) -> bool {
     let term_ok = std::env::var_os("TERM").is_some_and(|t| !t.is_empty() && t != "dumb");
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "0" && v != "false");
     stdout_is_terminal && term_ok && !ci
-}
-
-/// Whether colors are wanted: `NO_COLOR` is unset or empty (<https://no-color.org>).
-pub fn color_enabled() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// The live display; a [`Sink`] of build events.
@@ -70,34 +76,41 @@ impl Progress {
         } else {
             ProgressDrawTarget::stdout()
         };
-        Progress::with_target(root, verbosity, color, target, Box::new(io::stdout()))
+        let width = console::Term::stdout().size_checked().map(|(_, w)| w);
+        Progress::with_target(
+            root,
+            verbosity,
+            color,
+            target,
+            Box::new(io::stdout()),
+            width,
+        )
     }
 
     /// A display drawing its bars on `target` and printing lines to `out` (tests, embedding).
     /// `out` must be the stream `target` draws on, or lines and bars will not line up.
+    /// `width` is the terminal's, in columns, if known.
     pub fn with_target(
         root: PathBuf,
         verbosity: Verbosity,
         color: bool,
         target: ProgressDrawTarget,
         out: Box<dyn Write + Send>,
+        width: Option<u16>,
     ) -> Progress {
         let bars = verbosity > Verbosity::Quiet && !target.is_hidden();
         let screen = Arc::new(Mutex::new(Screen {
             root,
             verbosity,
             color,
+            width: width.unwrap_or(80),
             out,
             multi: MultiProgress::with_draw_target(target),
             bars,
             overall: None,
             running: BTreeMap::new(),
-            done: 0,
-            total: 0,
+            track: Track::default(),
             up_to_date: 0,
-            failed: BTreeSet::new(),
-            failed_shards: BTreeMap::new(),
-            printed: BTreeSet::new(),
             ended: false,
         }));
         let ticker = if bars {
@@ -113,10 +126,9 @@ impl Progress {
         Printer(Arc::clone(&self.screen))
     }
 
-    /// Units of work finished and planned so far, as the overall bar shows them.
+    /// Instances finished and to run, as the overall bar shows them.
     pub fn position(&self) -> (usize, usize) {
-        let s = lock(&self.screen);
-        (s.done, s.total.max(s.done))
+        lock(&self.screen).track.position()
     }
 
     /// Instances and shards shown as running now.
@@ -153,14 +165,18 @@ fn lock(m: &Mutex<Screen>) -> MutexGuard<'_, Screen> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One thread moves every spinner and elapsed time (rather than one thread per bar).
+/// One thread moves every spinner and elapsed time (rather than one thread per bar), and
+/// clears the bars once the build is interrupted, before the lines about what stopped.
 fn spawn_ticker(screen: Arc<Mutex<Screen>>) -> Option<(mpsc::Sender<()>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<()>();
     let handle = std::thread::Builder::new()
         .name("orch-progress".to_owned())
         .spawn(move || {
             while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(TICK) {
-                let s = lock(&screen);
+                let mut s = lock(&screen);
+                if crate::exec::signal::interrupted() {
+                    s.end();
+                }
                 if s.ended {
                     break;
                 }
@@ -174,8 +190,8 @@ fn spawn_ticker(screen: Arc<Mutex<Screen>>) -> Option<(mpsc::Sender<()>, JoinHan
 /// A running instance or shard.
 struct Running {
     bar: ProgressBar,
-    /// For a sharded instance: shards finished and shards to run.
-    shards: Option<(usize, usize)>,
+    /// Its name as shown.
+    shown: String,
 }
 
 /// Everything behind the lock: counters, bars and the output stream.
@@ -183,21 +199,16 @@ struct Screen {
     root: PathBuf,
     verbosity: Verbosity,
     color: bool,
+    /// The terminal's width when the display began, in columns.
+    width: u16,
     out: Box<dyn Write + Send>,
     multi: MultiProgress,
     /// Bars may be drawn (not quiet, a visible target, the run not ended).
     bars: bool,
     overall: Option<ProgressBar>,
     running: BTreeMap<String, Running>,
-    done: usize,
-    total: usize,
+    track: Track,
     up_to_date: usize,
-    /// Instances with a failure (a failed shard counts for its instance).
-    failed: BTreeSet<String>,
-    /// Failed shards by instance, as labels by index, for the closing lines.
-    failed_shards: FailedShards,
-    /// Logs printed already.
-    printed: BTreeSet<String>,
     ended: bool,
 }
 
@@ -227,50 +238,69 @@ impl Screen {
         }
     }
 
-    /// The `[k/N]` of the next finished unit of work, counted as the plain display does.
-    fn counter(&mut self) -> String {
-        self.done += 1;
-        self.total = self.total.max(self.done);
-        format!("[{}/{}]", self.done, self.total)
+    fn paint(&self, how: Paint, text: &str) -> String {
+        color::paint(self.color, how, text)
     }
 
     fn ensure_overall(&mut self) {
         if !self.bars || self.overall.is_some() {
             return;
         }
-        let bar = ProgressBar::with_draw_target(
-            Some(self.total.max(self.done) as u64),
-            ProgressDrawTarget::hidden(),
-        )
-        .with_style(overall_style(self.color))
-        .with_position(self.done as u64)
-        .with_message(self.summary());
+        let (done, total) = self.track.position();
+        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::hidden())
+            .with_style(overall_style(self.color, self.width))
+            .with_position(done as u64)
+            .with_message(self.summary());
         self.overall = Some(self.multi.add(bar));
     }
 
     fn update_overall(&self) {
         if let Some(o) = &self.overall {
-            let (done, total) = (self.done as u64, self.total.max(self.done) as u64);
+            let (done, total) = self.track.position();
             o.set_message(self.summary());
             o.update(|s| {
-                s.set_len(total);
-                s.set_pos(done);
+                s.set_len(total as u64);
+                s.set_pos(done as u64);
             });
         }
     }
 
     /// `3 running · 12 up to date · 1 failed`
     fn summary(&self) -> String {
-        let running = self.running.values().filter(|r| r.shards.is_none()).count();
+        // A sharded instance runs through its shards, which have lines of their own.
+        let running = self
+            .running
+            .keys()
+            .filter(|n| self.track.shard_progress(n).is_none())
+            .count();
         let mut parts = vec![format!("{running} running")];
         if self.up_to_date > 0 {
             parts.push(format!("{} up to date", self.up_to_date));
         }
-        if !self.failed.is_empty() {
-            let failed = format!("{} failed", self.failed.len());
-            parts.push(if self.color { red(&failed) } else { failed });
+        let failed = self.track.failed_count();
+        if failed > 0 {
+            parts.push(self.paint(Paint::Failed, &format!("{failed} failed")));
         }
         parts.join(" · ")
+    }
+
+    /// The text of a running line after its elapsed time: the name, then a note.
+    fn line_message(&self, shown: &str, note: &str) -> String {
+        if note.is_empty() {
+            return shown.to_owned();
+        }
+        let note = if self.color {
+            format!("\x1b[2m{note}\x1b[0m")
+        } else {
+            note.to_owned()
+        };
+        format!("{shown} {note}")
+    }
+
+    fn set_note(&self, name: &str, note: &str) {
+        if let Some(r) = self.running.get(name) {
+            r.bar.set_message(self.line_message(&r.shown, note));
+        }
     }
 
     fn start_line(&mut self, name: &str, shown: &str, attempt: u32) {
@@ -279,41 +309,46 @@ impl Screen {
         }
         self.ensure_overall();
         let note = if attempt > 1 {
-            format!(" (attempt {attempt})")
+            format!("(attempt {attempt})")
         } else {
             String::new()
         };
         if let Some(r) = self.running.get(name) {
             r.bar.reset_elapsed();
-            r.bar.set_message(note);
+            self.set_note(name, &note);
             return;
         }
+        // Room for the name beside the spinner and the elapsed time.
+        let shown = fit(shown, usize::from(self.width).saturating_sub(12));
+        let shown = shown.as_str();
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
             .with_style(line_style(self.color))
-            .with_prefix(shown.to_owned())
-            .with_message(note);
+            .with_message(self.line_message(shown, &note));
         let bar = self.multi.add(bar);
         bar.tick();
-        self.running
-            .insert(name.to_owned(), Running { bar, shards: None });
+        self.running.insert(
+            name.to_owned(),
+            Running {
+                bar,
+                shown: shown.to_owned(),
+            },
+        );
     }
 
-    /// Removes the line of a finished instance or shard; a shard moves its instance's count.
-    fn finish_line(&mut self, name: &str, shard: bool) {
+    /// Removes the line of a finished instance or shard.
+    fn finish_line(&mut self, name: &str) {
         if let Some(r) = self.running.remove(name) {
             self.multi.remove(&r.bar);
         }
-        if !shard {
-            return;
-        }
-        let Some((parent, _)) = name.rsplit_once('#') else {
-            return;
-        };
-        if let Some(r) = self.running.get_mut(parent)
-            && let Some((done, stale)) = &mut r.shards
+    }
+
+    /// A shard finished: its instance's line counts it.
+    fn shard_finished(&mut self, name: &str) {
+        self.track.shard_finished(name);
+        if let Some(parent) = super::human::shard_parent(name)
+            && let Some(progress) = self.track.shard_progress(parent)
         {
-            *done += 1;
-            r.bar.set_message(format!("  {done}/{stale} shards"));
+            self.set_note(parent, &progress);
         }
     }
 
@@ -333,6 +368,10 @@ impl Screen {
     }
 
     fn event(&mut self, e: &Event) {
+        // Whatever follows an interruption is printed below cleared bars, not among them.
+        if crate::exec::signal::interrupted() {
+            self.end();
+        }
         let name = e.instance.as_deref().unwrap_or("");
         let normal = self.verbosity >= Verbosity::Normal;
         let verbose = self.verbosity >= Verbosity::Verbose;
@@ -342,7 +381,7 @@ impl Screen {
                 up_to_date_unlisted,
                 ..
             } => {
-                self.total = *stale;
+                self.track.plan(*stale);
                 // Known up to date before the build: no event of their own follows.
                 self.up_to_date += up_to_date_unlisted;
                 if verbose && *up_to_date_unlisted > 0 {
@@ -360,17 +399,13 @@ impl Screen {
                 reused,
                 ..
             } => {
-                // Each shard that runs is one more unit of work.
-                self.total += stale;
-                if let Some(r) = self.running.get_mut(name) {
-                    r.shards = Some((0, *stale));
-                    r.bar.set_message(format!("  0/{stale} shards"));
+                self.track.shard_plan(name, *shards, *stale);
+                if let Some(progress) = self.track.shard_progress(name) {
+                    self.set_note(name, &progress);
                 }
                 self.update_overall();
                 if verbose {
-                    self.print(&format!(
-                        "{name}: {shards} {strategy} shards, {stale} to run, {reused} reused"
-                    ));
+                    self.print(&shard_plan_line(name, strategy, *shards, *stale, *reused));
                 }
             }
             EventKind::InstanceInvalidated { details, .. } if verbose => {
@@ -381,9 +416,13 @@ impl Screen {
                 attempt,
                 command,
                 shard,
+                executor,
                 ..
             } => {
                 let shown = label(name, shard.as_ref());
+                // -v streams what runs on this machine; a cluster's job output is in its log.
+                self.track
+                    .started(name, shard.as_ref(), command, verbose && executor.is_none());
                 if verbose {
                     self.print(&format!("{shown}: $ {command}"));
                 }
@@ -400,10 +439,10 @@ impl Screen {
             } => {
                 let delay = duration(*delay_ms);
                 let shown = label(name, shard.as_ref());
-                if let Some(r) = self.running.get(name) {
-                    r.bar
-                        .set_message(format!(" retrying in {delay} (attempt {attempt} failed)"));
-                }
+                self.set_note(
+                    name,
+                    &format!("retrying in {delay} (attempt {attempt} failed)"),
+                );
                 self.print(&format!(
                     "[~] {shown} attempt {attempt} of {attempts} failed: {message}; retrying in {delay}"
                 ));
@@ -412,7 +451,7 @@ impl Screen {
                 self.up_to_date += 1;
                 let line = if *early_cutoff {
                     // Planned to run: it is finished work like any other.
-                    let c = self.counter();
+                    let c = self.track.counter();
                     format!("{c} {name} up to date (upstream outputs unchanged)")
                 } else {
                     format!("{name} up to date")
@@ -423,7 +462,8 @@ impl Screen {
                 }
             }
             EventKind::InstanceCached { source, bytes, .. } => {
-                let c = self.counter();
+                let c = self.track.counter();
+                self.finish_line(name);
                 self.update_overall();
                 if verbose {
                     self.print(&format!(
@@ -435,12 +475,28 @@ impl Screen {
             EventKind::InstanceCompleted {
                 duration_ms, shard, ..
             } => {
-                let c = self.counter();
-                self.finish_line(name, shard.is_some());
+                let ok = self.paint(Paint::Ok, "ok");
+                let took = duration(*duration_ms);
+                self.finish_line(name);
+                let line = if shard.is_some() {
+                    self.shard_finished(name);
+                    let indent = self.track.indent();
+                    let progress = self
+                        .track
+                        .shard_progress(super::human::shard_parent(name).unwrap_or(name))
+                        .map(|p| format!(" ({p})"))
+                        .unwrap_or_default();
+                    format!(
+                        "{indent} {} {ok} {took}{progress}",
+                        label(name, shard.as_ref())
+                    )
+                } else {
+                    let c = self.track.counter();
+                    format!("{c} {name} {ok} {took}{}", self.track.shards_suffix(name))
+                };
                 self.update_overall();
                 if verbose {
-                    let shown = label(name, shard.as_ref());
-                    self.print(&format!("{c} {shown} ok {}", duration(*duration_ms)));
+                    self.print(&line);
                 }
             }
             EventKind::InstanceFailed {
@@ -452,34 +508,26 @@ impl Screen {
                 duration_ms,
                 shard,
             } => {
-                let c = self.counter();
-                self.finish_line(name, shard.is_some());
+                self.finish_line(name);
                 let shown = label(name, shard.as_ref());
-                let instance = match shard {
-                    Some(_) => shard_parent(name).unwrap_or(name),
-                    None => name,
-                };
-                self.failed.insert(instance.to_owned());
-                if let Some(sh) = shard {
-                    self.failed_shards
-                        .entry(instance.to_owned())
-                        .or_default()
-                        .insert(sh.index, shown.clone());
-                }
+                self.track.failed(name, shard.as_ref(), &shown);
                 let what = failure_what(*kind, *exit_code, *signal);
-                let failed = if self.color {
-                    red("FAILED")
+                let failed = self.paint(Paint::Failed, "FAILED");
+                let took = duration(*duration_ms);
+                let mut text = if shard.is_some() {
+                    self.shard_finished(name);
+                    let indent = self.track.indent();
+                    let progress = self
+                        .track
+                        .shard_progress(super::human::shard_parent(name).unwrap_or(name))
+                        .map(|p| format!(" ({p})"))
+                        .unwrap_or_default();
+                    format!("{indent} {shown} {failed} ({what}) {took}{progress}: {message}\n")
                 } else {
-                    "FAILED".to_owned()
+                    let c = self.track.counter();
+                    format!("{c} {shown} {failed} ({what}) {took}: {message}\n")
                 };
-                let mut text = format!(
-                    "{c} {shown} {failed} ({what}) {}: {message}\n",
-                    duration(*duration_ms)
-                );
-                // A sharded instance's failure points at the log of a shard shown already.
-                if !log.is_empty() && self.printed.insert(log.clone()) {
-                    text.push_str(&log_block(&self.root, &shown, log));
-                }
+                text.push_str(&self.track.failure_block(&self.root, name, &shown, log));
                 self.update_overall();
                 self.print(&text);
             }
@@ -490,31 +538,26 @@ impl Screen {
             } => {
                 // A sharded instance whose remaining shards never started, or a shard
                 // stopped by an interruption (not finished, so its instance's count stays).
-                self.finish_line(name, false);
+                self.finish_line(name);
                 self.update_overall();
+                let why = self
+                    .track
+                    .blocked(name, *reason, blocked_by, shard.as_ref());
                 if normal || *reason != BlockReason::StoppedAfterFailure {
                     let shown = label(name, shard.as_ref());
-                    self.print(&format!("[-] {shown} {}", blocked_why(*reason, blocked_by)));
+                    self.print(&format!("[-] {shown} {}", self.paint(Paint::Blocked, &why)));
                 }
             }
             EventKind::InputChangedDuringRun { paths, shard } => {
                 let name = label(name, shard.as_ref());
-                let warning = if self.color {
-                    yellow("warning:")
-                } else {
-                    "warning:".to_owned()
-                };
+                let warning = self.paint(Paint::Warning, "warning:");
                 self.print(&format!("{warning} {}", input_changed_line(&name, paths)));
             }
             EventKind::SoftDependencyUnmet {
                 upstream,
                 upstream_status,
             } => {
-                let warning = if self.color {
-                    yellow("warning:")
-                } else {
-                    "warning:".to_owned()
-                };
+                let warning = self.paint(Paint::Warning, "warning:");
                 self.print(&format!(
                     "{warning} {name} runs without its soft dependency `{upstream}` ({upstream_status})"
                 ));
@@ -526,7 +569,7 @@ impl Screen {
             } => {
                 self.end();
                 if normal {
-                    self.print(&super::human::completed_line(counts, *duration_ms));
+                    self.print(&completed_line(counts, *duration_ms));
                 }
             }
             EventKind::RunFailed {
@@ -537,23 +580,11 @@ impl Screen {
                 ..
             } => {
                 self.end();
-                let head = if *interrupted {
-                    "interrupted"
-                } else {
-                    "build failed"
-                };
-                let mut text = format!(
-                    "orch: {head}: {} failed, {} blocked, {} built, {} up to date in {}\n",
-                    counts.failed,
-                    counts.blocked,
-                    counts.succeeded,
-                    counts.up_to_date,
-                    duration(*duration_ms)
-                );
+                let mut text = format!("{}\n", failed_line(counts, *interrupted, *duration_ms));
                 if !failed.is_empty() {
                     text.push_str(&format!(
                         "orch: failed: {}\n",
-                        failed_list(failed, &self.failed_shards)
+                        failed_list(failed, &self.track.failed_shards)
                     ));
                 }
                 self.print(&text);
@@ -563,12 +594,24 @@ impl Screen {
     }
 }
 
-fn red(s: &str) -> String {
-    format!("\x1b[1;31m{s}\x1b[0m")
-}
-
-fn yellow(s: &str) -> String {
-    format!("\x1b[33m{s}\x1b[0m")
+/// `name` in at most `room` characters: a long name loses the middle of its phase name
+/// rather than its matrix values or shard key, which tell its instances apart
+/// (`a_very_long_p…[lang=fr]#3`).
+fn fit(name: &str, room: usize) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    if chars.len() <= room || room < 8 {
+        return name.to_owned();
+    }
+    let tail_start = name
+        .find(['[', '#'])
+        .map(|b| name[..b].chars().count())
+        .filter(|&k| chars.len() - k <= room - 6)
+        .unwrap_or(chars.len() - (room - 1) / 2);
+    let head = room - 1 - (chars.len() - tail_start);
+    let mut out: String = chars[..head].iter().collect();
+    out.push('…');
+    out.extend(&chars[tail_start..]);
+    out
 }
 
 /// Elapsed time that moves smoothly: `0.4s`, `12.3s`, `2m05s`.
@@ -581,22 +624,29 @@ fn elapsed_key(state: &ProgressState, w: &mut dyn std::fmt::Write) {
     };
 }
 
-/// `[3/12] [=======>          ] 4.2s · 3 running · 12 up to date`
-fn overall_style(color: bool) -> ProgressStyle {
-    let template = if color {
-        "[{pos:.bold}/{len:.bold}] [{bar:30.cyan/blue}] {t} · {msg}"
-    } else {
-        "[{pos}/{len}] [{bar:30}] {t} · {msg}"
+/// `[3/12] [=======>          ] 4.2s · 3 running · 12 up to date`: the bar graphic grows
+/// with the terminal (10 to 40 columns) and is left out below [`MIN_BAR_COLUMNS`]; the
+/// counts are cut at the edge rather than wrapped.
+fn overall_style(color: bool, width: u16) -> ProgressStyle {
+    let bar = (width.saturating_sub(40) / 2).clamp(10, 40);
+    let template = match (width >= MIN_BAR_COLUMNS, color) {
+        (true, true) => {
+            format!("[{{pos:.bold}}/{{len:.bold}}] [{{bar:{bar}.cyan/blue}}] {{t}} · {{wide_msg}}")
+        }
+        (true, false) => format!("[{{pos}}/{{len}}] [{{bar:{bar}}}] {{t}} · {{wide_msg}}"),
+        (false, true) => "[{pos:.bold}/{len:.bold}] {t} · {wide_msg}".to_owned(),
+        (false, false) => "[{pos}/{len}] {t} · {wide_msg}".to_owned(),
     };
-    style(template, "=> ").with_key("t", elapsed_key)
+    style(&template, "=> ").with_key("t", elapsed_key)
 }
 
-/// `  ⠙ translate[lang=fr]#3 1.2s`
+/// `  ⠙ 1.2s translate[lang=fr] 4/14 shards`: the name last, so a long one is cut at the
+/// terminal's edge and never wraps.
 fn line_style(color: bool) -> ProgressStyle {
     let template = if color {
-        "  {spinner:.green} {prefix} {t:.dim}{msg:.dim}"
+        "  {spinner:.green} {t:.dim} {wide_msg}"
     } else {
-        "  {spinner} {prefix} {t}{msg}"
+        "  {spinner} {t} {wide_msg}"
     };
     style(template, "=> ").with_key("t", elapsed_key)
 }
@@ -754,7 +804,14 @@ mod tests {
     fn display(verbosity: Verbosity, root: PathBuf) -> (Progress, FakeTerm) {
         let term = FakeTerm::default();
         let target = ProgressDrawTarget::term_like(Box::new(term.clone()));
-        let p = Progress::with_target(root, verbosity, false, target, Box::new(Out(term.clone())));
+        let p = Progress::with_target(
+            root,
+            verbosity,
+            false,
+            target,
+            Box::new(Out(term.clone())),
+            Some(100),
+        );
         (p, term)
     }
 
@@ -775,22 +832,33 @@ mod tests {
                 reused: 1,
             },
         ));
-        assert_eq!(p.position(), (0, 5));
+        // Shards are progress inside their instance's line, not more instances to count.
+        assert_eq!(p.position(), (0, 3));
+        assert!(
+            term.text().contains("sharded 0/2 shards"),
+            "{}",
+            term.text()
+        );
         p.event(&started("sharded#0", shard(0)));
         p.event(&started("sharded#2", shard(2)));
         assert_eq!(p.running(), ["a", "sharded", "sharded#0", "sharded#2"]);
         p.event(&completed("a", None));
         p.event(&completed("sharded#0", shard(0)));
+        assert!(
+            term.text().contains("sharded 1/2 shards"),
+            "{}",
+            term.text()
+        );
         p.event(&completed("sharded#2", shard(2)));
-        assert_eq!(p.position(), (3, 5));
+        assert_eq!(p.position(), (1, 3));
         assert_eq!(p.running(), ["sharded"]);
         p.event(&completed("sharded", None));
         // Planned to run, found up to date after its upstream reproduced its outputs.
         p.event(&skipped("cut", true));
-        assert_eq!(p.position(), (5, 5));
+        assert_eq!(p.position(), (3, 3));
         assert!(p.running().is_empty());
         let screen = term.text();
-        assert!(screen.contains("[5/5] [=="), "{screen}");
+        assert!(screen.contains("[3/3] [=="), "{screen}");
         assert!(screen.contains("up to date"), "{screen}");
         assert!(screen.contains("sharded#2"), "{screen}");
         // Finished instances are shown by the bar, not printed one per line.
@@ -850,12 +918,13 @@ mod tests {
         assert!(
             screen.contains(
                 "[1/2] bad FAILED (exit 3) 12ms: the command exited with status 3\n\
+                 $ true\n\
                  ──── output of bad (logs/bad.log) ────\nboom\nsecond line\n────\n"
             ),
             "{screen}"
         );
         assert!(
-            screen.contains("[-] after blocked: upstream `bad` failed\n"),
+            screen.contains("[-] after blocked by bad (failed)\n"),
             "{screen}"
         );
         assert!(screen.contains("1 failed"), "{screen}");
@@ -967,6 +1036,23 @@ mod tests {
     }
 
     #[test]
+    fn long_names_keep_what_tells_instances_apart() {
+        assert_eq!(fit("short[a=1]", 20), "short[a=1]");
+        let long = "a_very_long_phase_name_that_goes_on[language=german]";
+        let fitted = fit(long, 28);
+        assert_eq!(fitted, "a_very_lon…[language=german]");
+        assert_eq!(fitted.chars().count(), 28);
+        // A matrix part too long to keep whole: the middle goes.
+        let fitted = fit(&format!("p[k={}]", "x".repeat(60)), 20);
+        assert_eq!(fitted.chars().count(), 20);
+        assert!(
+            fitted.starts_with("p[k=xx") && fitted.ends_with("xx]"),
+            "{fitted}"
+        );
+        assert_eq!(fit("abcdefghijkl", 8), "abcd…jkl");
+    }
+
+    #[test]
     fn colors_only_when_asked() {
         let term = FakeTerm::default();
         let target = ProgressDrawTarget::term_like(Box::new(term.clone()));
@@ -976,6 +1062,7 @@ mod tests {
             true,
             target,
             Box::new(Out(term.clone())),
+            Some(100),
         );
         p.event(&plan(1, 0));
         p.event(&ev(

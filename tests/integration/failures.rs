@@ -47,7 +47,7 @@ fn failed_hard_dependency_blocks_downstream_and_removes_its_output() {
     assert!(
         out.stdout
             .lines()
-            .any(|l| l.starts_with("[-] c ") && l.contains("upstream `b` failed")),
+            .any(|l| l.starts_with("[-] c ") && l.contains("blocked by b (failed)")),
         "{}",
         out.stdout
     );

@@ -61,13 +61,13 @@ fn runs_lists_builds_newest_first_with_status_and_counts() {
     let listed = out.again().args(["runs"]).run();
     let rows = run_rows(&listed.stdout);
     assert_eq!(rows.len(), 2, "{}", listed.stdout);
-    // RUN STARTED DURATION STATUS SUCCEEDED UP-TO-DATE FAILED BLOCKED
+    // RUN STARTED DURATION STATUS SUCCEEDED CACHED UP-TO-DATE FAILED BLOCKED
     assert_eq!(rows[0][0], "two");
     assert_eq!(rows[0][3], "failed");
-    assert_eq!(rows[0][4..], ["0", "1", "1", "1"]);
+    assert_eq!(rows[0][4..], ["0", "0", "1", "1", "1"]);
     assert_eq!(rows[1][0], "one");
     assert_eq!(rows[1][3], "succeeded");
-    assert_eq!(rows[1][4..], ["3", "0", "0", "0"]);
+    assert_eq!(rows[1][4..], ["3", "0", "0", "0", "0"]);
 
     let doc = out.again().args(["runs", "--json"]).run().json();
     let runs = doc["runs"].as_array().expect("runs array");

@@ -8,6 +8,7 @@ mod commands;
 mod config_errors;
 mod crash;
 mod depfiles;
+mod display;
 mod events;
 mod executors;
 mod failures;

@@ -39,13 +39,13 @@ fn a_failing_files_shard_is_named_by_its_path() {
     let out = compile()
         .args(["build", "-k", "-j", "1", "--run-id", "r"])
         .expect_status(1)
-        .stdout_contains("] compile#0 (src/a.c) ok ")
-        .stdout_contains("] compile#1 (src/mem.c) FAILED (exit 3) ")
+        .stdout_contains(" compile#0 (src/a.c) ok ")
+        .stdout_contains(" compile#1 (src/mem.c) FAILED (exit 3) ")
         .stdout_contains(
             "──── output of compile#1 (src/mem.c) (.orch/logs/r/compile#1-src_mem.c.log) ────\n\
              mem.c: error\n────\n",
         )
-        .stdout_contains("] compile#2 (src/util/io.c) ok ")
+        .stdout_contains(" compile#2 (src/util/io.c) ok ")
         .stdout_contains("compile FAILED (exit 3) ")
         .stdout_contains("1 of 3 shards failed; first: #1 (src/mem.c): the command exited")
         .stdout_contains("\norch: failed: compile#1 (src/mem.c)\n")
@@ -124,7 +124,7 @@ fn json_events_about_a_shard_carry_its_key_whole() {
     out.again()
         .args(["build", "-k", "-j", "1", "--force"])
         .expect_status(1)
-        .stdout_contains("] compile#1 (…/source/tree/of/modules/common/mem.c) ok ")
+        .stdout_contains(" compile#1 (…/source/tree/of/modules/common/mem.c) ok ")
         .run();
 }
 
@@ -145,7 +145,7 @@ fn a_group_key_cannot_forge_lines_or_terminal_escapes() {
         .write("data/in.jsonl", &format!("{record}\n{{\"route\":\"a\"}}\n"))
         .args(["build", "-k", "-j", "1", "--run-id", "g"])
         .expect_status(1)
-        .stdout_contains("] routes#1 (x\\n[9/9] routes ok 1ms\\u{1b}[2J) FAILED (exit 5) ")
+        .stdout_contains(" routes#1 (x\\n[9/9] routes ok 1ms\\u{1b}[2J) FAILED (exit 5) ")
         .stdout_contains("first: #1 (x\\n[9/9] routes ok 1ms\\u{1b}[2J): the command exited")
         .stdout_contains("orch: failed: routes#1 (x\\n[9/9] routes ok 1ms\\u{1b}[2J)\n")
         .stdout_lacks("\n[9/9] routes ok")
@@ -186,8 +186,8 @@ outputs = ["build/all.jsonl"]
         ))
         .write("data/in.jsonl", "{\"n\":1}\n{\"n\":2}\n")
         .args(["build", "-j", "1", "--run-id", "c"])
-        .stdout_contains("] split#0 ok ")
-        .stdout_contains("] split#1 ok ")
+        .stdout_contains(" split#0 ok ")
+        .stdout_contains(" split#1 ok ")
         .run();
     assert_eq!(out.list(".orch/logs/c"), ["split#0.log", "split#1.log"]);
 }

@@ -405,8 +405,9 @@ impl Build<'_, '_> {
             let failed =
                 sh.shards.len() - sh.results.iter().filter(|r| r.is_some()).count() - waiting;
             let message = format!(
-                "{failed} of {} shards failed; first: {which}: {}",
+                "{failed} of {} {} failed; first: {which}: {}",
                 sh.shards.len(),
+                crate::events::track::plural(sh.shards.len(), "shard"),
                 f.3
             );
             self.fail(i, (f.0, f.1, f.2, message), log, duration_ms, None);
