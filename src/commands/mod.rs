@@ -186,40 +186,129 @@ fn report_failure(f: ConfigFailure) -> i32 {
 /// Prints configuration errors and returns the usage exit status.
 pub fn report(errors: Vec<ConfigError>, sources: &Sources) -> i32 {
     let n = errors.len();
-    let handler = handler();
-    for e in errors {
-        let rendered = e.render(sources);
-        let mut out = String::new();
-        if handler.render_report(&mut out, &rendered).is_err() {
-            out = format!("error: {rendered}");
+    for (i, e) in errors.into_iter().enumerate() {
+        if i > 0 {
+            // A blank line between diagnostics, as cargo separates its own.
+            crate::say!();
         }
-        crate::say!("{}", out.trim_end());
+        crate::say!("{}", render(&e.render(sources)));
     }
     if n > 1 {
-        crate::say!("orch: {n} configuration errors; nothing was run");
+        crate::say!();
+        crate::say!(
+            "{}",
+            headline(None, &format!("{n} configuration errors; nothing was run"))
+        );
     }
     EXIT_USAGE
 }
 
 /// Prints any other diagnostic and returns `status`.
 pub fn report_diagnostic(d: &dyn miette::Diagnostic, status: i32) -> i32 {
-    let mut out = String::new();
-    if handler().render_report(&mut out, d).is_err() {
-        out = format!("error: {d}");
-    }
-    crate::say!("{}", out.trim_end());
+    crate::say!("{}", render(d));
     status
 }
 
 /// Prints an I/O or internal error and returns the failure status.
 pub fn report_error(what: &str, e: &dyn std::fmt::Display) -> i32 {
-    crate::say!("error: {what}: {e}");
+    crate::say!("{}", headline(None, &format!("{what}: {e}")));
     EXIT_FAILED
 }
 
+/// Whether diagnostics on stderr are coloured.
+fn stderr_color() -> bool {
+    crate::events::color::enabled(std::io::stderr().is_terminal())
+}
+
+/// The first line of every error: `error[CODE]: message` (or `error: message` without a
+/// code), as cargo and just start theirs, so the first word says what the line is.
+pub fn headline(code: Option<&str>, message: &str) -> String {
+    let tag = match code {
+        Some(c) => format!("error[{}]", short_code(c)),
+        None => "error".to_owned(),
+    };
+    if stderr_color() {
+        format!("\x1b[1;31m{tag}\x1b[0m\x1b[1m: {message}\x1b[0m")
+    } else {
+        format!("{tag}: {message}")
+    }
+}
+
+/// A diagnostic code as users see it: `orchfile::unknown_key`, without the `orch::` every
+/// code shares.
+fn short_code(code: &str) -> &str {
+    code.strip_prefix("orch::").unwrap_or(code)
+}
+
+/// A diagnostic as printed: the [`headline`], then miette's source snippet, causes and
+/// help line under it.
+pub fn render(d: &dyn miette::Diagnostic) -> String {
+    let code = d.code().map(|c| c.to_string());
+    let mut out = headline(code.as_deref(), &d.to_string());
+    let mut body = String::new();
+    if handler().render_report(&mut body, &Body(d)).is_ok() {
+        // The body's message is empty: miette still gives it a line of its own.
+        let rest = body.split_once('\n').map_or("", |(_, rest)| rest);
+        let rest = rest.trim_end();
+        if !rest.trim().is_empty() {
+            out.push('\n');
+            out.push_str(rest);
+        }
+    } else if let Some(help) = d.help() {
+        out.push_str(&format!("\n  help: {help}"));
+    }
+    out
+}
+
+/// Everything of a diagnostic but its code and message, which [`headline`] prints.
+struct Body<'a>(&'a dyn miette::Diagnostic);
+
+impl std::fmt::Debug for Body<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.0, f)
+    }
+}
+
+impl std::fmt::Display for Body<'_> {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Ok(())
+    }
+}
+
+impl std::error::Error for Body<'_> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl miette::Diagnostic for Body<'_> {
+    fn help<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
+        self.0.help()
+    }
+
+    fn url<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
+        self.0.url()
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.0.source_code()
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        self.0.labels()
+    }
+
+    fn related<'b>(&'b self) -> Option<Box<dyn Iterator<Item = &'b dyn miette::Diagnostic> + 'b>> {
+        self.0.related()
+    }
+
+    fn diagnostic_source(&self) -> Option<&dyn miette::Diagnostic> {
+        self.0.diagnostic_source()
+    }
+}
+
 fn handler() -> GraphicalReportHandler {
-    let color = crate::events::color::enabled(std::io::stderr().is_terminal());
-    let theme = if color {
+    let theme = if stderr_color() {
         GraphicalTheme::unicode()
     } else {
         GraphicalTheme::unicode_nocolor()

@@ -137,7 +137,7 @@ outptus = ["out/b.txt"]
     }
     assert!(
         out.stderr
-            .contains("orch: 3 configuration errors; nothing was run"),
+            .contains("error: 3 configuration errors; nothing was run"),
         "{}",
         out.stderr
     );
@@ -306,7 +306,7 @@ inputs = ["/etc/passwd"]
     }
     assert!(
         out.stderr
-            .contains("orch: 5 configuration errors; nothing was run"),
+            .contains("error: 5 configuration errors; nothing was run"),
         "{}",
         out.stderr
     );
@@ -476,7 +476,7 @@ desciption = "typo"
     }
     assert!(
         out.stderr
-            .contains("orch: 3 configuration errors; nothing was run"),
+            .contains("error: 3 configuration errors; nothing was run"),
         "{}",
         out.stderr
     );
