@@ -59,8 +59,12 @@ pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// Runs orch with these arguments and returns the exit status.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
-    let cli = match cli::Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let cli = match cli::Cli::try_parse_from(&args) {
         Ok(c) => c,
+        Err(e) if commands::jobs_from_env(&e, &args) => {
+            return commands::report_bad_orch_jobs(&e);
+        }
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
             let _ = e.print();

@@ -159,10 +159,14 @@ pub fn load_project(g: &Global, remember: bool) -> Result<Loaded, i32> {
         .parent()
         .map(|root| Layout::new(root).dir)
         .unwrap_or_default();
-    if let Some((project, graph)) = model::cache::read(&orch_dir, &path) {
+    // The remembered project is the Orchfile's own: `--set` loads afresh, and what it
+    // loads is never remembered, so a later command without it sees the Orchfile again.
+    let overridden = !g.sets.is_empty();
+    if !overridden && let Some((project, graph)) = model::cache::read(&orch_dir, &path) {
         return Ok(Loaded { project, graph });
     }
-    let raw = orchfile::load(&path).map_err(report_failure)?;
+    let mut raw = orchfile::load(&path).map_err(report_failure)?;
+    orchfile::overrides::apply(&mut raw, &g.sets);
     // Validation and cycle detection both run, so every error is reported at once.
     let (project, mut errors) = model::validate_all(raw);
     errors.extend(graph::phase_cycles(&project));
@@ -173,7 +177,7 @@ pub fn load_project(g: &Global, remember: bool) -> Result<Loaded, i32> {
     let graph = graph::build(&project).map_err(|errs| report(errs, &project.sources))?;
     // A build creates `.orch/` anyway; creating it here lets the very first build
     // remember the project, so the first no-op after it does not parse the Orchfile.
-    if remember && std::fs::create_dir_all(&orch_dir).is_ok() {
+    if remember && !overridden && std::fs::create_dir_all(&orch_dir).is_ok() {
         let _ = model::cache::write(&orch_dir, &project, &graph);
     }
     Ok(Loaded { project, graph })
@@ -314,6 +318,48 @@ fn handler() -> GraphicalReportHandler {
         GraphicalTheme::unicode_nocolor()
     };
     GraphicalReportHandler::new_themed(theme).with_context_lines(1)
+}
+
+/// Whether clap refused a `--jobs` value that came from `ORCH_JOBS` rather than from
+/// `-j` on the command line: clap's own message would blame `--jobs`.
+pub fn jobs_from_env(e: &clap::Error, args: &[std::ffi::OsString]) -> bool {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let about_jobs = matches!(
+        e.get(ContextKind::InvalidArg),
+        Some(ContextValue::String(a)) if a.starts_with("--jobs")
+    );
+    let explicit = args.iter().skip(1).take_while(|a| *a != "--").any(|a| {
+        let a = a.to_string_lossy();
+        a.starts_with("-j") || a.starts_with("--jobs")
+    });
+    e.kind() == ErrorKind::ValueValidation
+        && about_jobs
+        && !explicit
+        && std::env::var_os("ORCH_JOBS").is_some()
+}
+
+/// Reports an `ORCH_JOBS` that is not a number of jobs; returns the usage status.
+pub fn report_bad_orch_jobs(e: &clap::Error) -> i32 {
+    use clap::error::{ContextKind, ContextValue};
+    let value = match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) => v.clone(),
+        _ => std::env::var("ORCH_JOBS").unwrap_or_default(),
+    };
+    let why = std::error::Error::source(e)
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default();
+    crate::say!(
+        "{}",
+        headline(
+            None,
+            &format!("the environment variable ORCH_JOBS is `{value}`, not a number of jobs{why}")
+        )
+    );
+    crate::say!(
+        "  help: set ORCH_JOBS to a whole number from 1 to {}, pass `-j N`, or unset ORCH_JOBS to use `jobs` in `[orch]` or one job per CPU",
+        crate::cli::MAX_JOBS
+    );
+    EXIT_USAGE
 }
 
 /// What `--force` / `--force-all` ask for.

@@ -57,6 +57,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
         broken,
         broken_executors,
         errors,
+        overrides,
     } = raw;
     let mut errors = errors;
     let root = root.canonicalize().unwrap_or(root);
@@ -831,7 +832,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
     sort_errors(&mut errors);
     // Instances of one phase share their spans: one report per place is enough.
     errors.dedup_by(|a, b| a.message == b.message && a.primary == b.primary);
-    let digest = project_digest(&sources);
+    let digest = project_digest(&sources, &overrides);
     let project = Project {
         root,
         sources,
@@ -1071,13 +1072,23 @@ fn special_file(path: &Path) -> Option<&'static str> {
     crate::fs::digest::special_kind(&std::fs::metadata(path).ok()?.file_type())
 }
 
-fn project_digest(sources: &Sources) -> Digest {
+fn project_digest(sources: &Sources, overrides: &BTreeMap<String, String>) -> Digest {
     let mut h = blake3::Hasher::new();
     for f in sources.files() {
         h.update(&(f.name.len() as u64).to_le_bytes());
         h.update(f.name.as_bytes());
         h.update(&(f.text.len() as u64).to_le_bytes());
         h.update(f.text.as_bytes());
+    }
+    // Without overrides the digest is what it always was.
+    if !overrides.is_empty() {
+        h.update(b"\0overrides");
+        for (name, value) in overrides {
+            for s in [name, value] {
+                h.update(&(s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+        }
     }
     Digest(*h.finalize().as_bytes())
 }

@@ -78,6 +78,9 @@ pub struct RawProject {
     pub broken_executors: BTreeSet<String>,
     /// Errors found while loading that did not stop it.
     pub errors: Vec<ConfigError>,
+    /// `--set` values applied to `vars`, by name: they change the project as an edit of
+    /// the Orchfile would, so they enter its digest.
+    pub overrides: BTreeMap<String, String>,
 }
 
 /// Configuration errors together with the sources they point into.
@@ -162,6 +165,7 @@ pub fn load(path: &Path) -> Result<RawProject, ConfigFailure> {
         broken: BTreeSet::new(),
         broken_executors: BTreeSet::new(),
         errors: Vec::new(),
+        overrides: BTreeMap::new(),
     };
     let main_text = std::sync::Arc::clone(&sources.get(main).text);
     let file = FileParts::parse(&main_text, main, TOP_KEYS, &mut errors);

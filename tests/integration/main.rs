@@ -16,6 +16,7 @@ mod fresh;
 mod history;
 mod large;
 mod lifecycle;
+mod overrides;
 mod parallel;
 mod retention;
 mod scheduling;
