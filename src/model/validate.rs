@@ -1367,7 +1367,7 @@ fn check_duplicate_outputs(
                             )
                             .at(span, "listed again here")
                             .also(first, "first listed here")
-                            .help("remove the second one from `outputs`"),
+                            .help(format!("remove the second `{}` from `outputs`", o.path)),
                         );
                     }
                 } else if skeletons[*j].1 == skeletons[i].1 && first == &span {
