@@ -14,6 +14,7 @@ mod failures;
 mod file_edges;
 mod fresh;
 mod history;
+mod init;
 mod large;
 mod lifecycle;
 mod overrides;
