@@ -433,3 +433,37 @@ pub fn selection(
     }
     Ok((selected, forced))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error, miette::Diagnostic)]
+    #[error("cannot open the store")]
+    #[diagnostic(code(orch::store::io), help("check `.orch/`"))]
+    struct Failed {
+        #[source]
+        cause: std::io::Error,
+    }
+
+    #[test]
+    fn a_diagnostic_starts_with_error_and_its_code_and_keeps_its_cause_and_help() {
+        crate::events::color::set(ColorWhen::Never);
+        let d = Failed {
+            cause: std::io::Error::other("disk full"),
+        };
+        let text = render(&d);
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("error[store::io]: cannot open the store")
+        );
+        let rest: Vec<&str> = lines.collect();
+        assert!(rest.iter().any(|l| l.contains("disk full")), "{text}");
+        assert!(
+            rest.iter().any(|l| l.trim() == "help: check `.orch/`"),
+            "{text}"
+        );
+        assert_eq!(headline(None, "plain"), "error: plain");
+    }
+}

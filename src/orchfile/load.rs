@@ -1187,6 +1187,75 @@ mod tests {
     }
 
     #[test]
+    fn serde_messages_are_said_in_orchfile_words() {
+        let (m, label) = plain_words(
+            "invalid type: integer `5`, expected a string",
+            Some("timeout"),
+            "phase `a`",
+        );
+        assert!(
+            m.starts_with("`timeout` in phase `a` must be a duration"),
+            "{m}"
+        );
+        assert!(m.ends_with(", not the number 5"), "{m}");
+        assert!(
+            label.starts_with("the number 5; expected a duration"),
+            "{label}"
+        );
+        let (m, _) = plain_words(
+            "invalid value: integer `-1`, expected u64",
+            Some("shard.parallel"),
+            "phase `a`",
+        );
+        assert_eq!(
+            m,
+            "`shard.parallel` in phase `a` must be a whole number, not the number -1"
+        );
+        let (m, _) = plain_words("invalid type: sequence, expected i64", None, "`[orch]`");
+        assert_eq!(m, "a value in `[orch]` must be a whole number, not a list");
+        let (m, _) = plain_words("missing field `attempts`", Some("retry"), "phase `a`");
+        assert_eq!(m, "`retry` in phase `a` needs `attempts`");
+        let (m, _) = plain_words(
+            "invalid type: boolean `true`, expected a string",
+            Some("outputs[]"),
+            "phase `a`",
+        );
+        assert_eq!(
+            m,
+            "an entry of `outputs` in phase `a` must be a string, not `true`"
+        );
+    }
+
+    #[test]
+    fn the_key_of_a_value_is_read_back_from_the_text() {
+        let text = "retry = { attempts = \"3\" }\nneeds = [\"a\", 3]\n";
+        assert_eq!(
+            key_before(text, text.find("\"3\"").unwrap()),
+            Some("attempts")
+        );
+        assert_eq!(key_before(text, text.find('{').unwrap()), Some("retry"));
+        assert_eq!(key_before(text, text.find(", 3").unwrap() + 2), None);
+        assert_eq!(key_before(text, 0), None);
+    }
+
+    #[test]
+    fn a_variable_of_the_wrong_type_still_counts_as_declared() {
+        let f = failure(load_str("[vars]\nlang = 5\nlangs = [\"a\", 2]\n"));
+        assert_eq!(f.errors.len(), 2, "{:?}", f.errors);
+        let p = load_str("[vars]\nlang = 5\nlangs = [\"a\", 2]\n").unwrap();
+        assert!(matches!(&p.vars["lang"].value, RawVar::One(s) if s == "5"));
+        assert!(matches!(&p.vars["langs"].value, RawVar::List(l) if l == &["a", "2"]));
+    }
+
+    #[test]
+    fn a_key_set_twice_is_named() {
+        let errs = errors("[phase.a]\nrun = \"x\"\nrun = \"y\"\n");
+        assert_eq!(errs[0].0, ErrorKind::Syntax);
+        assert_eq!(errs[0].1, "`run` is set twice in one table");
+        assert_eq!(errs[0].2, (3, 1));
+    }
+
+    #[test]
     fn phase_names_are_checked() {
         assert!(valid_phase_name("translate_2-x"));
         assert!(!valid_phase_name("2x"));
