@@ -490,17 +490,12 @@ impl FileParts {
             }
             match key.as_str() {
                 "orch" => {
-                    let ok = check_keys(&value, file, ORCH_KEYS, "`[orch]`", errors);
-                    if ok {
-                        parts.orch = typed_table::<RawOrch>(value, text, file, "`[orch]`", errors);
-                    }
+                    parts.orch =
+                        settings::<RawOrch>(value, text, file, ORCH_KEYS, "`[orch]`", errors);
                 }
                 "cache" => {
-                    let ok = check_keys(&value, file, CACHE_KEYS, "`[cache]`", errors);
-                    if ok {
-                        parts.cache =
-                            typed_table::<RawCache>(value, text, file, "`[cache]`", errors);
-                    }
+                    parts.cache =
+                        settings::<RawCache>(value, text, file, CACHE_KEYS, "`[cache]`", errors);
                 }
                 "vars" => parts.vars = vars(value, text, file, errors),
                 "phase" => (parts.phases, parts.broken) = phases(value, text, file, errors),
@@ -614,6 +609,53 @@ fn typed_table<T: for<'de> Deserialize<'de>>(
         errors.push(type_error(&first, whole, (text, file), None, what));
     }
     None
+}
+
+/// A table of settings (`[orch]`, `[cache]`), every key optional: each unknown or
+/// mistyped key is reported and left out, and the others still apply, so a typo in `jobs`
+/// does not drop `include` and with it every phase of the included fragments.
+fn settings<T: for<'de> Deserialize<'de>>(
+    value: Spanned<DeValue<'_>>,
+    text: &str,
+    file: FileId,
+    allowed: &[&str],
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    check_keys(&value, file, allowed, what, errors);
+    let whole = value.span();
+    let Some(table) = value.get_ref().as_table() else {
+        return typed(value, text, file, what, errors);
+    };
+    let mut good = DeTable::new();
+    for (key, v) in table.iter() {
+        let name = key.get_ref().to_string();
+        if !allowed.contains(&name.as_str()) {
+            continue;
+        }
+        let mut one = DeTable::new();
+        one.insert(key.clone(), v.clone());
+        let single = Spanned::new(whole.clone(), DeValue::Table(one));
+        match T::deserialize(toml::de::ValueDeserializer::from(single)) {
+            Ok(_) => {
+                good.insert(key.clone(), v.clone());
+            }
+            Err(e) => errors.push(type_error(
+                &e,
+                whole.clone(),
+                (text, file),
+                Some(&name),
+                what,
+            )),
+        }
+    }
+    typed(
+        Spanned::new(whole, DeValue::Table(good)),
+        text,
+        file,
+        what,
+        errors,
+    )
 }
 
 fn type_error(

@@ -674,3 +674,20 @@ matrix = { l = "{vars.lang}" }
         out.stderr
     );
 }
+
+#[test]
+fn a_bad_setting_keeps_the_other_settings_of_its_table() {
+    let out = Test::new()
+        .orchfile(
+            "[orch]\njobs = \"4\"\njbos = 2\ninclude = [\"p/*.toml\"]\n\n[phase.a]\nrun = \"touch ran\"\nneeds = [\"b\"]\n",
+        )
+        .write("p/b.toml", "[phase.b]\nrun = \"touch ran\"\n")
+        .expect_status(2)
+        .stderr_contains("`jobs` in `[orch]` must be a whole number")
+        .stderr_contains("unknown key `jbos` in `[orch]`")
+        .stderr_contains("error: 2 configuration errors; nothing was run")
+        // `include` still applies: `b` is declared.
+        .stderr_lacks("which is not a phase")
+        .run();
+    assert!(!out.exists("ran"));
+}
