@@ -345,16 +345,15 @@ pub fn report_bad_orch_jobs(e: &clap::Error) -> i32 {
         Some(ContextValue::String(v)) => v.clone(),
         _ => std::env::var("ORCH_JOBS").unwrap_or_default(),
     };
-    let why = std::error::Error::source(e)
-        .map(|s| format!(": {s}"))
-        .unwrap_or_default();
-    crate::say!(
-        "{}",
-        headline(
-            None,
-            &format!("the environment variable ORCH_JOBS is `{value}`, not a number of jobs{why}")
-        )
-    );
+    let message = if value.trim().is_empty() {
+        "the environment variable ORCH_JOBS is empty, not a number of jobs".to_owned()
+    } else {
+        let why = std::error::Error::source(e)
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default();
+        format!("the environment variable ORCH_JOBS is `{value}`, not a number of jobs{why}")
+    };
+    crate::say!("{}", headline(None, &message));
     crate::say!(
         "  help: set ORCH_JOBS to a whole number from 1 to {}, pass `-j N`, or unset ORCH_JOBS to use `jobs` in `[orch]` or one job per CPU",
         crate::cli::MAX_JOBS

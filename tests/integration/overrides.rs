@@ -186,6 +186,11 @@ fn a_bad_orch_jobs_is_an_error_naming_it() {
             .stderr_contains("help: set ORCH_JOBS to a whole number")
             .run();
     }
+    project()
+        .env("ORCH_JOBS", "")
+        .expect_status(2)
+        .stderr_contains("error: the environment variable ORCH_JOBS is empty, not a number of jobs")
+        .run();
     // On the command line the flag is named, as for any other flag.
     project()
         .args(["build", "-j", "0"])
