@@ -68,8 +68,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     {
         return EXIT_OK;
     }
-    let cli = match cli::Cli::try_parse_from(args) {
+    let cli = match cli::Cli::try_parse_from(&args) {
         Ok(c) => c,
+        Err(e) if commands::jobs_from_env(&e, &args) => {
+            return commands::report_bad_orch_jobs(&e);
+        }
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
             let _ = e.print();

@@ -39,7 +39,7 @@ pub fn run(g: &Global, a: BuildArgs) -> i32 {
 /// structures need not be freed.
 pub fn run_with(g: &Global, a: BuildArgs, exiting: bool) -> i32 {
     let mut t = Timings::start();
-    if may_be_noop(&a)
+    if may_be_noop(g, &a)
         && let Some(code) = vouched_noop(g, &a, &mut t)
     {
         return code;
@@ -269,7 +269,7 @@ pub(super) fn run_loaded(
 
     // Everything was up to date before the build and nothing was recorded meanwhile:
     // the next no-op can be vouched for by stats alone.
-    let whole_noop = may_be_noop(&a)
+    let whole_noop = may_be_noop(g, &a)
         && selected.len() == l.project.instances.len()
         && forced.is_empty()
         && stale == 0
@@ -300,8 +300,10 @@ pub(super) fn run_loaded(
 /// Whether this build could be a no-op of the whole project: no targets, nothing forced,
 /// a real run, and no report that needs the project (`--junit` names every instance).
 /// `--executor` needs the project too: its name is checked against the Orchfile.
-fn may_be_noop(a: &BuildArgs) -> bool {
-    a.executor.is_none()
+/// `--set` changes the project: `.orch/fresh.bin` vouches only for the Orchfile's own.
+fn may_be_noop(g: &Global, a: &BuildArgs) -> bool {
+    g.sets.is_empty()
+        && a.executor.is_none()
         && a.targets.is_empty()
         && !a.force
         && !a.force_all

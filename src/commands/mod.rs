@@ -155,10 +155,14 @@ pub fn load_project(g: &Global, remember: bool) -> Result<Loaded, i32> {
         .parent()
         .map(|root| Layout::new(root).dir)
         .unwrap_or_default();
-    if let Some((project, graph)) = model::cache::read(&orch_dir, &path) {
+    // The remembered project is the Orchfile's own: `--set` loads afresh, and what it
+    // loads is never remembered, so a later command without it sees the Orchfile again.
+    let overridden = !g.sets.is_empty();
+    if !overridden && let Some((project, graph)) = model::cache::read(&orch_dir, &path) {
         return Ok(Loaded { project, graph });
     }
-    let raw = orchfile::load(&path).map_err(report_failure)?;
+    let mut raw = orchfile::load(&path).map_err(report_failure)?;
+    orchfile::overrides::apply(&mut raw, &g.sets);
     // Validation and cycle detection both run, so every error is reported at once.
     let (project, mut errors) = model::validate_all(raw);
     errors.extend(graph::phase_cycles(&project));
@@ -169,7 +173,7 @@ pub fn load_project(g: &Global, remember: bool) -> Result<Loaded, i32> {
     let graph = graph::build(&project).map_err(|errs| report(errs, &project.sources))?;
     // A build creates `.orch/` anyway; creating it here lets the very first build
     // remember the project, so the first no-op after it does not parse the Orchfile.
-    if remember && std::fs::create_dir_all(&orch_dir).is_ok() {
+    if remember && !overridden && std::fs::create_dir_all(&orch_dir).is_ok() {
         let _ = model::cache::write(&orch_dir, &project, &graph);
     }
     Ok(Loaded { project, graph })
@@ -182,45 +186,175 @@ fn report_failure(f: ConfigFailure) -> i32 {
 /// Prints configuration errors and returns the usage exit status.
 pub fn report(errors: Vec<ConfigError>, sources: &Sources) -> i32 {
     let n = errors.len();
-    let handler = handler();
-    for e in errors {
-        let rendered = e.render(sources);
-        let mut out = String::new();
-        if handler.render_report(&mut out, &rendered).is_err() {
-            out = format!("error: {rendered}");
+    for (i, e) in errors.into_iter().enumerate() {
+        if i > 0 {
+            // A blank line between diagnostics, as cargo separates its own.
+            crate::say!();
         }
-        crate::say!("{}", out.trim_end());
+        crate::say!("{}", render(&e.render(sources)));
     }
     if n > 1 {
-        crate::say!("orch: {n} configuration errors; nothing was run");
+        crate::say!();
+        crate::say!(
+            "{}",
+            headline(None, &format!("{n} configuration errors; nothing was run"))
+        );
     }
     EXIT_USAGE
 }
 
 /// Prints any other diagnostic and returns `status`.
 pub fn report_diagnostic(d: &dyn miette::Diagnostic, status: i32) -> i32 {
-    let mut out = String::new();
-    if handler().render_report(&mut out, d).is_err() {
-        out = format!("error: {d}");
-    }
-    crate::say!("{}", out.trim_end());
+    crate::say!("{}", render(d));
     status
 }
 
 /// Prints an I/O or internal error and returns the failure status.
 pub fn report_error(what: &str, e: &dyn std::fmt::Display) -> i32 {
-    crate::say!("error: {what}: {e}");
+    crate::say!("{}", headline(None, &format!("{what}: {e}")));
     EXIT_FAILED
 }
 
+/// Whether diagnostics on stderr are coloured.
+fn stderr_color() -> bool {
+    crate::events::color::enabled(std::io::stderr().is_terminal())
+}
+
+/// The first line of every error: `error[CODE]: message` (or `error: message` without a
+/// code), as cargo and just start theirs, so the first word says what the line is.
+pub fn headline(code: Option<&str>, message: &str) -> String {
+    let tag = match code {
+        Some(c) => format!("error[{}]", short_code(c)),
+        None => "error".to_owned(),
+    };
+    if stderr_color() {
+        format!("\x1b[1;31m{tag}\x1b[0m\x1b[1m: {message}\x1b[0m")
+    } else {
+        format!("{tag}: {message}")
+    }
+}
+
+/// A diagnostic code as users see it: `orchfile::unknown_key`, without the `orch::` every
+/// code shares.
+fn short_code(code: &str) -> &str {
+    code.strip_prefix("orch::").unwrap_or(code)
+}
+
+/// A diagnostic as printed: the [`headline`], then miette's source snippet, causes and
+/// help line under it.
+pub fn render(d: &dyn miette::Diagnostic) -> String {
+    let code = d.code().map(|c| c.to_string());
+    let mut out = headline(code.as_deref(), &d.to_string());
+    let mut body = String::new();
+    if handler().render_report(&mut body, &Body(d)).is_ok() {
+        // The body's message is empty: miette still gives it a line of its own.
+        let rest = body.split_once('\n').map_or("", |(_, rest)| rest);
+        let rest = rest.trim_end();
+        if !rest.trim().is_empty() {
+            out.push('\n');
+            out.push_str(rest);
+        }
+    } else if let Some(help) = d.help() {
+        out.push_str(&format!("\n  help: {help}"));
+    }
+    out
+}
+
+/// Everything of a diagnostic but its code and message, which [`headline`] prints.
+struct Body<'a>(&'a dyn miette::Diagnostic);
+
+impl std::fmt::Debug for Body<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.0, f)
+    }
+}
+
+impl std::fmt::Display for Body<'_> {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Ok(())
+    }
+}
+
+impl std::error::Error for Body<'_> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl miette::Diagnostic for Body<'_> {
+    fn help<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
+        self.0.help()
+    }
+
+    fn url<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
+        self.0.url()
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.0.source_code()
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        self.0.labels()
+    }
+
+    fn related<'b>(&'b self) -> Option<Box<dyn Iterator<Item = &'b dyn miette::Diagnostic> + 'b>> {
+        self.0.related()
+    }
+
+    fn diagnostic_source(&self) -> Option<&dyn miette::Diagnostic> {
+        self.0.diagnostic_source()
+    }
+}
+
 fn handler() -> GraphicalReportHandler {
-    let color = crate::events::color::enabled(std::io::stderr().is_terminal());
-    let theme = if color {
+    let theme = if stderr_color() {
         GraphicalTheme::unicode()
     } else {
         GraphicalTheme::unicode_nocolor()
     };
     GraphicalReportHandler::new_themed(theme).with_context_lines(1)
+}
+
+/// Whether clap refused a `--jobs` value that came from `ORCH_JOBS` rather than from
+/// `-j` on the command line: clap's own message would blame `--jobs`.
+pub fn jobs_from_env(e: &clap::Error, args: &[std::ffi::OsString]) -> bool {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let about_jobs = matches!(
+        e.get(ContextKind::InvalidArg),
+        Some(ContextValue::String(a)) if a.starts_with("--jobs")
+    );
+    let explicit = args.iter().skip(1).take_while(|a| *a != "--").any(|a| {
+        let a = a.to_string_lossy();
+        a.starts_with("-j") || a.starts_with("--jobs")
+    });
+    e.kind() == ErrorKind::ValueValidation
+        && about_jobs
+        && !explicit
+        && std::env::var_os("ORCH_JOBS").is_some()
+}
+
+/// Reports an `ORCH_JOBS` that is not a number of jobs; returns the usage status.
+pub fn report_bad_orch_jobs(e: &clap::Error) -> i32 {
+    use clap::error::{ContextKind, ContextValue};
+    let value = match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) => v.clone(),
+        _ => std::env::var("ORCH_JOBS").unwrap_or_default(),
+    };
+    let message = if value.trim().is_empty() {
+        "the environment variable ORCH_JOBS is empty, not a number of jobs".to_owned()
+    } else {
+        let why = std::error::Error::source(e)
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default();
+        format!("the environment variable ORCH_JOBS is `{value}`, not a number of jobs{why}")
+    };
+    crate::say!("{}", headline(None, &message));
+    crate::say!(
+        "  help: set ORCH_JOBS to a whole number from 1 to {}, pass `-j N`, or unset ORCH_JOBS to use `jobs` in `[orch]` or one job per CPU",
+        crate::cli::MAX_JOBS
+    );
+    EXIT_USAGE
 }
 
 /// What `--force` / `--force-all` ask for.
@@ -293,4 +427,38 @@ pub fn selection(
         );
     }
     Ok((selected, forced))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error, miette::Diagnostic)]
+    #[error("cannot open the store")]
+    #[diagnostic(code(orch::store::io), help("check `.orch/`"))]
+    struct Failed {
+        #[source]
+        cause: std::io::Error,
+    }
+
+    #[test]
+    fn a_diagnostic_starts_with_error_and_its_code_and_keeps_its_cause_and_help() {
+        crate::events::color::set(ColorWhen::Never);
+        let d = Failed {
+            cause: std::io::Error::other("disk full"),
+        };
+        let text = render(&d);
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("error[store::io]: cannot open the store")
+        );
+        let rest: Vec<&str> = lines.collect();
+        assert!(rest.iter().any(|l| l.contains("disk full")), "{text}");
+        assert!(
+            rest.iter().any(|l| l.trim() == "help: check `.orch/`"),
+            "{text}"
+        );
+        assert_eq!(headline(None, "plain"), "error: plain");
+    }
 }

@@ -21,7 +21,7 @@ use crate::orchfile::load::include_files;
 
 /// Bumped whenever the cached types change shape or validation refuses more: a project
 /// validated by rules since tightened must be validated again.
-const FORMAT: u32 = 6;
+const FORMAT: u32 = 7;
 
 #[derive(Serialize, Deserialize)]
 struct CacheFile {

@@ -57,6 +57,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
         broken,
         broken_executors,
         errors,
+        overrides,
     } = raw;
     let mut errors = errors;
     let root = root.canonicalize().unwrap_or(root);
@@ -149,6 +150,23 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
     let mut counts: Vec<(String, u64)> = Vec::new();
     for (name, lp) in &raw_phases {
         let file = lp.file;
+        let spanned = |l: &'_ [Spanned<String>]| -> Vec<(String, Span)> {
+            l.iter()
+                .map(|v| (v.get_ref().clone(), Span::new(file, v.span())))
+                .collect()
+        };
+        for (key, list) in [
+            ("needs", spanned(&lp.raw.needs)),
+            ("after", spanned(&lp.raw.after)),
+            ("inputs", spanned(&lp.raw.inputs)),
+        ] {
+            repeated(
+                list.iter().map(|(v, s)| (v.as_str(), s.clone())),
+                name,
+                key,
+                &mut errors,
+            );
+        }
         let needs = deps(
             &lp.raw.needs,
             file,
@@ -751,6 +769,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                         s.get_ref().strategy.as_deref().unwrap_or("full") != "full"
                     }),
                     merge_none_phases: &merge_none_phases,
+                    broken: &broken,
                 };
             expand_run(r.get_ref(), &ctx, &env, &mut errors)
         });
@@ -813,7 +832,7 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
     sort_errors(&mut errors);
     // Instances of one phase share their spans: one report per place is enough.
     errors.dedup_by(|a, b| a.message == b.message && a.primary == b.primary);
-    let digest = project_digest(&sources);
+    let digest = project_digest(&sources, &overrides);
     let project = Project {
         root,
         sources,
@@ -1053,13 +1072,23 @@ fn special_file(path: &Path) -> Option<&'static str> {
     crate::fs::digest::special_kind(&std::fs::metadata(path).ok()?.file_type())
 }
 
-fn project_digest(sources: &Sources) -> Digest {
+fn project_digest(sources: &Sources, overrides: &BTreeMap<String, String>) -> Digest {
     let mut h = blake3::Hasher::new();
     for f in sources.files() {
         h.update(&(f.name.len() as u64).to_le_bytes());
         h.update(f.name.as_bytes());
         h.update(&(f.text.len() as u64).to_le_bytes());
         h.update(f.text.as_bytes());
+    }
+    // Without overrides the digest is what it always was.
+    if !overrides.is_empty() {
+        h.update(b"\0overrides");
+        for (name, value) in overrides {
+            for s in [name, value] {
+                h.update(&(s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+        }
     }
     Digest(*h.finalize().as_bytes())
 }
@@ -1133,10 +1162,12 @@ fn deps(
     errors: &mut Vec<ConfigError>,
 ) -> Vec<(String, Span)> {
     let mut out: Vec<(String, Span)> = Vec::new();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
     for d in list {
         let span = Span::new(file, d.span());
         let name = d.get_ref();
-        if broken.contains(name) {
+        // Repeats are reported by `repeated`; the first mention stands for all.
+        if !seen.insert(name) || broken.contains(name) {
             continue;
         }
         if names.binary_search(&name.as_str()).is_err() {
@@ -1154,12 +1185,36 @@ fn deps(
             });
             continue;
         }
-        if out.iter().any(|(n, _)| n == name) {
-            continue;
-        }
         out.push((name.clone(), span));
     }
     out
+}
+
+/// Reports every entry of a phase's `key` list equal to an earlier one: a repeat changes
+/// nothing, so it is most likely a slip (a name meant to be another).
+fn repeated<'a>(
+    items: impl IntoIterator<Item = (&'a str, Span)>,
+    me: &str,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut first: BTreeMap<&str, Span> = BTreeMap::new();
+    for (item, span) in items {
+        match first.get(item) {
+            Some(at) => errors.push(
+                ConfigError::new(
+                    ErrorKind::Value,
+                    format!("phase `{me}` lists `{item}` twice in `{key}`"),
+                )
+                .at(&span, "listed again here")
+                .also(at, "first listed here")
+                .help(format!("remove the second `{item}` from `{key}`")),
+            ),
+            None => {
+                first.insert(item, span);
+            }
+        }
+    }
 }
 
 fn matrix_axes(
@@ -1298,7 +1353,24 @@ fn check_duplicate_outputs(
     for (i, outs) in outputs.iter().enumerate() {
         for (o, span) in outs.iter().zip(&spans[i]) {
             if let Some((j, first, _)) = seen.get(o.path.as_str()) {
-                if skeletons[*j].1 == skeletons[i].1 && first == &span {
+                if *j == i {
+                    // One phase lists the path twice; reported once, for its first
+                    // instance, as `needs` and `inputs` repeats are.
+                    if reported.insert((skeletons[i].1.clone(), o.path.clone())) {
+                        errors.push(
+                            ConfigError::new(
+                                ErrorKind::Value,
+                                format!(
+                                    "phase `{}` lists `{}` twice in `outputs`",
+                                    skeletons[i].1, o.path
+                                ),
+                            )
+                            .at(span, "listed again here")
+                            .also(first, "first listed here")
+                            .help(format!("remove the second `{}` from `outputs`", o.path)),
+                        );
+                    }
+                } else if skeletons[*j].1 == skeletons[i].1 && first == &span {
                     // Two instances of one phase with an output that ignores the matrix.
                     if reported.insert((skeletons[i].1.clone(), o.path.clone())) {
                         errors.push(
@@ -1578,6 +1650,8 @@ struct RunEnv<'a> {
     has_inputs: bool,
     /// The phase declares a `depfile` (valid or not).
     has_depfile: bool,
+    /// Phases declared with errors already reported: a reference to one is no new error.
+    broken: &'a BTreeSet<String>,
 }
 
 fn expand_run(
@@ -1744,6 +1818,11 @@ fn expand_run(
                             .iter()
                             .chain(&phase.after)
                             .any(|(d, _)| d == dep);
+                        if !declared && env.broken.contains(dep) {
+                            // Its own error is reported; its outputs are simply unknown.
+                            ok = false;
+                            continue;
+                        }
                         if !declared {
                             bad_hole(
                                 ctx,

@@ -78,6 +78,9 @@ pub struct RawProject {
     pub broken_executors: BTreeSet<String>,
     /// Errors found while loading that did not stop it.
     pub errors: Vec<ConfigError>,
+    /// `--set` values applied to `vars`, by name: they change the project as an edit of
+    /// the Orchfile would, so they enter its digest.
+    pub overrides: BTreeMap<String, String>,
 }
 
 /// Configuration errors together with the sources they point into.
@@ -162,6 +165,7 @@ pub fn load(path: &Path) -> Result<RawProject, ConfigFailure> {
         broken: BTreeSet::new(),
         broken_executors: BTreeSet::new(),
         errors: Vec::new(),
+        overrides: BTreeMap::new(),
     };
     let main_text = std::sync::Arc::clone(&sources.get(main).text);
     let file = FileParts::parse(&main_text, main, TOP_KEYS, &mut errors);
@@ -443,6 +447,18 @@ impl FileParts {
             Err(e) => {
                 let range = e.span().unwrap_or(0..0);
                 let message = e.message().trim().to_owned();
+                if message.starts_with("duplicate key") {
+                    let key = text.get(range.clone()).unwrap_or_default().trim();
+                    errors.push(
+                        ConfigError::new(
+                            ErrorKind::Syntax,
+                            format!("`{key}` is set twice in one table"),
+                        )
+                        .at(&Span::new(file, range), "set again here")
+                        .help(format!("keep one `{key}`: a key appears once per table")),
+                    );
+                    return None;
+                }
                 errors.push(
                     ConfigError::new(ErrorKind::Syntax, format!("invalid TOML: {message}"))
                         .at(&Span::new(file, range), first_line(&message))
@@ -474,21 +490,18 @@ impl FileParts {
             }
             match key.as_str() {
                 "orch" => {
-                    let ok = check_keys(&value, file, ORCH_KEYS, "`[orch]`", errors);
-                    if ok {
-                        parts.orch = typed_table::<RawOrch>(value, file, "`[orch]`", errors);
-                    }
+                    parts.orch =
+                        settings::<RawOrch>(value, text, file, ORCH_KEYS, "`[orch]`", errors);
                 }
                 "cache" => {
-                    let ok = check_keys(&value, file, CACHE_KEYS, "`[cache]`", errors);
-                    if ok {
-                        parts.cache = typed_table::<RawCache>(value, file, "`[cache]`", errors);
-                    }
+                    parts.cache =
+                        settings::<RawCache>(value, text, file, CACHE_KEYS, "`[cache]`", errors);
                 }
-                "vars" => parts.vars = vars(value, file, errors),
-                "phase" => (parts.phases, parts.broken) = phases(value, file, errors),
+                "vars" => parts.vars = vars(value, text, file, errors),
+                "phase" => (parts.phases, parts.broken) = phases(value, text, file, errors),
                 "executor" => {
-                    (parts.executors, parts.broken_executors) = executors(value, file, errors);
+                    (parts.executors, parts.broken_executors) =
+                        executors(value, text, file, errors);
                 }
                 _ => {}
             }
@@ -548,6 +561,7 @@ fn check_keys(
 /// Deserializes a value into `T`, turning a serde error into a diagnostic.
 fn typed<T: for<'de> Deserialize<'de>>(
     value: Spanned<DeValue<'_>>,
+    text: &str,
     file: FileId,
     what: &str,
     errors: &mut Vec<ConfigError>,
@@ -556,7 +570,7 @@ fn typed<T: for<'de> Deserialize<'de>>(
     match T::deserialize(toml::de::ValueDeserializer::from(value)) {
         Ok(v) => Some(v),
         Err(e) => {
-            errors.push(type_error(&e, whole, file, what));
+            errors.push(type_error(&e, whole, (text, file), None, what));
             None
         }
     }
@@ -567,13 +581,14 @@ fn typed<T: for<'de> Deserialize<'de>>(
 /// every key with a wrong type gets its own diagnostic at once.
 fn typed_table<T: for<'de> Deserialize<'de>>(
     value: Spanned<DeValue<'_>>,
+    text: &str,
     file: FileId,
     what: &str,
     errors: &mut Vec<ConfigError>,
 ) -> Option<T> {
     let whole = value.span();
     let Some(table) = value.get_ref().as_table().cloned() else {
-        return typed(value, file, what, errors);
+        return typed(value, text, file, what, errors);
     };
     let first = match T::deserialize(toml::de::ValueDeserializer::from(value)) {
         Ok(v) => return Some(v),
@@ -581,37 +596,216 @@ fn typed_table<T: for<'de> Deserialize<'de>>(
     };
     let before = errors.len();
     for (key, v) in table {
+        let top = key.get_ref().to_string();
         let mut one = DeTable::new();
         one.insert(key, v);
         let single = Spanned::new(whole.clone(), DeValue::Table(one));
         if let Err(e) = T::deserialize(toml::de::ValueDeserializer::from(single)) {
-            errors.push(type_error(&e, whole.clone(), file, what));
+            let at = (text, file);
+            errors.push(type_error(&e, whole.clone(), at, Some(&top), what));
         }
     }
     if errors.len() == before {
-        errors.push(type_error(&first, whole, file, what));
+        errors.push(type_error(&first, whole, (text, file), None, what));
     }
     None
+}
+
+/// A table of settings (`[orch]`, `[cache]`), every key optional: each unknown or
+/// mistyped key is reported and left out, and the others still apply, so a typo in `jobs`
+/// does not drop `include` and with it every phase of the included fragments.
+fn settings<T: for<'de> Deserialize<'de>>(
+    value: Spanned<DeValue<'_>>,
+    text: &str,
+    file: FileId,
+    allowed: &[&str],
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    check_keys(&value, file, allowed, what, errors);
+    let whole = value.span();
+    let Some(table) = value.get_ref().as_table() else {
+        return typed(value, text, file, what, errors);
+    };
+    let mut good = DeTable::new();
+    for (key, v) in table.iter() {
+        let name = key.get_ref().to_string();
+        if !allowed.contains(&name.as_str()) {
+            continue;
+        }
+        let mut one = DeTable::new();
+        one.insert(key.clone(), v.clone());
+        let single = Spanned::new(whole.clone(), DeValue::Table(one));
+        match T::deserialize(toml::de::ValueDeserializer::from(single)) {
+            Ok(_) => {
+                good.insert(key.clone(), v.clone());
+            }
+            Err(e) => errors.push(type_error(
+                &e,
+                whole.clone(),
+                (text, file),
+                Some(&name),
+                what,
+            )),
+        }
+    }
+    typed(
+        Spanned::new(whole, DeValue::Table(good)),
+        text,
+        file,
+        what,
+        errors,
+    )
 }
 
 fn type_error(
     e: &toml::de::Error,
     whole: std::ops::Range<usize>,
-    file: FileId,
+    (text, file): (&str, FileId),
+    top: Option<&str>,
     what: &str,
 ) -> ConfigError {
     let range = e.span().unwrap_or(whole);
-    let message = e.message().trim().to_owned();
-    ConfigError::new(
-        ErrorKind::Type,
-        format!("invalid value in {what}: {message}"),
-    )
-    .at(&Span::new(file, range), first_line(&message))
-    .help("see `orch schema` for the type of every key")
+    // The key path: `retry.attempts`, or `outputs` for an element of that list.
+    let path = match (top, key_before(text, range.start)) {
+        (Some(t), Some(k)) if t != k => Some(format!("{t}.{k}")),
+        (_, Some(k)) => Some(k.to_owned()),
+        (Some(t), None) => Some(format!("{t}[]")),
+        (None, None) => None,
+    };
+    let (message, label) = plain_words(e.message().trim(), path.as_deref(), what);
+    ConfigError::new(ErrorKind::Type, message)
+        .at(&Span::new(file, range), label)
+        .help("see `orch schema` for the type of every key")
+}
+
+/// The key of the `KEY = value` whose value starts at `pos`, if the text has one there
+/// (not for an element of a list).
+fn key_before(text: &str, pos: usize) -> Option<&str> {
+    let before = text.get(..pos)?.trim_end().strip_suffix('=')?.trim_end();
+    let start = before
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .map_or(0, |i| i + 1);
+    let key = &before[start..];
+    (!key.is_empty()).then_some(key)
+}
+
+/// serde's message about a value, in the words of the Orchfile: which key, what it must
+/// be, and what was written instead. Returns the message and the label on the value.
+fn plain_words(message: &str, key: Option<&str>, what: &str) -> (String, String) {
+    let first = first_line(message);
+    // `KEY[]` stands for an element of the list `KEY`.
+    let element = key.and_then(|k| k.strip_suffix("[]"));
+    let subject = match (element, key) {
+        (Some(list), _) => format!("an entry of `{list}` in {what}"),
+        (None, Some(k)) => format!("`{k}` in {what}"),
+        (None, None) => format!("a value in {what}"),
+    };
+    let key = if element.is_some() { None } else { key };
+    let wrong = first
+        .strip_prefix("invalid type: ")
+        .or_else(|| first.strip_prefix("invalid value: "));
+    if let Some(rest) = wrong
+        && let Some((found, expected)) = rest.split_once(", expected ")
+    {
+        let must = key
+            .and_then(|k| expected_of(k.rsplit('.').next().unwrap_or(k)))
+            .unwrap_or_else(|| plain_expected(expected));
+        let found = plain_found(found);
+        return (
+            format!("{subject} must be {must}, not {found}"),
+            format!("{found}; expected {must}"),
+        );
+    }
+    if let Some(rest) = first.strip_prefix("missing field ") {
+        let field = rest.trim_matches('`');
+        return (
+            format!(
+                "{} needs `{field}`",
+                key.map_or(what.to_owned(), |k| format!("`{k}` in {what}"))
+            ),
+            format!("`{field}` is missing"),
+        );
+    }
+    if let Some(rest) = first.strip_prefix("unknown field ") {
+        let field = rest.split('`').nth(1).unwrap_or(rest);
+        return (
+            format!("unknown key `{field}` in {what}"),
+            "unknown key".to_owned(),
+        );
+    }
+    (format!("invalid value in {what}: {first}"), first)
+}
+
+/// What the value of a known key must be, in Orchfile words.
+fn expected_of(key: &str) -> Option<String> {
+    let s = match key {
+        "timeout" | "backoff" | "max_backoff" | "time" => {
+            "a duration in quotes like `\"30s\"`, `\"10m\"` or `\"1h\"`"
+        }
+        "jobs" | "keep_runs" | "max_jobs" | "cpus" | "attempts" | "parallel" | "format" => {
+            "a whole number"
+        }
+        "size" => "a whole number of records",
+        "mem" | "max_blob" => "a size in quotes like `\"512M\"` or `\"4G\"`",
+        "needs" | "after" => "a list of phase names like `[\"a\", \"b\"]`",
+        "inputs" => "a list of paths or globs like `[\"src/*.c\"]`",
+        "outputs" => "a list of paths like `[\"build/out.txt\"]`",
+        "include" | "args" => "a list of strings",
+        "env" => "a list of variable names or a table of `NAME = \"value\"`",
+        "cache" | "always" | "push" => "`true` or `false`",
+        "run" | "description" | "cwd" | "depfile" | "executor" | "partition" | "kind" | "dir"
+        | "remote" | "strategy" | "source" | "key" | "merge" | "path" | "schema" => "a string",
+        _ => return None,
+    };
+    Some(s.to_owned())
+}
+
+/// serde's "expected ..." in Orchfile words.
+fn plain_expected(expected: &str) -> String {
+    let e = expected.trim();
+    if e.starts_with("struct ") || e == "a map" || e == "map" {
+        return "a table".to_owned();
+    }
+    if e.starts_with("a sequence") || e == "sequence" {
+        return "a list".to_owned();
+    }
+    if matches!(
+        e,
+        "i64" | "u64" | "u32" | "i32" | "usize" | "an integer" | "integer"
+    ) || e.starts_with("u64")
+        || e.starts_with("u32")
+    {
+        return "a whole number".to_owned();
+    }
+    if e == "a boolean" || e == "bool" {
+        return "`true` or `false`".to_owned();
+    }
+    e.to_owned()
+}
+
+/// serde's description of what was found, in Orchfile words.
+fn plain_found(found: &str) -> String {
+    let f = found.trim();
+    let quoted = f.split_once(' ').map(|(_, v)| v.trim()).unwrap_or_default();
+    if f.starts_with("integer") || f.starts_with("floating point") {
+        format!("the number {}", quoted.trim_matches('`'))
+    } else if f.starts_with("string") {
+        format!("the string {quoted}")
+    } else if f.starts_with("boolean") {
+        format!("`{}`", quoted.trim_matches('`'))
+    } else if f == "sequence" {
+        "a list".to_owned()
+    } else if f == "map" {
+        "a table".to_owned()
+    } else {
+        f.to_owned()
+    }
 }
 
 fn vars(
     value: Spanned<DeValue<'_>>,
+    text: &str,
     file: FileId,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<(String, Span, LoadedVar)> {
@@ -629,22 +823,33 @@ fn vars(
         let key_span = Span::new(file, key.span());
         let name = key.into_inner().into_owned();
         let vspan = Span::new(file, value.span());
-        if let Some(v) = typed::<RawVar>(value, file, &format!("variable `{name}`"), errors) {
-            out.push((
-                name,
-                key_span,
-                LoadedVar {
-                    value: v,
-                    span: vspan,
-                },
-            ));
-        }
+        let stand_in = stand_in(&value, text);
+        let value = typed::<RawVar>(value, text, file, &format!("variable `{name}`"), errors)
+            .unwrap_or(stand_in);
+        out.push((name, key_span, LoadedVar { value, span: vspan }));
     }
     out
 }
 
+/// What a variable of the wrong type stands for while the rest is validated: its text
+/// (each element's, for an array). Its own error is reported already; without a value,
+/// every `{vars.NAME}` would be reported again as undeclared.
+fn stand_in(value: &Spanned<DeValue<'_>>, text: &str) -> RawVar {
+    let source = |span: std::ops::Range<usize>| {
+        text.get(span)
+            .unwrap_or_default()
+            .trim_matches(['"', '\''])
+            .to_owned()
+    };
+    match value.get_ref() {
+        DeValue::Array(items) => RawVar::List(items.iter().map(|i| source(i.span())).collect()),
+        _ => RawVar::One(source(value.span())),
+    }
+}
+
 fn phases(
     value: Spanned<DeValue<'_>>,
+    text: &str,
     file: FileId,
     errors: &mut Vec<ConfigError>,
 ) -> (Vec<(String, LoadedPhase)>, Vec<String>) {
@@ -714,7 +919,7 @@ fn phases(
             broken.push(name);
             continue;
         }
-        match typed_table::<RawPhase>(value, file, &format!("phase `{name}`"), errors) {
+        match typed_table::<RawPhase>(value, text, file, &format!("phase `{name}`"), errors) {
             Some(raw) => out.push((
                 name,
                 LoadedPhase {
@@ -732,6 +937,7 @@ fn phases(
 /// The `[executor.*]` tables of one file, and the names of those declared with errors.
 fn executors(
     value: Spanned<DeValue<'_>>,
+    text: &str,
     file: FileId,
     errors: &mut Vec<ConfigError>,
 ) -> (Vec<(String, LoadedExecutor)>, Vec<String>) {
@@ -788,7 +994,7 @@ fn executors(
             broken.push(name);
             continue;
         }
-        match typed_table::<RawExecutor>(value, file, &format!("executor `{name}`"), errors) {
+        match typed_table::<RawExecutor>(value, text, file, &format!("executor `{name}`"), errors) {
             Some(raw) => out.push((
                 name,
                 LoadedExecutor {
@@ -1020,6 +1226,75 @@ mod tests {
                 .unwrap()
                 .contains("first declared in `pipelines/a.toml` at 1:11")
         );
+    }
+
+    #[test]
+    fn serde_messages_are_said_in_orchfile_words() {
+        let (m, label) = plain_words(
+            "invalid type: integer `5`, expected a string",
+            Some("timeout"),
+            "phase `a`",
+        );
+        assert!(
+            m.starts_with("`timeout` in phase `a` must be a duration"),
+            "{m}"
+        );
+        assert!(m.ends_with(", not the number 5"), "{m}");
+        assert!(
+            label.starts_with("the number 5; expected a duration"),
+            "{label}"
+        );
+        let (m, _) = plain_words(
+            "invalid value: integer `-1`, expected u64",
+            Some("shard.parallel"),
+            "phase `a`",
+        );
+        assert_eq!(
+            m,
+            "`shard.parallel` in phase `a` must be a whole number, not the number -1"
+        );
+        let (m, _) = plain_words("invalid type: sequence, expected i64", None, "`[orch]`");
+        assert_eq!(m, "a value in `[orch]` must be a whole number, not a list");
+        let (m, _) = plain_words("missing field `attempts`", Some("retry"), "phase `a`");
+        assert_eq!(m, "`retry` in phase `a` needs `attempts`");
+        let (m, _) = plain_words(
+            "invalid type: boolean `true`, expected a string",
+            Some("outputs[]"),
+            "phase `a`",
+        );
+        assert_eq!(
+            m,
+            "an entry of `outputs` in phase `a` must be a string, not `true`"
+        );
+    }
+
+    #[test]
+    fn the_key_of_a_value_is_read_back_from_the_text() {
+        let text = "retry = { attempts = \"3\" }\nneeds = [\"a\", 3]\n";
+        assert_eq!(
+            key_before(text, text.find("\"3\"").unwrap()),
+            Some("attempts")
+        );
+        assert_eq!(key_before(text, text.find('{').unwrap()), Some("retry"));
+        assert_eq!(key_before(text, text.find(", 3").unwrap() + 2), None);
+        assert_eq!(key_before(text, 0), None);
+    }
+
+    #[test]
+    fn a_variable_of_the_wrong_type_still_counts_as_declared() {
+        let f = failure(load_str("[vars]\nlang = 5\nlangs = [\"a\", 2]\n"));
+        assert_eq!(f.errors.len(), 2, "{:?}", f.errors);
+        let p = load_str("[vars]\nlang = 5\nlangs = [\"a\", 2]\n").unwrap();
+        assert!(matches!(&p.vars["lang"].value, RawVar::One(s) if s == "5"));
+        assert!(matches!(&p.vars["langs"].value, RawVar::List(l) if l == &["a", "2"]));
+    }
+
+    #[test]
+    fn a_key_set_twice_is_named() {
+        let errs = errors("[phase.a]\nrun = \"x\"\nrun = \"y\"\n");
+        assert_eq!(errs[0].0, ErrorKind::Syntax);
+        assert_eq!(errs[0].1, "`run` is set twice in one table");
+        assert_eq!(errs[0].2, (3, 1));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! and the diagnostics that point back into it.
 
 pub mod load;
+pub mod overrides;
 pub mod raw;
 pub mod source;
 

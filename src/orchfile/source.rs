@@ -117,6 +117,8 @@ pub enum ErrorKind {
     OutputConflict,
     /// A phase names an executor that is neither `local` nor declared.
     UnknownExecutor,
+    /// `--set` names a variable `[vars]` does not declare.
+    UnknownVariable,
 }
 
 impl ErrorKind {
@@ -138,6 +140,7 @@ impl ErrorKind {
             ErrorKind::UnknownTarget => "orch::graph::unknown_target",
             ErrorKind::OutputConflict => "orch::model::output_conflict",
             ErrorKind::UnknownExecutor => "orch::model::unknown_executor",
+            ErrorKind::UnknownVariable => "orch::cli::unknown_variable",
         }
     }
 }

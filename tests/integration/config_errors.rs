@@ -137,7 +137,7 @@ outptus = ["out/b.txt"]
     }
     assert!(
         out.stderr
-            .contains("orch: 3 configuration errors; nothing was run"),
+            .contains("error: 3 configuration errors; nothing was run"),
         "{}",
         out.stderr
     );
@@ -306,7 +306,7 @@ inputs = ["/etc/passwd"]
     }
     assert!(
         out.stderr
-            .contains("orch: 5 configuration errors; nothing was run"),
+            .contains("error: 5 configuration errors; nothing was run"),
         "{}",
         out.stderr
     );
@@ -476,8 +476,218 @@ desciption = "typo"
     }
     assert!(
         out.stderr
-            .contains("orch: 3 configuration errors; nothing was run"),
+            .contains("error: 3 configuration errors; nothing was run"),
         "{}",
         out.stderr
     );
+}
+
+/// Every line that reports an error starts with `error`, the code (when there is one) in
+/// brackets after it: never a bare code such as `orch::orchfile::io`.
+fn errors_start_alike(stderr: &str) {
+    for line in stderr.lines() {
+        assert!(
+            !line.starts_with("orch::") && !line.contains("  × "),
+            "{line:?} in:\n{stderr}"
+        );
+    }
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(first.starts_with("error"), "{stderr}");
+}
+
+#[test]
+fn every_error_starts_with_error_and_its_code() {
+    let out = config_error("[phase.a]\nrun = \"touch ran\"\nneds = [\"b\"]\n");
+    errors_start_alike(&out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("error[orchfile::unknown_key]: unknown key `neds` in `[phase.a]`\n"),
+        "{}",
+        out.stderr
+    );
+    // The snippet and the help line stay.
+    assert!(out.stderr.contains("Orchfile.toml:3:1"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("help: did you mean `needs`?"),
+        "{}",
+        out.stderr
+    );
+
+    let missing = Test::new()
+        .args(["-f", "nope.toml", "plan"])
+        .expect_status(2)
+        .run();
+    errors_start_alike(&missing.stderr);
+    assert!(
+        missing
+            .stderr
+            .starts_with("error[orchfile::io]: no Orchfile at"),
+        "{}",
+        missing.stderr
+    );
+    let syntax = config_error("[phase.a]\nrun = \"x\"\nrun = \"y\"\n");
+    errors_start_alike(&syntax.stderr);
+    assert!(
+        syntax
+            .stderr
+            .starts_with("error[orchfile::syntax]: `run` is set twice in one table"),
+        "{}",
+        syntax.stderr
+    );
+}
+
+#[test]
+fn type_errors_speak_of_the_orchfile_not_of_serde() {
+    let out = config_error(
+        r#"[orch]
+jobs = "4"
+
+[phase.a]
+run = "touch ran"
+timeout = 5
+needs = "b"
+cache = "yes"
+retry = { attempts = "3" }
+outputs = [3]
+
+[phase.b]
+run = "touch ran"
+retry = { backoff = "1s" }
+"#,
+    );
+    errors_start_alike(&out.stderr);
+    for e in [
+        "error[orchfile::type]: `jobs` in `[orch]` must be a whole number, not the string \"4\"",
+        "error[orchfile::type]: `timeout` in phase `a` must be a duration in quotes like `\"30s\"`, `\"10m\"` or `\"1h\"`, not the number 5",
+        "error[orchfile::type]: `needs` in phase `a` must be a list of phase names like `[\"a\", \"b\"]`, not the string \"b\"",
+        "error[orchfile::type]: `cache` in phase `a` must be `true` or `false`, not the string \"yes\"",
+        "error[orchfile::type]: `retry.attempts` in phase `a` must be a whole number, not the string \"3\"",
+        "error[orchfile::type]: an entry of `outputs` in phase `a` must be a path string or a table",
+        "error[orchfile::type]: `retry` in phase `b` needs `attempts`",
+        "Orchfile.toml:6:11",
+    ] {
+        assert!(out.stderr.contains(e), "missing {e:?} in:\n{}", out.stderr);
+    }
+    for serde in [
+        "invalid type",
+        "expected i64",
+        "missing field",
+        "expected a string",
+    ] {
+        assert!(!out.stderr.contains(serde), "{serde:?} in:\n{}", out.stderr);
+    }
+}
+
+#[test]
+fn a_repeated_dependency_input_or_output_is_reported_at_the_repeat() {
+    let out = config_error(
+        r#"[phase.a]
+run = "touch ran; touch {outputs}"
+outputs = ["out/a.txt"]
+
+[phase.b]
+run = "touch ran; cat {inputs} > {outputs}"
+needs = ["a", "a"]
+after = ["c", "c"]
+inputs = ["in.txt", "in.txt"]
+outputs = ["out/b.txt", "out/b.txt"]
+
+[phase.c]
+run = "touch ran"
+"#,
+    );
+    errors_start_alike(&out.stderr);
+    for (e, at) in [
+        ("phase `b` lists `a` twice in `needs`", "Orchfile.toml:7:15"),
+        ("phase `b` lists `c` twice in `after`", "Orchfile.toml:8:15"),
+        (
+            "phase `b` lists `in.txt` twice in `inputs`",
+            "Orchfile.toml:9:21",
+        ),
+        (
+            "phase `b` lists `out/b.txt` twice in `outputs`",
+            "Orchfile.toml:10:25",
+        ),
+    ] {
+        assert!(out.stderr.contains(e), "missing {e:?} in:\n{}", out.stderr);
+        assert!(
+            out.stderr.contains(at),
+            "missing {at:?} in:\n{}",
+            out.stderr
+        );
+    }
+    assert!(
+        out.stderr
+            .contains("help: remove the second `a` from `needs`")
+    );
+    assert!(
+        out.stderr
+            .contains("error: 4 configuration errors; nothing was run"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_typo_in_one_key_adds_no_errors_about_keys_that_are_right() {
+    let out = config_error(
+        r#"[vars]
+lang = 5
+
+[phase.a]
+run = "touch ran; echo a > {output}"
+outputs = ["out/a.txt"]
+timout = 5
+
+[phase.b]
+run = "touch ran; cat {needs.a.outputs} > {output} # {vars.lang}"
+needs = ["a"]
+after = ["a2"]
+outputs = ["out/b.txt"]
+
+[phase.a2]
+run = "touch ran"
+outputs = "out/a2.txt"
+
+[phase.c]
+run = "touch ran; cat {needs.a2.outputs}"
+needs = ["a2"]
+matrix = { l = "{vars.lang}" }
+"#,
+    );
+    errors_start_alike(&out.stderr);
+    assert!(
+        out.stderr.contains("unknown key `timout`"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("`lang` in variable"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`outputs` in phase `a2`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("error: 3 configuration errors; nothing was run"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_bad_setting_keeps_the_other_settings_of_its_table() {
+    let out = Test::new()
+        .orchfile(
+            "[orch]\njobs = \"4\"\njbos = 2\ninclude = [\"p/*.toml\"]\n\n[phase.a]\nrun = \"touch ran\"\nneeds = [\"b\"]\n",
+        )
+        .write("p/b.toml", "[phase.b]\nrun = \"touch ran\"\n")
+        .expect_status(2)
+        .stderr_contains("`jobs` in `[orch]` must be a whole number")
+        .stderr_contains("unknown key `jbos` in `[orch]`")
+        .stderr_contains("error: 2 configuration errors; nothing was run")
+        // `include` still applies: `b` is declared.
+        .stderr_lacks("which is not a phase")
+        .run();
+    assert!(!out.exists("ran"));
 }
