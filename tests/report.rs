@@ -397,3 +397,37 @@ fn the_page_still_comes_when_the_orchfile_no_longer_loads() {
     assert!(html.contains("The Orchfile cannot be loaded now"), "{html}");
     let _ = parse_events(&out.events_text(&run));
 }
+
+#[test]
+fn a_planted_symlink_in_the_state_never_leads_the_page_outside_the_project() {
+    let out = project().args(["build", "-k"]).expect_status(1).run();
+    let run = latest_run(&out);
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim.html");
+    std::fs::write(&victim, "keep").unwrap();
+    let run_dir = out.project.join(".orch/runs").join(&run);
+    // The page's own name, a symlink to a file outside: replaced, not written through.
+    std::os::unix::fs::symlink(&victim, run_dir.join("report.html")).unwrap();
+    out.again().args(["report"]).expect_status(0).run();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    let page = run_dir.join("report.html");
+    assert!(!page.is_symlink() && page.is_file());
+    // The run's folder, a symlink to a folder outside: refused, nothing written there.
+    let moved = out.project.join(".orch/moved-run");
+    std::fs::rename(&run_dir, &moved).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &run_dir).unwrap();
+    std::fs::copy(moved.join("events.jsonl"), outside.path().join("events.jsonl")).unwrap();
+    let refused = out
+        .again()
+        .args(["report", &run])
+        .expect_status(1)
+        .run();
+    assert!(refused.stderr.contains("outside the project"), "{}", refused.stderr);
+    let written: Vec<_> = std::fs::read_dir(outside.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let mut written = written;
+    written.sort();
+    assert_eq!(written, ["events.jsonl", "victim.html"]);
+}

@@ -40,7 +40,7 @@ pub fn run(g: &Global, a: ReportArgs) -> i32 {
         .output
         .unwrap_or_else(|| layout.run_dir(&run_id).join("report.html"));
     let trace = a.trace.unwrap_or_else(|| beside(&html, "trace.json"));
-    match write(&layout, &run_id, project.as_ref(), &html, &trace) {
+    match write(&layout, &run_id, project.as_ref(), &html, &trace, "error") {
         Ok(()) => {
             outln!("report: {}", html.display());
             outln!("trace:  {}", trace.display());
@@ -56,7 +56,7 @@ pub fn run(g: &Global, a: ReportArgs) -> i32 {
 pub(super) fn after_build(layout: &Layout, run_id: &str, project: Option<&Project>) {
     let html = layout.run_dir(run_id).join("report.html");
     let trace = beside(&html, "trace.json");
-    if write(layout, run_id, project, &html, &trace).is_ok() {
+    if write(layout, run_id, project, &html, &trace, "warning").is_ok() {
         crate::say!(
             "orch: timings report written to {} (Chrome trace: trace.json beside it)",
             html.display()
@@ -64,13 +64,15 @@ pub(super) fn after_build(layout: &Layout, run_id: &str, project: Option<&Projec
     }
 }
 
-/// Reads run `run_id`'s events and writes its page and trace; errors are printed.
+/// Reads run `run_id`'s events and writes its page and trace; a failure to write is
+/// printed as `level` (an error of `orch report`, a warning after a build).
 fn write(
     layout: &Layout,
     run_id: &str,
     project: Option<&Project>,
     html: &Path,
     trace: &Path,
+    level: &str,
 ) -> Result<(), i32> {
     let events = layout.events(run_id);
     let text = std::fs::read(&events).map_err(|e| {
@@ -83,9 +85,9 @@ fn write(
     })?;
     let upstreams = project.map(report::upstreams_of);
     let r = Report::new(Timeline::from_events(run_id, &text), upstreams.as_ref());
-    report::write(&r, html, trace).map_err(|e| {
+    report::write(&r, &layout.root, html, trace).map_err(|e| {
         crate::say!(
-            "warning: cannot write the report `{}` or `{}`: {e}",
+            "{level}: cannot write the report `{}` or `{}`: {e}",
             html.display(),
             trace.display()
         );

@@ -101,17 +101,25 @@ impl Report {
 }
 
 /// Writes the page of `report` to `html` and its trace to `trace`, creating their
-/// folders.
-pub fn write(report: &Report, html: &Path, trace: &Path) -> std::io::Result<()> {
-    for path in [html, trace] {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-    }
-    std::fs::write(html, html::page(report))?;
+/// folders. Each file is written whole and renamed into place, so a symlink already
+/// there is replaced, never followed; a path inside the project `root` (the defaults,
+/// under `.orch/runs/`) is resolved beneath it, so a planted symlinked folder cannot lead
+/// the write outside the project.
+pub fn write(report: &Report, root: &Path, html: &Path, trace: &Path) -> std::io::Result<()> {
     let mut json = serde_json::to_string(&trace::trace(report)).map_err(std::io::Error::other)?;
     json.push('\n');
-    std::fs::write(trace, json)
+    let page = html::page(report);
+    let beneath = crate::fs::Beneath::open(root)?;
+    for (path, bytes) in [(html, page.as_bytes()), (trace, json.as_bytes())] {
+        let path = std::path::absolute(path)?;
+        match path.strip_prefix(root) {
+            Ok(rel) => beneath
+                .replace_with(rel, |f| std::io::Write::write_all(f, bytes))
+                .map_err(std::io::Error::other)?,
+            Err(_) => crate::events::summary::write_atomically(&path, bytes)?,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
