@@ -416,13 +416,17 @@ fn a_planted_symlink_in_the_state_never_leads_the_page_outside_the_project() {
     let moved = out.project.join(".orch/moved-run");
     std::fs::rename(&run_dir, &moved).unwrap();
     std::os::unix::fs::symlink(outside.path(), &run_dir).unwrap();
-    std::fs::copy(moved.join("events.jsonl"), outside.path().join("events.jsonl")).unwrap();
-    let refused = out
-        .again()
-        .args(["report", &run])
-        .expect_status(1)
-        .run();
-    assert!(refused.stderr.contains("outside the project"), "{}", refused.stderr);
+    std::fs::copy(
+        moved.join("events.jsonl"),
+        outside.path().join("events.jsonl"),
+    )
+    .unwrap();
+    let refused = out.again().args(["report", &run]).expect_status(1).run();
+    assert!(
+        refused.stderr.contains("outside the project"),
+        "{}",
+        refused.stderr
+    );
     let written: Vec<_> = std::fs::read_dir(outside.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
