@@ -94,6 +94,9 @@ pub fn run(g: &Global) -> i32 {
         Ok(Ignore::Created) => outln!("created .gitignore: ignores `{IGNORED}`, orch's state"),
         Ok(Ignore::Appended) => outln!("added `{IGNORED}` to .gitignore"),
         Ok(Ignore::Present) => {}
+        Ok(Ignore::Symlink) => crate::say!(
+            "warning: .gitignore is a symlink; orch did not change it: add `{IGNORED}` to it yourself"
+        ),
         Err(e) => return cannot_write(&dir.join(".gitignore"), &e),
     }
     outln!("run `orch build` to build it and `orch plan` to see what would run");
@@ -133,11 +136,16 @@ enum Ignore {
     Created,
     Appended,
     Present,
+    /// A symlink, perhaps to a file outside the project: left alone.
+    Symlink,
 }
 
 /// Makes `.gitignore` ignore `.orch/`: creates it, or appends the line when no line
 /// already ignores `.orch`.
 fn ignore_state(path: &Path) -> std::io::Result<Ignore> {
+    if path.is_symlink() {
+        return Ok(Ignore::Symlink);
+    }
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
