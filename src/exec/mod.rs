@@ -733,6 +733,21 @@ impl Build<'_, '_> {
             self.core.interrupt();
         }
         let project = self.snap.project;
+        // What was planned up to date, with every upstream keeping its record, never had
+        // to start: it is up to date, not blocked, when a failure or Ctrl-C stopped the
+        // build before the scheduler reached it (the rule of `ready`, in topological order).
+        for &i in &self.snap.order {
+            let up_to_date = self.outcome[i].is_none()
+                && self.plan.get(&i).is_some_and(|e| !e.stale)
+                && project.instances[i]
+                    .deps
+                    .iter()
+                    .all(|d| self.from_record[d.upstream]);
+            if up_to_date {
+                self.skip(i);
+                self.from_record[i] = true;
+            }
+        }
         for (i, blocked) in self.core.block_unstarted() {
             let inst = &project.instances[i];
             let event = self.blocked_event(&blocked);

@@ -138,6 +138,32 @@ fn fail_fast_starts_nothing_after_a_failure() {
 }
 
 #[test]
+fn fail_fast_counts_what_was_up_to_date_as_up_to_date_not_blocked() {
+    // z_ok is built; a_fail fails again. With -j 1 the failure comes
+    // first, before the scheduler reaches z_ok: it is still up to date, not blocked.
+    let t = Test::new()
+        .orchfile(INDEPENDENT)
+        .args(["build", "-k", "--run-id", "first"])
+        .expect_status(1)
+        .run();
+    let out = t
+        .again()
+        .args(["build", "-j", "1", "--run-id", "again"])
+        .expect_status(1)
+        .run();
+    let events = out.events("again");
+    assert!(
+        blocked(&events).iter().all(|b| !b.starts_with("z_ok")),
+        "{:?}",
+        blocked(&events)
+    );
+    let end = &of_type(&events, "run_failed")[0]["counts"];
+    assert_eq!(end["up_to_date"], 1, "{end}");
+    assert!(!out.stdout.contains("z_ok not started"), "{}", out.stdout);
+    assert!(out.stdout.contains("1 up to date"), "{}", out.stdout);
+}
+
+#[test]
 fn keep_going_builds_independent_branches() {
     let out = Test::new()
         .orchfile(INDEPENDENT)
