@@ -26,11 +26,11 @@ pub fn answer(args: &[OsString]) -> bool {
     match clap_complete::CompleteEnv::with_factory(crate::cli::Cli::command)
         .var(VAR)
         .shells(Shells(&[
-            &WholeWordBash,
+            &WHOLE_WORD_BASH,
             &Elvish,
             &Fish,
             &Powershell,
-            &UnquotedZsh,
+            &UNQUOTED_ZSH,
         ]))
         .try_complete(args.iter().cloned(), current_dir.as_deref())
     {
@@ -45,8 +45,8 @@ pub fn answer(args: &[OsString]) -> bool {
 /// Prints the registration script for `shell` (what `COMPLETE=SHELL orch` prints).
 pub fn print_registration(shell: clap_complete::Shell) -> i32 {
     let completer: &dyn EnvCompleter = match shell {
-        clap_complete::Shell::Bash => &WholeWordBash,
-        clap_complete::Shell::Zsh => &UnquotedZsh,
+        clap_complete::Shell::Bash => &WHOLE_WORD_BASH,
+        clap_complete::Shell::Zsh => &UNQUOTED_ZSH,
         clap_complete::Shell::Fish => &Fish,
         clap_complete::Shell::Elvish => &Elvish,
         clap_complete::Shell::PowerShell => &Powershell,
@@ -68,28 +68,50 @@ pub fn print_registration(shell: clap_complete::Shell) -> i32 {
     crate::EXIT_OK
 }
 
-/// Bash, completing whole words: instance names hold `=` (`translate[lang=fr]`), where
-/// bash splits its words (`COMP_WORDBREAKS`), so clap's script would ask orch to complete
-/// `fr` alone. This script splits the line on blanks only and hands bash back the part of
-/// each candidate after bash's own word start.
-struct WholeWordBash;
+/// One of clap's shells with orch's own registration script; completing works as
+/// clap's does.
+struct OrchShell {
+    shell: &'static dyn EnvCompleter,
+    /// The registration script, from `(var, name, bin, completer)`.
+    script: fn(&str, &str, &str, &str) -> std::io::Result<String>,
+}
 
-impl EnvCompleter for WholeWordBash {
+impl EnvCompleter for OrchShell {
     fn name(&self) -> &'static str {
-        Bash.name()
+        self.shell.name()
     }
     fn is(&self, name: &str) -> bool {
-        Bash.is(name)
+        self.shell.is(name)
     }
     fn write_registration(
         &self,
         var: &str,
-        _name: &str,
+        name: &str,
         bin: &str,
         completer: &str,
         buf: &mut dyn std::io::Write,
     ) -> std::io::Result<()> {
-        let script = r#"
+        buf.write_all((self.script)(var, name, bin, completer)?.as_bytes())
+    }
+    fn write_complete(
+        &self,
+        cmd: &mut clap::Command,
+        args: Vec<OsString>,
+        current_dir: Option<&Path>,
+        buf: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        self.shell.write_complete(cmd, args, current_dir, buf)
+    }
+}
+
+/// Bash, completing whole words: instance names hold `=` (`translate[lang=fr]`), where
+/// bash splits its words (`COMP_WORDBREAKS`), so clap's script would ask orch to complete
+/// `fr` alone. This script splits the line on blanks only and hands bash back the part of
+/// each candidate after bash's own word start.
+const WHOLE_WORD_BASH: OrchShell = OrchShell {
+    shell: &Bash,
+    script: |var, _name, bin, completer| {
+        Ok(r#"
 _orch_complete() {
     local line=${COMP_LINE:0:COMP_POINT}
     local -a words
@@ -122,58 +144,25 @@ _orch_complete() {
 }
 complete -o nospace -o bashdefault -o nosort -F _orch_complete BIN 2> /dev/null ||
     complete -o nospace -o bashdefault -F _orch_complete BIN
+
 "#
         .replace("BIN", bin)
         .replace("COMPLETER", completer)
-        .replace("VAR", var);
-        writeln!(buf, "{script}")
-    }
-    fn write_complete(
-        &self,
-        cmd: &mut clap::Command,
-        args: Vec<OsString>,
-        current_dir: Option<&Path>,
-        buf: &mut dyn std::io::Write,
-    ) -> std::io::Result<()> {
-        Bash.write_complete(cmd, args, current_dir, buf)
-    }
-}
+        .replace("VAR", var))
+    },
+};
 
 /// Zsh, with the typed words unquoted before orch sees them: `translate\[lang=f` (zsh
 /// quotes the glob character `[` when it inserts a name) must match `translate[lang=fr]`.
-struct UnquotedZsh;
-
-impl EnvCompleter for UnquotedZsh {
-    fn name(&self) -> &'static str {
-        Zsh.name()
-    }
-    fn is(&self, name: &str) -> bool {
-        Zsh.is(name)
-    }
-    fn write_registration(
-        &self,
-        var: &str,
-        name: &str,
-        bin: &str,
-        completer: &str,
-        buf: &mut dyn std::io::Write,
-    ) -> std::io::Result<()> {
+const UNQUOTED_ZSH: OrchShell = OrchShell {
+    shell: &Zsh,
+    script: |var, name, bin, completer| {
         let mut script = Vec::new();
         Zsh.write_registration(var, name, bin, completer, &mut script)?;
-        let script = String::from_utf8_lossy(&script)
-            .replace(r#"-- "${words[@]}""#, r#"-- "${(Q)words[@]}""#);
-        buf.write_all(script.as_bytes())
-    }
-    fn write_complete(
-        &self,
-        cmd: &mut clap::Command,
-        args: Vec<OsString>,
-        current_dir: Option<&Path>,
-        buf: &mut dyn std::io::Write,
-    ) -> std::io::Result<()> {
-        Zsh.write_complete(cmd, args, current_dir, buf)
-    }
-}
+        Ok(String::from_utf8_lossy(&script)
+            .replace(r#"-- "${words[@]}""#, r#"-- "${(Q)words[@]}""#))
+    },
+};
 
 /// What a completer offers.
 #[derive(Clone, Copy)]

@@ -342,6 +342,14 @@ impl Screen {
         }
     }
 
+    /// ` (4/14 shards)`: the progress of shard `name`'s instance, for its line.
+    fn shard_progress_suffix(&self, name: &str) -> String {
+        self.track
+            .shard_progress(super::human::shard_parent(name).unwrap_or(name))
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default()
+    }
+
     /// A shard finished: its instance's line counts it.
     fn shard_finished(&mut self, name: &str) {
         self.track.shard_finished(name);
@@ -481,11 +489,7 @@ impl Screen {
                 let line = if shard.is_some() {
                     self.shard_finished(name);
                     let indent = self.track.indent();
-                    let progress = self
-                        .track
-                        .shard_progress(super::human::shard_parent(name).unwrap_or(name))
-                        .map(|p| format!(" ({p})"))
-                        .unwrap_or_default();
+                    let progress = self.shard_progress_suffix(name);
                     format!(
                         "{indent} {} {ok} {took}{progress}",
                         label(name, shard.as_ref())
@@ -517,11 +521,7 @@ impl Screen {
                 let mut text = if shard.is_some() {
                     self.shard_finished(name);
                     let indent = self.track.indent();
-                    let progress = self
-                        .track
-                        .shard_progress(super::human::shard_parent(name).unwrap_or(name))
-                        .map(|p| format!(" ({p})"))
-                        .unwrap_or_default();
+                    let progress = self.shard_progress_suffix(name);
                     format!("{indent} {shown} {failed} ({what}) {took}{progress}: {message}\n")
                 } else {
                     let c = self.track.counter();
