@@ -123,6 +123,8 @@ pub enum Command {
     List(ListArgs),
     /// Write one HTML page on a run: timeline, critical path, slowest, cache, failures.
     Report(ReportArgs),
+    /// Re-run the targets in a scratch copy under perturbed schedules; report outputs that differ.
+    Verify(VerifyArgs),
     /// Print the man page (roff) on standard output: `orch man > orch.1`.
     #[command(hide = true)]
     Man(ManArgs),
@@ -184,6 +186,10 @@ pub struct WatchArgs {
     /// Also build every DURATION (`30s`, `5m`), for inputs outside the file system.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub every: Option<std::time::Duration>,
+    /// With `--every`: start builds on wall-clock multiples of the period, giving commands
+    /// the tick's time as `ORCH_TICK`.
+    #[arg(long, requires = "every")]
+    pub align: bool,
     /// Stop a running build when changes arrive, and start again.
     #[arg(long)]
     pub restart: bool,
@@ -233,6 +239,20 @@ pub struct StatusArgs {
     /// Exit 1 unless every instance is up to date (as `make -q`).
     #[arg(long)]
     pub check: bool,
+}
+
+/// `orch verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Phases, instances or output paths; default: all.
+    #[arg(add = crate::commands::complete::targets())]
+    pub targets: Vec<String>,
+    /// Re-run everything N times, each under another perturbation.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub rounds: u32,
+    /// Seed of the perturbations (default: derived from the run), to repeat a verification.
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
 }
 
 /// `orch man`.

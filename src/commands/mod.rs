@@ -34,6 +34,7 @@ mod runs;
 mod schema;
 mod show;
 mod status;
+mod verify;
 mod version;
 mod watch;
 
@@ -97,6 +98,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Schema => schema::run(),
         Command::List(a) => list::run(&g, a),
         Command::Report(a) => report::run(&g, a),
+        Command::Verify(a) => verify::run(&g, a),
         Command::Man(a) => man::run(a.command.as_deref()),
         Command::Completions(a) => complete::print_registration(a.shell),
     }
