@@ -44,6 +44,7 @@ pub mod shard;
 pub mod snapshot;
 pub mod store;
 pub mod timings;
+pub mod verify;
 pub mod watch;
 
 use std::ffi::OsString;

@@ -87,7 +87,7 @@ pub(super) trait Snapshots {
 }
 
 /// A full snapshot every time.
-struct FullSnapshots;
+pub(super) struct FullSnapshots;
 
 impl Snapshots for FullSnapshots {
     fn take<'p>(
@@ -110,7 +110,48 @@ pub(super) fn run_loaded(
     l: &Loaded,
     snapshots: &mut dyn Snapshots,
     exiting: bool,
+    t: Timings,
+) -> i32 {
+    run_perturbed(g, a, l, snapshots, exiting, t, &Perturb::default())
+}
+
+/// How `orch verify` bends a build away from its usual course.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Perturb {
+    /// Shuffles the ready order of instances and shards with this seed.
+    pub shuffle: Option<u64>,
+    /// Variables every command gets on top of its own (another `TZ`, say).
+    pub env: Vec<(String, String)>,
+}
+
+/// A runner that gives every command a few more variables.
+struct WithEnv {
+    inner: ProcessRunner,
+    env: Vec<(String, String)>,
+}
+
+impl exec::Runner for WithEnv {
+    fn run(&self, job: &exec::Job) -> exec::Exit {
+        let mut job = job.clone();
+        job.env.extend(self.env.iter().cloned());
+        self.inner.run(&job)
+    }
+
+    fn interrupt_all(&self) {
+        self.inner.interrupt_all();
+    }
+}
+
+/// [`run_loaded`], perturbed as `how` says.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_perturbed(
+    g: &Global,
+    a: BuildArgs,
+    l: &Loaded,
+    snapshots: &mut dyn Snapshots,
+    exiting: bool,
     mut t: Timings,
+    how: &Perturb,
 ) -> i32 {
     if let Some(name) = &a.executor
         && let Err(why) = l.project.check_executor(name)
@@ -239,6 +280,15 @@ pub(super) fn run_loaded(
         run_id: rec.run_id.clone(),
         stream,
         executor: a.executor.clone(),
+        shuffle: how.shuffle,
+    };
+    let runner: Arc<dyn exec::Runner> = if how.env.is_empty() {
+        Arc::new(ProcessRunner::default())
+    } else {
+        Arc::new(WithEnv {
+            inner: ProcessRunner::default(),
+            env: how.env.clone(),
+        })
     };
     let report = match exec::execute(
         &snap,
@@ -246,7 +296,7 @@ pub(super) fn run_loaded(
         &selected,
         &mut store,
         &layout,
-        Arc::new(ProcessRunner::default()),
+        runner,
         &mut rec.events,
         &opts,
     ) {

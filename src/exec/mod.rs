@@ -72,6 +72,9 @@ pub struct ExecOptions {
     pub cache: Option<Arc<Cache>>,
     /// `--executor NAME`: where every selected instance runs, whatever its phase says.
     pub executor: Option<String>,
+    /// A seed that shuffles which ready instance or shard starts first (`orch verify`
+    /// perturbs schedules with it); None keeps the critical-path order.
+    pub shuffle: Option<u64>,
 }
 
 /// What a build did.
@@ -219,7 +222,15 @@ pub fn execute(
     let beneath = Arc::new(Beneath::open(&snap.project.root)?);
     let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
     let n = snap.project.instances.len();
-    let priority = priority::for_build(snap.project, snap.graph, plan, selected, store, opts.jobs);
+    let priority = match opts.shuffle {
+        // Random priorities still respect dependencies: the scheduler only orders what
+        // is ready, so any of them is an order a real build could take.
+        Some(seed) => {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            (0..n).map(|_| rng.u64(..)).collect()
+        }
+        None => priority::for_build(snap.project, snap.graph, plan, selected, store, opts.jobs),
+    };
     let (backends, backend_of) = backends(snap.project, selected, layout, opts, runner, tx)?;
     let core = Core::new(
         snap.project,

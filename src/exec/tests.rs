@@ -95,6 +95,7 @@ fn build(dir: &Path, fail: &[&str], keep_going: bool) -> (Vec<String>, Vec<Strin
         keep_going,
         run_id: "test".into(),
         executor: None,
+        shuffle: None,
     };
     execute(
         &snap,

@@ -36,4 +36,5 @@ mod trust_keys;
 mod trust_limits;
 mod trust_paths;
 mod trust_runtime;
+mod verify;
 mod watch;

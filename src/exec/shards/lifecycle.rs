@@ -95,7 +95,13 @@ impl Build<'_, '_> {
             .map(|(k, _)| k)
             .collect();
         let jobs = self.capacity_of(i);
-        if jobs > 1 && waiting.len() > 1 {
+        if let Some(seed) = self.opts.shuffle {
+            // Another order per instance, so shards of different instances do not all
+            // move the same way.
+            let mut rng =
+                fastrand::Rng::with_seed(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            rng.shuffle(waiting.make_contiguous());
+        } else if jobs > 1 && waiting.len() > 1 {
             let ms = self.store.shard_durations(&inst.name).unwrap_or_default();
             priority::order_shards(&mut waiting, &|k| {
                 ms.get(&planned[k].shard.key)
