@@ -1,5 +1,6 @@
 //! Every example project and every pipeline fragment is a real, working Orchfile: each
-//! example is checked, built in a temporary copy, and rebuilt as a no-op; the project's
+//! example is checked, built in a temporary copy, rebuilt as a no-op and verified
+//! (`orch verify`: its outputs are reproducible); the project's
 //! own Orchfile (with `pipelines/*.toml`) is checked.
 
 use std::path::{Path, PathBuf};
@@ -72,6 +73,14 @@ fn every_example_builds_then_is_a_no_op() {
             out.contains("nothing to do"),
             "{}: second build was not a no-op:\n{out}",
             dir.display()
+        );
+        let verify = orch(tmp.path(), &["verify"]);
+        assert!(
+            verify.status.success(),
+            "{}: outputs are not reproducible:\n{}{}",
+            dir.display(),
+            String::from_utf8_lossy(&verify.stdout),
+            String::from_utf8_lossy(&verify.stderr)
         );
     }
 }
