@@ -322,25 +322,35 @@ fn describe(
         let short = |d: Option<&Digest>| d.map_or_else(|| "(none)".to_owned(), Digest::short);
         outln!("  {path}: recorded {}, scratch {}", short(a), short(b));
         let (old, new) = (then_root.join(path), now_root.join(path));
-        let on_disk = crate::fs::hash_path(&old).ok();
-        if a.is_none() || b.is_none() || on_disk.as_ref() != a {
-            if a.is_some() && on_disk.as_ref() != a {
-                outln!(
-                    "    (the recorded version is no longer in the project: only the digests differ)"
-                );
-            }
+        let note = |why: &str| outln!("    ({why})");
+        if a.is_none() {
+            note("not in the record: only the scratch build made it");
             continue;
         }
-        if old.is_dir() {
-            match verify::first_difference_in_dirs(&old, &new) {
-                Ok(Some((file, Some(d)))) => outln!("    {file}: {}", indent(&d.to_string())),
-                Ok(Some((file, None))) => outln!("    {file}: only in one of them"),
-                Ok(None) | Err(_) => {}
-            }
-        } else if let (Ok(x), Ok(y)) = (std::fs::read(&old), std::fs::read(&new))
-            && let Some(d) = verify::first_difference(&x, &y)
-        {
-            outln!("    {}", indent(&d.to_string()));
+        if b.is_none() {
+            note("the scratch build did not make it");
+            continue;
+        }
+        if crate::fs::hash_path(&old).ok().as_ref() != a {
+            note("the recorded version is no longer in the project: only the digests differ");
+            continue;
+        }
+        let found = if old.is_dir() {
+            verify::first_difference_in_dirs(&old, &new).map(|d| {
+                d.map(|(file, d)| match d {
+                    Some(d) => format!("{file}: {}", indent(&d.to_string())),
+                    None => format!("{file}: in only one of them"),
+                })
+            })
+        } else {
+            std::fs::read(&old)
+                .and_then(|x| Ok((x, std::fs::read(&new)?)))
+                .map(|(x, y)| verify::first_difference(&x, &y).map(|d| indent(&d.to_string())))
+        };
+        match found {
+            Ok(Some(text)) => outln!("    {text}"),
+            Ok(None) => note("the two versions read the same now"),
+            Err(e) => note(&format!("cannot compare the two versions: {e}")),
         }
     }
 }

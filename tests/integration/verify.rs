@@ -225,3 +225,32 @@ outputs = ["out.txt"]
         .stdout_contains("failed in the scratch copy: zone")
         .run();
 }
+
+#[test]
+fn the_ready_order_is_shuffled() {
+    // Six instances ready at once append to one scratch file; the last copies it. Built
+    // in rank order the file is 1..6; a shuffled round writes another order.
+    let orchfile = r#"
+[phase.append]
+matrix = { n = ["1", "2", "3", "4", "5", "6"] }
+run = "echo {matrix.n} >> order.log"
+outputs = []
+
+[phase.collect]
+after = ["append"]
+run = "cp order.log order.txt && rm order.log"
+outputs = ["order.txt"]
+"#;
+    let built = Test::new()
+        .orchfile(orchfile)
+        .args(["build", "-j", "1"])
+        .run();
+    assert_eq!(built.read("order.txt"), "1\n2\n3\n4\n5\n6\n");
+    built
+        .again()
+        .args(["verify", "--rounds", "1", "--seed", "3", "collect"])
+        .expect_status(1)
+        .stdout_contains("differs: collect (round 1: -j 1")
+        .stdout_contains("first difference at line")
+        .run();
+}
