@@ -37,6 +37,8 @@ impl fmt::Display for Round {
 /// over; the ready order and the time zone come from the seed, so a seed repeats them.
 pub fn rounds(seed: u64, rounds: u32, cpus: usize) -> Vec<Round> {
     let mut rng = fastrand::Rng::with_seed(seed);
+    // Zones in turn from a seeded start, so consecutive rounds never share one.
+    let first_zone = rng.usize(..ZONES.len());
     (1..=rounds)
         .map(|number| Round {
             number,
@@ -46,7 +48,7 @@ pub fn rounds(seed: u64, rounds: u32, cpus: usize) -> Vec<Round> {
                 _ => cpus.max(3),
             },
             shuffle: rng.u64(..),
-            tz: ZONES[rng.usize(..ZONES.len())],
+            tz: ZONES[(first_zone + number as usize) % ZONES.len()],
         })
         .collect()
 }
@@ -273,6 +275,7 @@ mod tests {
         );
         assert_ne!(a[0].shuffle, rounds(8, 1, 8)[0].shuffle);
         assert_eq!(rounds(1, 3, 1)[2].jobs, 3);
+        assert!(a.windows(2).all(|w| w[0].tz != w[1].tz), "{a:?}");
     }
 
     #[test]
