@@ -165,8 +165,8 @@ fn translate_one_edited_announcement_reruns_one_shard_per_language() {
     // Grouped by route, in route order, each route's records in file order.
     assert!(
         fr.starts_with(
-            "{\"lang\":\"fr\",\"route_id\":\"R1\",\"seq\":1,\"text\":\"Bienvenue abord, le prochain arret est le gare.\"}\n\
-             {\"lang\":\"fr\",\"route_id\":\"R1\",\"seq\":4,"
+            "{\"lang\":\"fr\",\"route_id\":\"R1\",\"seq\":1,\"n\":1,\"of\":5,\"text\":\"Bienvenue abord, le prochain arret est le gare.\"}\n\
+             {\"lang\":\"fr\",\"route_id\":\"R1\",\"seq\":4,\"n\":2,\"of\":5,"
         ),
         "{fr}"
     );
@@ -184,7 +184,17 @@ fn translate_one_edited_announcement_reruns_one_shard_per_language() {
     let mut sorted = routes.clone();
     sorted.sort();
     assert_eq!(routes, sorted);
-    assert!(read("build/summary.md").contains("| R4 | 4 | Willkommen an bord"));
+    assert!(read("build/qa/de.md").contains("| R4 | 4 | Willkommen an bord"));
+    assert!(read("build/qa/fr.md").ends_with("\n28 announcements on 6 routes, all translated\n"));
+    let export = read("build/export/announcements.jsonl");
+    assert_eq!(export.lines().count(), 28);
+    assert!(
+        export.starts_with(
+            "{\"route_id\":\"R1\",\"seq\":1,\"de\":\"Willkommen an bord, die naechste halt ist die bahnhof.\",\"fr\":\"Bienvenue abord, le prochain arret est le gare.\"}\n\
+             {\"route_id\":\"R2\",\"seq\":2,"
+        ),
+        "{export}"
+    );
 
     // Edit the first announcement of route R4 (the fourth route: shard 3).
     let scripts = read("raw/scripts.txt");
@@ -200,10 +210,11 @@ fn translate_one_edited_announcement_reruns_one_shard_per_language() {
     assert_eq!(
         started(&ev),
         [
+            "context",
+            "export",
             "ingest",
-            "report[lang=de]",
-            "report[lang=fr]",
-            "summary",
+            "qa[lang=de]",
+            "qa[lang=fr]",
             "translate[lang=de]",
             "translate[lang=de]#3",
             "translate[lang=fr]",
@@ -231,12 +242,99 @@ fn translate_one_edited_announcement_reruns_one_shard_per_language() {
     assert_eq!(changed.len(), 1, "{changed:?}");
     assert!(changed[0].1.contains("le old town."), "{changed:?}");
     assert!(
-        read("build/summary.md")
+        read("build/qa/fr.md")
             .contains("| R4 | 4 | Bienvenue abord, le prochain arret est le old town. |")
     );
+    assert!(read("build/export/announcements.jsonl").contains("le old town.\"}\n"));
 
     let third = orch(dir, &["build"]);
     assert!(String::from_utf8_lossy(&third.stdout).contains("nothing to do"));
+}
+
+/// The instances (not shards) named by the events of type `kind`, sorted.
+fn instances_with(events: &[serde_json::Value], kind: &str) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .map(|e| e["instance"].as_str().unwrap().to_owned())
+        .filter(|n| !n.contains('#'))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn translate_a_failing_language_blocks_only_what_depends_on_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/translate"),
+        dir,
+    );
+
+    // Fail-fast: the failure stops the build; its downstream is blocked, not failed.
+    let out = orch(
+        dir,
+        &[
+            "build",
+            "-j",
+            "1",
+            "--set",
+            "fail_lang=de",
+            "--run-id",
+            "stop",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let ev = events(dir, "stop");
+    assert_eq!(
+        instances_with(&ev, "instance_failed"),
+        ["translate[lang=de]"]
+    );
+    assert!(
+        instances_with(&ev, "instance_blocked").contains(&"qa[lang=de]".to_owned()),
+        "{ev:?}"
+    );
+    assert!(!dir.join("build/export/announcements.jsonl").exists());
+
+    // -k: everything the failure does not reach is built.
+    let out = orch(
+        dir,
+        &["build", "-k", "--set", "fail_lang=de", "--run-id", "keep"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let ev = events(dir, "keep");
+    assert_eq!(
+        instances_with(&ev, "instance_failed"),
+        ["translate[lang=de]"]
+    );
+    assert_eq!(
+        instances_with(&ev, "instance_blocked"),
+        ["export", "qa[lang=de]"]
+    );
+    assert!(
+        stdout.contains("qa[lang=de] blocked by translate[lang=de] (failed)"),
+        "{stdout}"
+    );
+    // The failed shards' output is shown, so the user sees why.
+    assert!(stdout.contains("no translation into de today"), "{stdout}");
+    assert!(dir.join("build/qa/fr.md").is_file());
+    assert!(dir.join("build/translate/fr.jsonl").is_file());
+    assert!(!dir.join("build/translate/de.jsonl").exists());
+    assert!(!dir.join("build/export/announcements.jsonl").exists());
+
+    // Without the failing language, the rest is built, and then nothing is left to do.
+    build_ok(dir, &["build"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("build/export/announcements.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        28
+    );
+    let again = orch(dir, &["build"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
 }
 
 /// Keys of the `compile` shards whose command started, sorted.
