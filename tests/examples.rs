@@ -99,7 +99,8 @@ fn hello_counts_the_words_of_its_texts() {
 #[test]
 fn the_project_pipeline_and_its_fragments_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let check = orch(root, &["check"]);
+    // Orchfile.bench.toml includes every fragment.
+    let check = orch(root, &["-f", "Orchfile.bench.toml", "check"]);
     let stdout = String::from_utf8_lossy(&check.stdout);
     assert!(
         check.status.success(),
@@ -111,6 +112,22 @@ fn the_project_pipeline_and_its_fragments_are_valid() {
         stdout.contains(&format!("{fragments} included file")),
         "{stdout}"
     );
+    assert!(orch(root, &["check"]).status.success());
+}
+
+#[test]
+fn the_project_pipeline_runs_the_checks_and_no_benchmark() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // `list` reads the Orchfile only: it neither waits for nor touches `.orch/`, which a
+    // build of the project running this very suite holds.
+    let list = orch(root, &["list"]);
+    assert!(list.status.success());
+    let phases: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_lowercase()))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    assert_eq!(phases, ["clippy", "docs", "fmt", "test"]);
 }
 
 /// The events of run `run_id` in `dir`.
