@@ -86,23 +86,30 @@ fn every_example_builds_then_is_a_no_op() {
 }
 
 #[test]
-fn wordcount_report_is_right() {
+fn hello_counts_the_words_of_its_texts() {
     let tmp = tempfile::tempdir().unwrap();
     copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wordcount"),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello"),
         tmp.path(),
     );
     assert!(orch(tmp.path(), &["build"]).status.success());
-    let report = std::fs::read_to_string(tmp.path().join("build/report.md")).unwrap();
-    assert!(report.starts_with("# Most frequent words\n"), "{report}");
-    assert!(report.contains("      9 the\n"), "{report}");
-    assert!(report.contains("9 fishermen\n"), "{report}");
+    let counts = std::fs::read_to_string(tmp.path().join("build/counts.txt")).unwrap();
+    assert!(counts.starts_with("      9 the\n"), "{counts}");
+    assert!(counts.contains("      1 fishermen\n"), "{counts}");
+    let top = std::fs::read_to_string(tmp.path().join("build/top.md")).unwrap();
+    // Ties are broken by the word, so the list is the same on every machine.
+    assert!(
+        top.starts_with("# Most frequent words\n\n- the (9)\n- dog (2)\n- fox (2)\n- and (1)\n"),
+        "{top}"
+    );
+    assert_eq!(top.lines().filter(|l| l.starts_with("- ")).count(), 10);
 }
 
 #[test]
 fn the_project_pipeline_and_its_fragments_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let check = orch(root, &["check"]);
+    // Orchfile.bench.toml includes every fragment.
+    let check = orch(root, &["-f", "Orchfile.bench.toml", "check"]);
     let stdout = String::from_utf8_lossy(&check.stdout);
     assert!(
         check.status.success(),
@@ -114,6 +121,22 @@ fn the_project_pipeline_and_its_fragments_are_valid() {
         stdout.contains(&format!("{fragments} included file")),
         "{stdout}"
     );
+    assert!(orch(root, &["check"]).status.success());
+}
+
+#[test]
+fn the_project_pipeline_runs_the_checks_and_no_benchmark() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // `list` reads the Orchfile only: it neither waits for nor touches `.orch/`, which a
+    // build of the project running this very suite holds.
+    let list = orch(root, &["list"]);
+    assert!(list.status.success());
+    let phases: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_lowercase()))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    assert_eq!(phases, ["clippy", "docs", "fmt", "test"]);
 }
 
 /// The events of run `run_id` in `dir`.
@@ -168,8 +191,8 @@ fn translate_one_edited_announcement_reruns_one_shard_per_language() {
     // Grouped by route, in route order, each route's records in file order.
     assert!(
         fr.starts_with(
-            "{\"lang\":\"fr\",\"route_id\":\"R1\",\"seq\":1,\"text\":\"Bienvenue abord, le prochain arret est le gare.\"}\n\
-             {\"lang\":\"fr\",\"route_id\":\"R1\",\"seq\":4,"
+            "{\"lang\":\"fr\",\"route_id\":\"R1\",\"seq\":1,\"n\":1,\"of\":5,\"text\":\"Bienvenue abord, le prochain arret est le gare.\"}\n\
+             {\"lang\":\"fr\",\"route_id\":\"R1\",\"seq\":4,\"n\":2,\"of\":5,"
         ),
         "{fr}"
     );
@@ -187,7 +210,17 @@ fn translate_one_edited_announcement_reruns_one_shard_per_language() {
     let mut sorted = routes.clone();
     sorted.sort();
     assert_eq!(routes, sorted);
-    assert!(read("build/summary.md").contains("| R4 | 4 | Willkommen an bord"));
+    assert!(read("build/qa/de.md").contains("| R4 | 4 | Willkommen an bord"));
+    assert!(read("build/qa/fr.md").ends_with("\n28 announcements on 6 routes, all translated\n"));
+    let export = read("build/export/announcements.jsonl");
+    assert_eq!(export.lines().count(), 28);
+    assert!(
+        export.starts_with(
+            "{\"route_id\":\"R1\",\"seq\":1,\"de\":\"Willkommen an bord, die naechste halt ist die bahnhof.\",\"fr\":\"Bienvenue abord, le prochain arret est le gare.\"}\n\
+             {\"route_id\":\"R2\",\"seq\":2,"
+        ),
+        "{export}"
+    );
 
     // Edit the first announcement of route R4 (the fourth route: shard 3).
     let scripts = read("raw/scripts.txt");
@@ -203,10 +236,11 @@ fn translate_one_edited_announcement_reruns_one_shard_per_language() {
     assert_eq!(
         started(&ev),
         [
+            "context",
+            "export",
             "ingest",
-            "report[lang=de]",
-            "report[lang=fr]",
-            "summary",
+            "qa[lang=de]",
+            "qa[lang=fr]",
             "translate[lang=de]",
             "translate[lang=de]#3",
             "translate[lang=fr]",
@@ -234,12 +268,99 @@ fn translate_one_edited_announcement_reruns_one_shard_per_language() {
     assert_eq!(changed.len(), 1, "{changed:?}");
     assert!(changed[0].1.contains("le old town."), "{changed:?}");
     assert!(
-        read("build/summary.md")
+        read("build/qa/fr.md")
             .contains("| R4 | 4 | Bienvenue abord, le prochain arret est le old town. |")
     );
+    assert!(read("build/export/announcements.jsonl").contains("le old town.\"}\n"));
 
     let third = orch(dir, &["build"]);
     assert!(String::from_utf8_lossy(&third.stdout).contains("nothing to do"));
+}
+
+/// The instances (not shards) named by the events of type `kind`, sorted.
+fn instances_with(events: &[serde_json::Value], kind: &str) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .map(|e| e["instance"].as_str().unwrap().to_owned())
+        .filter(|n| !n.contains('#'))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn translate_a_failing_language_blocks_only_what_depends_on_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/translate"),
+        dir,
+    );
+
+    // Fail-fast: the failure stops the build; its downstream is blocked, not failed.
+    let out = orch(
+        dir,
+        &[
+            "build",
+            "-j",
+            "1",
+            "--set",
+            "fail_lang=de",
+            "--run-id",
+            "stop",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let ev = events(dir, "stop");
+    assert_eq!(
+        instances_with(&ev, "instance_failed"),
+        ["translate[lang=de]"]
+    );
+    assert!(
+        instances_with(&ev, "instance_blocked").contains(&"qa[lang=de]".to_owned()),
+        "{ev:?}"
+    );
+    assert!(!dir.join("build/export/announcements.jsonl").exists());
+
+    // -k: everything the failure does not reach is built.
+    let out = orch(
+        dir,
+        &["build", "-k", "--set", "fail_lang=de", "--run-id", "keep"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let ev = events(dir, "keep");
+    assert_eq!(
+        instances_with(&ev, "instance_failed"),
+        ["translate[lang=de]"]
+    );
+    assert_eq!(
+        instances_with(&ev, "instance_blocked"),
+        ["export", "qa[lang=de]"]
+    );
+    assert!(
+        stdout.contains("qa[lang=de] blocked by translate[lang=de] (failed)"),
+        "{stdout}"
+    );
+    // The failed shards' output is shown, so the user sees why.
+    assert!(stdout.contains("no translation into de today"), "{stdout}");
+    assert!(dir.join("build/qa/fr.md").is_file());
+    assert!(dir.join("build/translate/fr.jsonl").is_file());
+    assert!(!dir.join("build/translate/de.jsonl").exists());
+    assert!(!dir.join("build/export/announcements.jsonl").exists());
+
+    // Without the failing language, the rest is built, and then nothing is left to do.
+    build_ok(dir, &["build"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("build/export/announcements.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        28
+    );
+    let again = orch(dir, &["build"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
 }
 
 /// Keys of the `compile` shards whose command started, sorted.

@@ -266,7 +266,8 @@ benches/peers/run.py --fresh --note "quiet machine"
 
 or in pieces, e.g. `benches/peers/run.py --shapes wide,layered --sizes 1000 --tools
 orch,ninja --rounds 3` (a cell measured again replaces its old results whole), or
-`orch build bench` from the repository root, which builds the release binary first.
+`orch -f Orchfile.bench.toml build bench` from the repository root, which builds the
+release binary first.
 `benches/peers/run.py --help` lists every option.
 """
 

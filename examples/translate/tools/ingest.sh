@@ -1,12 +1,12 @@
 #!/bin/sh
 # ingest.sh SCRIPTS: one JSON object per announcement, in file order:
 #   {"route_id":"R1","seq":1,"text":"Welcome aboard, the next stop is the station."}
-# Comments and blank lines are skipped. Double quotes and backslashes in a text become
-# single quotes and slashes, so every line is valid JSON without escapes.
+# Comments and blank lines are skipped. Double quotes, backslashes and tabs in a text
+# become single quotes, slashes and spaces, so every line is valid JSON without escapes.
 set -eu
 export LC_ALL=C
 sed -e 's/[[:space:]]*$//' -e '/^#/d' -e '/^$/d' "$1" |
-    tr '"\\' "'/" |
+    tr '"\\\t' "'/ " |
     awk -F'|' '
         NF < 2 || $1 == "" {
             printf "ingest.sh: announcement %d is not ROUTE|TEXT: %s\n", NR, $0 > "/dev/stderr"

@@ -1,10 +1,14 @@
 #!/bin/sh
-# glossary.sh DICTIONARY: compiles `english = translation` lines into a sed script that
+# pretranslate.sh DICTIONARY: compiles `english = translation` lines into a sed script that
 # rewrites the "text" field of a JSON record word by word (lower-case and Capitalised
 # forms), leaving the other fields alone. Entries are sorted, so the script does not
 # depend on the order of the dictionary.
 set -eu
 export LC_ALL=C
+if [ ! -r "$1" ]; then
+    echo "pretranslate.sh: no dictionary $1" >&2
+    exit 1
+fi
 # Keep the record in the hold space and work on its text, with a space in front so the
 # first word, like every other, follows a non-letter.
 printf '%s\n' 'h' 's/.*"text":"//' 's/^/ /'
