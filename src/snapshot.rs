@@ -1017,7 +1017,11 @@ fn expand_inputs(
         }
         walked.special = !found.special.is_empty();
         walked.listed = found.listed;
-        found.files
+        let mut files = found.files;
+        for f in &mut files {
+            f.retain(|p| !crate::model::meta::is_sidecar(project, p));
+        }
+        files
     };
     for (k, &i) in order.iter().enumerate() {
         let inst = &project.instances[i];

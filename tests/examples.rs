@@ -498,3 +498,98 @@ fn c_example_rebuilds_exactly_what_an_edit_reaches() {
         .collect();
     assert_eq!(done, ["archive"]);
 }
+
+fn render_example() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/render"),
+        &dir,
+    );
+    (tmp, dir)
+}
+
+/// Errors of `doc` against the JSON Schema at `schema`.
+fn schema_errors(schema: &Path, doc: &serde_json::Value) -> Vec<String> {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    validator.iter_errors(doc).map(|e| e.to_string()).collect()
+}
+
+const RENDER_STAGES: [&str; 5] = ["script", "shots", "assets", "plan", "render"];
+
+#[test]
+fn render_artifacts_and_their_sidecars_are_valid() {
+    let (_tmp, dir) = render_example();
+    build_ok(&dir, &["build", "--run-id", "first"]);
+    let meta_schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/artifact-meta.v1.json");
+    let read_json = |p: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(p)).unwrap()).unwrap()
+    };
+    for stage in RENDER_STAGES {
+        let artifact = format!("build/{stage}.json");
+        let doc = read_json(&artifact);
+        let errors = schema_errors(&dir.join(format!("schemas/{stage}.json")), &doc);
+        assert!(errors.is_empty(), "{artifact}: {errors:?}");
+        let meta = read_json(&format!("{artifact}.meta.json"));
+        let errors = schema_errors(&meta_schema, &meta);
+        assert!(
+            errors.is_empty(),
+            "{artifact}.meta.json: {errors:?}\n{meta:#}"
+        );
+        let bytes = std::fs::read(dir.join(&artifact)).unwrap();
+        assert_eq!(
+            meta["artifact"]["digest"],
+            orch::fs::hash_bytes(&bytes).to_hex()
+        );
+        assert_eq!(meta["schema"]["path"], format!("schemas/{stage}.json"));
+        assert_eq!(meta["instance"], stage);
+        assert_eq!(meta["run_id"], "first");
+    }
+    // Seven shots of 24 fps, the three wide ones two seconds long.
+    let render = read_json("build/render.json");
+    assert_eq!(render["frames"], 240);
+    assert_eq!(render["renders"].as_array().unwrap().len(), 7);
+    let plan_meta = read_json("build/plan.json.meta.json");
+    let parents: Vec<(&str, &str)> = plan_meta["parents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["path"].as_str().unwrap(),
+                p["from"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        parents,
+        [
+            ("build/assets.json", "assets"),
+            ("build/shots.json", "shots"),
+            ("stages/json.awk", ""),
+            ("stages/plan.awk", ""),
+        ]
+    );
+    let again = orch(&dir, &["build"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
+}
+
+#[test]
+fn render_resumes_from_a_stage_and_forces_one() {
+    let (_tmp, dir) = render_example();
+    build_ok(&dir, &["build", "--run-id", "first"]);
+    build_ok(&dir, &["build", "--from", "assets", "--run-id", "from"]);
+    assert_eq!(started(&events(&dir, "from")), ["assets", "plan", "render"]);
+    // The same shot list again: a new sidecar, and nothing downstream reruns.
+    build_ok(&dir, &["build", "--force", "shots", "--run-id", "forced"]);
+    assert_eq!(started(&events(&dir, "forced")), ["shots"]);
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("build/shots.json.meta.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["run_id"], "forced");
+    let again = orch(&dir, &["build"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
+}

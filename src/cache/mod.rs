@@ -152,6 +152,10 @@ pub struct Entry {
     /// restored only while each still holds that content (absent: the file was absent).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub discovered: BTreeMap<String, Option<Digest>>,
+    /// Output path → its provenance sidecar, for outputs declared with `meta = true`:
+    /// restored beside the output, still describing the build that produced it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, crate::model::meta::Sidecar>,
 }
 
 /// Where a result came from.
@@ -231,6 +235,8 @@ pub struct StoreRequest {
     pub duration_ms: u64,
     /// Copies made while its outputs were hashed.
     pub staged: Staged,
+    /// The sidecars written beside its outputs: output path → sidecar.
+    pub meta: BTreeMap<String, crate::model::meta::Sidecar>,
 }
 
 /// The local store of a project: `[cache] dir` (relative to the root, or absolute), else
@@ -370,13 +376,15 @@ impl Cache {
     /// Restores every output of `entry` under `root`, each verified against its digest,
     /// once the entry is known to hold exactly the `declared` outputs and to write
     /// nothing else. Blobs missing locally come from the remote (and are kept locally).
+    /// Each output's sidecar is written beside it as recorded, saying it was restored in
+    /// run `run_id`.
     pub fn restore(
         &self,
         root: &Beneath,
         key: &Digest,
         entry: &Entry,
         source: Source,
-        declared: &Declared,
+        (declared, run_id): (&Declared, &str),
     ) -> Result<u64, String> {
         validate(entry, declared)
             .map_err(|e| format!("the {} cache entry is not usable: {e}", source.name()))?;
@@ -393,6 +401,14 @@ impl Cache {
                 .restore(root, path, stored)
                 .map_err(|e| format!("cannot restore `{path}`: {e}"))?;
             bytes += stored.size();
+        }
+        for (path, sidecar) in &entry.meta {
+            let sidecar = crate::model::meta::Sidecar {
+                restored_in_run: Some(run_id.to_owned()),
+                ..sidecar.clone()
+            };
+            crate::model::meta::write(root, &sidecar)
+                .map_err(|e| format!("cannot restore the sidecar of `{path}`: {e}"))?;
         }
         if source == Source::Remote {
             // A remote hit is kept locally for next time.
@@ -614,6 +630,7 @@ impl Cache {
             outputs: BTreeMap::new(),
             duration_ms: req.duration_ms,
             discovered: std::mem::take(&mut req.discovered),
+            meta: std::mem::take(&mut req.meta),
         };
         for (path, is_dir) in &req.outputs {
             if crate::exec::signal::interrupted() {
@@ -732,6 +749,7 @@ mod tests {
                 discovered: BTreeMap::new(),
                 duration_ms: 1,
                 staged,
+                meta: BTreeMap::new(),
             })
             .unwrap();
         cache.finish();
@@ -764,6 +782,7 @@ mod tests {
                 discovered: BTreeMap::new(),
                 duration_ms: 1,
                 staged,
+                meta: BTreeMap::new(),
             }
         };
         let (a, staged_a) = cache.digest_outputs(&root, &["a.txt".to_owned()]);
@@ -802,6 +821,7 @@ mod tests {
                 discovered: BTreeMap::new(),
                 duration_ms: 1,
                 staged,
+                meta: BTreeMap::new(),
             })
             .unwrap_err();
         assert!(

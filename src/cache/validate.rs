@@ -22,6 +22,9 @@ pub struct Declared {
     pub outputs: Vec<(String, bool)>,
     /// `merge = "none"` per-shard output templates (files).
     pub templates: Vec<String>,
+    /// File outputs declared with `meta = true`: the only ones an entry may hold a
+    /// sidecar for.
+    pub meta: Vec<String>,
 }
 
 impl Declared {
@@ -34,6 +37,12 @@ impl Declared {
                 .map(|o| (o.path.clone(), o.dir))
                 .collect(),
             templates: inst.shard_outputs.iter().map(|o| o.path.clone()).collect(),
+            meta: inst
+                .outputs
+                .iter()
+                .filter(|o| o.meta && !o.dir)
+                .map(|o| o.path.clone())
+                .collect(),
         }
     }
 }
@@ -113,6 +122,10 @@ pub enum Invalid {
     /// More discovered inputs than a depfile may list.
     #[error("it lists {0} discovered inputs, more than a depfile may")]
     TooManyDiscovered(usize),
+    /// A sidecar for an output not declared with `meta = true`, or one that describes
+    /// other content than the entry holds for it.
+    #[error("its sidecar for `{0}` does not describe an output declared with `meta = true`")]
+    BadMeta(String),
 }
 
 /// Checks `entry` against `declared`; Ok means restoring it writes only declared outputs,
@@ -180,6 +193,17 @@ pub fn validate(entry: &Entry, declared: &Declared) -> Result<(), Invalid> {
                     found: "directory",
                 });
             }
+        }
+    }
+    // A sidecar is written beside its output: it must name that output, declared with
+    // `meta = true`, and the very content the entry restores there.
+    for (path, sidecar) in &entry.meta {
+        let holds = match entry.outputs.get(path) {
+            Some(stored @ Stored::File { .. }) => stored.digest() == sidecar.artifact.digest,
+            _ => false,
+        };
+        if !holds || sidecar.artifact.path != *path || !declared.meta.contains(path) {
+            return Err(Invalid::BadMeta(path.clone()));
         }
     }
     match kinds.keys().find(|p| !entry.outputs.contains_key(**p)) {
@@ -348,6 +372,7 @@ mod tests {
     fn entry(outputs: Vec<(&str, Stored)>) -> Entry {
         Entry {
             discovered: BTreeMap::new(),
+            meta: BTreeMap::new(),
             v: ENTRY_FORMAT,
             outputs: outputs
                 .into_iter()
@@ -361,6 +386,7 @@ mod tests {
         Declared {
             outputs: vec![("out/a.txt".into(), false), ("out/tree".into(), true)],
             templates: vec![],
+            meta: vec!["out/a.txt".into()],
         }
     }
 
@@ -376,6 +402,57 @@ mod tests {
 
     fn with_tree(t: Stored) -> Entry {
         entry(vec![("out/a.txt", stored_file()), ("out/tree", t)])
+    }
+
+    fn sidecar(path: &str, digest: crate::fs::Digest) -> crate::model::meta::Sidecar {
+        crate::model::meta::Sidecar {
+            v: 1,
+            artifact: crate::model::meta::Artifact {
+                path: path.into(),
+                digest,
+                size: 1,
+            },
+            schema: None,
+            instance: "a".into(),
+            phase: "a".into(),
+            command: String::new(),
+            env: BTreeMap::new(),
+            parents: vec![],
+            run_id: "r".into(),
+            host: "h".into(),
+            time: "t".into(),
+            restored_in_run: None,
+        }
+    }
+
+    #[test]
+    fn a_sidecar_must_describe_a_meta_output_as_stored() {
+        let mut e = with_tree(sound_tree());
+        e.meta
+            .insert("out/a.txt".into(), sidecar("out/a.txt", hash_bytes(b"a")));
+        assert_eq!(validate(&e, &declared()), Ok(()));
+        for (key, s) in [
+            // Other content than the entry restores.
+            ("out/a.txt", sidecar("out/a.txt", hash_bytes(b"b"))),
+            // Written somewhere else than beside its output.
+            ("out/a.txt", sidecar("out/b.txt", hash_bytes(b"a"))),
+            // A directory output, or none.
+            ("out/tree", sidecar("out/tree", hash_bytes(b"a"))),
+            ("out/c.txt", sidecar("out/c.txt", hash_bytes(b"a"))),
+        ] {
+            let mut bad = with_tree(sound_tree());
+            bad.meta.insert(key.into(), s);
+            assert_eq!(
+                validate(&bad, &declared()),
+                Err(Invalid::BadMeta(key.into()))
+            );
+        }
+        let mut plain = declared();
+        plain.meta.clear();
+        assert_eq!(
+            validate(&e, &plain),
+            Err(Invalid::BadMeta("out/a.txt".into()))
+        );
     }
 
     #[test]
@@ -468,6 +545,7 @@ mod tests {
         let d = Declared {
             outputs: vec![],
             templates: vec!["out/per/{shard.key}.txt".into()],
+            meta: vec![],
         };
         assert_eq!(
             validate(&entry(vec![("out/per/a.txt", stored_file())]), &d),

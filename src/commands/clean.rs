@@ -159,15 +159,18 @@ pub(super) fn take_lock(layout: &Layout) -> Result<BuildLock, i32> {
     .map_err(|e| report_diagnostic(&e, EXIT_FAILED))
 }
 
-/// The outputs `inst` declares (path, is a directory), plus, for `merge = "none"`
+/// The outputs `inst` declares (path, is a directory) with their sidecars, plus, for `merge = "none"`
 /// shards, the per-shard outputs its last success recorded that match a declared
 /// template.
 fn declared_outputs(inst: &Instance, record: Option<&InstanceRecord>) -> Vec<(String, bool)> {
-    let mut out: Vec<(String, bool)> = inst
-        .outputs
-        .iter()
-        .map(|o| (o.path.clone(), o.dir))
-        .collect();
+    let mut out: Vec<(String, bool)> = Vec::new();
+    for o in &inst.outputs {
+        out.push((o.path.clone(), o.dir));
+        // The sidecar goes with its artifact: left alone, it would describe nothing.
+        if o.meta && !o.dir {
+            out.push((crate::model::meta::sidecar_path(&o.path), false));
+        }
+    }
     if inst.shard_outputs.is_empty() {
         return out;
     }

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::cache::{Cache, Source};
 use crate::events::{BlockReason, EventKind, FailureKind, ShardRef};
-use crate::fs::{self, Digest, PathDigest};
+use crate::fs::{self, Beneath, Digest, PathDigest};
 use crate::plan::{self, Discovered, Freshness, KeyParts, Manifest, OutputMeta};
 use crate::shard::Merge;
 use crate::snapshot::cached_to_row;
@@ -190,6 +190,7 @@ impl Build<'_, '_> {
                 known: Arc::new(self.snap.discovered_entries(i)),
             }
         });
+        let meta = self.provenance(inst, &parts);
         self.whole.insert(i, Started { parts, key });
         let (root, declared) = (self.beneath.clone(), inst.outputs.clone());
         let dep_path = depfile.as_ref().map(|d| d.path.clone());
@@ -218,6 +219,7 @@ impl Build<'_, '_> {
                 .collect(),
             guard,
             depfile,
+            meta,
         };
         self.spawn(Work::Whole(i), job, plan);
     }
@@ -427,6 +429,16 @@ impl Build<'_, '_> {
     }
 
     /// The cache, when instance `i` may use it: not `cache = false`, `--force`, `always`.
+    /// Where and from what the sidecars of `inst`'s `meta = true` outputs are written.
+    pub(super) fn provenance(
+        &self,
+        inst: &crate::model::Instance,
+        parts: &KeyParts,
+    ) -> Option<(Arc<Beneath>, crate::model::meta::Provenance)> {
+        crate::model::meta::Provenance::of(&inst.phase, &inst.outputs, parts, &self.opts.run_id)
+            .map(|p| (self.beneath.clone(), p))
+    }
+
     pub(super) fn cache_for(&self, i: usize) -> Option<Arc<Cache>> {
         let inst = &self.snap.project.instances[i];
         (inst.cache && !inst.always && !self.snap.forced.contains(&i))
@@ -452,7 +464,18 @@ impl Build<'_, '_> {
             return false;
         }
         let declared = crate::cache::Declared::of(&self.snap.project.instances[i]);
-        match cache.restore(&self.beneath, key, &entry, source, &declared) {
+        // An entry stored before the output asked for a sidecar has none to restore:
+        // running again writes one.
+        if declared.meta.iter().any(|p| !entry.meta.contains_key(p)) {
+            return false;
+        }
+        match cache.restore(
+            &self.beneath,
+            key,
+            &entry,
+            source,
+            (&declared, &self.opts.run_id),
+        ) {
             Ok(bytes) => {
                 let lineage = self.restored_shard_lineage(i, parts);
                 let metas = entry

@@ -3,6 +3,7 @@
 //! stored in the cache; and the small rules every job shares (environment, failures,
 //! backoff).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use crate::cache::{Staged, StoreRequest};
 use crate::events::{EventKind, FailureKind, ShardRef};
 use crate::fs::{self, Beneath, PathDigest};
 use crate::model::Instance;
+use crate::model::meta::{self, Provenance, Sidecar};
 
 /// How one attempt of a job ended, once its outputs were checked.
 pub(super) enum Step {
@@ -157,6 +159,18 @@ pub(super) fn conclude(
         }
         Some(_) => Vec::new(),
     };
+    let sidecars = match (&failure, &w.meta) {
+        (None, Some((root, prov))) => write_sidecars(&job.name, root, prov, &|p| {
+            outputs
+                .iter()
+                .find(|(o, _)| o == p)
+                .and_then(|(_, r)| match r {
+                    Ok(PathDigest::Present { digest, stat, .. }) => Some((*digest, stat.size)),
+                    _ => None,
+                })
+        }),
+        _ => BTreeMap::new(),
+    };
     if failure.is_none()
         && changed.is_empty()
         && let Some((cache, key, decl)) = &w.store
@@ -177,6 +191,7 @@ pub(super) fn conclude(
             discovered: read.discovered.clone(),
             duration_ms: started.elapsed().as_millis() as u64,
             staged,
+            meta: sidecars,
         }) {
             crate::say!("warning: {}: not cached: {m}", job.name);
         }
@@ -189,6 +204,30 @@ pub(super) fn conclude(
         changed,
         depfile: read,
     })
+}
+
+/// Writes the sidecar of each output `prov` describes, whose digest and size `digest`
+/// gives, and returns them by output path. A sidecar that cannot be written is a warning:
+/// the artifact stands, and the result is cached without it.
+pub(super) fn write_sidecars(
+    name: &str,
+    root: &Beneath,
+    prov: &Provenance,
+    digest: &dyn Fn(&str) -> Option<(crate::fs::Digest, u64)>,
+) -> BTreeMap<String, Sidecar> {
+    let (host, time) = (meta::host_name(), meta::now());
+    let mut written = BTreeMap::new();
+    for (path, schema) in &prov.outputs {
+        let Some(d) = digest(path) else { continue };
+        let sidecar = prov.sidecar((path, schema.as_deref()), d, &host, &time);
+        match meta::write(root, &sidecar) {
+            Ok(()) => {
+                written.insert(path.clone(), sidecar);
+            }
+            Err(e) => crate::say!("warning: {name}: cannot write the sidecar of `{path}`: {e}"),
+        }
+    }
+    written
 }
 
 /// The `instance_failed` event of a failure.
@@ -344,6 +383,11 @@ pub(super) fn prepare_outputs(
         } else {
             root.create_parents(&o.path)
                 .and_then(|()| root.remove_file(&o.path))
+                // Last run's sidecar would describe content that is about to go.
+                .and_then(|()| match o.meta {
+                    true => root.remove_file(meta::sidecar_path(&o.path)),
+                    false => Ok(()),
+                })
         }
         .map_err(|e| format!("cannot prepare output `{}`: {e}", o.path))?;
     }
@@ -364,5 +408,8 @@ pub(super) fn prepare_paths(root: &Beneath, paths: &[String]) -> Result<(), Stri
 pub(super) fn remove_outputs(root: &Beneath, inst: &Instance) {
     for o in &inst.outputs {
         let _ = root.remove(&o.path);
+        if o.meta {
+            let _ = root.remove_file(meta::sidecar_path(&o.path));
+        }
     }
 }

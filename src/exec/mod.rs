@@ -162,6 +162,8 @@ struct JobPlan {
     guard: InputGuard,
     /// The depfile to read once the command succeeded.
     depfile: Option<DepfilePlan>,
+    /// The sidecars to write once the command succeeded, for outputs with `meta = true`.
+    meta: Option<(Arc<Beneath>, crate::model::meta::Provenance)>,
 }
 
 /// A started whole instance's key, kept until its command finishes.

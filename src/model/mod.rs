@@ -5,6 +5,7 @@
 //! configuration error at once.
 
 pub mod cache;
+pub mod meta;
 pub mod overlap;
 pub mod path;
 pub mod template;
@@ -366,6 +367,8 @@ pub struct Output {
     pub dir: bool,
     /// JSON Schema the output must satisfy.
     pub schema: Option<String>,
+    /// A provenance sidecar `PATH.meta.json` is written beside it after success.
+    pub meta: bool,
 }
 
 /// Retry policy of a phase.

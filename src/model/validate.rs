@@ -321,9 +321,9 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
         let merge_none = merge_none_phase(lp);
         for o in &lp.raw.outputs {
             let span = Span::new(lp.file, o.span());
-            let (path, schema) = match o.get_ref() {
-                RawOutput::Path(p) => (p.clone(), None),
-                RawOutput::Table { path, schema } => (path.clone(), schema.clone()),
+            let (path, schema, meta) = match o.get_ref() {
+                RawOutput::Path(p) => (p.clone(), None, false),
+                RawOutput::Table { path, schema, meta } => (path.clone(), schema.clone(), *meta),
             };
             let ctx = Ctx::new(phase, matrix, &var_values, &sources, &span);
             let Some(expanded) = expand_simple(&path, &ctx, "outputs", merge_none, &mut errors)
@@ -364,11 +364,18 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                     ));
                 } else if let Err(problem) = contain.check(&literal, true) {
                     errors.push(path_error("output", &expanded, &span, &problem.describe()));
+                } else if meta {
+                    errors.push(meta_error(
+                        &expanded,
+                        &span,
+                        "each shard writes its own file",
+                    ));
                 } else {
                     per_shard.push(Output {
                         path: norm,
                         dir: false,
                         schema: schema.clone(),
+                        meta: false,
                     });
                 }
                 continue;
@@ -393,10 +400,15 @@ pub fn validate_all(raw: RawProject) -> (Project, Vec<ConfigError>) {
                 ));
                 continue;
             }
+            if meta && dir {
+                errors.push(meta_error(&expanded, &span, "it is a directory"));
+                continue;
+            }
             outs.push(Output {
                 path: norm,
                 dir,
                 schema,
+                meta,
             });
             spans.push(span);
         }
@@ -1111,6 +1123,15 @@ fn path_error(what: &str, path: &str, span: &Span, why: &str) -> ConfigError {
     .help("paths are relative to the project root and must stay inside it")
 }
 
+fn meta_error(path: &str, span: &Span, why: &str) -> ConfigError {
+    ConfigError::new(
+        ErrorKind::Value,
+        format!("output `{path}` asks for `meta = true`, which needs one file"),
+    )
+    .at(span, why.to_owned())
+    .help("`meta` describes one file: remove it here, or declare the file itself as an output")
+}
+
 fn check_env_name(name: &str, span: &Span, errors: &mut Vec<ConfigError>) {
     let mut chars = name.chars();
     let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -1397,6 +1418,30 @@ fn check_duplicate_outputs(
                 continue;
             }
             seen.insert(&o.path, (i, span, o.dir));
+        }
+    }
+    // A sidecar is written where a declared output would be: one would overwrite the other.
+    for (i, outs) in outputs.iter().enumerate() {
+        for (o, span) in outs.iter().zip(&spans[i]) {
+            if !o.meta {
+                continue;
+            }
+            let sidecar = crate::model::meta::sidecar_path(&o.path);
+            if let Some((j, other, _)) = seen.get(sidecar.as_str()) {
+                let mut e = ConfigError::new(
+                    ErrorKind::DuplicateOutput,
+                    format!(
+                        "output `{sidecar}` of `{}` is where orch writes the sidecar of `{}` of `{}`",
+                        skeletons[*j].0, o.path, skeletons[i].0
+                    ),
+                )
+                .at(other, "declared here")
+                .help(format!("rename `{sidecar}`, or remove `meta = true` from `{}`", o.path));
+                if other.file == span.file {
+                    e = e.also(span, "`meta = true` here");
+                }
+                errors.push(e);
+            }
         }
     }
     // An output inside another instance's directory output.
@@ -2207,6 +2252,7 @@ fn depfile_path(
         path: norm.clone(),
         dir: false,
         schema: None,
+        meta: false,
     };
     if !norm.contains('{')
         && let Some(why) = conflicts.find(&as_output, globs)

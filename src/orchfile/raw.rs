@@ -238,11 +238,14 @@ pub enum RawOutput {
         path: String,
         /// JSON Schema file the output (JSON, or every line of JSONL) must satisfy.
         schema: Option<String>,
+        /// Write a provenance sidecar `PATH.meta.json` beside the output after success.
+        #[serde(default)]
+        meta: bool,
     },
 }
 
 /// Keys of an output table.
-pub const OUTPUT_KEYS: &[&str] = &["path", "schema"];
+pub const OUTPUT_KEYS: &[&str] = &["meta", "path", "schema"];
 
 /// A `[vars]` value.
 #[derive(Debug, Clone, JsonSchema)]
@@ -365,6 +368,8 @@ fn strings<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Vec<String>, A::Error> 
 struct OutputTable {
     path: String,
     schema: Option<String>,
+    #[serde(default)]
+    meta: bool,
 }
 
 either_visitor!(RawOutput, "a path string or a table `{ path = \"...\", schema = \"...\" }`",
@@ -372,7 +377,7 @@ either_visitor!(RawOutput, "a path string or a table `{ path = \"...\", schema =
     seq => |_seq| Ok::<_, A::Error>(None),
     map => |map: A| {
         let t = OutputTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
-        Ok(Some(RawOutput::Table { path: t.path, schema: t.schema }))
+        Ok(Some(RawOutput::Table { path: t.path, schema: t.schema, meta: t.meta }))
     }
 );
 

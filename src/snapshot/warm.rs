@@ -437,6 +437,7 @@ impl<'p> Snapshot<'p> {
                     let inst = &project.instances[i];
                     if globs[i].as_ref().is_some_and(|g| g.is_match_candidate(&c))
                         && !own_output(inst, &f)
+                        && !crate::model::meta::is_sidecar(project, &f)
                     {
                         insert_sorted(&mut parts.inputs[i], &f);
                         look.insert(f.clone());

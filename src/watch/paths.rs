@@ -419,6 +419,7 @@ mod tests {
                         path: p.to_string(),
                         dir: *dir,
                         schema: None,
+                        meta: false,
                     })
                     .collect(),
                 shard_outputs: s(shard_outputs),

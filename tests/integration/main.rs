@@ -20,6 +20,7 @@ mod json_outputs;
 mod large;
 mod lifecycle;
 mod listing;
+mod meta;
 mod overrides;
 mod parallel;
 mod retention;

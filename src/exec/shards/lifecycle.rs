@@ -11,7 +11,7 @@ use super::{PlannedShard, ShardResult};
 use crate::cache::{Staged, StoreRequest};
 use crate::events::shard_name::key_suffix;
 use crate::events::{BlockReason, EventKind, FailureKind, ShardRef};
-use crate::exec::job::{failed_event, job_env, prepare_paths, remove_outputs};
+use crate::exec::job::{failed_event, job_env, prepare_paths, remove_outputs, write_sidecars};
 use crate::exec::undeclared::check_discovered;
 use crate::exec::{
     Build, DepfilePlan, Done, Failure, Job, JobPlan, Prepare, Work, priority, schema, shards,
@@ -229,6 +229,8 @@ impl Build<'_, '_> {
                 .snap
                 .shard_guard(inst, &sh.parts, &p.input, p.shard.digest),
             depfile,
+            // A shard writes part of an output; the sidecar follows the merge.
+            meta: None,
         };
         self.spawn(Work::Shard(i, s), job, plan);
     }
@@ -559,6 +561,12 @@ impl Build<'_, '_> {
             self.finish(i);
             return;
         }
+        let sidecars = match self.provenance(inst, &sh.parts) {
+            Some((root, prov)) => write_sidecars(&inst.name, &root, &prov, &|p| {
+                metas.get(p).map(|m| (m.digest, m.size))
+            }),
+            None => BTreeMap::new(),
+        };
         if let Some(cache) = self.cache_for(i) {
             let outputs: Vec<(String, bool)> = metas.keys().map(|p| (p.clone(), false)).collect();
             let digests = metas.iter().map(|(p, m)| (p.clone(), m.digest)).collect();
@@ -571,6 +579,7 @@ impl Build<'_, '_> {
                 discovered: discovered.clone(),
                 duration_ms,
                 staged: Staged::default(),
+                meta: sidecars,
             }) {
                 crate::say!("warning: {}: not cached: {m}", inst.name);
             }
