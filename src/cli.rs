@@ -186,10 +186,6 @@ pub struct WatchArgs {
     /// Also build every DURATION (`30s`, `5m`), for inputs outside the file system.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub every: Option<std::time::Duration>,
-    /// With `--every`: start builds on wall-clock multiples of the period, giving commands
-    /// the tick's time as `ORCH_TICK`.
-    #[arg(long, requires = "every")]
-    pub align: bool,
     /// Stop a running build when changes arrive, and start again.
     #[arg(long)]
     pub restart: bool,
