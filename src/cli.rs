@@ -186,6 +186,10 @@ pub struct WatchArgs {
     /// Also build every DURATION (`30s`, `5m`), for inputs outside the file system.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub every: Option<std::time::Duration>,
+    /// With `--every`: build on wall-clock multiples of the period (`1m`: every minute on
+    /// the minute), giving commands the period's start as `ORCH_TICK`.
+    #[arg(long, requires = "every")]
+    pub align: bool,
     /// Stop a running build when changes arrive, and start again.
     #[arg(long)]
     pub restart: bool,

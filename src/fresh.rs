@@ -417,7 +417,8 @@ fn env_holds(root: &Path, r: &Record<'_>) -> bool {
         if name.is_empty() || name.contains(['=', '\0']) {
             return false;
         }
-        let now = std::env::var_os(name).map(|v| value_digest(&key, v.as_encoded_bytes()).0);
+        let now =
+            crate::snapshot::env::var_os(name).map(|v| value_digest(&key, v.as_encoded_bytes()).0);
         now == *was
     })
 }

@@ -26,6 +26,7 @@ use crate::model::{EnvValue, Project};
 use crate::plan::{KeyParts, PlanSource, Recorded, Success, Upstream};
 use crate::store::{DigestRow, InstanceRecord, LastStatus, Layout, Store, StoreError};
 
+pub mod env;
 mod warm;
 
 pub use warm::Kept;
@@ -419,8 +420,7 @@ impl<'p> Snapshot<'p> {
                 if *v == EnvValue::Inherit && !env.contains_key(name) {
                     env.insert(
                         name.clone(),
-                        std::env::var_os(name)
-                            .map(|v| value_digest(&value_key, v.as_encoded_bytes())),
+                        env::var_os(name).map(|v| value_digest(&value_key, v.as_encoded_bytes())),
                     );
                 }
             }

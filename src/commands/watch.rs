@@ -26,6 +26,7 @@ pub fn run(g: &Global, a: WatchArgs) -> i32 {
     let opts = Options {
         debounce: Duration::from_millis(a.debounce),
         every: a.every,
+        align: a.align,
         restart: a.restart,
         json: a.json,
         quiet: g.verbosity == Verbosity::Quiet,

@@ -302,6 +302,10 @@ pub enum EventKind {
         paths: Vec<String>,
         /// `files`, `orchfile` or `timer`.
         trigger: &'static str,
+        /// With `--align`: the start of the period the build belongs to, as commands see it
+        /// in `ORCH_TICK`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tick: Option<String>,
     },
     /// The run ended without failures.
     RunCompleted {

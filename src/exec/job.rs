@@ -349,6 +349,7 @@ pub(super) fn job_env(
         ("ORCH_PHASE".to_owned(), inst.phase.clone()),
         ("ORCH_INSTANCE".to_owned(), inst.name.clone()),
     ];
+    env.extend(crate::snapshot::env::set_by_orch());
     if let Some((index, count)) = shard {
         env.push(("ORCH_SHARD_INDEX".to_owned(), index.to_string()));
         env.push(("ORCH_SHARD_COUNT".to_owned(), count.to_string()));

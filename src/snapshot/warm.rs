@@ -514,6 +514,15 @@ impl<'p> Snapshot<'p> {
             env,
             value_key,
         } = parts;
+        // Inherited values are read again: orch may set one for this build (`ORCH_TICK`).
+        let env = env
+            .into_keys()
+            .map(|name| {
+                let digest = super::env::var_os(&name)
+                    .map(|v| super::value_digest(&value_key, v.as_encoded_bytes()));
+                (name, digest)
+            })
+            .collect();
         Some(Ok(Snapshot {
             project,
             graph,

@@ -98,6 +98,8 @@ pub struct Options {
     pub debounce: Duration,
     /// Also build this often.
     pub every: Option<Duration>,
+    /// Build on wall-clock multiples of `every`, and set `ORCH_TICK` for every build.
+    pub align: bool,
     /// Stop a running build when changes arrive, instead of waiting for it.
     pub restart: bool,
     /// `watch_changes` events on stdout; the session's lines go to stderr.
@@ -221,7 +223,7 @@ pub fn run(host: Arc<dyn Host>, opts: Options) -> i32 {
     let mut s = Session {
         host,
         debouncer: Debouncer::new(opts.debounce),
-        next_tick: opts.every.map(|e| Instant::now() + e),
+        next_tick: opts.every.map(|e| first_tick(e, opts.align)),
         opts,
         display,
         spec,
@@ -302,7 +304,13 @@ impl Session {
             {
                 self.pending.timer = true;
                 let next = tick + every;
-                self.next_tick = Some(if next <= now { now + every } else { next });
+                self.next_tick = Some(if self.opts.align {
+                    now + until_boundary(SystemTime::now(), every)
+                } else if next <= now {
+                    now + every
+                } else {
+                    next
+                });
             }
             self.maybe_start(now);
             let wake = [self.debouncer.deadline(), self.next_tick]
@@ -430,6 +438,14 @@ impl Session {
     /// contents answers it (the same content everywhere: nothing to do; another: build).
     /// Otherwise the host's check (a full plan) does.
     fn spawn_build(&mut self, batch: Option<Pending>) {
+        // Builds run one at a time, so the variable holds for this one until the next.
+        let tick = match (self.opts.every, self.opts.align) {
+            (Some(every), true) => Some(tick_text(SystemTime::now(), every)),
+            _ => None,
+        };
+        if tick.is_some() {
+            crate::snapshot::env::set(TICK_VAR, tick.clone());
+        }
         let host = Arc::clone(&self.host);
         let display = Arc::clone(&self.display);
         let seen = Arc::clone(&self.seen);
@@ -458,7 +474,7 @@ impl Session {
                     if !stale || signal::interrupted() {
                         return Outcome::Skipped;
                     }
-                    display.announce(b);
+                    display.announce(b, tick.as_deref());
                 }
                 Outcome::Built(host.build())
             });
@@ -637,8 +653,8 @@ impl Display {
         let _ = writeln!(std::io::stderr().lock(), "{text}");
     }
 
-    /// Says what starts the next build.
-    fn announce(&self, b: &Pending) {
+    /// Says what starts the next build (and with `--align`, its tick).
+    fn announce(&self, b: &Pending, tick: Option<&str>) {
         let trigger = if b.config {
             "orchfile"
         } else if !b.paths.is_empty() || b.rescan {
@@ -655,6 +671,7 @@ impl Display {
                 kind: EventKind::WatchChanges {
                     paths: b.paths.iter().cloned().collect(),
                     trigger,
+                    tick: tick.map(str::to_owned),
                 },
                 instance: None,
             };
@@ -664,7 +681,51 @@ impl Display {
                 let _ = out.flush();
             }
         }
-        self.line(&changes_line(b, self.every));
+        let mut line = changes_line(b, self.every);
+        if let Some(t) = tick {
+            line.push_str(&format!(" (ORCH_TICK={t})"));
+        }
+        self.line(&line);
+    }
+}
+
+/// The variable that gives commands the tick of an aligned session.
+pub const TICK_VAR: &str = "ORCH_TICK";
+
+/// Milliseconds since the Unix epoch (0 before it).
+fn epoch_ms(t: SystemTime) -> u128 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// How long from `now` to the next wall-clock multiple of `period` (a whole period when
+/// `now` is one), counted from the Unix epoch, so `1m` ticks on the minute in UTC.
+fn until_boundary(now: SystemTime, period: Duration) -> Duration {
+    let p = period.as_millis().max(1);
+    let left = p - epoch_ms(now) % p;
+    Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX))
+}
+
+/// When the first timer build is due: a period from now, or the next boundary.
+fn first_tick(every: Duration, align: bool) -> Instant {
+    if align {
+        Instant::now() + until_boundary(SystemTime::now(), every)
+    } else {
+        Instant::now() + every
+    }
+}
+
+/// The start of the period `now` lies in, in RFC 3339 UTC: to the second when the period
+/// is whole seconds (`2026-11-28T18:15:00Z`), else to the millisecond.
+fn tick_text(now: SystemTime, period: Duration) -> String {
+    let p = period.as_millis().max(1);
+    let ms = epoch_ms(now);
+    let start = SystemTime::UNIX_EPOCH
+        + Duration::from_millis(u64::try_from(ms - ms % p).unwrap_or(u64::MAX));
+    if p.is_multiple_of(1000) {
+        humantime::format_rfc3339_seconds(start).to_string()
+    } else {
+        humantime::format_rfc3339_millis(start).to_string()
     }
 }
 
@@ -909,6 +970,25 @@ impl Watches {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aligned_ticks_fall_on_wall_clock_multiples_of_the_period() {
+        let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        let minute = Duration::from_secs(60);
+        // 2026-11-28T18:15:42.250Z
+        let now = at(1_795_889_742_250);
+        assert_eq!(until_boundary(now, minute), Duration::from_millis(17_750));
+        assert_eq!(tick_text(now, minute), "2026-11-28T18:15:00Z");
+        assert_eq!(until_boundary(at(1_795_889_760_000), minute), minute);
+        assert_eq!(
+            tick_text(now, Duration::from_millis(500)),
+            "2026-11-28T18:15:42.000Z"
+        );
+        assert_eq!(
+            tick_text(now, Duration::from_secs(300)),
+            "2026-11-28T18:15:00Z"
+        );
+    }
     use notify::event::{CreateKind, DataChange, ModifyKind, RemoveKind, RenameMode};
 
     fn fs(msg: Option<Msg>) -> Vec<(String, ChangeKind)> {

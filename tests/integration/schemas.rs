@@ -498,6 +498,7 @@ fn every_event_type_with_every_field_validates() {
             EventKind::WatchChanges {
                 paths: vec!["src/a.txt".to_owned()],
                 trigger: "files",
+                tick: Some("2026-11-28T18:15:00Z".to_owned()),
             },
         ),
         (

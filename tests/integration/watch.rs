@@ -737,3 +737,56 @@ fn a_rebuild_from_what_the_session_kept_is_as_correct_as_a_full_one() {
     assert_eq!(w.snapshots().1, 2, "{}", w.stderr());
     assert_eq!(w.interrupt(), 130);
 }
+
+#[test]
+fn align_builds_on_the_period_and_gives_commands_the_tick() {
+    // `stamp` reads the tick (and says so in `env`); `steady` does not, and stays up
+    // to date however many ticks pass.
+    let orchfile = r#"
+[phase.stamp]
+run = "printf '%s\n' \"$ORCH_TICK\" > {output}; printf '%s\n' \"$ORCH_TICK\" >> stamps.log"
+env = ["ORCH_TICK"]
+outputs = ["out/stamp.txt"]
+
+[phase.steady]
+run = "echo steady >> steady.log; echo steady > {output}"
+outputs = ["out/steady.txt"]
+"#;
+    let w = Watch::start(
+        Test::new()
+            .orchfile(orchfile)
+            .args(["watch", "--every", "1s", "--align", "--json"]),
+    );
+    w.wait("two timer builds with a tick", |w| {
+        w.stdout()
+            .lines()
+            .filter(|l| l.contains("\"watch_changes\"") && l.contains("\"tick\""))
+            .count()
+            >= 2
+            && w.stdout().matches("\"type\":\"run_completed\"").count() >= 3
+    });
+    let stdout = w.stdout();
+    let project = w.project.clone();
+    assert_eq!(w.interrupt(), 130);
+    let ticks: Vec<String> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["type"] == "watch_changes")
+        .map(|e| e["tick"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(ticks.len() >= 2, "{stdout}");
+    for t in &ticks {
+        // Whole seconds, UTC: `2026-11-28T18:15:42Z`.
+        assert!(t.len() == 20 && t.ends_with('Z'), "{t}");
+    }
+    assert!(ticks.windows(2).all(|p| p[0] < p[1]), "{ticks:?}");
+    // Every build of the session saw a tick: the first one too.
+    let stamps = project.read("stamps.log");
+    let stamps: Vec<&str> = stamps.lines().collect();
+    assert!(stamps.len() >= 3, "{stamps:?}");
+    assert!(stamps.iter().all(|s| s.len() == 20), "{stamps:?}");
+    for t in &ticks {
+        assert!(stamps.contains(&t.as_str()), "{t} not in {stamps:?}");
+    }
+    assert_eq!(project.read("steady.log"), "steady\n");
+}
