@@ -593,3 +593,72 @@ fn render_resumes_from_a_stage_and_forces_one() {
     let again = orch(&dir, &["build"]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
 }
+
+#[test]
+fn market_cuts_at_the_tick_retries_a_failing_feed_and_goes_on_with_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/market"),
+        tmp.path(),
+    );
+    let dir = tmp.path();
+    let ok = |out: &Output| {
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let read = |rel: &str| std::fs::read_to_string(dir.join(rel)).unwrap();
+
+    // Without a tick: every line of every log.
+    ok(&orch(dir, &["build"]));
+    assert_eq!(read("build/cut/ACME.jsonl").lines().count(), 30);
+    let regimes = read("build/regimes.json");
+    assert!(
+        regimes.contains("\"symbol\":\"ACME\",\"prices\":30"),
+        "{regimes}"
+    );
+
+    // At a tick: the lines up to it, and the same again at that tick.
+    let at_tick = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_orch"))
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("ORCH_TICK", "2026-11-28T09:04:00Z")
+            .output()
+            .unwrap()
+    };
+    ok(&at_tick(&["build"]));
+    assert_eq!(read("build/cut/GLOBX.jsonl").lines().count(), 5);
+    let again = at_tick(&["build"]);
+    ok(&again);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("nothing to do"),
+        "{again:?}"
+    );
+
+    // A failing feed: three attempts, then a recorded failure; the others go on.
+    let failed = orch(
+        dir,
+        &["build", "-k", "--set", "fail_symbol=GLOBX", "--json"],
+    );
+    assert_eq!(failed.status.code(), Some(1), "{failed:?}");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&failed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |ty: &str, instance: &str| {
+        events
+            .iter()
+            .filter(|e| e["type"] == ty && e["instance"] == instance)
+            .count()
+    };
+    assert_eq!(of("instance_retrying", "engine[symbol=GLOBX]"), 2);
+    assert_eq!(of("instance_failed", "engine[symbol=GLOBX]"), 1);
+    assert_eq!(of("instance_completed", "engine[symbol=ACME]"), 1);
+    assert_eq!(of("instance_completed", "engine[symbol=INIT]"), 1);
+    assert_eq!(of("instance_blocked", "report"), 1);
+}
