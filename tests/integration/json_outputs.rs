@@ -3,8 +3,6 @@
 //! built, built, failed and blocked, sharded, cached, on an executor). Each carries
 //! `"v": 1`, and the same thing has the same field name in every one of them.
 
-use std::path::PathBuf;
-
 use serde_json::{Value, json};
 
 use crate::listing::pipeline;
@@ -13,19 +11,9 @@ use crate::test::*;
 /// The schema `schemas/FILE`, checked to be a valid JSON Schema, as a validator that
 /// also checks `format` (`date-time`).
 fn validator(file: &str) -> jsonschema::Validator {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("schemas")
-        .join(file);
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let schema: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
-    if let Err(e) = jsonschema::meta::validate(&schema) {
-        panic!("{file} is not a valid JSON Schema: {e}");
-    }
     jsonschema::options()
         .should_validate_formats(true)
-        .build(&schema)
+        .build(&crate::schemas::schema(file))
         .unwrap_or_else(|e| panic!("{file} does not compile: {e}"))
 }
 

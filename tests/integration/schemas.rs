@@ -64,7 +64,8 @@ fn type_of(kind: &EventKind) -> &'static str {
     }
 }
 
-fn schema(file: &str) -> Value {
+/// The schema `schemas/FILE`, checked to be a valid JSON Schema.
+pub(crate) fn schema(file: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("schemas")
         .join(file);
