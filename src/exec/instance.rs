@@ -190,7 +190,7 @@ impl Build<'_, '_> {
                 known: Arc::new(self.snap.discovered_entries(i)),
             }
         });
-        let meta = self.provenance(inst, &parts);
+        let meta = self.provenance(inst, &job.command, &parts);
         self.whole.insert(i, Started { parts, key });
         let (root, declared) = (self.beneath.clone(), inst.outputs.clone());
         let dep_path = depfile.as_ref().map(|d| d.path.clone());
@@ -428,17 +428,24 @@ impl Build<'_, '_> {
         self.outcome[i] = Some(Outcome::Succeeded(outputs));
     }
 
-    /// The cache, when instance `i` may use it: not `cache = false`, `--force`, `always`.
-    /// Where and from what the sidecars of `inst`'s `meta = true` outputs are written.
+    /// Where and from what the sidecars of `inst`'s `meta = true` outputs are written,
+    /// once it has run as `command`.
     pub(super) fn provenance(
         &self,
         inst: &crate::model::Instance,
+        command: &str,
         parts: &KeyParts,
     ) -> Option<(Arc<Beneath>, crate::model::meta::Provenance)> {
-        crate::model::meta::Provenance::of(&inst.phase, &inst.outputs, parts, &self.opts.run_id)
-            .map(|p| (self.beneath.clone(), p))
+        crate::model::meta::Provenance::of(
+            &inst.phase,
+            &inst.outputs,
+            (command, parts),
+            &self.opts.run_id,
+        )
+        .map(|p| (self.beneath.clone(), p))
     }
 
+    /// The cache, when instance `i` may use it: not `cache = false`, `--force`, `always`.
     pub(super) fn cache_for(&self, i: usize) -> Option<Arc<Cache>> {
         let inst = &self.snap.project.instances[i];
         (inst.cache && !inst.always && !self.snap.forced.contains(&i))

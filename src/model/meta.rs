@@ -113,16 +113,18 @@ pub struct Provenance {
     pub outputs: Vec<(String, Option<String>)>,
     phase: String,
     run_id: String,
+    /// The command as it ran (a sharded instance's: its template, `{shard.input}` and all).
+    command: String,
     parts: KeyParts,
 }
 
 impl Provenance {
-    /// The provenance of an instance of `phase` run in `run_id` with key `parts`, or None
-    /// when none of `outputs` asked for a sidecar.
+    /// The provenance of an instance of `phase` run in `run_id` as `command` with key
+    /// `parts`, or None when none of `outputs` asked for a sidecar.
     pub fn of(
         phase: &str,
         outputs: &[crate::model::Output],
-        parts: &KeyParts,
+        (command, parts): (&str, &KeyParts),
         run_id: &str,
     ) -> Option<Provenance> {
         let outputs: Vec<_> = outputs
@@ -134,6 +136,7 @@ impl Provenance {
             outputs,
             phase: phase.to_owned(),
             run_id: run_id.to_owned(),
+            command: command.to_owned(),
             parts: parts.clone(),
         })
     }
@@ -186,7 +189,7 @@ impl Provenance {
             }),
             instance: self.parts.instance.clone(),
             phase: self.phase.clone(),
-            command: self.parts.command.clone(),
+            command: self.command.clone(),
             env: self.parts.env.clone(),
             parents,
             run_id: self.run_id.clone(),
@@ -263,9 +266,13 @@ mod tests {
 
     #[test]
     fn only_file_outputs_that_ask_get_a_sidecar() {
-        assert!(Provenance::of("p", &[output(false, false)], &parts(), "r").is_none());
-        assert!(Provenance::of("p", &[output(true, true)], &parts(), "r").is_none());
-        let p = Provenance::of("p", &[output(true, false)], &parts(), "r").unwrap();
+        assert!(
+            Provenance::of("p", &[output(false, false)], ("sh plan.sh", &parts()), "r").is_none()
+        );
+        assert!(
+            Provenance::of("p", &[output(true, true)], ("sh plan.sh", &parts()), "r").is_none()
+        );
+        let p = Provenance::of("p", &[output(true, false)], ("sh plan.sh", &parts()), "r").unwrap();
         assert_eq!(
             p.outputs,
             [(
@@ -277,7 +284,13 @@ mod tests {
 
     #[test]
     fn a_sidecar_names_parents_sorted_and_never_a_value() {
-        let p = Provenance::of("p", &[output(true, false)], &parts(), "run-1").unwrap();
+        let p = Provenance::of(
+            "p",
+            &[output(true, false)],
+            ("sh plan.sh", &parts()),
+            "run-1",
+        )
+        .unwrap();
         let s = p.sidecar(
             ("out/plan.json", Some("schemas/plan.json")),
             (Digest([7; 32]), 12),

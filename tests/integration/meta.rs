@@ -231,3 +231,34 @@ outputs = [{ path = "out/", meta = true }]
         .stderr_contains("asks for `meta = true`, which needs one file")
         .run();
 }
+
+#[test]
+fn the_sidecar_names_the_command_as_it_ran() {
+    // Braces written `{{ }}` and `{inputs}` in the Orchfile: the sidecar names the command
+    // the shell was given, as `instance_started` does, not the key's template.
+    let out = Test::new()
+        .orchfile(
+            r#"
+[phase.a]
+inputs = ["in.txt"]
+run = "printf '{{\"n\":%s}}\n' $(cat {inputs}) > {output}"
+outputs = [{ path = "out/a.json", meta = true }]
+"#,
+        )
+        .write("in.txt", "7\n")
+        .args(["build", "--json"])
+        .run();
+    let started = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["type"] == "instance_started")
+        .expect("a started event");
+    let meta = sidecar(&out, "out/a.json");
+    assert_eq!(meta["command"], started["command"], "{meta}");
+    assert_eq!(
+        meta["command"],
+        "printf '{\"n\":%s}\n' $(cat in.txt) > out/a.json"
+    );
+    assert_eq!(out.read("out/a.json"), "{\"n\":7}\n");
+}

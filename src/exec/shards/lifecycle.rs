@@ -561,7 +561,8 @@ impl Build<'_, '_> {
             self.finish(i);
             return;
         }
-        let sidecars = match self.provenance(inst, &sh.parts) {
+        // A sharded instance ran many commands: its sidecar names the template they share.
+        let sidecars = match self.provenance(inst, &sh.parts.command, &sh.parts) {
             Some((root, prov)) => write_sidecars(&inst.name, &root, &prov, &|p| {
                 metas.get(p).map(|m| (m.digest, m.size))
             }),
